@@ -1,0 +1,194 @@
+"""`lmsmith models …`: the registry from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from rich.table import Table
+
+from lmsmith.errors import LmsmithError
+from lmsmith.ops.registry import ModelVersion, Registry
+from lmsmith.progress import console, out
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def version_dict(mv: ModelVersion) -> dict:
+    d = json.loads(mv.model_dump_json())
+    d["ref"] = mv.ref
+    d["size"] = mv.size
+    return d
+
+
+def command_line() -> str:
+    return "lmsmith " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from lmsmith.ops.importers import DEFAULT_MODEL, pull_default
+
+    if args.what != "default":
+        raise LmsmithError(f"unknown model to pull: '{args.what}'",
+                           f"`pull default` fetches {DEFAULT_MODEL}; import other models with `lmsmith models import PATH`")
+    mv, created = pull_default(dtype=args.dtype)
+    console.print(f"{'registered' if created else 'already registered:'} {mv.ref} ({human_bytes(mv.size)}) at {mv.path}")
+    out.print(mv.ref)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from lmsmith.ops.importers import import_model
+
+    mv = import_model(args.path, args.name, dtype=args.dtype, command=command_line())
+    console.print(f"registered {mv.ref}: {human_bytes(mv.size)} ({human_bytes(mv.stored_bytes)} new in the store)")
+    out.print(mv.ref)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    versions = Registry().list(args.name) if args.name else Registry().list()
+    if args.json:
+        print(json.dumps([version_dict(v) for v in versions], indent=2))
+        return 0
+    if not versions:
+        console.print("no models registered yet: try `lmsmith models pull default`")
+        return 0
+    t = Table("ref", "kind", "size", "new bytes", "created", "aliases", "parent", "stage")
+    for v in versions:
+        t.add_row(v.ref, v.kind, human_bytes(v.size), human_bytes(v.stored_bytes), v.created, ",".join(v.aliases),
+                  v.lineage.parent or v.base or "", v.lineage.stage)
+    out.print(t)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    mv = Registry().get(args.ref)
+    d = version_dict(mv)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    t = Table(show_header=False, title=mv.ref)
+    for key in ("kind", "base", "created", "path", "aliases"):
+        if d.get(key):
+            t.add_row(key, str(d[key]) if not isinstance(d[key], list) else ", ".join(d[key]))
+    t.add_row("size", f"{human_bytes(mv.size)} in {len(mv.files)} files ({human_bytes(mv.stored_bytes)} new in the store)")
+    lin = mv.lineage
+    for key, val in (("parent", lin.parent), ("stage", lin.stage), ("command", lin.command), ("run id", lin.run_id),
+                     ("source", lin.source)):
+        if val:
+            t.add_row(key, str(val))
+    for ref in lin.data:
+        t.add_row("data", f"{ref.path} sha256:{(ref.sha256 or '?')[:12]}")
+    for k, v in mv.tags.items():
+        t.add_row(f"tag {k}", str(v))
+    for k, v in mv.metrics.items():
+        t.add_row(f"metric {k}", json.dumps(v) if not isinstance(v, (int, float, str)) else str(v))
+    out.print(t)
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    reg = Registry()
+    if args.delete:
+        name = args.ref.partition("@")[0]
+        reg.remove_alias(name, args.alias)
+        out.print(f"removed alias {name}@{args.alias}")
+        return 0
+    mv = reg.set_alias(args.ref, args.alias)
+    out.print(f"{mv.name}@{args.alias} -> {mv.ref}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    reg = Registry()
+    refs = [args.ref] if args.ref else [v.ref for v in reg.list()]
+    bad = 0
+    for ref in refs:
+        problems = reg.verify(ref)
+        if problems:
+            bad += 1
+            for p in problems:
+                sys.stderr.write(f"{ref}: {p}\n")
+        else:
+            out.print(f"{reg.get(ref).ref}: ok")
+    if bad:
+        raise LmsmithError(f"{bad} version(s) failed verification", "re-import the damaged model(s)")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    reg = Registry()
+    before = reg.store_bytes()
+    mv = reg.remove(args.ref, force=args.force)
+    out.print(f"removed {mv.ref} (freed {human_bytes(before - reg.store_bytes())})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    dest = Registry().export(args.ref, args.dir)
+    out.print(f"exported {args.ref} to {dest}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    freed = Registry().gc()
+    out.print(f"freed {human_bytes(freed)}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="the model registry: pull, import, list, show, alias, verify, rm, export")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    s = msub.add_parser("pull", help="fetch and register a known model (`default`: SmolLM2-135M-Instruct)")
+    s.add_argument("what", help="`default`")
+    s.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    s.set_defaults(func=cmd_pull)
+
+    s = msub.add_parser("import", help="register a HF model directory, a .gguf file, or pickle weights (converted safely)")
+    s.add_argument("path")
+    s.add_argument("--name", required=True, help="registry name; a new version is added if it exists")
+    s.add_argument("--dtype", default=None, help="convert weights (GGUF default: bfloat16; HF dirs keep theirs)")
+    s.set_defaults(func=cmd_import)
+
+    s = msub.add_parser("list", help="list registered versions")
+    s.add_argument("name", nargs="?", help="only versions of this model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_list)
+
+    s = msub.add_parser("show", help="metadata, lineage, tags and metrics of a version")
+    s.add_argument("ref")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = msub.add_parser("alias", help="point NAME@ALIAS at a version (moved atomically)")
+    s.add_argument("ref", help="NAME@VERSION the alias should point at")
+    s.add_argument("alias", help="e.g. production, staging")
+    s.add_argument("--delete", action="store_true", help="remove the alias instead")
+    s.set_defaults(func=cmd_alias)
+
+    s = msub.add_parser("verify", help="re-hash files of one version (or all) and report damaged ones")
+    s.add_argument("ref", nargs="?")
+    s.set_defaults(func=cmd_verify)
+
+    s = msub.add_parser("rm", help="remove a version and free blobs nothing else uses")
+    s.add_argument("ref")
+    s.add_argument("--force", action="store_true", help="remove even if adapters name it as their base")
+    s.set_defaults(func=cmd_rm)
+
+    s = msub.add_parser("export", help="write a standalone HF directory with regular safetensors shards")
+    s.add_argument("ref")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_export)
+
+    s = msub.add_parser("gc", help="delete unreferenced blobs and leftovers of interrupted imports")
+    s.set_defaults(func=cmd_gc)

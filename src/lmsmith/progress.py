@@ -1,0 +1,37 @@
+"""Progress bars and console output (rich), one place so every stage looks the same."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+console = Console(stderr=True)  # progress and status go to stderr; results go to stdout
+out = Console(soft_wrap=True, highlight=False)
+
+
+def make_progress(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+        console=console, transient=transient,
+    )
+
+
+@contextlib.contextmanager
+def task(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """`with task("import", n) as bar: bar(1, info="file.x")`."""
+    with make_progress() as p:
+        tid = p.add_task(description, total=total, info="")
+
+        def advance(n: int = 1, info: str = "", completed: int | None = None) -> None:
+            if completed is not None:
+                p.update(tid, completed=completed, info=info)
+            else:
+                p.update(tid, advance=n, info=info)
+
+        yield advance
+
