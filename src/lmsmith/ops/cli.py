@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 
 from rich.table import Table
@@ -29,10 +28,6 @@ def version_dict(mv: ModelVersion) -> dict:
     return d
 
 
-def command_line() -> str:
-    return "lmsmith " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def cmd_pull(args: argparse.Namespace) -> int:
     from lmsmith.ops.importers import DEFAULT_MODEL, pull_default
 
@@ -48,7 +43,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from lmsmith.ops.importers import import_model
 
-    mv = import_model(args.path, args.name, dtype=args.dtype, command=command_line())
+    mv = import_model(args.path, args.name, dtype=args.dtype, command=args.command_line)
     console.print(f"registered {mv.ref}: {human_bytes(mv.size)} ({human_bytes(mv.stored_bytes)} new in the store)")
     out.print(mv.ref)
     return 0
