@@ -12,6 +12,21 @@ from lmsmith.errors import LmsmithError
 JSON_OPTIONS = {"whitespace_flexible": False}  # compact JSON: no runaway whitespace from weak models
 
 
+def close_objects(schema: Any) -> Any:
+    """Objects that don't say otherwise get `additionalProperties: false` (as in OpenAI's strict mode): the model
+    writes only the declared keys, so it cannot ramble through extra ones and run out of tokens mid-document.
+    Anything generated this way still validates against the original schema."""
+    if isinstance(schema, list):
+        return [close_objects(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: close_objects(v) if k not in ("enum", "const", "default", "examples") else v for k, v in schema.items()}
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out \
+            and "patternProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 class GrammarCompiler:
     """One per engine: wraps the tokenizer for llguidance once (about a second for a large vocabulary)."""
 
@@ -33,7 +48,7 @@ class GrammarCompiler:
         """A fresh matcher for one sequence; raises LmsmithError for a schema it cannot compile."""
         import llguidance
 
-        schema = json_schema if json_schema is not None else {"type": "object"}
+        schema = close_objects(json_schema) if json_schema is not None else {"type": "object"}
         try:
             grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=JSON_OPTIONS)
         except (ValueError, TypeError) as e:
