@@ -164,3 +164,24 @@ def test_bad_engine_arguments_are_clear(tiny_models):
         Engine(str(tiny_models["llama"]), max_num_seqs=0)
     with pytest.raises(LmsmithError, match="exceeds"):
         Engine(str(tiny_models["llama"]), max_model_len=10**6)
+
+
+def test_lora_adapter_is_merged_into_the_native_model(tiny_models, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload().eval()
+    engine = Engine(str(tmp_path / "adapter"), block_size=4)
+    assert engine.native
+    ids = engine.encode(PROMPTS[1])
+    with torch.inference_mode():
+        ref = merged.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, pad_token_id=2)[0, len(ids):].tolist()
+    got = run_all(engine, [ids], SamplingParams(max_tokens=12, temperature=0))
+    assert got["r0"][0] == ref
+    base_out = run_all(Engine(str(tiny_models["llama"]), block_size=4), [ids], SamplingParams(max_tokens=12, temperature=0))
+    assert base_out["r0"][0] != ref  # the adapter really changed the model
