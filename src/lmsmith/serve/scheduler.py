@@ -115,6 +115,7 @@ class Scheduler:
                 else:
                     break
             self.waiting.popleft()
+            self.blocks.count_lookup(seq.num_tokens, len(hits))
             self.blocks.take(hits)
             seq.block_table = list(hits)
             seq.num_computed = len(hits) * self.blocks.block_size
