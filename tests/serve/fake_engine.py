@@ -81,8 +81,9 @@ def example(schema: dict) -> Any:
     if t == "object":
         props = schema.get("properties", {})
         return {k: example(props[k]) for k in props if k in schema.get("required", list(props))}
-    return {"string": "Praha", "integer": 3, "number": 1.5, "boolean": True, "null": None,
-            "array": [example(schema.get("items", {"type": "integer"}))]}[t]
+    if t == "array":
+        return [example(schema.get("items", {"type": "integer"}))]
+    return {"string": "Praha", "integer": 3, "number": 1.5, "boolean": True, "null": None}[t]
 
 
 class _Seq:
@@ -95,7 +96,7 @@ class _Seq:
 class FakeEngine:
     SamplingParams = SamplingParams
 
-    def __init__(self, model_dir, max_model_len: int = 256, max_num_seqs: int = 8, step_delay: float = 0.002,
+    def __init__(self, model_dir, max_model_len: int = 2048, max_num_seqs: int = 8, step_delay: float = 0.002,
                  filler: str = " more"):
         from transformers import AutoTokenizer
 
