@@ -117,9 +117,10 @@ class ServerState:
 
 
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
-               max_num_seqs: int = 64, max_queue: int = 256, request_timeout: float | None = 600.0,
+               max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
                drain_timeout: float = 30.0) -> FastAPI:
     """The FastAPI app serving `engine` under the name `model_name` (and `aliases`)."""
+    max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
     names |= {n.split("@")[0] for n in list(names)}
