@@ -1,4 +1,8 @@
-"""Servers for the server tests: the app on a fake engine (fast) in a uvicorn thread on a free port."""
+"""Fixtures of the serve tests.
+
+Engine tests: tiny models of each architecture, built once per session. Server tests: the app on an
+engine (by default a fast fake with the Engine interface) running in a uvicorn thread on a free port.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lmsmith.serve.server import BackgroundServer, create_app
 
@@ -16,9 +21,28 @@ API_KEY = "sk-test"
 MODEL = "tiny"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    torch.set_num_threads(1)  # tiny matmuls: threading only adds overhead on a shared 2-core box
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from lmsmith.tiny import build_tiny
+
+    root = tmp_path_factory.mktemp("engine-tiny")
+    return {arch: build_tiny(root / arch, arch, seed=i) for i, arch in enumerate(["llama", "qwen2", "mistral", "gemma2"])}
+
+
+@pytest.fixture(scope="session")
+def tiny_engine_kwargs() -> dict:
+    return dict(block_size=4, max_num_batched_tokens=64)
+
+
 @pytest.fixture
 def make_server(tiny_dir):
-    """make_server(**app_kwargs, engine_kwargs={...}) -> running BackgroundServer (stopped after the test)."""
+    """make_server(engine=None, engine_kwargs={...}, **create_app_kwargs) -> a running BackgroundServer
+    (`.url`, `.engine`, `.app`), stopped after the test. Without `engine`, a FakeEngine on the tiny model."""
     started = []
 
     def make(engine=None, engine_kwargs: dict | None = None, **app_kwargs):

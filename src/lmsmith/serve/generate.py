@@ -1,14 +1,11 @@
-"""Single-prompt generation for the CLI. Uses transformers' `generate` until the engine replaces it."""
+"""Single-prompt generation for the CLI (`lmsmith generate`), on our engine, streaming text as it is decoded."""
 
 from __future__ import annotations
 
 import sys
 from typing import Callable
 
-import torch
-
 from lmsmith.errors import LmsmithError
-from lmsmith.models import default_device, load_model, load_tokenizer
 
 
 def build_prompt(tok, prompt: str, chat: bool, system: str | None) -> list[int]:
@@ -25,36 +22,28 @@ def build_prompt(tok, prompt: str, chat: bool, system: str | None) -> list[int]:
 
 def generate_text(ref: str, prompt: str, *, chat: bool = False, system: str | None = None, max_tokens: int = 256,
                   temperature: float = 0.0, seed: int | None = None, dtype: str = "auto",
-                  on_text: Callable[[str], None] | None = None) -> str:
-    """Generate a completion; `on_text` receives decoded text pieces as tokens arrive."""
-    from transformers import TextStreamer
+                  on_text: Callable[[str], None] | None = None, top_p: float = 1.0, top_k: int = 0,
+                  stop: list[str] | None = None, json_schema: dict | None = None) -> str:
+    """Generate a completion with the engine; `on_text` receives decoded text pieces as tokens arrive."""
+    from lmsmith.serve.engine import Engine
+    from lmsmith.serve.sampling_params import SamplingParams
 
     if max_tokens < 1:
         raise LmsmithError(f"--max-tokens must be at least 1, got {max_tokens}")
     if temperature < 0:
         raise LmsmithError(f"--temperature must be >= 0, got {temperature}")
-    device = default_device()
-    tok = load_tokenizer(ref)
-    model = load_model(ref, dtype=dtype, device=device)
-    ids = build_prompt(tok, prompt, chat, system)
-    if seed is not None:
-        torch.manual_seed(seed)
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed, top_p=top_p, top_k=top_k,
+                            stop=stop or [], json_schema=json_schema).validate()
+    engine = Engine(ref, dtype=dtype, max_num_seqs=1)
+    ids = build_prompt(engine.tokenizer, prompt, chat, system)
+    engine.add_request("generate", ids, params)
     pieces: list[str] = []
-
-    class _Stream(TextStreamer):
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            pieces.append(text)
-            if on_text:
-                on_text(text)
-
-    streamer = _Stream(tok, skip_prompt=True, skip_special_tokens=True)
-    kwargs = dict(max_new_tokens=max_tokens, streamer=streamer, pad_token_id=tok.pad_token_id)
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    with torch.inference_mode():
-        model.generate(torch.tensor([ids], device=device), attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device), **kwargs)
+    while engine.has_unfinished():
+        for out in engine.step():
+            if out.text_delta:
+                pieces.append(out.text_delta)
+                if on_text:
+                    on_text(out.text_delta)
     return "".join(pieces)
 
 

@@ -1,0 +1,91 @@
+"""Attention over the paged KV cache. `paged_attention` is the one function a fused kernel replaces.
+
+The cache of one layer is `[num_blocks, block_size, kv_heads, head_dim]` for K and for V. Each step first writes
+the new tokens' K/V into their slots, then every sequence attends to its own blocks: decode sequences (one query
+token each) as one padded batch, prefill chunks one by one (a first chunk uses its fresh K/V directly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillChunk:
+    token_start: int  # row of its first query token in the flattened batch
+    num_tokens: int
+    pos_start: int  # position of its first query token (= tokens already in the cache)
+    block_table: torch.Tensor  # [num_blocks] long
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # [T] cache slot for each token's new K/V
+    decode_rows: torch.Tensor | None  # [B] rows of single-token (decode) queries
+    decode_block_tables: torch.Tensor | None  # [B, max_blocks] (padded with 0)
+    decode_context_lens: torch.Tensor | None  # [B] keys each decode query sees (including itself)
+    prefills: list[PrefillChunk]
+    block_size: int
+    sliding_window: int | None = None
+
+
+def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             slots: torch.Tensor) -> None:
+    kv_heads, head_dim = k.shape[-2:]
+    k_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, k)
+    v_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, v)
+
+
+def _window_mask(q_pos: torch.Tensor, k_len: int, window: int | None, device) -> torch.Tensor:
+    """[Q, K] bool: key j visible to the query at position p iff j <= p (and p - j < window)."""
+    kpos = torch.arange(k_len, device=device)
+    mask = kpos[None, :] <= q_pos[:, None]
+    if window is not None:
+        mask &= kpos[None, :] > q_pos[:, None] - window
+    return mask
+
+
+def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d]."""
+    write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+    out = torch.empty_like(q)
+    kv_heads, d = k.shape[-2:]
+    gqa = q.shape[1] != kv_heads
+    window = meta.sliding_window
+    if meta.decode_rows is not None:
+        bt = meta.decode_block_tables
+        b = bt.shape[0]
+        keys = k_cache[bt].view(b, -1, kv_heads, d).transpose(1, 2)
+        vals = v_cache[bt].view(b, -1, kv_heads, d).transpose(1, 2)
+        kpos = torch.arange(keys.shape[2], device=q.device)
+        lens = meta.decode_context_lens[:, None]
+        mask = kpos[None, :] < lens
+        if window is not None:
+            mask &= kpos[None, :] >= lens - window
+        qd = q[meta.decode_rows].unsqueeze(2)  # [B, heads, 1, d]
+        o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=mask[:, None, None, :], scale=scale,
+                                           enable_gqa=gqa)
+        out[meta.decode_rows] = o.squeeze(2)
+    for c in meta.prefills:
+        rows = slice(c.token_start, c.token_start + c.num_tokens)
+        qc = q[rows].transpose(0, 1).unsqueeze(0)  # [1, heads, n, d]
+        ctx = c.pos_start + c.num_tokens
+        if c.pos_start == 0:
+            keys, vals = k[rows], v[rows]
+        else:
+            keys = k_cache[c.block_table].view(-1, kv_heads, d)[:ctx]
+            vals = v_cache[c.block_table].view(-1, kv_heads, d)[:ctx]
+        keys = keys.transpose(0, 1).unsqueeze(0)
+        vals = vals.transpose(0, 1).unsqueeze(0)
+        if c.pos_start == 0 and (window is None or ctx <= window):
+            o = F.scaled_dot_product_attention(qc, keys, vals, is_causal=True, scale=scale, enable_gqa=gqa)
+        else:
+            qpos = torch.arange(c.pos_start, ctx, device=q.device)
+            mask = _window_mask(qpos, ctx, window, q.device)
+            o = F.scaled_dot_product_attention(qc, keys, vals, attn_mask=mask[None, None], scale=scale, enable_gqa=gqa)
+        out[rows] = o.squeeze(0).transpose(0, 1)
+    return out

@@ -1,0 +1,277 @@
+"""The inference engine: requests in, streamed tokens out, one scheduler iteration per `step()`.
+
+    engine = Engine("smollm2-135m-instruct")
+    engine.add_request("r1", "Hello", SamplingParams(max_tokens=32))
+    while engine.has_unfinished():
+        for out in engine.step():
+            print(out.text_delta, end="")
+
+Each request becomes `n` sequences. A step schedules prefill chunks and decodes together (continuous
+batching), runs the model once over the paged KV cache, samples, detokenizes incrementally, applies stop
+conditions and frees finished sequences' blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from lmsmith.errors import LmsmithError
+from lmsmith.models import load_tokenizer
+from lmsmith.serve.block_manager import BlockManager
+from lmsmith.serve.model_runner import auto_num_blocks, load_runner
+from lmsmith.serve.sampler import make_generator, sample
+from lmsmith.serve.sampling_params import SamplingParams
+from lmsmith.serve.scheduler import Scheduler
+from lmsmith.serve.sequence import RequestMetrics, Sequence, Status
+
+
+@dataclass
+class RequestOutput:
+    """What one sequence produced in one step (deltas) plus everything so far."""
+
+    request_id: str
+    index: int
+    new_token_ids: list[int]
+    text_delta: str
+    token_ids: list[int]
+    text: str
+    finished: bool
+    finish_reason: str | None
+    stop_reason: str | int | None
+    logprobs: list[dict[str, Any]] | None  # for the new tokens: {"token_id", "logprob", "top_logprobs": [(id, lp)]}
+    prompt_token_ids: list[int]
+    num_cached_tokens: int
+    metrics: RequestMetrics = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def eos_ids_for(model_dir, tokenizer, config) -> list[int]:
+    """EOS from generation_config.json (int or list), then the config and the tokenizer."""
+    ids: list[int] = []
+    gen = model_dir / "generation_config.json"
+    sources = []
+    if gen.exists():
+        sources.append(json.loads(gen.read_text()).get("eos_token_id"))
+    sources += [getattr(config, "eos_token_id", None), tokenizer.eos_token_id]
+    for src in sources:
+        for t in (src if isinstance(src, list) else [src]):
+            if isinstance(t, int) and t not in ids:
+                ids.append(t)
+    return ids
+
+
+class Engine:
+    def __init__(self, model_ref: str, dtype: str | torch.dtype = "auto", device: str | None = None,
+                 max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, block_size: int = 16,
+                 num_kv_blocks: int | None = None, max_model_len: int | None = None,
+                 enable_prefix_caching: bool = True, allow_fallback: bool = True):
+        for name, value in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens),
+                            ("block_size", block_size)):
+            if not isinstance(value, int) or value < 1:
+                raise LmsmithError(f"{name} must be a positive integer, got {value!r}")
+        if num_kv_blocks is not None and num_kv_blocks < 1:
+            raise LmsmithError(f"num_kv_blocks must be a positive integer, got {num_kv_blocks!r}")
+        self.model_ref = str(model_ref)
+        self.runner, handle, model_len = load_runner(self.model_ref, dtype, device, max_model_len, allow_fallback)
+        self.device = self.runner.device
+        self.tokenizer = load_tokenizer(self.model_ref)
+        self.eos_token_ids = eos_ids_for(handle.base.dir, self.tokenizer, handle.config)
+        if num_kv_blocks is None:
+            num_kv_blocks = auto_num_blocks(self.runner, block_size, max_num_seqs, model_len)
+        self.runner.allocate_kv(num_kv_blocks, block_size)
+        self.blocks = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
+        # a lone sequence must always fit, otherwise it would preempt itself forever
+        self.max_model_len = min(model_len, num_kv_blocks * block_size)
+        self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
+        self.vocab_size = self.runner.vocab_size
+        self._grammar = None
+        self._requests: dict[str, list[Sequence]] = {}
+        self._pending: list[RequestOutput] = []
+        self._stop_token_sets: dict[str, set[int]] = {}
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+
+    # -- public API -----------------------------------------------------------------------------------------
+    @property
+    def native(self) -> bool:
+        return bool(getattr(self.runner, "native", False))
+
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            raise LmsmithError("a prompt must be a string or a list of token ids")
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise LmsmithError(f"token id {bad[0]} is out of range for a vocabulary of {self.vocab_size}")
+        return list(prompt)
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,
+                    arrival_time: float | None = None) -> None:
+        params = (params or SamplingParams()).validate()
+        if request_id in self._requests:
+            raise LmsmithError(f"request id {request_id!r} is already in use")
+        ids = self.encode(prompt)
+        if not ids:
+            raise LmsmithError("the prompt is empty", "pass at least one token")
+        if len(ids) >= self.max_model_len:
+            raise LmsmithError(f"the prompt has {len(ids)} tokens but the model's context is {self.max_model_len} tokens",
+                               "shorten the prompt (it must leave room for at least one new token)")
+        matchers = [self.grammar.matcher(params.json_schema, params.json_object) if params.structured else None
+                    for _ in range(params.n)]
+        seqs = []
+        arrival = arrival_time if arrival_time is not None else time.time()
+        for i in range(params.n):
+            seq = Sequence(request_id, i, ids, params, arrival)
+            seq.read_offset = seq.prefix_offset = len(ids)
+            if not params.greedy:
+                seq.generator = make_generator(None if params.seed is None else params.seed + i, self.device)
+            seq.matcher = matchers[i]
+            if i > 0:
+                seq.wait_for = seqs[0]
+            seqs.append(seq)
+            self.scheduler.add(seq)
+        self._requests[request_id] = seqs
+        self.prompt_tokens += len(ids)
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now and free its KV blocks; its final output (finish_reason "abort") comes from the next step()."""
+        for seq in self._requests.pop(request_id, []):
+            if seq.finished:
+                continue
+            self.scheduler.remove(seq)
+            self._finish(seq, "abort", None)
+            self._pending.append(self._output(seq, [], None))
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished() or bool(self._pending)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for metrics. Prefix-cache queries/hits are counted in tokens."""
+        used = self.blocks.num_used
+        return {
+            "running": len(self.scheduler.running), "waiting": len(self.scheduler.waiting),
+            "kv_blocks_total": self.blocks.num_blocks, "kv_blocks_used": used,
+            "kv_usage": used / self.blocks.num_blocks,
+            "prefix_cache_queries": self.blocks.prefix_queries, "prefix_cache_hits": self.blocks.prefix_hits,
+            "prefix_cache_unit": "tokens", "preemptions": self.scheduler.num_preemptions,
+            "prompt_tokens": self.prompt_tokens, "generation_tokens": self.generation_tokens,
+        }
+
+    def step(self) -> list[RequestOutput]:
+        outputs, self._pending = self._pending, []
+        batch = self.scheduler.schedule()
+        if not batch:
+            return outputs
+        logits = self.runner.execute(batch)
+        sampling = []
+        for s in batch:
+            seq = s.seq
+            seq.num_computed = s.start + s.num_tokens
+            seq.num_hashed_blocks = self.blocks.register_full(seq.block_table, seq.tokens, seq.num_computed,
+                                                              seq.num_hashed_blocks)
+            if s.samples:
+                sampling.append(seq)
+        if not sampling:
+            return outputs
+        masks = [self.grammar.mask(seq.matcher, logits.device) if seq.matcher is not None else None for seq in sampling]
+        tokens, records = sample(logits, sampling, masks)
+        now = time.time()
+        for seq, tok, rec in zip(sampling, tokens, records):
+            outputs.append(self._append_token(seq, tok, rec, now))
+        return outputs
+
+    # -- internals ------------------------------------------------------------------------------------------
+    @property
+    def grammar(self):
+        if self._grammar is None:
+            from lmsmith.serve.structured import GrammarCompiler
+
+            self._grammar = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids)
+        return self._grammar
+
+    def _append_token(self, seq: Sequence, tok: int, rec: dict | None, now: float) -> RequestOutput:
+        p = seq.params
+        seq.append(tok)
+        self.generation_tokens += 1
+        if seq.metrics.first_token_time is None:
+            seq.metrics.first_token_time = now
+        seq.metrics.token_times.append(now)
+        if rec is not None and seq.logprobs is not None:
+            seq.logprobs.append(rec)
+        reason, stop = None, None
+        is_eos = tok in self.eos_token_ids and not p.ignore_eos
+        if is_eos:
+            reason = "stop"
+        elif tok in p.stop_token_ids:
+            reason, stop = "stop", tok
+        else:
+            self._detokenize(seq)
+            stop = self._find_stop_string(seq)
+            if stop is not None:
+                reason = "stop"
+        if reason is None and seq.matcher is not None:
+            seq.matcher.consume_token(tok)
+            if seq.matcher.is_stopped() or seq.matcher.is_error():
+                reason = "stop"
+        if reason is None and p.max_tokens is not None and seq.num_output >= p.max_tokens:
+            reason = "length"
+        if reason is None and seq.num_tokens >= self.max_model_len:
+            reason = "length"
+        if reason is not None:
+            self._finish(seq, reason, stop)
+            self.scheduler.remove(seq)
+        return self._output(seq, [tok], rec)
+
+    def _detokenize(self, seq: Sequence) -> None:
+        """Incremental decoding that never cuts a multi-byte character: text is only added once it decodes cleanly."""
+        skip = seq.params.skip_special_tokens
+        toks = seq.tokens
+        prefix = self.tokenizer.decode(toks[seq.prefix_offset:seq.read_offset], skip_special_tokens=skip)
+        full = self.tokenizer.decode(toks[seq.prefix_offset:], skip_special_tokens=skip)
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            seq.text += full[len(prefix):]
+            seq.prefix_offset = seq.read_offset
+            seq.read_offset = len(toks)
+
+    def _find_stop_string(self, seq: Sequence) -> str | None:
+        stops = seq.params.stop
+        if not stops:
+            return None
+        longest = max(len(s) for s in stops)
+        start = max(0, seq.emitted_chars - longest)
+        best = None
+        for s in stops:
+            i = seq.text.find(s, start)
+            if i != -1 and (best is None or i < best[0]):
+                best = (i, s)
+        if best is None:
+            return None
+        seq.text = seq.text[:best[0]]
+        return best[1]
+
+    def _finish(self, seq: Sequence, reason: str, stop: str | int | None) -> None:
+        seq.status = Status.FINISHED
+        seq.finish_reason = reason
+        seq.stop_reason = stop
+        seq.metrics.finish_time = time.time()
+        siblings = self._requests.get(seq.request_id, [])
+        if all(s.finished for s in siblings):
+            self._requests.pop(seq.request_id, None)
+
+    def _output(self, seq: Sequence, new: list[int], rec: dict | None) -> RequestOutput:
+        # hold back a possible partial stop string until it is decided
+        hold = 0 if seq.finished or not seq.params.stop else max(len(s) for s in seq.params.stop) - 1
+        upto = max(seq.emitted_chars, len(seq.text) - hold)
+        delta = seq.text[seq.emitted_chars:upto]
+        seq.emitted_chars = upto
+        text = seq.text[:upto]
+        return RequestOutput(
+            request_id=seq.request_id, index=seq.index, new_token_ids=new, text_delta=delta,
+            token_ids=seq.output_ids, text=text, finished=seq.finished, finish_reason=seq.finish_reason,
+            stop_reason=seq.stop_reason, logprobs=[rec] if rec is not None else ([] if seq.logprobs is not None else None),
+            prompt_token_ids=seq.prompt_ids, num_cached_tokens=seq.num_cached_tokens, metrics=seq.metrics)

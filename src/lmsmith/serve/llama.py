@@ -1,0 +1,206 @@
+"""Native Llama-family decoder (Llama 2/3.x, SmolLM/SmolLM2, Mistral, Qwen2/2.5) over the paged KV cache.
+
+Numerics follow transformers' reference implementation (fp32 RMSNorm, the same RoPE tables) so greedy decoding
+matches `generate` token for token. q/k/v and gate/up projections are fused after loading for fewer matmuls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmsmith.serve.attention import AttentionMetadata, paged_attention
+
+SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2"}
+STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
+
+
+@dataclass
+class ModelSpec:
+    model_type: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    tie_word_embeddings: bool
+    sliding_window: int | None
+    max_position_embeddings: int
+
+
+def unsupported_reason(cfg: Any) -> str | None:
+    """Why the native implementation cannot run this HF config (None = it can)."""
+    mt = getattr(cfg, "model_type", None)
+    if mt not in SUPPORTED_MODEL_TYPES:
+        return f"architecture '{mt}' has no native implementation (native: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act} is not implemented natively"
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    rtype = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+    if rtype not in STATIC_ROPE_TYPES:
+        return f"RoPE type '{rtype}' is not implemented natively"
+    return None
+
+
+def spec_from_config(cfg: Any) -> ModelSpec:
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    qwen = cfg.model_type == "qwen2"
+    window = getattr(cfg, "sliding_window", None)
+    if qwen and not getattr(cfg, "use_sliding_window", False):
+        window = None
+    return ModelSpec(
+        model_type=cfg.model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size, num_layers=cfg.num_hidden_layers, num_heads=heads,
+        num_kv_heads=getattr(cfg, "num_key_value_heads", None) or heads, head_dim=head_dim,
+        rms_norm_eps=cfg.rms_norm_eps, qkv_bias=qwen or bool(getattr(cfg, "attention_bias", False)),
+        o_bias=bool(getattr(cfg, "attention_bias", False)) and not qwen, mlp_bias=bool(getattr(cfg, "mlp_bias", False)),
+        tie_word_embeddings=bool(getattr(cfg, "tie_word_embeddings", False)), sliding_window=window,
+        max_position_embeddings=cfg.max_position_embeddings,
+    )
+
+
+def rope_tables(cfg: Any, spec: ModelSpec, max_len: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin `[max_len, head_dim]`, computed exactly as transformers does (fp32, then cast)."""
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    rtype = rope.get("rope_type", "default") if isinstance(rope, dict) else "default"
+    if rtype == "default":
+        base = rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+        dim = spec.head_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+        scaling = 1.0
+    else:
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        inv_freq, scaling = ROPE_INIT_FUNCTIONS[rtype](cfg, None)
+    pos = torch.arange(max_len, dtype=torch.float)
+    freqs = pos[:, None] * inv_freq.float()[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * scaling).to(device=device, dtype=dtype), (emb.sin() * scaling).to(device=device, dtype=dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self.s = s
+        self.q_proj = nn.Linear(s.hidden_size, s.num_heads * s.head_dim, bias=s.qkv_bias)
+        self.k_proj = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
+        self.v_proj = nn.Linear(s.hidden_size, s.num_kv_heads * s.head_dim, bias=s.qkv_bias)
+        self.o_proj = nn.Linear(s.num_heads * s.head_dim, s.hidden_size, bias=s.o_bias)
+        self.scale = s.head_dim ** -0.5
+        self.qkv_w: torch.Tensor | None = None
+        self.qkv_b: torch.Tensor | None = None
+
+    def fuse(self) -> None:
+        self.qkv_w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]).detach()
+        if self.s.qkv_bias:
+            self.qkv_b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]).detach()
+        del self.q_proj, self.k_proj, self.v_proj
+
+    def forward(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
+        s = self.s
+        t = x.shape[0]
+        qkv = F.linear(x, self.qkv_w, self.qkv_b)
+        q, k, v = qkv.split([s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim], -1)
+        q = q.view(t, s.num_heads, s.head_dim)
+        k = k.view(t, s.num_kv_heads, s.head_dim)
+        v = v.view(t, s.num_kv_heads, s.head_dim)
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
+        return self.o_proj(o.reshape(t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self.gate_proj = nn.Linear(s.hidden_size, s.intermediate_size, bias=s.mlp_bias)
+        self.up_proj = nn.Linear(s.hidden_size, s.intermediate_size, bias=s.mlp_bias)
+        self.down_proj = nn.Linear(s.intermediate_size, s.hidden_size, bias=s.mlp_bias)
+        self.gu_w: torch.Tensor | None = None
+        self.gu_b: torch.Tensor | None = None
+
+    def fuse(self) -> None:
+        self.gu_w = torch.cat([self.gate_proj.weight, self.up_proj.weight]).detach()
+        if self.gate_proj.bias is not None:
+            self.gu_b = torch.cat([self.gate_proj.bias, self.up_proj.bias]).detach()
+        del self.gate_proj, self.up_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = F.linear(x, self.gu_w, self.gu_b).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self.self_attn = Attention(s)
+        self.mlp = MLP(s)
+        self.input_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_norm_eps)
+
+    def forward(self, x, cos, sin, k_cache, v_cache, meta):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(s.vocab_size, s.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(s) for _ in range(s.num_layers))
+        self.norm = RMSNorm(s.hidden_size, s.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    """Parameter names match the HF checkpoints, so the safetensors load as they are."""
+
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self.spec = s
+        self.model = Backbone(s)
+        self.lm_head = nn.Linear(s.hidden_size, s.vocab_size, bias=False)
+
+    def fuse(self) -> None:
+        for layer in self.model.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+
+    def forward(self, input_ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
+                meta: AttentionMetadata, logit_rows: torch.Tensor) -> torch.Tensor:
+        """input_ids [T]; cos/sin [T, head_dim]; kv_cache [layers, 2, blocks, block_size, kv_heads, d].
+        Returns float32 logits for `logit_rows` only."""
+        x = self.model.embed_tokens(input_ids)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, kv_cache[i, 0], kv_cache[i, 1], meta)
+        h = self.model.norm(x[logit_rows])
+        return self.lm_head(h).float()

@@ -1,0 +1,217 @@
+"""Loads a model and runs one scheduled batch: builds the flattened inputs and block-table metadata, returns logits.
+
+`NativeRunner` runs our Llama-family implementation on the paged KV cache. `HFRunner` is the slow fallback
+for architectures we don't implement: it recomputes each sampling sequence with transformers (no KV cache),
+so everything above it (scheduler, sampling, streaming) behaves the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmsmith.errors import LmsmithError
+from lmsmith.models import base_of, parse_dtype, quiet_transformers
+from lmsmith.ops.registry import Registry
+from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
+from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
+from lmsmith.serve.scheduler import ScheduledSeq
+
+CPU_KV_BUDGET_BYTES = 2 * 1024**3
+
+
+def weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [model_dir / n for n in names]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise LmsmithError(f"no safetensors weights in {model_dir}", "import the model with safetensors weights")
+    return files
+
+
+def read_state_dict(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    sd: dict[str, torch.Tensor] = {}
+    for f in weight_files(model_dir):
+        with safe_open(str(f), framework="pt", device="cpu") as fh:
+            for name in fh.keys():
+                sd[name] = fh.get_tensor(name).to(dtype)
+    return sd
+
+
+class ModelHandle:
+    """Resolved ref: HF config, and where the weights come from (an adapter is merged into its base)."""
+
+    def __init__(self, ref: str):
+        quiet_transformers()
+        from transformers import AutoConfig
+
+        registry = Registry()
+        self.handle = registry.resolve(str(ref))
+        self.base = base_of(self.handle, registry)
+        self.is_adapter = self.handle.kind == "adapter"
+        try:
+            self.config = AutoConfig.from_pretrained(self.base.dir)
+        except (OSError, ValueError, KeyError) as e:
+            raise LmsmithError(f"cannot read the config of {self.handle.ref}: {str(e).splitlines()[0]}") from None
+
+    def state_dict(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        if self.is_adapter:
+            from lmsmith.models import load_model
+
+            model = load_model(str(self.handle.ref), dtype=torch.float32, device="cpu", merge_adapter=True)
+            return {k: v.to(dtype) for k, v in model.state_dict().items()}
+        return read_state_dict(self.base.dir, dtype)
+
+
+class NativeRunner:
+    native = True
+
+    def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, max_model_len: int):
+        self.device = device
+        self.dtype = dtype
+        self.config = mh.config
+        self.spec = spec_from_config(mh.config)
+        with torch.device("meta"):
+            model = LlamaForCausalLM(self.spec)
+        sd = mh.state_dict(dtype)
+        if self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
+            sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+        missing = [m for m in missing if not m.endswith("rotary_emb.inv_freq")]
+        if missing:
+            raise LmsmithError(f"checkpoint is missing {len(missing)} weights (e.g. {missing[0]})",
+                               "is this a complete Llama-family checkpoint?")
+        model.fuse()
+        self.model = model.to(device).eval()
+        self.vocab_size = self.spec.vocab_size
+        self.cos, self.sin = rope_tables(mh.config, self.spec, max_model_len + 1, dtype, device)
+        self.kv_cache: torch.Tensor | None = None
+        self.block_size = 16
+
+    def kv_bytes_per_block(self, block_size: int) -> int:
+        s = self.spec
+        return 2 * s.num_layers * block_size * s.num_kv_heads * s.head_dim * torch.finfo(self.dtype).bits // 8
+
+    def allocate_kv(self, num_blocks: int, block_size: int) -> None:
+        s = self.spec
+        self.block_size = block_size
+        self.kv_cache = torch.zeros(s.num_layers, 2, num_blocks, block_size, s.num_kv_heads, s.head_dim,
+                                    dtype=self.dtype, device=self.device)
+
+    @torch.inference_mode()
+    def execute(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+        bs = self.block_size
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        logit_rows: list[int] = []
+        decode_rows: list[int] = []
+        decode_tables: list[list[int]] = []
+        decode_lens: list[int] = []
+        prefills: list[PrefillChunk] = []
+        for s in batch:
+            seq, start, n = s.seq, s.start, s.num_tokens
+            row = len(ids)
+            ids.extend(seq.tokens[start:start + n])
+            positions.extend(range(start, start + n))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            if n == 1:
+                decode_rows.append(row)
+                decode_tables.append(table[:(start + bs) // bs])
+                decode_lens.append(start + 1)
+            else:
+                nb = -(-(start + n) // bs)
+                prefills.append(PrefillChunk(row, n, start, torch.tensor(table[:nb], dtype=torch.long, device=self.device)))
+            if s.samples:
+                logit_rows.append(row + n - 1)
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev), decode_rows=None,
+            decode_block_tables=None, decode_context_lens=None, prefills=prefills, block_size=bs,
+            sliding_window=self.spec.sliding_window)
+        if decode_rows:
+            width = max(len(t) for t in decode_tables)
+            meta.decode_rows = torch.tensor(decode_rows, dtype=torch.long, device=dev)
+            meta.decode_block_tables = torch.tensor([t + [0] * (width - len(t)) for t in decode_tables],
+                                                    dtype=torch.long, device=dev)
+            meta.decode_context_lens = torch.tensor(decode_lens, dtype=torch.long, device=dev)
+        pos = torch.tensor(positions, dtype=torch.long, device=dev)
+        return self.model(torch.tensor(ids, dtype=torch.long, device=dev), self.cos[pos], self.sin[pos],
+                          self.kv_cache, meta, torch.tensor(logit_rows, dtype=torch.long, device=dev))
+
+
+class HFRunner:
+    """transformers-backed fallback: correct for any causal LM, but recomputes the whole sequence per token."""
+
+    native = False
+
+    def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, reason: str):
+        from lmsmith.models import load_model
+
+        self.reason = reason
+        self.device = device
+        self.dtype = dtype
+        self.config = mh.config
+        self.model = load_model(str(mh.handle.ref), dtype=dtype, device=str(device), merge_adapter=True)
+        self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        self.block_size = 16
+
+    def kv_bytes_per_block(self, block_size: int) -> int:
+        return block_size  # no real cache: blocks only pace admission
+
+    def allocate_kv(self, num_blocks: int, block_size: int) -> None:
+        self.block_size = block_size
+
+    @torch.inference_mode()
+    def execute(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+        rows = []
+        for s in batch:
+            if s.samples:
+                ids = torch.tensor([s.seq.tokens], dtype=torch.long, device=self.device)
+                rows.append(self.model(input_ids=ids, logits_to_keep=1).logits[0, -1].float())
+        if not rows:
+            return torch.empty(0, self.vocab_size, device=self.device)
+        return torch.stack(rows)
+
+
+def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_model_len: int | None,
+                allow_fallback: bool = True) -> tuple[Any, ModelHandle, int]:
+    """Pick the native runner when the architecture is supported, else the transformers fallback."""
+    mh = ModelHandle(ref)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = parse_dtype(dtype, dev)
+    limit = int(getattr(mh.config, "max_position_embeddings", 0) or 4096)
+    if max_model_len is not None:
+        if max_model_len < 2:
+            raise LmsmithError(f"max_model_len must be at least 2, got {max_model_len}")
+        if max_model_len > limit:
+            raise LmsmithError(f"max_model_len {max_model_len} exceeds the model's context of {limit} tokens",
+                               f"use at most {limit}")
+        limit = max_model_len
+    reason = unsupported_reason(mh.config)
+    if reason is None:
+        return NativeRunner(mh, torch_dtype, dev, limit), mh, limit
+    if not allow_fallback:
+        raise LmsmithError(reason, "use a Llama/Mistral/Qwen2-family model")
+    return HFRunner(mh, torch_dtype, dev, reason), mh, limit
+
+
+def auto_num_blocks(runner: Any, block_size: int, max_num_seqs: int, max_model_len: int) -> int:
+    """Enough blocks for every sequence at full length, capped by a memory budget (CPU: 2 GiB; GPU: 85% free)."""
+    per_block = runner.kv_bytes_per_block(block_size)
+    want = max_num_seqs * -(-max_model_len // block_size)
+    dev = getattr(runner, "device", torch.device("cpu"))
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        budget = int(free * 0.85) - 512 * 1024**2
+    else:
+        budget = CPU_KV_BUDGET_BYTES
+    return max(2, min(want, budget // per_block))

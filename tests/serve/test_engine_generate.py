@@ -1,0 +1,28 @@
+"""`lmsmith generate` runs on the engine: streamed text equals the engine's answer; bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+from lmsmith.cli import main
+from lmsmith.serve import LLM, SamplingParams
+
+
+def test_generate_cli_streams_engine_output(tiny_ref, capsys):
+    assert main(["generate", tiny_ref, "--prompt", "Praha je", "--max-tokens", "8"]) == 0
+    printed = capsys.readouterr().out
+    llm = LLM(tiny_ref)
+    ref = llm.generate("Praha je", SamplingParams(max_tokens=8, temperature=0), use_tqdm=False)[0].outputs[0].text
+    assert printed.rstrip("\n") == ref.rstrip("\n")
+
+
+def test_generate_cli_json_schema_and_errors(tiny_ref, capsys, tmp_path):
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(schema))
+    assert main(["generate", tiny_ref, "--prompt", "x", "--chat", "--json-schema", str(path), "--max-tokens", "20"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["ok"], bool)
+    assert main(["generate", tiny_ref, "--prompt", "x", "--top-p", "0"]) == 1
+    assert "top_p" in capsys.readouterr().err
+    assert main(["generate", tiny_ref, "--prompt", "x", "--json-schema", "{nope"]) == 1
+    assert "--json-schema" in capsys.readouterr().err
