@@ -24,34 +24,6 @@ TOOL_TEXT = 'Let me check. <tool_call>{"name": "get_weather", "arguments": {"cit
 
 
 @dataclass
-class SamplingParams:
-    """Stand-in for lmsmith.serve.SamplingParams until the engine lands (same fields)."""
-
-    max_tokens: int | None = 16
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    seed: int | None = None
-    n: int = 1
-    stop: list = field(default_factory=list)
-    stop_token_ids: list = field(default_factory=list)
-    ignore_eos: bool = False
-    logprobs: Any = None
-    top_logprobs: int | None = 0
-    json_schema: dict | None = None
-    json_object: bool = False
-
-    def validate(self):
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise LmsmithError(f"invalid sampling parameter max_tokens={self.max_tokens}")
-        return self
-
-
-@dataclass
 class RequestOutput:
     request_id: str
     index: int
@@ -94,8 +66,6 @@ class _Seq:
 
 
 class FakeEngine:
-    SamplingParams = SamplingParams
-
     def __init__(self, model_dir, max_model_len: int = 2048, max_num_seqs: int = 8, step_delay: float = 0.002,
                  filler: str = " more"):
         from transformers import AutoTokenizer
