@@ -96,3 +96,9 @@ def test_concurrent_clients_match_sequential(oai):
     for t in threads:
         t.join()
     assert [got[i] for i in range(6)] == sequential
+
+
+def test_no_5xx_for_fuzzed_bodies_on_the_real_engine(real):
+    from server_fuzz import fuzz_no_5xx
+
+    fuzz_no_5xx(real.url, None, examples=40)
