@@ -41,6 +41,13 @@ def test_chat_params_reach_the_engine(client, server):
     assert (p.presence_penalty, p.frequency_penalty, p.top_k, p.min_p, p.repetition_penalty) == (0.5, -0.5, 4, 0.1, 1.2)
 
 
+def test_content_parts_and_developer_role(client):
+    msgs = [{"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "What is the "}, {"type": "text", "text": "capital?"}]}]
+    r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=30)
+    assert r.choices[0].message.content == SENTENCES[0]
+
+
 def test_default_max_tokens_fills_the_context(client, server):
     r = client.chat.completions.create(model="tiny", messages=USER)
     assert server.engine.seen_params[-1].max_tokens == server.engine.max_model_len - r.usage.prompt_tokens

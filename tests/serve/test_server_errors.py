@@ -65,6 +65,8 @@ def test_unknown_model_is_404(client):
     ({"model": "tiny", "messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}],
       "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice"),
     ({"model": "tiny", "messages": USER, "n": 1000}, "n"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages.0.content"),
     ({"model": "tiny", "messages": USER, "n": 20}, "n"),  # more than max_num_seqs
 ])
 def test_invalid_chat_parameters_are_400(server, body, param):

@@ -20,9 +20,11 @@ class _Request(BaseModel):
 
 
 # ---------------------------------------------------------------------------- shared request pieces
-class TextPart(_Request):
-    type: Literal["text"]
-    text: str
+class ContentPart(_Request):
+    """A message part; only text is served (images or audio get a clear 400 from the server)."""
+
+    type: str
+    text: str | None = None
 
 
 class FunctionCall(_Request):
@@ -38,7 +40,7 @@ class ToolCall(_Request):
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
@@ -48,7 +50,15 @@ class ChatMessage(_Request):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.text for p in self.content)
+        return "".join(p.text or "" for p in self.content)
+
+    def non_text_part(self) -> str | None:
+        """The type of the first part that is not text, if any."""
+        if isinstance(self.content, list):
+            for p in self.content:
+                if p.type != "text" or p.text is None:
+                    return p.type
+        return None
 
 
 class FunctionDef(_Request):

@@ -451,7 +451,10 @@ class ChatHandler(_Handler):
         if not template:
             raise bad_request("this model has no chat template; use /v1/completions", "messages")
         messages = []
-        for m in b.messages:
+        for i, m in enumerate(b.messages):
+            if (kind := m.non_text_part()) is not None:
+                raise bad_request(f"message {i} has a '{kind}' content part; this server takes text only",
+                                  f"messages.{i}.content")
             d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             if m.tool_calls:
                 d["tool_calls"] = [{"id": c.id, "type": "function",
