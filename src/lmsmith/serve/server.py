@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -777,6 +778,9 @@ def make_uvicorn_server(app: FastAPI, host: str, port: int, log_level: str = "in
         def handle_exit(self, sig, frame) -> None:
             state.async_engine.accepting = False
             super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if sig == signal.SIGTERM and captured:  # a drained SIGTERM is a clean exit (status 0), not a kill
+                captured[:] = [s for s in captured if s != signal.SIGTERM]
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_timeout,
                             access_log=log_level == "debug")
