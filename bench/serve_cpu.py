@@ -35,9 +35,12 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=16)
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, help="torch CPU threads for both sides (default: torch's choice)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve_cpu.json"))
     args = ap.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from lmsmith.models import quiet_transformers, resolve
 
     quiet_transformers()

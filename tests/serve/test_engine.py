@@ -50,6 +50,33 @@ def test_greedy_matches_transformers(tiny_models, arch):
     assert engine.stats()["kv_blocks_used"] == 0  # everything freed
 
 
+def test_llama3_rope_scaling_matches_transformers(tmp_path):
+    from lmsmith.tiny import build_tiny
+
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32, "rope_theta": 500000.0}
+    d = build_tiny(tmp_path / "l3", "llama", rope_parameters=rope)
+    engine = Engine(str(d), block_size=4, max_num_batched_tokens=8)
+    ids = [engine.encode(p) for p in PROMPTS]
+    got = run_all(engine, PROMPTS, GREEDY)
+    assert [got[f"r{i}"][0] for i in range(len(PROMPTS))] == hf_greedy(d, ids, GREEDY.max_tokens)
+
+
+def test_mistral_sliding_window_matches_transformers(tmp_path):
+    from lmsmith.tiny import build_tiny
+
+    d = build_tiny(tmp_path / "sw", "mistral", sliding_window=6)
+    engine = Engine(str(d), block_size=4, max_num_batched_tokens=8)
+    assert engine.runner.spec.sliding_window == 6
+    ids = [engine.encode(p) for p in PROMPTS]
+    ref = hf_greedy(d, ids, GREEDY.max_tokens)
+    got = run_all(engine, PROMPTS, GREEDY)
+    assert [got[f"r{i}"][0] for i in range(len(PROMPTS))] == ref
+    engine.runner.spec.sliding_window = None  # full attention really gives other tokens: the window is exercised
+    full = run_all(engine, PROMPTS, GREEDY)
+    assert [full[f"r{i}"][0] for i in range(len(PROMPTS))] != ref
+
+
 def test_unsupported_architecture_falls_back_to_transformers(tiny_models):
     engine = Engine(str(tiny_models["gemma2"]), block_size=4)
     assert not engine.native
@@ -164,3 +191,63 @@ def test_bad_engine_arguments_are_clear(tiny_models):
         Engine(str(tiny_models["llama"]), max_num_seqs=0)
     with pytest.raises(LmsmithError, match="exceeds"):
         Engine(str(tiny_models["llama"]), max_model_len=10**6)
+
+
+def test_lora_adapter_is_merged_into_the_native_model(tiny_models, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload().eval()
+    engine = Engine(str(tmp_path / "adapter"), block_size=4)
+    assert engine.native
+    ids = engine.encode(PROMPTS[1])
+    with torch.inference_mode():
+        ref = merged.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, pad_token_id=2)[0, len(ids):].tolist()
+    got = run_all(engine, [ids], SamplingParams(max_tokens=12, temperature=0))
+    assert got["r0"][0] == ref
+    base_out = run_all(Engine(str(tiny_models["llama"]), block_size=4), [ids], SamplingParams(max_tokens=12, temperature=0))
+    assert base_out["r0"][0] != ref  # the adapter really changed the model
+
+
+def test_random_workload_under_memory_pressure_keeps_outputs_and_frees_everything(tiny_models):
+    import random
+
+    rng = random.Random(0)
+    shared = list(range(10, 30))  # a common prefix for some requests
+    reqs = []
+    for i in range(14):
+        prompt = (shared if i % 3 == 0 else []) + [rng.randrange(3, 500) for _ in range(rng.randrange(1, 30))]
+        reqs.append((f"x{i}", prompt, SamplingParams(max_tokens=rng.randrange(1, 25), temperature=0,
+                                                     ignore_eos=True, n=1 + (i % 4 == 1))))
+    aborted = {"x5", "x9"}
+
+    def run(engine, abort_at_step):
+        for rid, prompt, sp in reqs:
+            engine.add_request(rid, prompt, sp)
+        done, steps = {}, 0
+        while engine.has_unfinished():
+            for o in engine.step():
+                if o.finished:
+                    done[(o.request_id, o.index)] = (o.token_ids, o.finish_reason)
+            steps += 1
+            if steps == abort_at_step:
+                for rid in aborted:
+                    engine.abort(rid)
+        return done
+
+    ref = run(Engine(str(tiny_models["llama"]), block_size=4), abort_at_step=None)
+    tight = Engine(str(tiny_models["llama"]), block_size=4, num_kv_blocks=20, max_num_seqs=5, max_num_batched_tokens=12)
+    got = run(tight, abort_at_step=3)
+    for key, (ids, reason) in got.items():
+        if key[0] in aborted and reason == "abort":
+            continue
+        assert (ids, reason) == ref[key], key
+    assert len(got) == len(ref)
+    blocks = tight.blocks
+    assert blocks.num_free == blocks.num_blocks and not any(blocks.ref_counts)
+    assert tight.stats()["preemptions"] > 0 and tight.stats()["prefix_cache_hits"] > 0

@@ -66,9 +66,13 @@ class BlockManager:
             if b is None:
                 break
             hits.append(b)
-        self.prefix_queries += usable * self.block_size
-        self.prefix_hits += len(hits) * self.block_size
         return hits
+
+    def count_lookup(self, num_tokens: int, hit_blocks: int) -> None:
+        """Record one admitted lookup for the hit-rate counters (in tokens)."""
+        if self.enable_prefix_caching:
+            self.prefix_queries += (num_tokens - 1) // self.block_size * self.block_size
+            self.prefix_hits += hit_blocks * self.block_size
 
     def take(self, blocks: list[int]) -> None:
         """Add a reference to cached blocks found by match_prefix."""

@@ -88,8 +88,9 @@ class NativeRunner:
         if missing:
             raise LmsmithError(f"checkpoint is missing {len(missing)} weights (e.g. {missing[0]})",
                                "is this a complete Llama-family checkpoint?")
-        model.fuse()
-        self.model = model.to(device).eval()
+        model = model.to(device)
+        model.fuse()  # after the move: fused weights are plain tensors, which .to() would not carry
+        self.model = model.eval()
         self.vocab_size = self.spec.vocab_size
         self.cos, self.sin = rope_tables(mh.config, self.spec, max_model_len + 1, dtype, device)
         self.kv_cache: torch.Tensor | None = None

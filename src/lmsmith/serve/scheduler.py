@@ -75,25 +75,23 @@ class Scheduler:
     def schedule(self) -> list[ScheduledSeq]:
         budget = self.max_num_batched_tokens
         out: list[ScheduledSeq] = []
-        scheduled: set[int] = set()
+        preempted = False
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             n = min(seq.num_tokens - seq.num_computed, budget)
             while not self._grow(seq, n):
-                victim = self.running.pop()  # newest admitted goes first
+                victim = self.running.pop()  # the newest admitted sequence gives its blocks back
                 self._preempt(victim)
-                out = [s for s in out if s.seq is not victim]
+                preempted = True
                 if victim is seq:
                     break
-            else:
+            if seq.status is Status.RUNNING:
                 out.append(ScheduledSeq(seq, seq.num_computed, n))
-                scheduled.add(id(seq))
                 budget -= n
                 i += 1
-                continue
-            # seq itself was preempted; the list shrank, index i now points past the end
-        budget = self.max_num_batched_tokens - sum(s.num_tokens for s in out)
+        if preempted:
+            return out  # memory is short: admitting now would only thrash
         admitted_any = False
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
@@ -115,6 +113,7 @@ class Scheduler:
                 else:
                     break
             self.waiting.popleft()
+            self.blocks.count_lookup(seq.num_tokens, len(hits))
             self.blocks.take(hits)
             seq.block_table = list(hits)
             seq.num_computed = len(hits) * self.blocks.block_size
