@@ -815,6 +815,16 @@ class BackgroundServer:
         self.thread.join(timeout=30)
 
 
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise LmsmithError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                               "pick another --port, or stop what is using it") from None
+
+
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
@@ -823,6 +833,7 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
 
+    _check_port(host, port)  # before the (slow) model load
     with console.status(f"loading {ref}"):
         engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
