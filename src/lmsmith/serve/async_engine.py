@@ -199,19 +199,15 @@ class Handle:
     def __init__(self, owner: AsyncEngine, request_id: str, tracked: _Tracked):
         self.owner, self.request_id, self.tracked = owner, request_id, tracked
         self.done = self.closed = False
-        self.deadline = None if not owner.request_timeout else time.monotonic() + owner.request_timeout
+        # the deadline arrives as an item in the queue: no timer per awaited token
+        self._timer = None if not owner.request_timeout else asyncio.get_running_loop().call_later(
+            owner.request_timeout, tracked.queue.put_nowait, RequestTimeout())
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         t = self.tracked
         try:
             while True:
-                remaining = None if self.deadline is None else self.deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise RequestTimeout()
-                try:
-                    item = await asyncio.wait_for(t.queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    raise RequestTimeout() from None
+                item = await t.queue.get()
                 if isinstance(item, BaseException):
                     raise item
                 if item.finished:
@@ -224,6 +220,8 @@ class Handle:
             self.close()
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self.owner._requests.pop(self.request_id, None)
         if not self.done and not self.closed:
             self.closed = True
