@@ -58,14 +58,13 @@ def main() -> int:
     prompts = [list(tok.apply_chat_template([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
                                             add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
                for i in range(args.requests)]
-    params = SamplingParams(max_tokens=args.output_len, temperature=0.0, ignore_eos=True)
 
     def run_engine(ps, n_tokens):
         p = SamplingParams(max_tokens=n_tokens, temperature=0.0, ignore_eos=True)
         t0 = time.perf_counter()
         for i, ids in enumerate(ps):
             engine.add_request(f"b{time.time_ns()}-{i}", ids, p)
-        ttft, finish = [], []
+        ttft: list[float] = []
         first: set = set()
         produced = 0
         while engine.has_unfinished():
@@ -74,8 +73,6 @@ def main() -> int:
                 if o.request_id not in first:
                     first.add(o.request_id)
                     ttft.append(time.perf_counter() - t0)
-                if o.finished:
-                    finish.append(time.perf_counter() - t0)
         return time.perf_counter() - t0, produced, ttft
 
     run_engine(prompts[:2], 4)  # warm-up

@@ -251,3 +251,21 @@ def test_random_workload_under_memory_pressure_keeps_outputs_and_frees_everythin
     blocks = tight.blocks
     assert blocks.num_free == blocks.num_blocks and not any(blocks.ref_counts)
     assert tight.stats()["preemptions"] > 0 and tight.stats()["prefix_cache_hits"] > 0
+
+
+def test_chunked_prefill_runs_alongside_decodes_under_the_token_budget(tiny_models):
+    engine = Engine(str(tiny_models["llama"]), block_size=4, max_num_batched_tokens=8, max_num_seqs=2)
+    engine.add_request("a", [5, 6, 7], SamplingParams(max_tokens=30, temperature=0, ignore_eos=True))
+    engine.step()  # a: prefill + first token
+    engine.add_request("b", list(range(10, 50)), SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+    engine.add_request("c", [8, 9], SamplingParams(max_tokens=2, temperature=0, ignore_eos=True))
+    seen_b = []
+    for _ in range(6):  # b's 40-token prompt needs 6 chunks of <= 7 tokens next to a's decode
+        outs = engine.step()
+        assert [o.request_id for o in outs if o.request_id == "a"] == ["a"]  # a decodes every step
+        seen_b += [o for o in outs if o.request_id == "b"]
+        stats = engine.stats()
+        assert stats["running"] == 2 and stats["waiting"] == 1  # max_num_seqs holds c back
+        assert 0 < stats["kv_usage"] <= 1
+    assert len(seen_b) == 1 and len(seen_b[0].new_token_ids) == 1  # b's first token after the last chunk
+    assert seen_b[0].metrics.first_token_time is not None
