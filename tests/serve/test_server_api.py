@@ -249,3 +249,11 @@ def test_metrics_after_traffic(client, server, path):
     assert 'lmsmith_request_finish_total{finish_reason="length"} 2.0' in text
     assert "lmsmith_generation_tokens_total 10.0" in text
     assert "lmsmith_time_to_first_token_seconds_count 2.0" in text
+
+
+def test_streaming_logprobs(client):
+    chunks = list(client.chat.completions.create(model="tiny", messages=USER, max_tokens=4, logprobs=True,
+                                                 top_logprobs=1, stream=True))
+    lps = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert len(lps) == 4 and all(len(t.top_logprobs) == 1 for t in lps)
+    assert "".join(t.token for t in lps) == "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
