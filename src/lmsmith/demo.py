@@ -48,10 +48,59 @@ def step_chat(ctx: dict) -> None:
     print()
 
 
+def step_serve(ctx: dict) -> None:
+    """Serve the model over HTTP and talk to it with the official `openai` client, as users would."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from openai import OpenAI
+
+    from lmsmith.serve.server import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "lmsmith.cli", "serve", ctx["model"], "--port", str(port), "--log-level", "warning",
+           "--max-num-seqs", "8"]
+    console.print(f"$ lmsmith serve {ctx['model']} --port {port}")
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.5)
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        messages = [{"role": "user", "content": QUESTION}]
+        r = client.chat.completions.create(model=ctx["model"], messages=messages, max_tokens=32, temperature=0)
+        console.print(f"[bold]openai client:[/] {r.choices[0].message.content}  "
+                      f"[dim]({r.usage.prompt_tokens} prompt + {r.usage.completion_tokens} completion tokens)")
+        console.print("[bold]streamed:[/] ", end="")
+        for chunk in client.chat.completions.create(model=ctx["model"], messages=messages, max_tokens=32,
+                                                    temperature=0, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                console.print(chunk.choices[0].delta.content, end="")
+        console.print()
+        ctx["served_answer"] = r.choices[0].message.content
+    finally:
+        proc.send_signal(signal.SIGTERM)  # graceful: drains in-flight requests, then exits
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 STEPS: list[Step] = [
     Step("pull", "pull the default model", step_pull),
     Step("show", "show its registry entry", step_show),
     Step("chat", "chat with it", step_chat),
+    Step("serve", "serve it over the OpenAI API", step_serve),
 ]
 
 

@@ -44,3 +44,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
     p.set_defaults(func=cmd_generate)
+    register_serve(sub)
+    register_bench(sub)
+
+
+# --------------------------------------------------------------------------- lmsmith serve / lmsmith bench serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from lmsmith.serve.server import serve
+
+    serve(args.ref, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
+          served_model_name=args.served_model_name, max_num_seqs=args.max_num_seqs, max_queue=args.max_queue,
+          request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
+          dtype=args.dtype, device=args.device, max_num_batched_tokens=args.max_num_batched_tokens,
+          block_size=args.block_size, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len)
+    return 0
+
+
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    p.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (default: $LMSMITH_API_KEY, else none)")
+    p.add_argument("--served-model-name", help="the name clients pass as `model` (default: REF)")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences in the running batch")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429s")
+    p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (0 = none)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
+    p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="token budget per engine step")
+    p.add_argument("--block-size", type=int, default=16, help="KV-cache block size in tokens")
+    p.add_argument("--num-kv-blocks", type=int, help="KV-cache blocks (default: sized from free memory)")
+    p.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from lmsmith.serve.bench import bench_serve, print_summary
+
+    summary = bench_serve(args.url, requests=args.requests, concurrency=args.concurrency, rate=args.rate,
+                          prompt_len=args.prompt_len, output_len=args.output_len, model=args.model,
+                          api_key=args.api_key, seed=args.seed, progress=not args.json)
+    if args.json:
+        sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
+    else:
+        print_summary(summary)
+    return 0 if summary["completed"] else 1
+
+
+def register_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (`lmsmith bench serve`: load-test an OpenAI-compatible server)")
+    bsub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=type(p))
+    s = bsub.add_parser("serve", help="load-test a running server: throughput, TTFT/TPOT/ITL percentiles")
+    s.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
+    s.add_argument("--requests", type=int, default=64, help="requests to send")
+    s.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
+    s.add_argument("--rate", type=float, help="Poisson arrival rate in requests/s (default: as fast as concurrency allows)")
+    s.add_argument("--prompt-len", type=int, default=128, help="prompt length in tokens (about: synthetic text calibrated on the server)")
+    s.add_argument("--output-len", type=int, default=64, help="tokens generated per request (EOS ignored)")
+    s.add_argument("--model", help="model name (default: the server's first /v1/models entry)")
+    s.add_argument("--api-key", help="bearer token, if the server needs one")
+    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
+    s.set_defaults(func=cmd_bench_serve)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])

@@ -1,0 +1,228 @@
+"""The engine's step loop in a background thread, fed and drained from asyncio.
+
+The engine is synchronous and not thread-safe, so exactly one thread touches it: this loop applies
+queued adds/aborts, runs `engine.step()`, and hands each step's outputs to the event loop, which routes
+them to per-request asyncio queues. Around that sits the server's flow control: a bounded number of
+requests in flight (429 beyond it), a per-request timeout, cancellation (a client that goes away aborts
+its request, freeing its KV blocks), and draining (stop admitting, let in-flight requests finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+log = logging.getLogger("lmsmith.serve")
+
+
+class QueueFull(Exception):
+    """More requests in flight than the server admits."""
+
+
+class ShuttingDown(Exception):
+    """The server is draining and admits no new requests."""
+
+
+class RequestTimeout(Exception):
+    """A request ran longer than the server's per-request timeout."""
+
+
+class EngineFailed(Exception):
+    """The engine raised while stepping; the request cannot complete."""
+
+
+@dataclass
+class _Tracked:
+    queue: asyncio.Queue
+    n: int
+    finished: set[int] = field(default_factory=set)
+
+
+class AsyncEngine:
+    def __init__(self, engine: Any, max_num_seqs: int = 64, max_queue: int = 256,
+                 request_timeout: float | None = 600.0):
+        self.engine = engine
+        self.capacity = max_num_seqs + max_queue  # running batch + waiting queue
+        self.request_timeout = request_timeout
+        self.accepting = True
+        self._requests: dict[str, _Tracked] = {}
+        self._commands: list[tuple] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stats: dict = _safe_stats(engine)
+        self.error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="lmsmith-engine", daemon=True)
+        self._thread.start()
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Stop admitting; wait (up to `timeout`) for in-flight requests; abort what is left."""
+        self.accepting = False
+        deadline = time.monotonic() + timeout
+        while self._requests and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for rid in list(self._requests):
+            self._abort(rid)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._requests)
+
+    def stats(self) -> dict:
+        return self._stats
+
+    # ------------------------------------------------------------------ requests
+    async def add(self, request_id: str, prompt: list[int] | str, params: Any) -> "Handle":
+        """Admit a request. Raises QueueFull or ShuttingDown, or the engine's own error (e.g. LmsmithError
+        for an over-long prompt), before anything is generated, so the server can answer with a status."""
+        if not self.accepting:
+            raise ShuttingDown()
+        if len(self._requests) >= self.capacity:
+            raise QueueFull()
+        tracked = _Tracked(asyncio.Queue(), n=max(1, int(getattr(params, "n", 1) or 1)))
+        self._requests[request_id] = tracked
+        admitted: concurrent.futures.Future = concurrent.futures.Future()
+        try:
+            self._submit(("add", request_id, prompt, params, admitted))
+            await asyncio.wrap_future(admitted)
+        except BaseException:
+            self._abort(request_id)
+            raise
+        return Handle(self, request_id, tracked)
+
+    async def generate(self, request_id: str, prompt: list[int] | str, params: Any) -> AsyncIterator[Any]:
+        handle = await self.add(request_id, prompt, params)
+        async for out in handle:
+            yield out
+
+    def _abort(self, request_id: str) -> None:
+        self._requests.pop(request_id, None)
+        self._submit(("abort", request_id))
+
+    def _submit(self, command: tuple) -> None:
+        with self._lock:
+            self._commands.append(command)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the engine thread
+    def _run(self) -> None:
+        eng = self.engine
+        while not self._stop.is_set():
+            with self._lock:
+                commands, self._commands = self._commands, []
+            for cmd in commands:
+                self._apply(cmd)
+            if not eng.has_unfinished():
+                self._stats = _safe_stats(eng)
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                outputs = eng.step()
+            except Exception as e:  # an engine bug: fail the requests in flight, keep serving
+                log.exception("engine step failed")
+                self.error = f"{type(e).__name__}: {e}"
+                self._fail_all(EngineFailed(self.error))
+                continue
+            self._stats = _safe_stats(eng)
+            if outputs:
+                self._loop.call_soon_threadsafe(self._dispatch, outputs)
+
+    def _apply(self, cmd: tuple) -> None:
+        if cmd[0] == "abort":
+            try:
+                self.engine.abort(cmd[1])
+            except Exception:  # already finished or unknown: nothing to free
+                pass
+            return
+        _, rid, prompt, params, fut = cmd
+        if rid not in self._requests:  # cancelled before it reached the engine
+            fut.cancel()
+            return
+        try:
+            self.engine.add_request(rid, prompt, params)
+        except BaseException as e:
+            fut.set_exception(e)
+        else:
+            fut.set_result(None)
+
+    def _fail_all(self, err: Exception) -> None:
+        for rid in list(self._requests):
+            try:
+                self.engine.abort(rid)
+            except Exception:
+                pass
+        self._loop.call_soon_threadsafe(self._dispatch_error, err)
+
+    # ------------------------------------------------------------------ event-loop side
+    def _dispatch(self, outputs: list) -> None:
+        for out in outputs:
+            t = self._requests.get(out.request_id)
+            if t is not None:
+                t.queue.put_nowait(out)
+
+    def _dispatch_error(self, err: Exception) -> None:
+        for t in self._requests.values():
+            t.queue.put_nowait(err)
+
+
+def _safe_stats(engine: Any) -> dict:
+    try:
+        return dict(engine.stats())
+    except Exception:
+        return {}
+
+
+class Handle:
+    """An admitted request: iterate it for RequestOutputs until all samples finish.
+
+    Leaving early (an exception, a cancelled task, `close()`) aborts the request in the engine;
+    passing the deadline raises RequestTimeout."""
+
+    def __init__(self, owner: AsyncEngine, request_id: str, tracked: _Tracked):
+        self.owner, self.request_id, self.tracked = owner, request_id, tracked
+        self.done = self.closed = False
+        # the deadline arrives as an item in the queue: no timer per awaited token
+        self._timer = None if not owner.request_timeout else asyncio.get_running_loop().call_later(
+            owner.request_timeout, tracked.queue.put_nowait, RequestTimeout())
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        t = self.tracked
+        try:
+            while True:
+                item = await t.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item.finished:
+                    t.finished.add(getattr(item, "index", 0) or 0)
+                yield item
+                if len(t.finished) >= t.n:
+                    self.done = True
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.owner._requests.pop(self.request_id, None)
+        if not self.done and not self.closed:
+            self.closed = True
+            self.owner._submit(("abort", self.request_id))

@@ -1,0 +1,206 @@
+"""`lmsmith bench serve`: a load generator for any OpenAI-compatible server (ours, vLLM, ...).
+
+It sends streaming /v1/completions requests with synthetic prompts and a fixed output length
+(`ignore_eos`, so every request generates exactly `--output-len` tokens), `--concurrency` at a time,
+optionally arriving as a Poisson process at `--rate` requests/s, and reports request throughput,
+output tokens/s, and TTFT / TPOT / ITL percentiles, the way vLLM's benchmark_serving does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lmsmith.errors import LmsmithError
+
+PROBE_WORDS = 40
+WORDS = ("praha brno ostrava plzeň warszawa kraków ljubljana maribor river mountain city language model token "
+         "train serve data report quality fast slow green blue house bridge castle music").split()
+
+
+@dataclass
+class Result:
+    ok: bool
+    ttft: float = 0.0
+    e2e: float = 0.0
+    itl: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    error: str = ""
+
+
+def synthetic_prompt(n_words: int, rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))  # the word mix keeps tokens per word steady
+
+
+async def one_request(client, url: str, headers: dict, body: dict) -> Result:
+    import httpx
+
+    t0 = time.perf_counter()
+    last = None
+    res = Result(ok=False)
+    try:
+        async with client.stream("POST", url, json=body, headers=headers) as r:
+            if r.status_code != 200:
+                text = (await r.aread()).decode(errors="replace")
+                res.error = f"HTTP {r.status_code}: {text[:200]}"
+                return res
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                if "error" in data:
+                    res.error = data["error"].get("message", "error")
+                    return res
+                if data.get("usage"):
+                    res.output_tokens = data["usage"]["completion_tokens"]
+                    res.prompt_tokens = data["usage"]["prompt_tokens"]
+                if data.get("choices") and data["choices"][0].get("text"):
+                    now = time.perf_counter()
+                    if last is None:
+                        res.ttft = now - t0
+                    else:
+                        res.itl.append(now - last)
+                    last = now
+    except (httpx.HTTPError, OSError) as e:
+        res.error = f"{type(e).__name__}: {e}"
+        return res
+    res.e2e = time.perf_counter() - t0
+    res.ok = last is not None
+    if not res.ok:
+        res.error = "no tokens received"
+    return res
+
+
+async def calibrate_words(client, base: str, headers: dict, model: str, prompt_len: int, rng: random.Random) -> int:
+    """Words per prompt so that prompts are about `prompt_len` tokens in the server's tokenizer."""
+    import httpx
+
+    probe = synthetic_prompt(PROBE_WORDS, random.Random(rng.random()))
+    try:
+        r = await client.post(base + "/v1/completions", headers=headers,
+                              json={"model": model, "prompt": probe, "max_tokens": 1})
+        tokens = r.json()["usage"]["prompt_tokens"] if r.status_code == 200 else None
+    except (httpx.HTTPError, KeyError, ValueError):
+        tokens = None
+    per_word = tokens / PROBE_WORDS if tokens else 1.0
+    return max(1, round(prompt_len / per_word))
+
+
+async def run_load(url: str, model: str | None, requests: int, concurrency: int, rate: float | None,
+                   prompt_len: int, output_len: int, api_key: str | None, seed: int = 0,
+                   on_done=None) -> tuple[list[Result], float]:
+    import httpx
+
+    base = url.rstrip("/")
+    base = base[:-3] if base.endswith("/v1") else base
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    rng = random.Random(seed)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0),
+                                 limits=httpx.Limits(max_connections=concurrency + 4)) as client:
+        if model is None:
+            try:
+                r = await client.get(base + "/v1/models", headers=headers)
+                r.raise_for_status()
+                model = r.json()["data"][0]["id"]
+            except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
+                raise LmsmithError(f"cannot list models at {base}/v1/models: {e}",
+                                   "is the server running? pass --model NAME if it has no /v1/models") from None
+        words = await calibrate_words(client, base, headers, model, prompt_len, rng)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def task(i: int, prompt: str) -> Result:
+            async with sem:
+                body = {"model": model, "prompt": prompt, "max_tokens": output_len, "temperature": 0.0,
+                        "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
+                res = await one_request(client, base + "/v1/completions", headers, body)
+            if on_done:
+                on_done()
+            return res
+
+        prompts = [synthetic_prompt(words, rng) for _ in range(requests)]
+        t0 = time.perf_counter()
+        tasks = []
+        for i, p in enumerate(prompts):
+            tasks.append(asyncio.create_task(task(i, p)))
+            if rate and i < requests - 1:
+                await asyncio.sleep(rng.expovariate(rate))
+        results = await asyncio.gather(*tasks)
+        return list(results), time.perf_counter() - t0
+
+
+def summarize(results: list[Result], duration: float) -> dict:
+    ok = [r for r in results if r.ok]
+    out = sum(r.output_tokens for r in ok)
+
+    def pct(xs: list[float], name: str) -> dict:
+        if not xs:
+            return {f"{name}_{k}_ms": None for k in ("mean", "p50", "p90", "p99")}
+        a = np.asarray(xs) * 1000
+        return {f"{name}_mean_ms": float(a.mean()), f"{name}_p50_ms": float(np.percentile(a, 50)),
+                f"{name}_p90_ms": float(np.percentile(a, 90)), f"{name}_p99_ms": float(np.percentile(a, 99))}
+
+    tpot = [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
+    summary = {
+        "requests": len(results), "completed": len(ok), "errors": len(results) - len(ok),
+        "duration_s": duration, "request_throughput": len(ok) / duration if duration else 0.0,
+        "output_tokens": out, "output_tok_per_s": out / duration if duration else 0.0,
+        "prompt_tokens": sum(r.prompt_tokens for r in ok),
+    }
+    summary |= pct([r.ttft for r in ok], "ttft") | pct(tpot, "tpot") | pct([x for r in ok for x in r.itl], "itl")
+    summary |= pct([r.e2e for r in ok], "e2e")
+    errors = sorted({r.error for r in results if not r.ok})
+    if errors:
+        summary["error_examples"] = errors[:5]
+    return summary
+
+
+def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float | None = None,
+                prompt_len: int = 128, output_len: int = 64, model: str | None = None, api_key: str | None = None,
+                seed: int = 0, progress: bool = True) -> dict:
+    """Run the load and return the summary (see `summarize`)."""
+    for name, v in (("--requests", requests), ("--concurrency", concurrency), ("--prompt-len", prompt_len),
+                    ("--output-len", output_len)):
+        if v < 1:
+            raise LmsmithError(f"{name} must be at least 1, got {v}")
+    if rate is not None and rate <= 0:
+        raise LmsmithError(f"--rate must be > 0 requests/s, got {rate}", "omit it to send as fast as --concurrency allows")
+    from lmsmith.progress import task
+
+    if progress:
+        with task(f"{requests} requests, concurrency {concurrency}", total=requests) as bar:
+            results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
+                                                     api_key, seed, on_done=lambda: bar(1)))
+    else:
+        results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
+                                                 api_key, seed))
+    summary = summarize(results, duration)
+    summary["config"] = dict(url=url, requests=requests, concurrency=concurrency, rate=rate, prompt_len=prompt_len,
+                             output_len=output_len)
+    return summary
+
+
+def print_summary(s: dict) -> None:
+    from rich.table import Table
+
+    from lmsmith.progress import out
+
+    t = Table(title=f"{s['completed']}/{s['requests']} requests in {s['duration_s']:.2f} s ({s['errors']} errors)")
+    t.add_column("metric")
+    for col in ("mean", "p50", "p90", "p99"):
+        t.add_column(col, justify="right")
+    for name in ("ttft", "tpot", "itl", "e2e"):
+        t.add_row(f"{name.upper()} (ms)", *[("-" if s[f"{name}_{c}_ms"] is None else f"{s[f'{name}_{c}_ms']:.1f}")
+                                              for c in ("mean", "p50", "p90", "p99")])
+    out.print(t)
+    out.print(f"request throughput {s['request_throughput']:.2f} req/s, output {s['output_tok_per_s']:.1f} tok/s, "
+              f"{s['output_tokens']} output tokens")
+    for e in s.get("error_examples", []):
+        out.print(f"[red]error:[/] {e}")
+
+

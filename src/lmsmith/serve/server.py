@@ -1,0 +1,198 @@
+"""The OpenAI-compatible HTTP server: a thin layer over the engine.
+
+It turns OpenAI requests into token ids and `SamplingParams` (chat templates and tool-call formats are
+applied here; the model and sampling live in the engine), streams the engine's outputs back as JSON or
+SSE, and maps every failure to OpenAI's error shape with the right status. This module builds the app
+(`create_app(engine, ...)`, for any object with the Engine interface: tests use a fake) and runs it
+(`lmsmith serve`, `BackgroundServer`); the endpoint logic is in `handlers`, the error shape in `api_errors`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import socket
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from lmsmith.data import toolcalls
+from lmsmith.errors import LmsmithError
+from lmsmith.serve import protocol as P
+from lmsmith.serve.api_errors import APIError, install_error_handlers
+from lmsmith.serve.async_engine import AsyncEngine
+from lmsmith.serve.handlers import ChatHandler, CompletionHandler, ServerState
+from lmsmith.serve.metrics import CONTENT_TYPE, ServerMetrics
+
+__all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "free_port"]
+
+
+def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
+               max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
+               drain_timeout: float = 30.0) -> FastAPI:
+    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`)."""
+    max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
+    aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
+    names = {model_name, *(aliases or [])}
+    names |= {n.split("@")[0] for n in list(names)}
+    state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats), model_name=model_name,
+                        aliases=names, api_key=api_key, max_num_seqs=max_num_seqs,
+                        tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        aeng.start()
+        try:
+            yield
+        finally:
+            await aeng.drain(drain_timeout)
+            aeng.stop()
+
+    app = FastAPI(title="lmsmith", version="1", lifespan=lifespan)
+    app.state.lmsmith = state
+    install_error_handlers(app)
+    app.add_middleware(_StatusCounter, metrics=state.metrics)
+
+    def auth(request: Request) -> None:
+        if not state.api_key:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), state.api_key.encode()):
+            raise APIError(401, "missing or wrong API key: send `Authorization: Bearer KEY`",
+                           type="authentication_error", code="invalid_api_key")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if not aeng.accepting:
+            return JSONResponse({"status": "shutting down"}, status_code=503)
+        return JSONResponse({"status": "ok", "model": model_name, "running": aeng.in_flight})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models", dependencies=[Depends(auth)], response_model=P.ModelList)
+    async def models() -> P.ModelList:
+        return P.ModelList(data=[P.ModelCard(id=model_name, created=int(state.started),
+                                             max_model_len=state.max_model_len)])
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(auth)],
+              responses={200: {"model": P.ChatCompletion}, 400: {"model": P.ErrorResponse}})
+    async def chat_completions(body: P.ChatCompletionRequest, request: Request):
+        return await ChatHandler(state, body).respond(request)
+
+    @app.post("/v1/completions", dependencies=[Depends(auth)],
+              responses={200: {"model": P.Completion}, 400: {"model": P.ErrorResponse}})
+    async def completions(body: P.CompletionRequest, request: Request):
+        return await CompletionHandler(state, body).respond(request)
+
+    return app
+
+
+class _StatusCounter:
+    """Pure ASGI middleware counting responses by endpoint and status (works with streaming)."""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
+                                    "/metrics") else "other"
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(endpoint, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+# ------------------------------------------------------------------------------------------ running it
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def make_uvicorn_server(app: FastAPI, host: str, port: int, log_level: str = "info", drain_timeout: float = 30.0):
+    """A uvicorn server whose SIGTERM/SIGINT first stops admission (503), then drains as uvicorn does."""
+    import uvicorn
+
+    state: ServerState = app.state.lmsmith
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            state.async_engine.accepting = False
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if sig == signal.SIGTERM and captured:  # a drained SIGTERM is a clean exit (status 0), not a kill
+                captured[:] = [s for s in captured if s != signal.SIGTERM]
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=drain_timeout,
+                            access_log=log_level == "debug")
+    return _Server(config)
+
+
+class BackgroundServer:
+    """Run an app with uvicorn in a thread (tests, notebooks): `with BackgroundServer(app) as url: ...`."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning"):
+        self.app = app
+        self.host = host
+        self.port = port or free_port(host)
+        self.server = make_uvicorn_server(app, host, self.port, log_level=log_level)
+        self.thread = threading.Thread(target=self.server.run, name="lmsmith-uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.time() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise LmsmithError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                               "pick another --port, or stop what is using it") from None
+
+
+def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
+          request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
+          **engine_kwargs: Any) -> None:
+    """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
+    from lmsmith.progress import console
+    from lmsmith.serve.engine import Engine
+
+    _check_port(host, port)  # before the (slow) model load
+    with console.status(f"loading {ref}"):
+        engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
+    app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
+                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout)
+    console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
+                  f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
+    server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)
+    server.run()
