@@ -44,7 +44,7 @@ def test_lora_qlora_and_chunked_loss_shrink_memory():
     assert lora.trainable < 0.01 * lora.params
     plain = plan_train(shape, micro_batch=8, strategy="single")
     chunked = plan_train(shape, micro_batch=8, strategy="single", chunked_loss=True)
-    assert chunked.parts_gib["logits and loss"] < plain.parts_gib["logits and loss"] / 8
+    assert chunked.parts_gib["logits and loss"] < plain.parts_gib["logits and loss"] / 5
     ac = plan_train(shape, micro_batch=8, strategy="single", ac="full")
     assert ac.parts_gib["activations"] < plain.parts_gib["activations"] / 4
 

@@ -139,8 +139,11 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
     parts: dict[str, float] = {}
     notes: list[str] = []
     tokens = micro_batch * seq_len
+    fsdp = shard > 1
+    emb = shape.vocab * shape.hidden * (1 if shape.tied else 2)
     if lora or qlora:
-        base_bytes = 0.5 + 4 / 64 if qlora else 2.0  # NF4 codes + one fp32 absmax per 64 weights
+        # the frozen base is kept in bf16 (or NF4 codes + one fp32 absmax per 64 weights) and not copied by autocast
+        base_bytes = 0.5 + 4 / 64 if qlora else 2.0
         trainable = shape.lora_params(lora_r)
         parts["frozen base weights"] = n * base_bytes / shard
         parts["adapter weights+grads+adam"] = trainable * 16 / shard
@@ -149,23 +152,35 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
         parts["weights (fp32 master)"] = n * 4 / shard
         parts["gradients (fp32)"] = n * 4 / shard
         parts["adam moments (fp32)"] = n * 8 / shard
-        if shard > 1:
-            gathered = 2 if reshard_after_forward else shape.layers
-            parts["gathered bf16 layers"] = gathered * shape.layer_params() * 2 * 2  # params + grads in flight
+        if not fsdp:
+            parts["bf16 weight copies (autocast)"] = n * 2  # autocast keeps the casts alive for backward
+    if fsdp:
+        layer = shape.layer_params() * 2
+        if reshard_after_forward:
+            gathered = 2 * layer * 2  # current + prefetched layer: bf16 weights and bf16 gradients
+        else:
+            gathered = shape.layers * layer + 2 * layer  # all weights stay gathered; gradients reduced per layer
+        # the root group (embeddings, final norm, head) stays gathered for the whole step
+        parts["gathered bf16 layers"] = gathered + emb * 2 * 2
     h, kv, i = shape.hidden, shape.kv_heads * shape.head_dim, shape.intermediate
     q = shape.heads * shape.head_dim
     # bytes kept per token per layer for backward (bf16 tensors, fp32 norm inputs)
     per_token_layer = 2 * (h + q + 2 * kv + q + kv + q + q) + 4 * 2 * h + 2 * h + 2 * 4 * i
+    block_input = 2 * h if fsdp else 4 * h  # the residual stream is fp32 under autocast, bf16 under FSDP's policy
     if ac == "full":
-        parts["activations"] = tokens * shape.layers * 2 * h + tokens * per_token_layer
+        parts["activations"] = tokens * shape.layers * block_input + tokens * per_token_layer
         notes.append("full activation checkpointing: one layer input kept per layer, one layer recomputed at a time")
     elif ac == "selective":
         parts["activations"] = tokens * shape.layers * (per_token_layer - 2 * 4 * i + 2 * 2 * h) + tokens * per_token_layer
         notes.append("selective checkpointing: MLP intermediates recomputed")
     else:
         parts["activations"] = tokens * shape.layers * per_token_layer
-    # the loss: bf16 logits, their fp32 copy, and the fp32 gradient, unless computed in chunks
-    parts["logits and loss"] = (min(tokens, 1024) if chunked_loss else tokens) * shape.vocab * (2 + 4 + 4)
+    if chunked_loss:
+        # one chunk of logits in flight, plus the head's fp32 weight gradient accumulated during forward
+        parts["logits and loss"] = min(tokens, 1024) * shape.vocab * (2 + 4 + 4) + shape.vocab * shape.hidden * 4
+    else:
+        # bf16 logits, their fp32 copy, and the fp32 log-softmax / gradient
+        parts["logits and loss"] = tokens * shape.vocab * (2 + 4 + 4)
     parts["allocator slack"] = 0.04 * sum(parts.values())
     total = sum(parts.values())
     parts_gib = {k: round(v / GiB, 2) for k, v in parts.items()}
