@@ -176,7 +176,8 @@ def train_tokenizer(corpus: list[str | Path], output: str | Path, vocab_size: in
     tk.train_from_iterator(texts, trainer=trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos, pad_token=pad,
                                   unk_token=unk)
-    tok.chat_template = CHAT_TEMPLATE
+    if "<|im_start|>" in specials and "<|im_end|>" in specials:
+        tok.chat_template = CHAT_TEMPLATE  # ChatML with tool calls, as the default model family uses
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(out)
@@ -334,7 +335,6 @@ def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str
                       "adding those")
 
     model = load_model(ref, dtype="float32", device="cpu", registry=registry)
-    cfg_dtype = getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", None)
     saved_dtype = json.loads((handle.dir / "config.json").read_text()).get("dtype") or \
         json.loads((handle.dir / "config.json").read_text()).get("torch_dtype") or "float32"
     emb = model.get_input_embeddings().weight
@@ -382,7 +382,6 @@ def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str
                     "protect": str(protect) if protect else None}),
             metrics={k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
             tags={"extended_from": handle.ref})
-    del cfg_dtype
     return mv, stats
 
 
