@@ -44,10 +44,29 @@ def step_chat(ctx: dict) -> None:
     print()
 
 
+SAME_SENTENCE = {
+    "en": "The weather will be sunny tomorrow, so we are going on a trip to the mountains.",
+    "cs": "Zítra bude slunečno, takže pojedeme na výlet do hor.",
+    "pl": "Jutro będzie słonecznie, więc jedziemy na wycieczkę w góry.",
+    "sl": "Jutri bo sončno, zato gremo na izlet v hribe.",
+}
+
+
+def step_fertility(ctx: dict) -> None:
+    from lmsmith.data.tokenizer_tools import fertility, load_any_tokenizer
+
+    tok = load_any_tokenizer(ctx["model"])
+    for lang, text in SAME_SENTENCE.items():
+        f = fertility(tok, text)
+        console.print(f"{lang}: {len(tok.encode(text, add_special_tokens=False)):3d} tokens, "
+                      f"{f['tokens_per_word']:.2f} tokens/word  {text}")
+
+
 STEPS: list[Step] = [
     Step("pull the default model", step_pull),
     Step("show its registry entry", step_show),
     Step("chat with it", step_chat),
+    Step("tokenizer fertility: the same sentence in 4 languages", step_fertility),
 ]
 
 

@@ -33,7 +33,7 @@ def supported_languages() -> list[str]:
     return sorted(_identifier().labels)
 
 
-def detect(text: str, candidates: tuple[str, ...] = (), max_chars: int = 2000) -> tuple[str, float]:
+def detect(text: str, candidates: tuple[str, ...] = (), max_chars: int = 1000) -> tuple[str, float]:
     """(ISO 639-1 code, probability). Long documents are judged by their first `max_chars` characters."""
     if not text.strip():
         return "und", 0.0

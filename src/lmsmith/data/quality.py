@@ -128,9 +128,15 @@ def quality_reason(text: str, lang: str | None, cfg: QualityConfig) -> str | Non
     for k, n_gram in enumerate((2, 3, 4)):
         if _ngram_char_fraction_top(lowered, n_gram, word_chars) > cfg.max_top_ngram_fraction - 0.02 * k:
             return f"top_{n_gram}gram"
+    # Covered characters shrink as n grows (a repeated (n+1)-gram contains a repeated n-gram), so when
+    # 5-grams stay under the smallest threshold, longer n-grams cannot fail: skip them.
+    lowest = cfg.max_dup_ngram_fraction - 0.05
     for k, n_gram in enumerate(range(5, 11)):
-        if _ngram_char_fraction_dup(lowered, n_gram, word_chars) > cfg.max_dup_ngram_fraction - 0.01 * k:
+        frac = _ngram_char_fraction_dup(lowered, n_gram, word_chars)
+        if frac > cfg.max_dup_ngram_fraction - 0.01 * k:
             return f"dup_{n_gram}gram"
+        if frac <= lowest:
+            break
     if cfg.min_terminal_punct_lines and lines:
         if sum(ln.endswith(_TERMINAL) for ln in lines) / len(lines) < cfg.min_terminal_punct_lines:
             return "terminal_punct_lines"
