@@ -13,6 +13,7 @@ Memory is bounded by (workers x 2) chunks in flight plus the dedup index: texts 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -325,7 +326,11 @@ def _prepare_workdir(cfg: CleanConfig, out: Path) -> Path:
 
 def clean(cfg: CleanConfig) -> dict:
     """Run the pipeline; returns the report dict (also written to OUTPUT/report.json and report.md)."""
-    from lmsmith.progress import console, task
+    from lmsmith.progress import console
+    from lmsmith.progress import task as progress_task
+
+    def task(description: str, total: int | None):
+        return progress_task(description, total) if cfg.progress else contextlib.nullcontext(lambda *a, **k: None)
 
     if not cfg.output:
         raise LmsmithError("no output directory", "pass --output DIR")
