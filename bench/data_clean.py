@@ -3,7 +3,9 @@
 The corpus (default 100 MB of JSONL) is generated in a temporary directory from the real Czech, Polish,
 Slovene, English and Slovak sample paragraphs of the test suite: documents of recombined sentences,
 with ~5% exact duplicates, ~5% near duplicates, ~3% junk and ~3% documents with PII. The clean command
-runs as a subprocess; its RSS (with its worker processes) is sampled from /proc every 0.2 s.
+runs as a subprocess; its RSS (with its worker processes) is sampled from /proc every 0.2 s. CPU time of
+the run is reported too: on a shared machine wall-clock docs/s depends on the other load, docs per
+CPU-second does not (much).
 
     python bench/data_clean.py --size-mb 100 --workers 2
 """
@@ -16,6 +18,7 @@ import json
 import os
 import platform
 import random
+import resource
 import re
 import subprocess
 import sys
@@ -97,12 +100,17 @@ def main() -> int:
         cmd = [sys.executable, "-m", "lmsmith.cli", "data", "clean", str(src), "--output", str(Path(tmp) / "out"),
                "--lang", "cs,pl,sl,en", "--workers", str(args.workers), "--chunk-docs", str(args.chunk_docs), "--json"]
         t = time.time()
+        load_before = os.getloadavg()[0]
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         peak = 0
         while proc.poll() is None:
             peak = max(peak, tree_rss(proc.pid))
             time.sleep(0.2)
         elapsed = time.time() - t
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the clean process and its waited-for workers
+        cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        load_after = os.getloadavg()[0]
         stdout = proc.stdout.read() if proc.stdout else ""
         if proc.returncode != 0:
             print(stdout, file=sys.stderr)
@@ -121,6 +129,9 @@ def main() -> int:
             "documents_out": summary["documents_out"], "seconds": round(elapsed, 1),
             "docs_per_second": round(summary["documents_in"] / elapsed, 1),
             "mb_per_second": round(src_size_mb / elapsed, 2), "peak_rss_mb": round(peak / 2**20, 1),
+            "cpu_seconds": round(cpu_s, 1), "docs_per_cpu_second": round(summary["documents_in"] / max(cpu_s, 1e-9), 1),
+            "docs_per_second_if_2_free_cores": round(2 * summary["documents_in"] / max(cpu_s, 1e-9), 1),
+            "load_average_start": round(load_before, 1), "load_average_end": round(load_after, 1),
             "workers": args.workers, "output_mb_gz": round(out_bytes / 1e6, 1),
             "removed_exact": summary["steps"].get("exact_dedup", {}).get("docs_in", 0) - summary["steps"].get("exact_dedup", {}).get("docs_out", 0),
             "removed_near": summary["steps"].get("near_dedup", {}).get("docs_in", 0) - summary["steps"].get("near_dedup", {}).get("docs_out", 0),

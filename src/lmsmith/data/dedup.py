@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy 1.x has only trapz
 
 
 def shingles(text: str, n: int = 5) -> np.ndarray:
@@ -69,8 +70,8 @@ def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
             continue
         r = num_perm // b
         p = 1 - (1 - xs ** r) ** b  # probability a pair with Jaccard x shares a bucket
-        fp = np.trapezoid(np.where(xs < threshold, p, 0), xs)
-        fn = np.trapezoid(np.where(xs >= threshold, 1 - p, 0), xs)
+        fp = _trapezoid(np.where(xs < threshold, p, 0), xs)
+        fn = _trapezoid(np.where(xs >= threshold, 1 - p, 0), xs)
         if fp + fn < best_err:
             best, best_err = (b, r), fp + fn
     return best
