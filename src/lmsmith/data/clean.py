@@ -394,13 +394,11 @@ def clean(cfg: CleanConfig) -> dict:
     seen: set[int] = set()
     near = NearDedup(cfg.near_threshold, cfg.num_perm, sig_store=work / "kept_signatures.npy") if cfg.near_dedup else None
     drops: dict[int, dict[int, tuple[str, int]]] = {}  # chunk -> {row: (step, global index of the kept twin)}
-    owner: dict[int, tuple[int, int]] = {}  # global index -> (chunk, row), only for documents we show later
     gidx = 0
     with task("dedup", len(results)) as bar:
         for i in sorted(results):
             z = np.load(work / f"chunk-{i:05d}.npz")
             hashes, sigs, langs, chars = z["hashes"], z["sigs"], z["langs"], z["chars"]
-            first_of_hash: dict[int, int] = {}
             for row in range(len(hashes)):
                 lang, n = str(langs[row]), int(chars[row])
                 if cfg.exact_dedup:
@@ -411,7 +409,6 @@ def clean(cfg: CleanConfig) -> dict:
                         gidx += 1
                         continue
                     seen.add(h)
-                    first_of_hash[h] = gidx
                     tally.record("exact_dedup", lang, n, n)
                 if near is not None:
                     twin = near.add(gidx, sigs[row])
