@@ -100,12 +100,17 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--corpus-chars", type=int, default=300_000)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--extended", help="an already extended model ref to reuse (skips `extend`)")
     ap.add_argument("--output", default=str(ROOT / "bench" / "results" / "extend_cpt.json"))
     args = ap.parse_args()
 
     import torch
 
     from samples import TEXTS, czech_corpus
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     os.environ.setdefault("LMSMITH_HOME", tempfile.mkdtemp(prefix="lmsmith-bench-cpt-"))
     from lmsmith.data.tokenizer_tools import extend_model, read_texts
@@ -119,15 +124,26 @@ def main() -> int:
         corpus_path = Path(tmp) / "cs.txt"
         corpus_path.write_text(czech_corpus(args.corpus_chars), encoding="utf-8")
         t = time.time()
-        mv, stats = extend_model(ref, corpus_path, args.num_tokens, "cpt-extended", init=args.init,
-                                 protect=TEXTS / "en.txt", eval_text=TEXTS / "cs_heldout.txt")
+        if args.extended:
+            from lmsmith.data.tokenizer_tools import fertility, load_any_tokenizer
+
+            held_text = (TEXTS / "cs_heldout.txt").read_text(encoding="utf-8")
+            ext_ref = args.extended
+            new_tok, old_tok = load_any_tokenizer(ext_ref), load_any_tokenizer(ref)
+            stats = {"new_tokens": len(new_tok) - len(old_tok),
+                     "eval_tokens_per_word_before": fertility(old_tok, held_text)["tokens_per_word"],
+                     "eval_tokens_per_word_after": fertility(new_tok, held_text)["tokens_per_word"]}
+        else:
+            mv, stats = extend_model(ref, corpus_path, args.num_tokens, "cpt-extended", init=args.init,
+                                     protect=TEXTS / "en.txt", eval_text=TEXTS / "cs_heldout.txt")
+            ext_ref = mv.ref
         extend_s = time.time() - t
         corpus = read_texts(corpus_path)
     held = read_texts(TEXTS / "cs_heldout.txt")
-    print(f"extended {ref} -> {mv.ref} in {extend_s:.0f} s; training the base model …", file=sys.stderr)
+    print(f"extended {ref} -> {ext_ref} in {extend_s:.0f} s; training the base model …", file=sys.stderr)
     base = train(ref, corpus, held, args)
     print("training the extended model …", file=sys.stderr)
-    ext = train(mv.ref, corpus, held, args)
+    ext = train(ext_ref, corpus, held, args)
     metrics = {f"base_{k}": v for k, v in base.items()}
     metrics |= {f"extended_{k}": v for k, v in ext.items()}
     metrics |= {"new_tokens": stats["new_tokens"], "heldout_tokens_per_word_before": round(stats["eval_tokens_per_word_before"], 4),
