@@ -18,6 +18,7 @@ from lmsmith.errors import LmsmithError
 # Stage command modules, in help order. A stage adds its commands by appending here.
 COMMAND_MODULES = [
     "lmsmith.ops.cli",
+    "lmsmith.data.cli",
     "lmsmith.serve.cli",
     "lmsmith.demo",
 ]

@@ -96,11 +96,78 @@ def step_serve(ctx: dict) -> None:
             proc.wait()
 
 
+SAME_SENTENCE = {
+    "en": "The weather will be sunny tomorrow, so we are going on a trip to the mountains.",
+    "cs": "Zítra bude slunečno, takže pojedeme na výlet do hor.",
+    "pl": "Jutro będzie słonecznie, więc jedziemy na wycieczkę w góry.",
+    "sl": "Jutri bo sončno, zato gremo na izlet v hribe.",
+}
+
+
+def step_fertility(ctx: dict) -> None:
+    from lmsmith.data.tokenizer_tools import fertility, load_any_tokenizer
+
+    tok = load_any_tokenizer(ctx["model"])
+    for lang, text in SAME_SENTENCE.items():
+        f = fertility(tok, text)
+        console.print(f"{lang}: {len(tok.encode(text, add_special_tokens=False)):3d} tokens, "
+                      f"{f['tokens_per_word']:.2f} tokens/word  {text}")
+
+
+def step_finetune(ctx: dict) -> None:
+    from lmsmith.train.demo import step_finetune as finetune
+
+    finetune(ctx)
+
+
+def step_eval(ctx: dict) -> None:
+    """Base vs the current model on the built-in Czech tasks (a few items each, so it stays quick on CPU)."""
+    import tempfile
+    from pathlib import Path
+
+    from lmsmith.evaluate.cli import print_compare, print_table
+    from lmsmith.evaluate.harness import compare, evaluate
+    from lmsmith.evaluate.tasks import BUILTIN_DIR
+
+    tmp = Path(tempfile.mkdtemp(prefix="lmsmith-demo-eval-"))
+    needle = (BUILTIN_DIR / "cs_needle.yaml").read_text(encoding="utf-8")
+    needle = needle.replace("cs_filler.txt", str(BUILTIN_DIR / "cs_filler.txt"))
+    needle = needle.replace("lengths: [128, 256, 512, 1024]", "lengths: [128, 384]").replace("depths: [0, 25, 50, 75, 100]", "depths: [0, 50, 100]")
+    (tmp / "cs_needle.yaml").write_text(needle, encoding="utf-8")
+    tasks = ["cs_facts", "cs_answers", str(tmp / "cs_needle.yaml")]
+    kw = dict(limit=12, num_fewshot=1, batch_size=16)
+    if ctx["base"] == ctx["model"]:
+        payload = evaluate(ctx["model"], tasks, **kw)
+        print_table(payload)
+        ctx["eval_run"] = payload["run_dir"]
+    else:
+        res = compare(ctx["base"], ctx["model"], tasks, **kw)
+        print_compare(res)
+        ctx["eval_run"] = res["run_dir"]
+    console.print(f"report: {ctx['eval_run']}")
+
+
+def step_quantize(ctx: dict) -> None:
+    from lmsmith.compress.storage import register_quantized
+    from lmsmith.serve.generate import generate_text, stream_to_stdout
+
+    name = ctx["base"].partition("@")[0].split("/")[-1] + "-int8"
+    mv, spec = register_quantized(ctx["base"], name, "int8", command="lmsmith demo")
+    console.print(f"{ctx['base']} -> {mv.ref}: int8 weights, {len(spec.modules)} linears (lm_head kept)")
+    console.print(f"[bold]user:[/] {QUESTION}\n[bold]assistant (int8):[/] ", end="")
+    generate_text(mv.ref, QUESTION, chat=True, max_tokens=32, on_text=stream_to_stdout)
+    print()
+
+
 STEPS: list[Step] = [
     Step("pull", "pull the default model", step_pull),
     Step("show", "show its registry entry", step_show),
     Step("chat", "chat with it", step_chat),
-    Step("serve", "serve it over the OpenAI API", step_serve),
+    Step("tokens", "tokenizer fertility: the same sentence in 4 languages", step_fertility),
+    Step("finetune", "fine-tune it with LoRA (teach a new fact)", step_finetune),
+    Step("eval", "evaluate: base vs fine-tuned on the Czech tasks", step_eval),
+    Step("quantize", "quantize the base model to int8 and chat with it", step_quantize),
+    Step("serve", "serve the fine-tuned model over the OpenAI API", step_serve),
 ]
 
 
