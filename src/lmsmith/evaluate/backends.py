@@ -95,11 +95,15 @@ class HFBackend:
             raise LmsmithError(f"model {ref} has no chat template", "drop --chat")
 
     # ---- tokenization as lm-eval's hf backend does it
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False)
+    def encode(self, text: str, special: bool | None = None) -> list[int]:
+        """The tokenizer's own default for special tokens (a BOS where it adds one), none if the text
+        already starts with the prefix token: lm-eval's `tok_encode`."""
+        if special is None:
+            special = not text.startswith(self.tok.decode([self.prefix_token_id]))
+        return self.tok.encode(text, add_special_tokens=special)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.encode(text))
+        return len(self.encode(text, special=False))
 
     @property
     def prefix_token_id(self) -> int:
@@ -121,7 +125,8 @@ class HFBackend:
         encoded = []
         for context, continuation in requests:
             if context == "":
-                ctx, cont = [self.prefix_token_id], self.encode(continuation)
+                cont = self.encode(continuation, special=False)
+                ctx, cont = ([self.prefix_token_id], cont) if cont[0] != self.prefix_token_id else (cont[:1], cont[1:])
             else:
                 ctx, cont = self.encode_pair(context, continuation)
             encoded.append((ctx, cont))
@@ -165,7 +170,7 @@ class HFBackend:
         """Disjoint windows of max_length tokens, the first one conditioned on the prefix token."""
         out = []
         for text in texts:
-            tokens = self.encode(text)
+            tokens = self.encode(text, special=False)
             total, n = 0.0, 0
             prev = [self.prefix_token_id]
             for start in range(0, len(tokens), self.max_length):
