@@ -44,10 +44,38 @@ def step_chat(ctx: dict) -> None:
     print()
 
 
+def step_eval(ctx: dict) -> None:
+    """Base vs the current model on the built-in Czech tasks (a few items each, so it stays quick on CPU)."""
+    import tempfile
+    from pathlib import Path
+
+    from lmsmith.evaluate.cli import print_compare, print_table
+    from lmsmith.evaluate.harness import compare, evaluate
+    from lmsmith.evaluate.tasks import BUILTIN_DIR
+
+    tmp = Path(tempfile.mkdtemp(prefix="lmsmith-demo-eval-"))
+    needle = (BUILTIN_DIR / "cs_needle.yaml").read_text(encoding="utf-8")
+    needle = needle.replace("cs_filler.txt", str(BUILTIN_DIR / "cs_filler.txt"))
+    needle = needle.replace("lengths: [128, 256, 512, 1024]", "lengths: [128, 384]").replace("depths: [0, 25, 50, 75, 100]", "depths: [0, 50, 100]")
+    (tmp / "cs_needle.yaml").write_text(needle, encoding="utf-8")
+    tasks = ["cs_facts", "cs_answers", str(tmp / "cs_needle.yaml")]
+    kw = dict(limit=12, num_fewshot=1, batch_size=16)
+    if ctx["base"] == ctx["model"]:
+        payload = evaluate(ctx["model"], tasks, **kw)
+        print_table(payload)
+        ctx["eval_run"] = payload["run_dir"]
+    else:
+        res = compare(ctx["base"], ctx["model"], tasks, **kw)
+        print_compare(res)
+        ctx["eval_run"] = res["run_dir"]
+    console.print(f"report: {ctx['eval_run']}")
+
+
 STEPS: list[Step] = [
     Step("pull the default model", step_pull),
     Step("show its registry entry", step_show),
     Step("chat with it", step_chat),
+    Step("evaluate: base vs model on the Czech tasks", step_eval),
 ]
 
 

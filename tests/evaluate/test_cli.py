@@ -118,3 +118,16 @@ def test_default_model_on_builtin_mc(default_model_dir, tmp_path, capsys):
                  "--json", "--run-dir", str(tmp_path / "r")]) == 0
     acc = json.loads(capsys.readouterr().out)["cs_facts"]["acc"]
     assert 0.0 <= acc <= 1.0
+
+
+def test_demo_eval_step_compares_base_and_model(tiny_ref, registry, tmp_path):
+    from lmsmith.demo import step_eval
+    from lmsmith.tiny import build_tiny
+
+    other = registry.register(build_tiny(tmp_path / "tiny2", "llama", seed=1), "tiny").ref
+    ctx = {"base": tiny_ref, "model": other}
+    step_eval(ctx)
+    res = json.loads((Path(ctx["eval_run"]) / "compare.json").read_text())
+    assert {r["task"] for r in res["rows"]} == {"cs_facts", "cs_answers", "cs_needle"}
+    assert res["a"] == tiny_ref and res["b"] == other
+    assert "eval/cs_facts/acc" in registry.get(other).metrics

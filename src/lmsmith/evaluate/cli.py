@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import sys
 
 from lmsmith.progress import console, out
 
@@ -141,26 +139,31 @@ def print_table(payload: dict) -> None:
 
 
 def run_compare(a: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from lmsmith.evaluate.harness import compare
-    from lmsmith.evaluate.report import fmt
 
     res = compare(a.ref_a, a.ref_b, a.tasks, run_dir=a.run_dir, seed=a.seed, num_fewshot=a.num_fewshot, limit=a.limit,
                   **backend_kwargs(a))
     if a.json:
         out.print_json(json.dumps(res["rows"], default=str).replace("NaN", "null"))
     else:
-        t = Table(title=f"A = {res['a']}   B = {res['b']}")
-        for c in ("task", "metric", "A", "B", "B - A", "p", "test", "n"):
-            t.add_column(c)
-        for r in res["rows"]:
-            sig = r["p_value"] is not None and r["p_value"] < 0.05
-            t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",
-                      ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"]))
-        out.print(t)
+        print_compare(res)
     console.print(f"report: {res['run_dir']}/compare.md")
     return 0
+
+
+def print_compare(res: dict) -> None:
+    from rich.table import Table
+
+    from lmsmith.evaluate.report import fmt
+
+    t = Table(title=f"A = {res['a']}   B = {res['b']}   (p < 0.05 in bold)")
+    for c in ("task", "metric", "A", "B", "B - A", "p", "test", "n"):
+        t.add_column(c)
+    for r in res["rows"]:
+        sig = r["p_value"] is not None and r["p_value"] < 0.05
+        t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",
+                  ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"]))
+    out.print(t)
 
 
 def run_judge(a: argparse.Namespace) -> int:
@@ -208,7 +211,8 @@ def run_list_tasks() -> int:
 
     for name, path in builtin_tasks().items():
         raw, _ = load_yaml_lines(path)
-        out.print(f"{name:20s} {raw.get('kind', ''):16s} {str(raw.get('description') or raw.get('metadata', {}).get('about', '')).strip().splitlines()[0][:70] if (raw.get('description') or raw.get('metadata')) else ''}")
+        about = str((raw.get("metadata") or {}).get("about") or "")
+        out.print(f"{name:14s} {raw.get('kind', ''):16s} {about}")
     return 0
 
 
@@ -218,5 +222,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("argv", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_eval)
 
-
-_ = (math, sys)
