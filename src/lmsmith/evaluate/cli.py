@@ -216,9 +216,21 @@ def run_list_tasks() -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate models: benchmarks, compare versions, LLM-as-judge, needle in a haystack",
-                       add_help=False)
-    p.add_argument("argv", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_eval)
+class _PassThrough(argparse.ArgumentParser):
+    """Hands every word after `eval` to `cmd_eval`, so `lmsmith eval --help` and `lmsmith eval --endpoint ...`
+    (options before any positional) reach our own parsers."""
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns = namespace or argparse.Namespace()
+        ns.argv, ns.func = list(args or []), cmd_eval
+        return ns, []
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    original = sub._parser_class
+    sub._parser_class = _PassThrough  # this one command parses its own words
+    try:
+        sub.add_parser("eval", help="evaluate models: benchmarks, compare versions, LLM-as-judge, needle in a haystack",
+                       add_help=False)
+    finally:
+        sub._parser_class = original

@@ -283,7 +283,8 @@ class Task:
         header = self._render(self.header_and_item()[0], doc, "doc_to_text") if FEWSHOT_SLOT.search(self.doc_to_text) else ""
         shots = self.shots(doc, k)
         fewshot = "".join(self.text(s) + self.target_delimiter + self.target_text(s) + self.fewshot_delimiter for s in shots)
-        return self.description + header + fewshot + self.text(doc)
+        description = self._render(self.description, doc, "description") if self.description else ""
+        return description + header + fewshot + self.text(doc)
 
 
 # ----------------------------------------------------------------------------- loading
