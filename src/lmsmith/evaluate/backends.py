@@ -154,10 +154,10 @@ class HFBackend:
                 mask[r, :len(s)] = 1
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for r, i in enumerate(batch):
                 n, cont = len(seqs[r]), conts[r]
-                lp = logprobs[r, n - len(cont):n]
+                # normalize only the continuation's positions: a full-vocabulary log_softmax over the batch is GBs
+                lp = torch.log_softmax(logits[r, n - len(cont):n].float(), dim=-1).cpu()
                 target = torch.tensor(cont)
                 ll = lp.gather(-1, target[:, None]).squeeze(-1).sum().item()
                 greedy = bool((lp.argmax(-1) == target).all())

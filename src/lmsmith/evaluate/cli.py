@@ -107,7 +107,7 @@ def run_eval(a: argparse.Namespace) -> int:
     payload = evaluate(a.model, a.tasks, num_fewshot=a.num_fewshot, limit=a.limit, seed=a.seed, run_dir=a.run_dir,
                        attach=not a.no_registry, **backend_kwargs(a))
     if a.json:
-        out.print_json(json.dumps({r["task"]: r["metrics"] for r in payload["results"]}, default=_nan_none))
+        out.print_json(json.dumps(no_nan({r["task"]: r["metrics"] for r in payload["results"]})))
     else:
         print_table(payload)
     console.print(f"report: {payload['files']['markdown']}")
@@ -116,8 +116,15 @@ def run_eval(a: argparse.Namespace) -> int:
     return 0
 
 
-def _nan_none(v):
-    return None
+def no_nan(obj):
+    """JSON has no NaN: an undefined value (a standard error of one item) prints as null."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [no_nan(v) for v in obj]
+    return obj
 
 
 def print_table(payload: dict) -> None:
@@ -144,7 +151,7 @@ def run_compare(a: argparse.Namespace) -> int:
     res = compare(a.ref_a, a.ref_b, a.tasks, run_dir=a.run_dir, seed=a.seed, num_fewshot=a.num_fewshot, limit=a.limit,
                   **backend_kwargs(a))
     if a.json:
-        out.print_json(json.dumps(res["rows"], default=str).replace("NaN", "null"))
+        out.print_json(json.dumps(no_nan(res["rows"]), default=str))
     else:
         print_compare(res)
     console.print(f"report: {res['run_dir']}/compare.md")
@@ -195,7 +202,7 @@ def run_judge(a: argparse.Namespace) -> int:
     write_judge_run(run_dir, result)
     summary = {**result["summary"], **({"human_agreement": result["human_agreement"]} if a.human else {})}
     if a.json:
-        out.print_json(json.dumps(summary, default=str).replace("NaN", "null"))
+        out.print_json(json.dumps(no_nan(summary), default=str))
     else:
         for k, v in summary.items():
             out.print(f"{k}: {v}")
