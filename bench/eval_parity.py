@@ -72,7 +72,7 @@ def run_lmeval(model_dir: str, data_file: Path, device: str, dtype: str, batch_s
         seconds = time.time() - t
     r = out["results"][name]
     per_doc = {s["doc_id"]: (s["acc"], s["acc_norm"]) for s in out.get("samples", {}).get(name, [])}
-    return r["acc,none"], r["acc_norm,none"], per_doc, seconds, lm_eval.__version__ if hasattr(lm_eval, "__version__") else None
+    return r["acc,none"], r["acc_norm,none"], per_doc, seconds, getattr(lm_eval, "__version__", None)
 
 
 def main() -> None:
@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--lmeval-results", help="reuse lm-eval results saved earlier with --save-lmeval instead of running lm-eval")
+    ap.add_argument("--save-lmeval", help="save lm-eval's results (scores and per-item outcomes) to this JSON file")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "eval_parity-cpu.json"))
     a = ap.parse_args()
 
@@ -97,7 +99,15 @@ def main() -> None:
     ours, our_s, task = run_lmsmith(model_dir, a.task, a.device, a.dtype, a.batch_size, a.limit)
     data_file = Path(task.docs[0].source.rsplit(":", 1)[0])
     print(f"lmsmith: acc={ours.metrics['acc']:.4f} acc_norm={ours.metrics['acc_norm']:.4f} ({our_s:.0f} s)", flush=True)
-    acc, acc_norm, per_doc, their_s, lmeval_version = run_lmeval(model_dir, data_file, a.device, a.dtype, a.batch_size, a.limit)
+    if a.lmeval_results:
+        saved = json.loads(Path(a.lmeval_results).read_text())
+        acc, acc_norm, their_s, lmeval_version = saved["acc"], saved["acc_norm"], saved["seconds"], saved["version"]
+        per_doc = {int(k): tuple(v) for k, v in saved["per_doc"].items()}
+    else:
+        acc, acc_norm, per_doc, their_s, lmeval_version = run_lmeval(model_dir, data_file, a.device, a.dtype, a.batch_size, a.limit)
+    if a.save_lmeval:
+        Path(a.save_lmeval).write_text(json.dumps({"acc": acc, "acc_norm": acc_norm, "seconds": their_s, "version": lmeval_version,
+                                                   "per_doc": {str(k): list(v) for k, v in per_doc.items()}}))
     print(f"lm-eval: acc={acc:.4f} acc_norm={acc_norm:.4f} ({their_s:.0f} s)")
     same = [per_doc[it["id"]] == (it["acc"], it["acc_norm"]) for it in ours.items if it["id"] in per_doc]
 
