@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "lmsmith.ops.cli",
     "lmsmith.data.cli",
     "lmsmith.serve.cli",
+    "lmsmith.evaluate.cli",
     "lmsmith.demo",
 ]
 

@@ -1,0 +1,149 @@
+"""`lmsmith eval` and `lmsmith eval compare` as functions: evaluate a model on tasks, compare two models."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmsmith.errors import LmsmithError
+from lmsmith.evaluate import metrics as M
+from lmsmith.evaluate import report
+from lmsmith.evaluate.backends import Backend, make_backend
+from lmsmith.evaluate.runner import run_task
+from lmsmith.evaluate.tasks import load_task
+from lmsmith.progress import console
+
+
+def parse_tasks(spec: str | list[str]) -> list[str]:
+    names = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
+    if not names:
+        raise LmsmithError("no tasks given", "pass --tasks NAME[,NAME...] (built-in names or task YAML paths)")
+    return names
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def evaluate(model: str | None, tasks: str | list[str], *, endpoint: str | None = None, api_model: str | None = None,
+             api_key: str | None = None, num_fewshot: int | None = None, limit: int | None = None, seed: int = 0,
+             dtype: str = "auto", device: str | None = None, batch_size: int = 16, chat: bool = False,
+             run_dir: str | Path | None = None, attach: bool = True, backend: Backend | None = None) -> dict[str, Any]:
+    """Evaluate on every task, write the run dir, attach the scores to the registry. Returns the payload."""
+    loaded = [load_task(t, num_fewshot=num_fewshot, limit=limit) for t in parse_tasks(tasks)]  # all errors before loading a model
+    seed_everything(seed)
+    backend = backend or make_backend(model, endpoint=endpoint, api_model=api_model, api_key=api_key, dtype=dtype,
+                                      device=device, batch_size=batch_size, chat=chat)
+    label = model or api_model or "model"
+    results = []
+    for task in loaded:
+        results.append(run_task(task, backend, seed=seed).to_dict())
+    payload = {
+        "model": label, "backend": type(backend).__name__ + (f" ({endpoint})" if endpoint else ""),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": seed,
+        "settings": {"num_fewshot": num_fewshot, "limit": limit, "dtype": dtype, "batch_size": batch_size, "chat": chat},
+        "versions": report.versions(), "results": results,
+    }
+    out = report.new_run_dir(label, run_dir)
+    payload["run_dir"] = str(out)
+    payload["files"] = {k: str(v) for k, v in report.write_run(out, payload).items()}
+    if attach and model and not endpoint:
+        payload["registry_ref"] = report.attach_to_registry(model, results, out)
+    (out / "results.json").write_text(__import__("json").dumps(payload, indent=1, ensure_ascii=False, default=str) + "\n")
+    return payload
+
+
+def per_item(result: dict[str, Any], metric: str) -> dict[Any, float]:
+    key = "id" if result["items"] and "id" in result["items"][0] else None
+    return {(it[key] if key else (it.get("length"), it.get("depth"))): float(it[metric])
+            for it in result["items"] if metric in it}
+
+
+def compare_payloads(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
+    """Per task and metric: both scores, the difference (b - a) and its significance on the paired items
+    (McNemar for 0/1 outcomes, paired bootstrap otherwise)."""
+    rows = []
+    by_task_b = {r["task"]: r for r in b["results"]}
+    for ra in a["results"]:
+        rb = by_task_b.get(ra["task"])
+        if rb is None:
+            continue
+        for metric, va in ra["metrics"].items():
+            if metric.endswith("_stderr") or metric not in rb["metrics"]:
+                continue
+            row = {"task": ra["task"], "metric": metric, "a": va, "b": rb["metrics"][metric],
+                   "delta": rb["metrics"][metric] - va, "p_value": None, "test": None, "n": ra["n"]}
+            ia, ib = per_item(ra, metric), per_item(rb, metric)
+            common = sorted(set(ia) & set(ib), key=str)
+            if common:
+                xa, xb = [ia[k] for k in common], [ib[k] for k in common]
+                stat = M.mcnemar(xa, xb) if M.is_binary(xa + xb) else M.paired_bootstrap(xa, xb, seed=seed)
+                row.update({k: v for k, v in stat.items() if k != "delta"}, n=len(common))
+            rows.append(row)
+    if not rows:
+        raise LmsmithError("the two runs share no task", "evaluate both on the same --tasks")
+    return rows
+
+
+def compare(ref_a: str, ref_b: str, tasks: str | list[str] | None, *, run_dir: str | Path | None = None,
+            seed: int = 0, **eval_kwargs: Any) -> dict[str, Any]:
+    """Compare two models (refs, evaluated now) or two earlier runs (results.json / run dirs)."""
+    payloads = []
+    for ref in (ref_a, ref_b):
+        loaded = report.load_run(ref)
+        if loaded is None:
+            if not tasks:
+                raise LmsmithError(f"{ref} is a model, so --tasks is needed", "or pass two results.json files")
+            console.print(f"[bold]evaluating {ref}")
+            loaded = evaluate(ref, tasks, seed=seed, **eval_kwargs)
+        payloads.append(loaded)
+    rows = compare_payloads(payloads[0], payloads[1], seed=seed)
+    out = report.new_run_dir(f"compare-{payloads[0]['model']}-vs-{payloads[1]['model']}", run_dir)
+    result = {"a": payloads[0]["model"], "b": payloads[1]["model"], "a_run": payloads[0].get("run_dir"),
+              "b_run": payloads[1].get("run_dir"), "rows": rows, "run_dir": str(out)}
+    import json
+
+    (out / "compare.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (out / "compare.md").write_text(compare_markdown(result))
+    compare_plot(result, out / "compare.png")
+    return result
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    lines = [f"# {result['a']} (A) vs {result['b']} (B)", "", "| task | metric | A | B | B - A | p | test | n |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['task']} | {r['metric']} | {report.fmt(r['a'])} | {report.fmt(r['b'])} | {r['delta']:+.4f} | "
+                     f"{report.fmt(r['p_value'])} | {r['test'] or '-'} | {r['n']} |")
+    return "\n".join(lines) + "\n\np < 0.05: the difference is unlikely to be chance on these items.\n"
+
+
+def compare_plot(result: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["metric"] not in ("token_perplexity", "byte_perplexity", "word_perplexity")]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows) + 1), 3.2))
+    ax.bar(x - 0.2, [r["a"] for r in rows], 0.4, label=f"A: {result['a']}"[:40])
+    ax.bar(x + 0.2, [r["b"] for r in rows], 0.4, label=f"B: {result['b']}"[:40])
+    for i, r in enumerate(rows):
+        if r["p_value"] is not None and r["p_value"] < 0.05:
+            ax.text(i, max(r["a"], r["b"]) + 0.02, "*", ha="center")
+    ax.set_xticks(x, [f"{r['task']}\n{r['metric']}" for r in rows], fontsize=7)
+    ax.legend(fontsize=7)
+    ax.set_title("* = significant at p < 0.05", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
