@@ -163,20 +163,35 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+_KERNELS: dict[tuple[str, str], bool] = {}  # (op, device type) -> usable; plain dict so torch.compile reads it
+
+
 def has_kernel(op: str, device: torch.device) -> bool:
-    key = "CUDA" if device.type == "cuda" else "CPU"
-    try:
-        return hasattr(torch.ops.aten, op) and torch._C._dispatch_has_kernel_for_dispatch_key(f"aten::{op}", key)
-    except Exception:  # pragma: no cover - very old or exotic builds
-        return False
+    """Does this torch build have `aten::op` for the device? False after the kernel once failed at run time."""
+    key = (op, device.type)
+    if key not in _KERNELS:
+        try:
+            _KERNELS[key] = hasattr(torch.ops.aten, op) and torch._C._dispatch_has_kernel_for_dispatch_key(
+                f"aten::{op}", "CUDA" if device.type == "cuda" else "CPU")
+        except Exception:  # pragma: no cover - very old or exotic builds
+            _KERNELS[key] = False
+    return _KERNELS[key]
 
 
-def cuda_capability(device: torch.device) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
+def kernel_failed(op: str, device: torch.device, error: Exception) -> None:
+    """A kernel that exists but rejects our inputs (shape rules of some build): warn once, then fall back."""
+    import warnings
+
+    _KERNELS[(op, device.type)] = False
+    warnings.warn(f"{op} failed on {device.type} ({str(error).splitlines()[0]}); using dequantize + matmul instead")
 
 
 def fp8_supported(device: torch.device) -> bool:
-    return device.type == "cuda" and cuda_capability(device) >= (8, 9) and hasattr(torch, "_scaled_mm")
+    key = ("fp8_device", device.type)
+    if key not in _KERNELS:
+        _KERNELS[key] = (device.type == "cuda" and hasattr(torch, "_scaled_mm")
+                         and torch.cuda.get_device_capability(device) >= (8, 9))
+    return _KERNELS[key]
 
 
 def fp8_cpu_error() -> LmsmithError:
@@ -261,7 +276,11 @@ class Int8Linear(QuantLinear):
         if x2d.device.type == "cuda" and x2d.dtype == torch.float32:
             return None  # the CUDA kernel takes 16-bit activations only
         dt = compute_dtype(x2d)
-        y = torch.ops.aten._weight_int8pack_mm(x2d.to(dt).contiguous(), self.qweight, self.scales.to(dt))
+        try:
+            y = torch.ops.aten._weight_int8pack_mm(x2d.to(dt).contiguous(), self.qweight, self.scales.to(dt))
+        except RuntimeError as e:
+            kernel_failed("_weight_int8pack_mm", x2d.device, e)
+            return None
         return y.to(x2d.dtype)
 
 
@@ -333,7 +352,11 @@ class Int4Linear(QuantLinear):
                     or not has_kernel("_weight_int4pack_mm", device)):
                 return None
             q = unpack_int4(self.qweight).to(torch.int32)
-            weight = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
+            try:
+                weight = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
+            except RuntimeError as e:
+                kernel_failed("_weight_int4pack_mm", device, e)
+                return None
         else:
             if dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int4pack_mm_for_cpu", device):
                 return None
@@ -353,10 +376,12 @@ class Int4Linear(QuantLinear):
             return None
         weight, sz = state
         x = x2d.to(dt).contiguous()
-        if x2d.device.type == "cuda":
-            y = torch.ops.aten._weight_int4pack_mm(x, weight, self.group_size, sz)
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, weight, self.group_size, sz)
+        op = "_weight_int4pack_mm" if x2d.device.type == "cuda" else "_weight_int4pack_mm_for_cpu"
+        try:
+            y = getattr(torch.ops.aten, op)(x, weight, self.group_size, sz)
+        except RuntimeError as e:
+            kernel_failed(op, x2d.device, e)
+            return None
         return y.to(x2d.dtype)
 
 
@@ -405,11 +430,17 @@ class Fp8Linear(QuantLinear):
         return super().forward(x)
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
-        if not fp8_supported(x2d.device) or self.in_features % 16 or self.out_features % 16:
+        if (not fp8_supported(x2d.device) or not _KERNELS.get(("_scaled_mm_fp8", x2d.device.type), True)
+                or self.in_features % 16 or self.out_features % 16):
             return None
         xq, xs = quantize_activations_fp8(x2d)
-        return torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.scales.float()[None, :],
-                                out_dtype=torch.bfloat16).to(x2d.dtype)
+        try:
+            y = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.scales.float()[None, :],
+                                 out_dtype=torch.bfloat16)
+        except RuntimeError as e:
+            kernel_failed("_scaled_mm_fp8", x2d.device, e)
+            return None
+        return y.to(x2d.dtype)
 
 
 QUANT_CLASSES: dict[str, type[QuantLinear]] = {"int8": Int8Linear, "int4": Int4Linear, "fp8": Fp8Linear}
