@@ -48,10 +48,23 @@ def step_chat(ctx: dict) -> None:
     print()
 
 
+def step_quantize(ctx: dict) -> None:
+    from lmsmith.compress.storage import register_quantized
+    from lmsmith.serve.generate import generate_text, stream_to_stdout
+
+    name = ctx["model"].partition("@")[0].split("/")[-1] + "-int8"
+    mv, spec = register_quantized(ctx["model"], name, "int8", command="lmsmith demo")
+    console.print(f"{ctx['model']} -> {mv.ref}: int8 weights, {len(spec.modules)} linears (lm_head kept)")
+    console.print(f"[bold]user:[/] {QUESTION}\n[bold]assistant (int8):[/] ", end="")
+    generate_text(mv.ref, QUESTION, chat=True, max_tokens=32, on_text=stream_to_stdout)
+    print()
+
+
 STEPS: list[Step] = [
     Step("pull", "pull the default model", step_pull),
     Step("show", "show its registry entry", step_show),
     Step("chat", "chat with it", step_chat),
+    Step("quantize", "quantize it to int8 and chat with the result", step_quantize),
 ]
 
 

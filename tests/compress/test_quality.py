@@ -12,17 +12,19 @@ SAMPLE = Path(__file__).parent / "data" / "english_sample.txt"
 @pytest.mark.slow
 def test_default_model_int8_perplexity_within_one_percent(default_model_dir):
     from lmsmith.compress.perplexity import perplexity
-    from lmsmith.compress.quantize import quantize_model_
+    from lmsmith.compress.quantize import quantize_model_, set_backend
     from lmsmith.models import load_model, load_tokenizer
 
     ref = str(default_model_dir)
     text = SAMPLE.read_text()
     tok = load_tokenizer(ref)
     results = {}
-    for method in ("none", "int8", "int4"):
+    for method in ("none", "int8", "int4", "fp8"):
         model = load_model(ref, dtype="float32", device="cpu")
         if method != "none":
-            quantize_model_(model, method)
+            quantize_model_(model, method, allow_cpu_fp8=True)
+        if method == "fp8":
+            set_backend(model, "reference")  # fp8 math emulated on the CPU (the GPU runs it with _scaled_mm)
         results[method] = perplexity(model, tok, text)
         del model
     base = results["none"].ppl
@@ -33,3 +35,4 @@ def test_default_model_int8_perplexity_within_one_percent(default_model_dir):
     assert 1 < base < 50  # a real model on real English, not noise
     assert abs(deltas["int8"]) < 1.0
     assert deltas["int4"] < 15.0  # reported; 4-bit costs more
+    assert deltas["fp8"] < 15.0
