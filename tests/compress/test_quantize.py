@@ -180,3 +180,25 @@ def test_quantized_model_generates(tiny_model):
     with torch.no_grad():
         out = tiny_model.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=2)
     assert out.shape == (1, 10)
+
+
+@pytest.mark.parametrize("method", ["none", "int8", "int4", "fp8"])
+def test_concat_linears_fuses_projections_exactly(method: str):
+    """Engines fuse q/k/v and gate/up; fusing the quantized layers must equal running them apart."""
+    torch.manual_seed(0)
+    parts = [nn.Linear(128, n, bias=True) for n in (64, 32, 32)]
+    if method == "int8":
+        parts = [Int8Linear.from_linear(p) for p in parts]
+    elif method == "int4":
+        parts = [Int4Linear.from_linear(p, 64) for p in parts]
+    elif method == "fp8":
+        parts = [Fp8Linear.from_linear(p) for p in parts]
+        for p in parts:
+            p.backend = "reference"
+    fused = Q.concat_linears(parts)
+    assert fused.out_features == 128 and type(fused) is type(parts[0])
+    x = torch.randn(3, 128)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), torch.cat([p(x) for p in parts], -1), atol=1e-5)
+    with pytest.raises(LmsmithError, match="one type"):
+        Q.concat_linears([parts[0], nn.Linear(64, 8)])

@@ -572,3 +572,39 @@ def prepare_for_inference(model: nn.Module, dtype: torch.dtype | None = None) ->
     for _, m in quantized_modules(model):
         if isinstance(m, Int4Linear) and m.backend == "auto":
             m._kernel_state(device, dtype or compute_dtype(m.scales))
+
+
+@torch.no_grad()
+def concat_linears(linears: list[nn.Module]) -> nn.Module:
+    """One linear computing `cat([l(x) for l in linears], -1)`: fused QKV / gate-up projections.
+
+    Works for nn.Linear and for quantized linears of one method: every stored tensor is laid out per
+    output channel (int8, fp8) or per output channel and input group (int4), so concatenating along the
+    output dimension is exact. Engines fuse after `quantize_model_` with this instead of `torch.cat` on
+    `.weight`."""
+    first = linears[0]
+    if any(type(m) is not type(first) for m in linears) or any(m.in_features != first.in_features for m in linears):
+        raise LmsmithError("only linears of one type and input size can be concatenated")
+    has_bias = [m.bias is not None for m in linears]
+    if any(has_bias) and not all(has_bias):
+        raise LmsmithError("cannot concatenate linears where only some have a bias")
+    out = sum(m.out_features for m in linears)
+    bias = torch.cat([m.bias for m in linears]) if all(has_bias) else None
+    if type(first) is nn.Linear:
+        fused = nn.Linear(first.in_features, out, bias=bias is not None, device=first.weight.device,
+                          dtype=first.weight.dtype)
+        fused.weight.copy_(torch.cat([m.weight for m in linears]))
+    else:
+        args = (first.in_features, out, bias is not None, first.scales.dtype, first.scales.device)
+        if isinstance(first, Int4Linear):
+            if any(m.group_size != first.group_size or m.symmetric != first.symmetric for m in linears):
+                raise LmsmithError("cannot concatenate int4 linears with different group sizes or symmetry")
+            fused = Int4Linear(*args, group_size=first.group_size, symmetric=first.symmetric)
+        else:
+            fused = type(first)(*args)
+        fused.backend = first.backend
+        for name, _ in fused.named_buffers(recurse=False):
+            getattr(fused, name).copy_(torch.cat([getattr(m, name) for m in linears]))
+    if bias is not None:
+        fused.bias.copy_(bias)
+    return fused
