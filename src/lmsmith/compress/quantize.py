@@ -97,11 +97,12 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
 
 def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Group-wise 4-bit: w ≈ (q - zero) * scale per group of `group_size` input features.
+    """Group-wise 4-bit: w ≈ (q - zero) * scale per group of `group_size` input features, q in 0..15.
 
-    Asymmetric: per-group min/max map to 0..15 with an integer zero point (uint8). Symmetric: the zero
-    point is 8 for every group (not stored) and scale = absmax / 7.
-    Returns (packed uint8 [N, K/2], scales float32 [N, K/g], zeros uint8 [N, K/g] or None)."""
+    Asymmetric: each group's min..max maps onto 0..15 with a float zero point (the grid of llama.cpp's
+    Q4_1 and of tinygemm; an integer zero point would shift the grid by up to half a step). Symmetric:
+    the zero point is 8 for every group (not stored) and scale = absmax / 7.
+    Returns (packed uint8 [N, K/2], scales float32 [N, K/g], zeros float32 [N, K/g] or None)."""
     n, k = w.shape
     wg = w.float().reshape(n, k // group_size, group_size)
     if symmetric:
@@ -109,12 +110,10 @@ def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False
         q = (torch.round(wg / scales[..., None]) + 8).clamp_(0, 15)
         zeros = None
     else:
-        lo = wg.amin(dim=-1).clamp(max=0)  # keep 0 representable: padding and zeros stay exact
-        hi = wg.amax(dim=-1).clamp(min=0)
+        lo, hi = wg.amin(dim=-1), wg.amax(dim=-1)
         scales = ((hi - lo) / 15.0).clamp(min=1e-10)
-        zeros = torch.round(-lo / scales).clamp_(0, 15)
-        q = (torch.round(wg / scales[..., None]) + zeros[..., None]).clamp_(0, 15)
-        zeros = zeros.to(torch.uint8)
+        q = torch.round((wg - lo[..., None]) / scales[..., None]).clamp_(0, 15)
+        zeros = -lo / scales
     return pack_int4(q.reshape(n, k)), scales, zeros
 
 
@@ -287,7 +286,7 @@ class Int8Linear(QuantLinear):
 class Int4Linear(QuantLinear):
     """Group-wise 4-bit weight, two values per byte; scales (and zero points if asymmetric) per group.
 
-    Saved state: `qweight` uint8 [N, K/2], `scales` [N, K/g], `zeros` uint8 [N, K/g] (asymmetric only).
+    Saved state: `qweight` uint8 [N, K/2], `scales` [N, K/g], float `zeros` [N, K/g] (asymmetric only).
     The kernels' tinygemm layout is derived from it on first use on a device (`_packed`, not saved)."""
 
     method = "int4"
@@ -305,7 +304,7 @@ class Int4Linear(QuantLinear):
         if symmetric:
             self.zeros = None
         else:
-            self.register_buffer("zeros", torch.full((out_features, groups), 8, dtype=torch.uint8, device=device))
+            self.register_buffer("zeros", torch.full((out_features, groups), 8.0, dtype=dtype, device=device))
         self._packed: tuple[Any, torch.Tensor, torch.Tensor] | None = None  # (key, weight, scales_and_zeros)
         self._register_load_state_dict_pre_hook(self._drop_packed)
 

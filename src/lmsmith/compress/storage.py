@@ -43,7 +43,7 @@ def is_quantized_dir(path: Path) -> bool:
 def state_to_save(model: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """The state dict with tied duplicates dropped and full-precision floats cast to `dtype`.
 
-    Quantization scales stay float32 (they are tiny and their precision matters)."""
+    Quantization scales and zero points stay float32 (they are tiny and their precision matters)."""
     seen: set[tuple[int, int]] = set()
     state: dict[str, torch.Tensor] = {}
     for name, t in model.state_dict().items():
@@ -51,7 +51,7 @@ def state_to_save(model: nn.Module, dtype: torch.dtype | None) -> dict[str, torc
         if key in seen:
             continue  # a tied weight (lm_head = embed_tokens): saved once, re-tied at load
         seen.add(key)
-        if name.endswith((".scales",)):
+        if name.endswith((".scales", ".zeros")):
             t = t.float()
         elif dtype is not None and t.is_floating_point() and not name.endswith(".qweight"):
             t = t.to(dtype)
