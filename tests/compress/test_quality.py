@@ -21,8 +21,8 @@ def test_default_model_int8_perplexity_within_one_percent(default_model_dir):
     results = {}
     for method in ("none", "int8", "int4", "fp8"):
         model = load_model(ref, dtype="float32", device="cpu")
-        if method != "none":
-            quantize_model_(model, method, allow_cpu_fp8=True)
+        if method != "none":  # int4 in groups of 32, the block size of the Q4_1 GGUF the default model ships as
+            quantize_model_(model, method, group_size=32 if method == "int4" else None, allow_cpu_fp8=True)
         if method == "fp8":
             set_backend(model, "reference")  # fp8 math emulated on the CPU (the GPU runs it with _scaled_mm)
         results[method] = perplexity(model, tok, text)
@@ -34,5 +34,6 @@ def test_default_model_int8_perplexity_within_one_percent(default_model_dir):
     assert results["none"].tokens > 900
     assert 1 < base < 50  # a real model on real English, not noise
     assert abs(deltas["int8"]) < 1.0
-    assert deltas["int4"] < 15.0  # reported; 4-bit costs more
-    assert deltas["fp8"] < 15.0
+    # reported rather than guarded tightly (measured on this sample: int4 g32 +0.2%, fp8 emulated +2.5%)
+    assert deltas["int4"] < 5.0
+    assert deltas["fp8"] < 5.0
