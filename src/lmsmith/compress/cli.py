@@ -76,7 +76,7 @@ def cmd_ppl(args: argparse.Namespace) -> int:
 
 def add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-size", type=group_size_arg, default=None, metavar="N",
-                   help=f"int4 group size: auto (largest of {GROUP_SIZES} dividing every layer) or one of them")
+                   help=f"int4 group size, one of {GROUP_SIZES}; auto: 128 if it divides every layer, else 32")
     p.add_argument("--symmetric", action="store_true", help="int4: symmetric around zero (no zero points)")
     p.add_argument("--include-lm-head", action="store_true", help="also quantize lm_head (kept full precision by default)")
 
