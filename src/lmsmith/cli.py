@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "lmsmith.data.cli",
     "lmsmith.serve.cli",
     "lmsmith.evaluate.cli",
+    "lmsmith.compress.cli",
     "lmsmith.demo",
 ]
 

@@ -94,6 +94,15 @@ def load_tokenizer(ref: str, registry: Registry | None = None):
     return tok
 
 
+def is_quantized(path: Path) -> bool:
+    """True for a directory written by `lmsmith compress quantize` (its config.json has our section)."""
+    try:
+        q = json.loads((path / "config.json").read_text()).get("quantization")
+    except (OSError, ValueError):
+        return False
+    return isinstance(q, dict) and q.get("quant_method") == "lmsmith"
+
+
 def load_model(ref: str, dtype: str | torch.dtype | None = "auto", device: str | None = None,
                registry: Registry | None = None, merge_adapter: bool = False, **kwargs: Any):
     """Load a causal LM (an adapter is applied to its base). Registry versions are hash-checked first."""
@@ -113,6 +122,10 @@ def load_model(ref: str, dtype: str | torch.dtype | None = "auto", device: str |
             model = PeftModel.from_pretrained(model, h.dir)
             if merge_adapter:
                 model = model.merge_and_unload()
+        elif is_quantized(h.dir):  # lmsmith-quantized weights (lmsmith.compress)
+            from lmsmith.compress.storage import load_quantized
+
+            return load_quantized(h.dir, torch_dtype, device)
         else:
             model = AutoModelForCausalLM.from_pretrained(h.dir, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError, KeyError) as e:

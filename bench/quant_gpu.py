@@ -1,0 +1,177 @@
+"""GPU batch-1 decode speed with quantized weights: bf16 vs int8 vs int4 vs fp8 on a random-init model.
+
+The model is a transformers Llama of a real shape (default: Llama-3.2-1B) with its linears swapped by
+`quantize_model_`; decoding is HF `generate`, greedy, fixed output length, with a static KV cache (and
+optionally torch.compile), so the numbers isolate what the weight format buys at batch 1.
+
+    python bench/quant_gpu.py --shape llama-3.2-1b --out bench/results/quant_gpu-h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+class StepClock:
+    """A stopping criterion that never stops: it timestamps every generated token (after a device sync)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def build_model(shape: str, dtype: torch.dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lmsmith.ops.planner import SHAPES
+
+    spec = dict(SHAPES[shape])
+    cfg = AutoConfig.for_model("llama", **spec, max_position_embeddings=8192, rope_theta=500000.0,
+                               bos_token_id=1, eos_token_id=2, pad_token_id=2, rms_norm_eps=1e-5)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return model.eval()
+
+
+def decode(model, prompt: torch.Tensor, new_tokens: int, static: bool) -> float:
+    from transformers import StoppingCriteriaList
+
+    clock = StepClock()
+    kw = dict(cache_implementation="static") if static else {}
+    with torch.inference_mode():
+        model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                       stopping_criteria=StoppingCriteriaList([clock]), pad_token_id=2, **kw)
+    return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+
+
+def weight_bytes(model) -> int:
+    from lmsmith.compress.quantize import QuantLinear
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            total += m.weight_bytes
+        elif type(m) is torch.nn.Linear and m is not model.get_output_embeddings():
+            total += m.weight.numel() * m.weight.element_size()
+    return total
+
+
+def ppl_deltas(ref: str, text_path: Path, methods: list[str]) -> dict[str, float]:
+    """Perplexity of a real model on the English sample, per method, on this GPU (bf16 activations)."""
+    from lmsmith.compress.perplexity import perplexity
+    from lmsmith.compress.quantize import quantize_model_
+    from lmsmith.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(ref)
+    text = text_path.read_text()
+    out: dict[str, float] = {}
+    for m in ["bf16", *[x for x in methods if x != "bf16"]]:
+        model = load_model(ref, dtype="bfloat16", device="cuda")
+        if m != "bf16":
+            quantize_model_(model, m)
+        out[f"{m}_ppl"] = round(perplexity(model, tok, text).ppl, 4)
+        del model
+        torch.cuda.empty_cache()
+    for m in methods:
+        if m != "bf16":
+            out[f"{m}_ppl_delta_pct"] = round(100 * (out[f"{m}_ppl"] / out["bf16_ppl"] - 1), 3)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="llama-3.2-1b", help="a shape preset of lmsmith.ops.planner.SHAPES")
+    ap.add_argument("--methods", default="bf16,int8,int4,fp8")
+    ap.add_argument("--group-size", type=int, default=128, help="int4 group size")
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-static-cache", action="store_true", help="use the dynamic KV cache")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (mode=max-autotune-no-cudagraphs)")
+    ap.add_argument("--ppl-model", default=None, help="also measure perplexity deltas of this model ref/path on the text")
+    ap.add_argument("--ppl-text", default=str(Path(__file__).resolve().parents[1] / "tests/compress/data/english_sample.txt"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quant_gpu.json"))
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("error: this benchmark needs a CUDA GPU (see bench/quant_cpu.py for the CPU one)")
+
+    import transformers
+
+    import lmsmith
+    from lmsmith.compress.quantize import fp8_supported, prepare_for_inference, quantize_model_
+
+    methods = [m for m in args.methods.split(",") if m]
+    if "fp8" in methods and not fp8_supported(torch.device("cuda")):
+        print("skipping fp8: needs compute capability >= 8.9", file=sys.stderr)
+        methods.remove("fp8")
+    static = not args.no_static_cache
+    base = build_model(args.shape, torch.bfloat16)
+    vocab = base.config.vocab_size
+    prompt = torch.randint(10, vocab, (1, args.prompt_len), generator=torch.Generator().manual_seed(0)).cuda()
+    metrics: dict[str, float] = {}
+    kernels: dict[str, str] = {}
+    for m in methods:
+        model = base if m == "bf16" else copy.deepcopy(base)
+        if m != "bf16":
+            quantize_model_(model, m, args.group_size if m == "int4" else None)
+            prepare_for_inference(model)
+            from lmsmith.compress.quantize import QuantLinear
+
+            ql = next(x for x in model.modules() if isinstance(x, QuantLinear))
+            probe = torch.randn(1, ql.in_features, device="cuda", dtype=torch.bfloat16)
+            kernels[m] = f"{type(ql).__name__}: {'kernel' if ql.fast_matmul(probe) is not None else 'dequantize fallback'}"
+        if args.compile:
+            model.forward = torch.compile(model.forward, mode="max-autotune-no-cudagraphs", dynamic=False)
+        decode(model, prompt, 16, static)  # warm-up (compile, kernel layouts, cache allocation)
+        runs = [decode(model, prompt, args.new_tokens, static) for _ in range(args.repeats)]
+        metrics[f"{m}_decode_bs1_tok_s"] = round(statistics.median(runs), 2)
+        metrics[f"{m}_linear_weight_gb"] = round(weight_bytes(model) / 1e9, 3)
+        print(f"{m}: {metrics[f'{m}_decode_bs1_tok_s']} tok/s ({runs})", file=sys.stderr)
+        if m != "bf16":
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+    for m in methods:
+        if m != "bf16" and "bf16_decode_bs1_tok_s" in metrics:
+            metrics[f"{m}_speedup_vs_bf16"] = round(metrics[f"{m}_decode_bs1_tok_s"] / metrics["bf16_decode_bs1_tok_s"], 3)
+    if args.ppl_model:
+        metrics.update(ppl_deltas(args.ppl_model, Path(args.ppl_text), methods))
+    result = {
+        "benchmark": "quant_gpu",
+        "device": torch.cuda.get_device_name(0),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
+                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()},
+        "shape": args.shape, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "static_cache": static,
+        "compile": args.compile, "int4_group_size": args.group_size, "kernels": kernels,
+        "metrics": metrics,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

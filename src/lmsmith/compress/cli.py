@@ -1,0 +1,106 @@
+"""`lmsmith compress …`: quantize a model into a new registered version; measure perplexity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.table import Table
+
+from lmsmith.compress.quantize import GROUP_SIZES, METHODS
+from lmsmith.errors import LmsmithError
+from lmsmith.progress import console, out
+
+
+def group_size_arg(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a group size (auto, 32, 64 or 128)") from None
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from lmsmith.compress.perplexity import read_text, ref_perplexity
+    from lmsmith.compress.storage import register_quantized
+    from lmsmith.ops.cli import human_bytes
+    from lmsmith.ops.registry import Registry
+
+    text = read_text(args.eval_text) if args.eval_text else None  # fail on a bad path before the slow part
+    mv, spec = register_quantized(args.ref, args.output_name, args.method, args.group_size, args.symmetric,
+                                  args.include_lm_head, command=args.command_line)
+    parent = Registry().resolve(args.ref, verify=False)
+    parent_size = sum(p.stat().st_size for p in parent.dir.glob("*.safetensors"))
+    metrics: dict[str, float] = {"size_bytes": mv.size, "parent_size_bytes": parent_size}
+    if text is not None:
+        base = ref_perplexity(args.ref, text, device="cpu")
+        quant = ref_perplexity(mv.ref, text, device="cpu")
+        metrics.update(ppl=quant.ppl, parent_ppl=base.ppl, ppl_delta_pct=100 * (quant.ppl / base.ppl - 1))
+    Registry().update(mv.ref, metrics=metrics)
+    detail = f"group size {spec.group_size}, {'symmetric' if spec.symmetric else 'asymmetric'}" if spec.method == "int4" else ""
+    console.print(f"registered {mv.ref}: {spec.method}{f' ({detail})' if detail else ''}, {len(spec.modules)} linears "
+                  f"quantized, {human_bytes(parent_size)} -> {human_bytes(mv.size)}")
+    if text is not None:
+        console.print(f"perplexity {metrics['parent_ppl']:.3f} -> {metrics['ppl']:.3f} ({metrics['ppl_delta_pct']:+.2f}%)")
+    out.print(mv.ref)
+    return 0
+
+
+def cmd_ppl(args: argparse.Namespace) -> int:
+    from lmsmith.compress.perplexity import read_text, ref_perplexity
+
+    text = read_text(args.text)
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    for m in methods:
+        if m != "none" and m not in METHODS:
+            raise LmsmithError(f"unknown quantization method '{m}'", f"use none or one of: {', '.join(METHODS)}")
+    rows = []
+    for m in methods:
+        r = ref_perplexity(args.ref, text, method=m, group_size=args.group_size, symmetric=args.symmetric,
+                           include_lm_head=args.include_lm_head, dtype=args.dtype, device=args.device,
+                           max_length=args.max_length)
+        rows.append({"method": m, **r.to_dict()})
+    base = rows[0]["ppl"]
+    for r in rows:
+        r["delta_pct"] = 100 * (r["ppl"] / base - 1)
+    if args.json:
+        print(json.dumps({"ref": args.ref, "text": args.text, "results": rows}, indent=2))
+        return 0
+    t = Table("method", "perplexity", f"vs {rows[0]['method']}", "tokens", title=f"{args.ref} on {args.text}")
+    for r in rows:
+        t.add_row(r["method"], f"{r['ppl']:.3f}", f"{r['delta_pct']:+.2f}%", str(r["tokens"]))
+    out.print(t)
+    return 0
+
+
+def add_quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group-size", type=group_size_arg, default=None, metavar="N",
+                   help=f"int4 group size, one of {GROUP_SIZES}; auto: 128 if it divides every layer, else 32")
+    p.add_argument("--symmetric", action="store_true", help="int4: symmetric around zero (no zero points)")
+    p.add_argument("--include-lm-head", action="store_true", help="also quantize lm_head (kept full precision by default)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="quantize models and measure what it costs in quality")
+    csub = p.add_subparsers(dest="compress_command", metavar="COMMAND", parser_class=type(p))
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    q = csub.add_parser("quantize", help="weight-only quantization into a new registered version")
+    q.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
+    q.add_argument("--method", required=True, choices=METHODS, help="int8 (per channel), int4 (group-wise), fp8 (e4m3, GPU)")
+    add_quant_args(q)
+    q.add_argument("--output-name", required=True, help="registry name of the quantized model")
+    q.add_argument("--eval-text", metavar="FILE", help="also measure perplexity before/after on this text (stored as metrics)")
+    q.set_defaults(func=cmd_quantize)
+
+    pp = csub.add_parser("ppl", help="perplexity of a model on a text file (optionally quantized on the fly)")
+    pp.add_argument("ref", help="model reference (a quantized version loads as such)")
+    pp.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text to score")
+    pp.add_argument("--method", default="none", help="comma-separated: none,int8,int4,fp8 (first one is the baseline)")
+    add_quant_args(pp)
+    pp.add_argument("--max-length", type=int, default=1024, help="context window per scored chunk")
+    pp.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16")
+    pp.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    pp.add_argument("--json", action="store_true")
+    pp.set_defaults(func=cmd_ppl)

@@ -1,0 +1,610 @@
+"""Weight-only quantization: int8 (per output channel), int4 (group-wise, packed) and fp8 (e4m3) linears.
+
+Decoding reads every weight once per token, so it is bound by memory bandwidth: smaller weights decode
+faster. The quantized modules here are drop-in replacements for `nn.Linear` (same `in_features`,
+`out_features`, `bias`, forward on `[..., in_features]`), so `quantize_model_(model, "int8")` works on
+any torch model: transformers models and our own engine alike.
+
+Each module keeps one canonical, device-independent state (`qweight`, `scales`, `zeros`) that is what
+gets saved, and dispatches to PyTorch's fused kernels where they exist:
+
+    int8  CPU+CUDA  aten._weight_int8pack_mm             (int8 weight, per-channel scale)
+    int4  CPU       aten._weight_int4pack_mm_for_cpu     (tinygemm layout, built lazily per device)
+    int4  CUDA      aten._weight_int4pack_mm             (tinygemm, bfloat16 activations)
+    fp8   CUDA      torch._scaled_mm                     (e4m3 weights and per-token e4m3 activations)
+
+Where a kernel is missing or its shape rules are not met, a plain dequantize-then-matmul does the same
+math (`backend="reference"` forces it; the tests compare the two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmsmith.errors import LmsmithError
+
+METHODS = ("int8", "int4", "fp8")
+GROUP_SIZES = (32, 64, 128)
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+QUANT_METHOD = "lmsmith"  # the `quant_method` we write into config.json
+
+
+# --------------------------------------------------------------------------------------------- spec
+@dataclass
+class QuantSpec:
+    """What was quantized and how; stored as the `quantization` section of config.json."""
+
+    method: str
+    group_size: int | None = None  # int4 only
+    symmetric: bool = False  # int4 only (int8 and fp8 are always symmetric)
+    include_lm_head: bool = False
+    skip: list[str] = field(default_factory=list)
+    quant_method: str = QUANT_METHOD
+    modules: list[str] = field(default_factory=list)  # filled in: the linears that were swapped
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QuantSpec":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise LmsmithError(f"unknown quantization method '{method}'", f"use one of: {', '.join(METHODS)}")
+    return method
+
+
+def check_group_size(group_size: int) -> int:
+    if group_size not in GROUP_SIZES:
+        raise LmsmithError(f"int4 group size {group_size} is not supported",
+                           f"use one of: {', '.join(map(str, GROUP_SIZES))}")
+    return group_size
+
+
+# ------------------------------------------------------------------------------------ tensor math
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: w ≈ q * scale[:, None], q in [-127, 127]."""
+    w = w.float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-10)
+    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scales
+
+
+def dequantize_int8(q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return (q.to(dtype) * scales.to(dtype)[:, None])
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """[N, K] values 0..15 -> [N, K/2] uint8; element 2j in the low nibble, 2j+1 in the high one."""
+    q = q.to(torch.uint8)
+    return q[:, 0::2] | (q[:, 1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of `pack_int4`: [N, K/2] uint8 -> [N, K] uint8 values 0..15."""
+    low, high = packed & 0x0F, packed >> 4
+    return torch.stack([low, high], dim=-1).reshape(packed.shape[0], -1)
+
+
+def quantize_int4(w: torch.Tensor, group_size: int, symmetric: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Group-wise 4-bit: w ≈ (q - zero) * scale per group of `group_size` input features, q in 0..15.
+
+    Asymmetric: each group's min..max maps onto 0..15 with a float zero point (the grid of llama.cpp's
+    Q4_1 and of tinygemm; an integer zero point would shift the grid by up to half a step). Symmetric:
+    the zero point is 8 for every group (not stored) and scale = absmax / 7.
+    Returns (packed uint8 [N, K/2], scales float32 [N, K/g], zeros float32 [N, K/g] or None)."""
+    n, k = w.shape
+    wg = w.float().reshape(n, k // group_size, group_size)
+    if symmetric:
+        scales = (wg.abs().amax(dim=-1) / 7.0).clamp(min=1e-10)
+        q = (torch.round(wg / scales[..., None]) + 8).clamp_(0, 15)
+        zeros = None
+    else:
+        lo, hi = wg.amin(dim=-1), wg.amax(dim=-1)
+        scales = ((hi - lo) / 15.0).clamp(min=1e-10)
+        q = torch.round((wg - lo[..., None]) / scales[..., None]).clamp_(0, 15)
+        zeros = -lo / scales
+    return pack_int4(q.reshape(n, k)), scales, zeros
+
+
+def int4_zero_points(scales: torch.Tensor, zeros: torch.Tensor | None) -> torch.Tensor:
+    return torch.full_like(scales, 8.0) if zeros is None else zeros.to(scales.dtype)
+
+
+def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, group_size: int,
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    n = packed.shape[0]
+    q = unpack_int4(packed).to(dtype).reshape(n, -1, group_size)
+    s = scales.to(dtype)
+    z = int4_zero_points(s, zeros)
+    return ((q - z[..., None]) * s[..., None]).reshape(n, -1)
+
+
+def quantize_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel scaled float8_e4m3fn: w ≈ q.float() * scale[:, None]."""
+    w = w.float()
+    scales = (w.abs().amax(dim=1) / FP8_MAX).clamp(min=1e-12)
+    q = (w / scales[:, None]).clamp_(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q, scales
+
+
+def dequantize_fp8(q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return (q.float() * scales.float()[:, None]).to(dtype)
+
+
+def quantize_activations_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic per-token (per-row) e4m3 scaling of a [M, K] activation."""
+    xf = x.float()
+    scale = (xf.abs().amax(dim=-1, keepdim=True) / FP8_MAX).clamp(min=1e-12)
+    return (xf / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), scale
+
+
+# ------------------------------------------------------------------------------------- kernels
+# PyTorch's CPU int8/int4 kernels are vectorized for 16-bit activations only (fp32 input runs ~10x slower
+# than a plain fp32 matmul on AVX2), so float32 activations are fed to them in bfloat16 and the result cast
+# back. Set to None to use the kernels' (exact but slow) float32 path.
+CPU_FP32_COMPUTE_DTYPE: torch.dtype | None = torch.bfloat16
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    if x.device.type == "cpu" and x.dtype == torch.float32 and CPU_FP32_COMPUTE_DTYPE is not None:
+        return CPU_FP32_COMPUTE_DTYPE
+    return x.dtype
+
+
+_KERNELS: dict[tuple[str, str], bool] = {}  # (op, device type) -> usable; plain dict so torch.compile reads it
+
+
+def has_kernel(op: str, device: torch.device) -> bool:
+    """Does this torch build have `aten::op` for the device? False after the kernel once failed at run time."""
+    key = (op, device.type)
+    if key not in _KERNELS:
+        try:
+            _KERNELS[key] = hasattr(torch.ops.aten, op) and torch._C._dispatch_has_kernel_for_dispatch_key(
+                f"aten::{op}", "CUDA" if device.type == "cuda" else "CPU")
+        except Exception:  # pragma: no cover - very old or exotic builds
+            _KERNELS[key] = False
+    return _KERNELS[key]
+
+
+def kernel_failed(op: str, device: torch.device, error: Exception) -> None:
+    """A kernel that exists but rejects our inputs (shape rules of some build): warn once, then fall back."""
+    import warnings
+
+    _KERNELS[(op, device.type)] = False
+    warnings.warn(f"{op} failed on {device.type} ({str(error).splitlines()[0]}); using dequantize + matmul instead")
+
+
+def fp8_supported(device: torch.device) -> bool:
+    key = ("fp8_device", device.type)
+    if key not in _KERNELS:
+        _KERNELS[key] = (device.type == "cuda" and hasattr(torch, "_scaled_mm")
+                         and torch.cuda.get_device_capability(device) >= (8, 9))
+    return _KERNELS[key]
+
+
+def fp8_cpu_error() -> LmsmithError:
+    return LmsmithError("fp8 weights need a CUDA GPU with compute capability >= 8.9 (Hopper or Ada)",
+                        "use --method int8 or int4 on CPU")
+
+
+# ------------------------------------------------------------------------------------- modules
+class QuantLinear(nn.Module):
+    """Base of the quantized linears: nn.Linear's interface, quantized storage, kernel dispatch."""
+
+    method = ""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.backend = "auto"  # "auto": fused kernels where possible; "reference": dequantize + matmul
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.scales.dtype
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dequantize(x.dtype), self.bias)
+
+    def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        """[M, K] -> [M, N] with a fused kernel, or None when none applies."""
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "auto":
+            shape = x.shape
+            y = self.fast_matmul(x.reshape(-1, self.in_features))
+            if y is not None:
+                y = y.reshape(*shape[:-1], self.out_features)
+                return y if self.bias is None else y + self.bias
+        return self.reference_forward(x)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(b.numel() * b.element_size() for n, b in self.named_buffers() if not n.startswith("_"))
+
+
+class Int8Linear(QuantLinear):
+    """int8 weight [N, K] with one scale per output channel; activations stay in float."""
+
+    method = "int8"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = torch.float32,
+                 device=None):
+        super().__init__(in_features, out_features, bias, dtype, device)
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.ones(out_features, dtype=dtype, device=device))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.dtype,
+                linear.weight.device)
+        q, s = quantize_int8(linear.weight.detach())
+        m.qweight.copy_(q)
+        m.scales.copy_(s)
+        if linear.bias is not None:
+            m.bias.data.copy_(linear.bias.detach())
+        return m
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return dequantize_int8(self.qweight, self.scales, dtype or self.scales.dtype)
+
+    def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        if x2d.dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int8pack_mm", x2d.device):
+            return None
+        if x2d.device.type == "cuda" and x2d.dtype == torch.float32:
+            return None  # the CUDA kernel takes 16-bit activations only
+        dt = compute_dtype(x2d)
+        try:
+            y = torch.ops.aten._weight_int8pack_mm(x2d.to(dt).contiguous(), self.qweight, self.scales.to(dt))
+        except RuntimeError as e:
+            kernel_failed("_weight_int8pack_mm", x2d.device, e)
+            return None
+        return y.to(x2d.dtype)
+
+
+class Int4Linear(QuantLinear):
+    """Group-wise 4-bit weight, two values per byte; scales (and zero points if asymmetric) per group.
+
+    Saved state: `qweight` uint8 [N, K/2], `scales` [N, K/g], float `zeros` [N, K/g] (asymmetric only).
+    The kernels' tinygemm layout is derived from it on first use on a device (`_packed`, not saved)."""
+
+    method = "int4"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = torch.float32,
+                 device=None, group_size: int = 128, symmetric: bool = False):
+        super().__init__(in_features, out_features, bias, dtype, device)
+        if in_features % group_size:
+            raise LmsmithError(f"int4 group size {group_size} does not divide in_features={in_features}",
+                               "pick a group size that divides it (32, 64 or 128)")
+        self.group_size, self.symmetric = group_size, symmetric
+        groups = in_features // group_size
+        self.register_buffer("qweight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8, device=device))
+        self.register_buffer("scales", torch.ones(out_features, groups, dtype=dtype, device=device))
+        if symmetric:
+            self.zeros = None
+        else:
+            self.register_buffer("zeros", torch.full((out_features, groups), 8.0, dtype=dtype, device=device))
+        self._packed: tuple[Any, torch.Tensor, torch.Tensor] | None = None  # (key, weight, scales_and_zeros)
+        self._register_load_state_dict_pre_hook(self._drop_packed)
+
+    def _drop_packed(self, *args: Any, **kwargs: Any) -> None:
+        self._packed = None
+
+    def _apply(self, fn, recurse=True):  # .to()/.cuda() invalidate the kernel layout
+        self._packed = None
+        return super()._apply(fn, recurse)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128, symmetric: bool = False) -> "Int4Linear":
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.dtype,
+                linear.weight.device, group_size=group_size, symmetric=symmetric)
+        q, s, z = quantize_int4(linear.weight.detach(), group_size, symmetric)
+        m.qweight.copy_(q)
+        m.scales.copy_(s)
+        if z is not None:
+            m.zeros.copy_(z)
+        if linear.bias is not None:
+            m.bias.data.copy_(linear.bias.detach())
+        return m
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return dequantize_int4(self.qweight, self.scales, self.zeros, self.group_size, dtype or self.scales.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, group_size={self.group_size}, symmetric={self.symmetric}"
+
+    def _inner_k_tiles(self) -> int | None:
+        for tiles in (8, 4, 2):
+            if self.in_features % (tiles * 16) == 0:
+                return tiles
+        return None
+
+    def _kernel_state(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The weight in the tinygemm layout and its [K/g, N, 2] scales-and-zeros, built once per device/dtype."""
+        key = (device, dtype)
+        if self._packed is not None and self._packed[0] == key:
+            return self._packed[1], self._packed[2]
+        if device.type == "cuda":
+            tiles = self._inner_k_tiles()
+            if (dtype != torch.bfloat16 or tiles is None or self.out_features % 8
+                    or not has_kernel("_weight_int4pack_mm", device)):
+                return None
+            q = unpack_int4(self.qweight).to(torch.int32)
+            try:
+                weight = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
+            except RuntimeError as e:
+                kernel_failed("_weight_int4pack_mm", device, e)
+                return None
+        else:
+            if dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int4pack_mm_for_cpu", device):
+                return None
+            q = unpack_int4(self.qweight).to(torch.int32)
+            weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        # ours: w = (q - z) * s;  tinygemm: w = (q - 8) * s + m  =>  m = (8 - z) * s
+        s = self.scales.float()
+        m = (8.0 - int4_zero_points(s, self.zeros)) * s
+        sz = torch.stack([s, m], dim=-1).transpose(0, 1).contiguous().to(dtype)
+        self._packed = (key, weight, sz)
+        return weight, sz
+
+    def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        dt = compute_dtype(x2d)
+        state = self._kernel_state(x2d.device, dt)
+        if state is None:
+            return None
+        weight, sz = state
+        x = x2d.to(dt).contiguous()
+        op = "_weight_int4pack_mm" if x2d.device.type == "cuda" else "_weight_int4pack_mm_for_cpu"
+        try:
+            y = getattr(torch.ops.aten, op)(x, weight, self.group_size, sz)
+        except RuntimeError as e:
+            kernel_failed(op, x2d.device, e)
+            return None
+        return y.to(x2d.dtype)
+
+
+class Fp8Linear(QuantLinear):
+    """float8_e4m3fn weight with per-output-channel scales; activations quantized per token at run time.
+
+    The weight is held as its raw bytes (uint8) so that `model.to(dtype)` cannot cast it away; the matmul
+    is `torch._scaled_mm` (row-wise scales, bfloat16 out) on GPUs with fp8 tensor cores only."""
+
+    method = "fp8"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: torch.dtype = torch.bfloat16,
+                 device=None):
+        super().__init__(in_features, out_features, bias, dtype, device)
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.uint8, device=device))
+        self.register_buffer("scales", torch.ones(out_features, dtype=torch.float32, device=device))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "Fp8Linear":
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.dtype,
+                linear.weight.device)
+        q, s = quantize_fp8(linear.weight.detach())
+        m.qweight.copy_(q.view(torch.uint8))
+        m.scales.copy_(s)
+        if linear.bias is not None:
+            m.bias.data.copy_(linear.bias.detach())
+        return m
+
+    @property
+    def weight_fp8(self) -> torch.Tensor:
+        return self.qweight.view(torch.float8_e4m3fn)
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return dequantize_fp8(self.weight_fp8, self.scales, dtype or torch.float32)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same math as the kernel: per-token fp8 activations times fp8 weights, accumulated in float32."""
+        xq, xs = quantize_activations_fp8(x.reshape(-1, self.in_features))
+        y = (xq.float() @ self.weight_fp8.float().t()) * xs * self.scales.float()[None, :]
+        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda" and self.backend == "auto":
+            raise fp8_cpu_error()
+        return super().forward(x)
+
+    def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        if (not fp8_supported(x2d.device) or not _KERNELS.get(("_scaled_mm_fp8", x2d.device.type), True)
+                or self.in_features % 16 or self.out_features % 16):
+            return None
+        xq, xs = quantize_activations_fp8(x2d)
+        try:
+            y = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.scales.float()[None, :],
+                                 out_dtype=torch.bfloat16)
+        except RuntimeError as e:
+            kernel_failed("_scaled_mm_fp8", x2d.device, e)
+            return None
+        return y.to(x2d.dtype)
+
+
+QUANT_CLASSES: dict[str, type[QuantLinear]] = {"int8": Int8Linear, "int4": Int4Linear, "fp8": Fp8Linear}
+
+
+# ----------------------------------------------------------------------------------- model level
+def output_linear_names(model: nn.Module) -> set[str]:
+    """Names of the linears that produce logits (lm_head), kept in full precision by default."""
+    names = {n for n, m in model.named_modules() if n.split(".")[-1] in ("lm_head", "output", "embed_out")}
+    get_out = getattr(model, "get_output_embeddings", None)
+    out = get_out() if callable(get_out) else None
+    if out is not None:
+        names |= {n for n, m in model.named_modules() if m is out}
+    return names
+
+
+def target_linears(model: nn.Module, include_lm_head: bool = False, skip: list[str] | tuple[str, ...] = ()
+                   ) -> Iterator[tuple[str, nn.Linear]]:
+    """The nn.Linear modules `quantize_model_` replaces, by qualified name."""
+    heads = set() if include_lm_head else output_linear_names(model)
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and name not in heads and not any(s and s in name for s in skip):
+            yield name, module
+
+
+def auto_group_size(in_features: list[int]) -> int:
+    """128 where it divides every layer (most Llama shapes: fast kernels, small scale overhead), else 32
+    (finest: the best quality; SmolLM2's 576-wide layers, whose weights ship on a Q4_1 grid of 32)."""
+    for g in (128, 32):
+        if all(k % g == 0 for k in in_features):
+            return g
+    raise LmsmithError(f"no int4 group size in {GROUP_SIZES} divides every layer width {sorted(set(in_features))}",
+                       "quantize this model with --method int8")
+
+
+def plan(model: nn.Module, method: str, group_size: int | None = None, symmetric: bool = False,
+         include_lm_head: bool = False, skip: list[str] | tuple[str, ...] = ()) -> QuantSpec:
+    """Validate the request against the model and fill in the spec (group size, module list)."""
+    check_method(method)
+    targets = list(target_linears(model, include_lm_head, skip))
+    if not targets:
+        raise LmsmithError("the model has no nn.Linear layers to quantize")
+    spec = QuantSpec(method=method, symmetric=symmetric if method == "int4" else True,
+                     include_lm_head=include_lm_head, skip=list(skip), modules=[n for n, _ in targets])
+    if method == "int4":
+        if group_size is None:
+            group_size = auto_group_size([m.in_features for _, m in targets])
+        check_group_size(group_size)
+        bad = [(n, m.in_features) for n, m in targets if m.in_features % group_size]
+        if bad:
+            name, k = bad[0]
+            fits = [g for g in GROUP_SIZES if all(m.in_features % g == 0 for _, m in targets)]
+            raise LmsmithError(f"int4 group size {group_size} does not divide in_features={k} of {name}",
+                               f"use --group-size {max(fits)}" if fits else "use --method int8 for this model")
+        spec.group_size = group_size
+    elif group_size is not None and method != "int4":
+        pass  # group size only applies to int4; accepted and ignored for the other methods
+    return spec
+
+
+def make_module(linear: nn.Linear, spec: QuantSpec) -> QuantLinear:
+    if spec.method == "int8":
+        return Int8Linear.from_linear(linear)
+    if spec.method == "int4":
+        return Int4Linear.from_linear(linear, spec.group_size or 128, spec.symmetric)
+    return Fp8Linear.from_linear(linear)
+
+
+def empty_module(linear: nn.Linear, spec: QuantSpec, dtype: torch.dtype) -> QuantLinear:
+    """A quantized linear of the right shapes with no values yet (to load a saved state into)."""
+    args = (linear.in_features, linear.out_features, linear.bias is not None, dtype, linear.weight.device)
+    if spec.method == "int4":
+        return Int4Linear(*args, group_size=spec.group_size or 128, symmetric=spec.symmetric)
+    return QUANT_CLASSES[spec.method](*args)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def quantize_model_(model: nn.Module, method: str, group_size: int | None = None, symmetric: bool = False,
+                    include_lm_head: bool = False, skip: list[str] | tuple[str, ...] = (),
+                    allow_cpu_fp8: bool = False, empty: bool = False, progress: bool = False) -> QuantSpec:
+    """Replace the model's nn.Linear layers in place with quantized ones; returns the spec it applied.
+
+    lm_head (and anything whose name contains a `skip` entry) stays in full precision unless
+    `include_lm_head`. `empty=True` only swaps in modules of the right shapes (loading a saved model).
+    fp8 runs on CUDA only; `allow_cpu_fp8` lets an offline conversion quantize on the CPU anyway."""
+    spec = plan(model, method, group_size, symmetric, include_lm_head, skip)
+    if method == "fp8" and not allow_cpu_fp8 and not fp8_supported(model_device(model)):
+        raise fp8_cpu_error()
+    targets = [(n, m) for n, m in model.named_modules() if n in set(spec.modules)]
+    if progress:
+        from lmsmith.progress import task
+
+        ctx: Any = task(f"quantizing to {method}", total=len(targets))
+    else:
+        ctx = contextlib.nullcontext()
+    with ctx as tick, torch.no_grad():
+        for name, linear in targets:
+            dtype = linear.weight.dtype
+            new = empty_module(linear, spec, dtype) if empty else make_module(linear, spec)
+            model.set_submodule(name, new)
+            if tick is not None:
+                tick(1, info=name)
+    config = getattr(model, "config", None)
+    if config is not None:
+        config.quantization = spec.to_dict()
+    model._lmsmith_quant = spec  # type: ignore[attr-defined]
+    return spec
+
+
+def quantized_modules(model: nn.Module) -> list[tuple[str, QuantLinear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]
+
+
+def set_backend(model: nn.Module, backend: str) -> None:
+    """'auto' (fused kernels where they apply) or 'reference' (dequantize then matmul)."""
+    if backend not in ("auto", "reference"):
+        raise LmsmithError(f"unknown backend '{backend}'", "use auto or reference")
+    for _, m in quantized_modules(model):
+        m.backend = backend
+
+
+@torch.no_grad()
+def prepare_for_inference(model: nn.Module, dtype: torch.dtype | None = None) -> None:
+    """Build the kernels' weight layouts now (not inside the first decode step or a CUDA graph capture)."""
+    device = model_device(model)
+    for _, m in quantized_modules(model):
+        if isinstance(m, Int4Linear) and m.backend == "auto":
+            m._kernel_state(device, dtype or compute_dtype(m.scales))
+
+
+@torch.no_grad()
+def concat_linears(linears: list[nn.Module]) -> nn.Module:
+    """One linear computing `cat([l(x) for l in linears], -1)`: fused QKV / gate-up projections.
+
+    Works for nn.Linear and for quantized linears of one method: every stored tensor is laid out per
+    output channel (int8, fp8) or per output channel and input group (int4), so concatenating along the
+    output dimension is exact. Engines fuse after `quantize_model_` with this instead of `torch.cat` on
+    `.weight`."""
+    first = linears[0]
+    if any(type(m) is not type(first) for m in linears) or any(m.in_features != first.in_features for m in linears):
+        raise LmsmithError("only linears of one type and input size can be concatenated")
+    has_bias = [m.bias is not None for m in linears]
+    if any(has_bias) and not all(has_bias):
+        raise LmsmithError("cannot concatenate linears where only some have a bias")
+    out = sum(m.out_features for m in linears)
+    bias = torch.cat([m.bias for m in linears]) if all(has_bias) else None
+    if type(first) is nn.Linear:
+        fused = nn.Linear(first.in_features, out, bias=bias is not None, device=first.weight.device,
+                          dtype=first.weight.dtype)
+        fused.weight.copy_(torch.cat([m.weight for m in linears]))
+    else:
+        args = (first.in_features, out, bias is not None, first.scales.dtype, first.scales.device)
+        if isinstance(first, Int4Linear):
+            if any(m.group_size != first.group_size or m.symmetric != first.symmetric for m in linears):
+                raise LmsmithError("cannot concatenate int4 linears with different group sizes or symmetry")
+            fused = Int4Linear(*args, group_size=first.group_size, symmetric=first.symmetric)
+        else:
+            fused = type(first)(*args)
+        fused.backend = first.backend
+        for name, _ in fused.named_buffers(recurse=False):
+            getattr(fused, name).copy_(torch.cat([getattr(m, name) for m in linears]))
+    if bias is not None:
+        fused.bias.copy_(bias)
+    return fused

@@ -1,0 +1,103 @@
+"""Quantized versions in the registry: save, register with lineage, load back through load_model; the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from lmsmith.cli import main
+from lmsmith.compress.quantize import Int4Linear, Int8Linear, quantize_model_
+from lmsmith.models import load_model
+
+SAMPLE = Path(__file__).parent / "data" / "english_sample.txt"
+
+
+def tensor_names(model_dir: Path) -> set[str]:
+    names: set[str] = set()
+    for f in model_dir.glob("*.safetensors"):
+        with safe_open(f, "pt") as s:
+            names |= set(s.keys())
+    return names
+
+
+@pytest.mark.parametrize("method,extra,cls", [("int8", [], Int8Linear), ("int4", ["--group-size", "32"], Int4Linear)])
+def test_quantize_register_load_round_trip(tiny_ref, registry, tiny_dir, capsys, method, extra, cls):
+    assert main(["compress", "quantize", tiny_ref, "--method", method, *extra, "--output-name", f"tiny-{method}"]) == 0
+    ref = capsys.readouterr().out.strip()
+    mv = registry.get(ref)
+    assert mv.lineage.parent == "tiny@1" and mv.lineage.stage == "compress"
+    assert mv.lineage.config["method"] == method and mv.tags["quantization"] == method
+    assert mv.metrics["size_bytes"] < mv.metrics["parent_size_bytes"]
+    config = json.loads((mv.dir / "config.json").read_text())
+    section = config["quantization"]
+    assert section["quant_method"] == "lmsmith" and section["method"] == method
+    assert section["group_size"] == (32 if method == "int4" else None)
+    names = tensor_names(mv.dir)
+    assert "model.layers.0.mlp.down_proj.qweight" in names and "model.layers.0.mlp.down_proj.scales" in names
+    assert ("model.layers.0.mlp.down_proj.zeros" in names) == (method == "int4")
+    assert "model.layers.0.mlp.down_proj.weight" not in names and "lm_head.weight" in names
+    assert (mv.dir / "tokenizer.json").exists()
+
+    loaded = load_model(ref, device="cpu")
+    assert isinstance(loaded.model.layers[1].self_attn.q_proj, cls)
+    fresh = load_model(str(tiny_dir), dtype="float32", device="cpu")
+    quantize_model_(fresh, method, 32 if method == "int4" else None)
+    ids = torch.randint(3, 500, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, fresh(ids).logits, atol=1e-5)
+
+
+def test_tied_embeddings_survive_the_round_trip(tmp_path, tiny_dir, registry):
+    """Tied lm_head is saved once and re-tied on load (the default model ties its embeddings)."""
+    import shutil
+
+    from lmsmith.compress.storage import load_quantized, save_quantized
+    from lmsmith.tiny import tiny_model
+
+    src = tmp_path / "tied"
+    model = tiny_model("llama", tie_word_embeddings=True)
+    model.save_pretrained(src)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        if (tiny_dir / f).exists():
+            shutil.copy(tiny_dir / f, src / f)
+    spec = quantize_model_(model, "int8")
+    save_quantized(model, src, tmp_path / "q", spec)
+    assert "lm_head.weight" not in tensor_names(tmp_path / "q")
+    loaded = load_quantized(tmp_path / "q")
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+    ids = torch.tensor([[4, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-5)
+
+
+def test_cli_errors_are_one_line(tiny_ref, capsys):
+    assert main(["compress", "quantize", tiny_ref, "--method", "int4", "--group-size", "128", "--output-name", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "group size 128 does not divide in_features=64" in err and "--group-size 64" in err
+    assert main(["compress", "quantize", tiny_ref, "--method", "fp8", "--output-name", "x"]) == 0  # offline conversion works
+    capsys.readouterr()
+    assert main(["generate", "x", "--prompt", "hi", "--max-tokens", "2"]) == 1  # but running fp8 on CPU does not
+    assert "fp8 weights need a CUDA GPU" in capsys.readouterr().err
+    assert main(["compress", "ppl", tiny_ref, "--text", "missing.txt"]) == 1
+    assert "text file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compress", "quantize", tiny_ref, "--method", "int3", "--output-name", "x"])
+
+
+def test_ppl_command_compares_methods(tiny_ref, capsys):
+    assert main(["compress", "ppl", tiny_ref, "--text", str(SAMPLE), "--method", "none,int8,int4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [r["method"] for r in rows] == ["none", "int8", "int4"]
+    assert rows[0]["tokens"] > 1000 and rows[0]["delta_pct"] == 0
+    assert all(r["ppl"] > 1 for r in rows)
+    assert abs(rows[1]["delta_pct"]) < abs(rows[2]["delta_pct"]) + 0.5
+
+
+def test_quantize_with_eval_text_stores_metrics(tiny_ref, registry, capsys):
+    assert main(["compress", "quantize", tiny_ref, "--method", "int8", "--output-name", "q8", "--eval-text", str(SAMPLE)]) == 0
+    mv = registry.get(capsys.readouterr().out.strip())
+    assert abs(mv.metrics["ppl"] / mv.metrics["parent_ppl"] - 1) * 100 == pytest.approx(abs(mv.metrics["ppl_delta_pct"]))
