@@ -19,6 +19,7 @@ from lmsmith.errors import LmsmithError
 COMMAND_MODULES = [
     "lmsmith.ops.cli",
     "lmsmith.serve.cli",
+    "lmsmith.train.cli",
     "lmsmith.demo",
 ]
 
