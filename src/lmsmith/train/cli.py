@@ -25,16 +25,23 @@ def _report(result) -> int:
     return 0
 
 
+def _argv(args: argparse.Namespace) -> list[str]:
+    import shlex
+
+    return shlex.split(getattr(args, "command_line", "lmsmith"))[1:]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from lmsmith.ops.cli import command_line
+    from lmsmith.train.launch import needs_relaunch, relaunch
     from lmsmith.train.loop import train
 
     cfg = config_from_args(args.config_cls, args)
-    return _report(train(cfg, command_line()))
+    if needs_relaunch(cfg.nproc):  # --nproc N: the same command again, under torchrun
+        return relaunch(int(cfg.nproc or 1), _argv(args))
+    return _report(train(cfg, getattr(args, "command_line", None)))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from lmsmith.ops.cli import command_line
     from lmsmith.train.loop import config_class, train
 
     run_dir = Path(args.run_dir)
@@ -45,8 +52,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     saved = yaml.safe_load(cfg_file.read_text()) or {}
     saved.pop("_run_id", None)
     cls = config_class(saved.get("task", "pretrain"))
-    cfg = build(cls, saved, {"resume": True, "run_dir": str(run_dir)}, source=str(cfg_file))
-    return _report(train(cfg, command_line()))
+    override = {"resume": True, "run_dir": str(run_dir)}
+    if args.nproc is not None:  # resume on a different number of processes (distributed checkpoints)
+        override["nproc"] = args.nproc
+    cfg = build(cls, saved, override, source=str(cfg_file))
+    from lmsmith.train.launch import needs_relaunch, relaunch
+
+    if needs_relaunch(cfg.nproc):
+        return relaunch(int(cfg.nproc or 1), _argv(args))
+    return _report(train(cfg, getattr(args, "command_line", None)))
 
 
 def _tune(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=cmd_train, config_cls=cls)
     r = tsub.add_parser("resume", help="continue a run from its last checkpoint (exactly)")
     r.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
+    r.add_argument("--nproc", type=int, default=None, help="processes to resume on (default: as the run was started)")
     r.set_defaults(func=cmd_resume)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 

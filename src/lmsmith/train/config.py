@@ -10,7 +10,9 @@ from lmsmith.config import Config
 
 # Options that may change between the original run and `resume` without changing the computation.
 RESUME_MUTABLE = {"resume", "run_dir", "save_every", "keep_checkpoints", "tracking_uri", "mlflow", "experiment",
-                  "workers", "log_every", "plot", "output_name", "eval_every", "eval_batches"}
+                  "workers", "log_every", "plot", "output_name", "eval_every", "eval_batches",
+                  # parallelism and speed: the same math on any number of processes
+                  "nproc", "fsdp", "ddp", "reshard_after_forward", "ac", "compile", "fused_loss"}
 
 
 class TrainConfig(Config):
@@ -66,6 +68,18 @@ class TrainConfig(Config):
     mlflow: bool = Field(True, description="log to MLflow when it is installed")
     experiment: str = Field("lmsmith", description="MLflow experiment name")
     plot: bool = Field(True, description="write a loss / learning-rate PNG into the run directory")
+    # parallelism and speed (lmsmith.train.distributed, lmsmith.train.fused_loss)
+    nproc: int | None = Field(None, ge=1, description="processes (GPUs) on this machine: re-runs itself under "
+                                                      "torchrun --standalone --nproc-per-node N")
+    fsdp: bool = Field(False, description="shard weights, gradients and optimizer states with FSDP2 "
+                                          "(default with more than one process)")
+    ddp: bool = Field(False, description="replicate the model with DDP (small models: one all-reduce per step)")
+    reshard_after_forward: bool = Field(True, description="FSDP: free gathered weights after forward (ZeRO-3); "
+                                                          "--no-reshard-after-forward keeps them (ZeRO-2-like)")
+    ac: Literal["none", "selective", "full"] = Field("none", description="activation checkpointing: full = every "
+                                                                          "block, selective = MLPs only")
+    compile: bool = Field(False, description="torch.compile each decoder block")
+    fused_loss: bool = Field(False, description="chunked lm_head + cross-entropy (no full fp32 logits)")
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod

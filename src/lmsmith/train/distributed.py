@@ -90,9 +90,9 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: int = 1800)
 
     mesh = init_device_mesh(dev.type, (world,), mesh_dim_names=("dp",))
     if rank != 0:  # rank-0 logging: other ranks stay silent on the console
-        from lmsmith.progress import console
+        from lmsmith.progress import console, out
 
-        console.quiet = True
+        console.quiet = out.quiet = True
     return DistEnv(rank=rank, local_rank=local, world=world, device=dev, enabled=True, mesh=mesh)
 
 
@@ -466,3 +466,64 @@ def maybe_no_sync(model: nn.Module, last: bool) -> Iterator[None]:
     else:
         with ns():
             yield
+
+
+# ------------------------------------------------------------------ one call for the loop
+def parallel_strategy(fsdp: bool, ddp: bool, env: DistEnv) -> str:
+    """none (one process), fsdp (default with a process group) or ddp."""
+    if fsdp and ddp:
+        raise LmsmithError("--fsdp and --ddp exclude each other", "choose one")
+    if not env.enabled:
+        if fsdp or ddp:
+            raise LmsmithError(f"--{'fsdp' if fsdp else 'ddp'} needs several processes",
+                               "add --nproc N (or launch with torchrun)")
+        return "none"
+    return "ddp" if ddp else "fsdp"
+
+
+def prepare_model(model: nn.Module, env: DistEnv, *, strategy: str = "none", ac: str = "none",
+                  compile: bool = False, fused_loss: bool = False, reshard_after_forward: bool = True,
+                  hf_gradient_checkpointing: bool = False) -> tuple[nn.Module, Any]:
+    """Apply the speed and parallelism options in the right order; returns (model, fused head or None).
+
+    fused head (before sharding, so its weight stays in the root FSDP group) -> activation
+    checkpointing -> compile -> FSDP2/DDP."""
+    if ac != "none" and hf_gradient_checkpointing:
+        raise LmsmithError("--ac and --gradient-checkpointing both recompute activations", "use only --ac")
+    head = None
+    if fused_loss:
+        from lmsmith.train.fused_loss import install_fused_head
+
+        head = install_fused_head(model)
+    apply_activation_checkpointing(model, ac)  # type: ignore[arg-type]
+    if compile:
+        compile_blocks(model)
+    model = wrap_model(model, env, strategy, reshard_after_forward)
+    return model, head
+
+
+class NullTracker:
+    """What ranks other than 0 log to: nothing."""
+
+    def log_params(self, *a: Any, **k: Any) -> None: ...
+    def log(self, *a: Any, **k: Any) -> None: ...
+    def log_artifact(self, *a: Any, **k: Any) -> None: ...
+    def flush(self) -> None: ...
+    def close(self, *a: Any, **k: Any) -> None: ...
+
+
+def rebalance(batch_size: int, grad_accum: int, saved_world: int, world: int) -> tuple[int, int]:
+    """Per-rank micro-batch and accumulation steps that keep the global batch (rows per optimizer step)
+    of a run resumed on a different number of processes: more accumulation on fewer ranks, smaller
+    micro-batches on more. Raises when no integer split exists."""
+    rows = batch_size * grad_accum * saved_world
+    if world == saved_world:
+        return batch_size, grad_accum
+    if rows % (batch_size * world) == 0:
+        return batch_size, rows // (batch_size * world)
+    for accum in range(grad_accum, 0, -1):
+        if rows % (accum * world) == 0:
+            return rows // (accum * world), accum
+    raise LmsmithError(f"the run's global batch of {rows} rows ({saved_world} processes x --batch-size {batch_size} "
+                       f"x --grad-accum {grad_accum}) cannot be split over {world} processes",
+                       f"resume on a number of processes that divides {rows}")

@@ -27,10 +27,12 @@ from lmsmith.data.corpus import resolve_files
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.progress import console, make_progress
+from lmsmith.train import distributed as D
 from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, build_data, iterate_eval
 from lmsmith.train.model import Built, autocast_dtype, build_model, build_optimizer, check_model_source
+from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.objectives import OBJECTIVES, Objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
@@ -192,16 +194,32 @@ class Interrupt:
 
 
 def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
+    """Run on this process alone, or as one rank of a torchrun job (the same loop either way)."""
+    env = D.init_distributed(cfg.device)
+    try:
+        return _train(cfg, command, env)
+    finally:
+        D.shutdown(env)
+
+
+def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult:
     precheck(cfg)
     from lmsmith.train.model import load_tokenizer_for
 
+    strategy = D.parallel_strategy(cfg.fsdp, cfg.ddp, env)
     tokenizer = load_tokenizer_for(cfg)
-    data = build_data(cfg, tokenizer)  # all data errors surface here, before the model is even loaded
-    run_dir, run_id, cfg = prepare_run_dir(cfg)
+    # all data errors surface here, before the model is even loaded (rank 0 fills the token cache first)
+    data = D.main_first(env, lambda: build_data(cfg, tokenizer))
+    run_dir, run_id, cfg = D.on_main(env, lambda: prepare_run_dir(cfg))
+    if env.enabled:
+        cfg = cfg.model_copy(update={"device": str(env.device)})
     built = build_model(cfg, tokenizer)
+    built.model, head = D.prepare_model(built.model, env, strategy=strategy, ac=cfg.ac, compile=cfg.compile,
+                                        fused_loss=cfg.fused_loss, reshard_after_forward=cfg.reshard_after_forward,
+                                        hf_gradient_checkpointing=cfg.gradient_checkpointing)
     model, device = built.model, built.device
-    objective: Objective = OBJECTIVES[cfg.task]()
-    loader = Loader(data.train, cfg.batch_size, data.collate, cfg.seed)
+    objective: Objective = FusedCausalLMLoss(head) if head is not None else OBJECTIVES[cfg.task]()
+    loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
     optimizer, scheduler = build_optimizer(model, cfg, steps, device)
     amp_dtype = autocast_dtype(cfg, device)
@@ -210,8 +228,18 @@ def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
     start, state = 0, {"tokens": 0, "best_eval": None}
     if cfg.resume:
         last = latest_checkpoint(ckpt_root)
-        if last is not None:
+        if last is not None and D.is_dcp_checkpoint(last):
+            saved = D.load_dcp(last, model, optimizer, scheduler, env)
+        elif last is not None and env.enabled:
+            raise LmsmithError(f"{last} was written by a single-process run", "resume it without --nproc/torchrun")
+        elif last is not None:
             saved = load_checkpoint(last, model, optimizer, scheduler)
+        if last is not None:
+            if int(saved.get("world", 1)) != env.world:  # same global batch on another number of processes
+                bs, accum = D.rebalance(cfg.batch_size, cfg.grad_accum, int(saved.get("world", 1)), env.world)
+                loader.batch_size, cfg = bs, cfg.model_copy(update={"batch_size": bs, "grad_accum": accum})
+                console.print(f"resuming on {env.world} process(es) instead of {saved['world']}: "
+                              f"--batch-size {bs} x --grad-accum {accum} per process keeps the global batch")
             loader.load_state(saved["data"])
             start = int(saved["step"])
             state.update(tokens=saved.get("tokens", 0))
@@ -220,21 +248,28 @@ def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
             console.print("no checkpoint yet in the run directory; starting from step 0")
     if start >= steps:
         console.print(f"run already complete at step {start}")
-    tracker = Tracker(run_dir, run_id, cfg.mlflow, cfg.tracking_uri, cfg.experiment, resume_step=start)
+    tracker = (Tracker(run_dir, run_id, cfg.mlflow, cfg.tracking_uri, cfg.experiment, resume_step=start)
+               if env.is_main else D.NullTracker())
     tracker.log_params({**cfg.model_dump(mode="json"), "run_id": run_id, "base": built.base_ref,
                         "params": built.n_params, "trainable_params": built.n_trainable})
     console.print(f"run {run_id}: {cfg.task}, {built.n_trainable:,} of {built.n_params:,} parameters trainable "
                   f"({'QLoRA' if cfg.qlora else 'LoRA' if cfg.use_lora else 'full'}), {steps} steps on {device}"
-                  f"{' with bf16 autocast' if amp_dtype else ''}; run dir {run_dir}")
+                  f"{' with bf16 autocast' if amp_dtype else ''}"
+                  f"{f' x {env.world} processes ({strategy})' if env.enabled else ''}; run dir {run_dir}")
     fault = _fault()
-    fpt = flops_per_token(model, built.n_trainable, cfg.seq_len)
+    fpt = flops_per_token(D.unwrap(model), built.n_trainable, cfg.seq_len)
     peak = peak_flops(device)
+    peak = peak * env.world if peak else peak  # MFU of all GPUs together (= per GPU on even shards)
     last_loss = float("nan")
     last_eval: float | None = None
     interrupted = False
 
     def checkpoint(step: int) -> Path:
         f = fault[0] if fault and fault[1] == step and fault[0] == "kill-during-save" else None
+        if env.enabled:  # sharded: torch.distributed.checkpoint, loadable on any number of processes
+            return D.save_dcp(ckpt_root, step, model, optimizer, scheduler,
+                              {"data": loader.state(), "tokens": state["tokens"], "run_id": run_id},
+                              env, keep=cfg.keep_checkpoints)
         return save_checkpoint(ckpt_root, step, model, optimizer, scheduler,
                                {"data": loader.state(), "tokens": state["tokens"], "run_id": run_id},
                                keep=cfg.keep_checkpoints, fault=f)
@@ -255,20 +290,25 @@ def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
             while step < steps:
                 t0 = time.perf_counter()
                 micro = [loader.next() for _ in range(cfg.grad_accum)]
-                n_target = sum(objective.count(b) for b in micro)
-                n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
+                # global counts: each rank's summed loss x world / all ranks' targets; DDP/FSDP average
+                # the gradients over ranks, which gives exactly the gradient of the whole global batch
+                n_target, n_tokens = (int(x) for x in D.all_reduce_sum(env, [
+                    sum(objective.count(b) for b in micro), sum(int(b["input_ids"].numel()) for b in micro)]))
                 loss_sum = 0.0
-                for b in micro:
+                for i, b in enumerate(micro):
                     b = to_device(b, device)
-                    with amp():
-                        loss = objective(model, b) / max(n_target, 1)
-                    loss.backward()
+                    with D.maybe_no_sync(model, last=i == len(micro) - 1):
+                        with amp():
+                            loss = objective(model, b) * env.world / max(n_target, 1)
+                        loss.backward()
                     loss_sum += float(loss.detach())
+                if env.enabled:
+                    loss_sum, stop = D.all_reduce_sum(env, [loss_sum / env.world, float(intr.requested)])
+                    intr.requested = intr.requested or stop > 0
                 step += 1
                 if fault and fault == ("nan-at-step", step):
                     loss_sum = float("nan")
-                grad_norm = (torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                            cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")))
+                grad_norm = D.clip_grad_norm([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
                 if not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm)):
                     last = latest_checkpoint(ckpt_root)
                     where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -315,11 +355,15 @@ def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
         metrics = {"train_loss": last_loss, "steps": final_step, "tokens": state["tokens"]}
         if last_eval is not None:
             metrics["eval_loss"] = last_eval
-        result = finish(cfg, built, data, run_dir, run_id, metrics, command, tracker)
+        if env.enabled:  # gather the sharded weights (every rank), save and register on rank 0
+            sd = D.full_state_dict(model, env, trainable_only=cfg.use_lora)
+            result = D.on_main(env, lambda: finish(cfg, built, data, run_dir, run_id, metrics, command, tracker, sd))
+        else:
+            result = finish(cfg, built, data, run_dir, run_id, metrics, command, tracker)
         status = "FINISHED"
         return result
     finally:
-        if cfg.plot:
+        if cfg.plot and env.is_main:
             try:
                 png = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
                 if png:
@@ -330,23 +374,28 @@ def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
 
 
 def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id: str, metrics: dict[str, Any],
-           command: str | None, tracker: Tracker) -> TrainResult:
-    """Save the trained weights (adapter, merged or full model) and register them with lineage."""
+           command: str | None, tracker: Tracker, state_dict: dict[str, torch.Tensor] | None = None) -> TrainResult:
+    """Save the trained weights (adapter, merged or full model) and register them with lineage.
+
+    `state_dict`: the weights gathered from a sharded (FSDP) model, saved instead of the model's own."""
     from lmsmith.ops.registry import Lineage, Registry
+    from lmsmith.train.fused_loss import remove_fused_head
 
     out = run_dir / "final"
     if out.exists():
         shutil.rmtree(out)
-    model = built.model
+    model = D.unwrap(built.model)
+    remove_fused_head(model)
     kind = "model"
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
     if cfg.use_lora:
-        model.save_pretrained(out)  # PEFT: adapter_config.json + adapter_model.safetensors only
+        model.save_pretrained(out, **extra)  # PEFT: adapter_config.json + adapter_model.safetensors only
         kind = "adapter"
         if cfg.merge:
             out = merge_adapter(built.base_ref, out, run_dir / "merged")
             kind = "model"
     else:
-        model.save_pretrained(out)
+        model.save_pretrained(out, **extra)
     if kind == "model":
         built.tokenizer.save_pretrained(out)
     console.print(f"saved {'adapter' if kind == 'adapter' else 'model'} to {out}")
