@@ -34,6 +34,7 @@ TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 COMPRESSED = (".gz", ".zst")
 FORMAT_VERSION = 1
 BATCH_DOCS = 256
+PARALLEL_MIN_BYTES = 2_000_000  # below this, starting worker processes costs more than it saves
 
 
 def data_format(path: Path) -> str:
@@ -225,8 +226,8 @@ def tokenize_corpus(specs: Iterable[str], tokenizer: Any, *, workers: int | None
     stats: dict = {"bad_lines": 0}
     total_bytes = sum(f.stat().st_size for f in files)
     workers = max(1, min(workers or os.cpu_count() or 1, 8))
-    if total_bytes < 2_000_000:
-        workers = 1  # starting processes costs more than it saves
+    if total_bytes < PARALLEL_MIN_BYTES:
+        workers = 1
     starts: list[int] = []
     n = 0
     try:

@@ -36,7 +36,8 @@ from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.objectives import OBJECTIVES, Objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
-FAULT_ENV = "LMSMITH_TRAIN_FAULT"  # test hook: "kill-after-step:N", "kill-during-save:N", "nan-at-step:N"
+# Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "nan-at-step:N", "interrupt-after-step:N"
+FAULT_ENV = "LMSMITH_TRAIN_FAULT"
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
@@ -168,6 +169,36 @@ def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, devi
     return total / max(count, 1)
 
 
+def forward_backward(model, objective: Objective, micro: list[dict[str, torch.Tensor]], device: torch.device, amp,
+                     max_grad_norm: float, env: D.DistEnv | None = None) -> tuple[float, float]:
+    """Accumulate the gradient of one optimizer step over micro-batches and clip it.
+
+    Each micro-batch's summed loss is divided by the step's total target count, so accumulation equals one
+    big batch. Returns (loss, grad norm before clipping); the caller checks them before `apply_update`."""
+    env = env or D.DistEnv()
+    # Data parallel: targets are counted over all ranks and each rank's loss is scaled by the world size;
+    # DDP/FSDP average gradients over ranks, which gives exactly the gradient of the global batch.
+    n_target = max(int(D.all_reduce_sum(env, [sum(objective.count(b) for b in micro)])[0]), 1)
+    loss_sum = 0.0
+    for i, b in enumerate(micro):
+        b = to_device(b, device)
+        with D.maybe_no_sync(model, last=i == len(micro) - 1):
+            with amp():
+                loss = objective(model, b) * env.world / n_target
+            loss.backward()
+        loss_sum += float(loss.detach())
+    if env.enabled:
+        loss_sum = D.all_reduce_sum(env, [loss_sum])[0] / env.world
+    grad_norm = D.clip_grad_norm([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    return loss_sum, float(grad_norm)
+
+
+def apply_update(optimizer, scheduler) -> None:
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 class Interrupt:
     """Ctrl-C sets a flag; the loop finishes the step, checkpoints and exits cleanly. A second Ctrl-C aborts."""
 
@@ -283,6 +314,8 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     status = "FAILED"
+    if start == 0 and data.eval:
+        eval_record(0)  # the starting point of the eval curve
     try:
         with Interrupt() as intr, make_progress() as progress:
             bar = progress.add_task(cfg.task, total=steps, completed=start, info="")
@@ -290,41 +323,28 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
             while step < steps:
                 t0 = time.perf_counter()
                 micro = [loader.next() for _ in range(cfg.grad_accum)]
-                # global counts: each rank's summed loss x world / all ranks' targets; DDP/FSDP average
-                # the gradients over ranks, which gives exactly the gradient of the whole global batch
-                n_target, n_tokens = (int(x) for x in D.all_reduce_sum(env, [
-                    sum(objective.count(b) for b in micro), sum(int(b["input_ids"].numel()) for b in micro)]))
-                loss_sum = 0.0
-                for i, b in enumerate(micro):
-                    b = to_device(b, device)
-                    with D.maybe_no_sync(model, last=i == len(micro) - 1):
-                        with amp():
-                            loss = objective(model, b) * env.world / max(n_target, 1)
-                        loss.backward()
-                    loss_sum += float(loss.detach())
-                if env.enabled:
-                    loss_sum, stop = D.all_reduce_sum(env, [loss_sum / env.world, float(intr.requested)])
-                    intr.requested = intr.requested or stop > 0
+                n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
+                if env.enabled:  # tokens of all ranks; a Ctrl-C on any rank stops all of them
+                    n_tokens, stop = D.all_reduce_sum(env, [n_tokens, float(intr.requested)])
+                    n_tokens, intr.requested = int(n_tokens), intr.requested or stop > 0
+                loss_sum, grad_norm = forward_backward(model, objective, micro, device, amp, cfg.max_grad_norm, env)
                 step += 1
                 if fault and fault == ("nan-at-step", step):
                     loss_sum = float("nan")
-                grad_norm = D.clip_grad_norm([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
-                if not math.isfinite(loss_sum) or not math.isfinite(float(grad_norm)):
+                if not math.isfinite(loss_sum) or not math.isfinite(grad_norm):
                     last = latest_checkpoint(ckpt_root)
                     where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-                    raise NonFiniteLoss(f"training diverged: loss is {loss_sum} (grad norm {float(grad_norm):.3g}) "
+                    raise NonFiniteLoss(f"training diverged: loss is {loss_sum} (grad norm {grad_norm:.3g}) "
                                         f"at step {step}; stopped, {where}",
                                         "lower --lr, raise --warmup-steps or check the data")
                 lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                apply_update(optimizer, scheduler)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 dt = time.perf_counter() - t0
                 state["tokens"] += n_tokens
                 last_loss = loss_sum
-                rec: dict[str, Any] = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": float(grad_norm),
+                rec: dict[str, Any] = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
                                        "tokens": state["tokens"], "tokens_per_s": n_tokens / dt, "epoch": loader.epoch}
                 if peak:
                     rec["mfu"] = fpt * n_tokens / dt / peak
@@ -336,6 +356,8 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
                     last_eval = eval_record(step)
                 if fault and fault == ("kill-after-step", step):
                     os.kill(os.getpid(), signal.SIGKILL)
+                if fault and fault == ("interrupt-after-step", step):
+                    os.kill(os.getpid(), signal.SIGINT)
                 if (cfg.save_every and step % cfg.save_every == 0 and step < steps) or (
                         fault and fault == ("kill-during-save", step)):
                     checkpoint(step)
