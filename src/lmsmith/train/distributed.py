@@ -34,6 +34,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.train.data import Loader
 
 T = TypeVar("T")
+IGNORE_INDEX = -100
 AC_MODES = ("none", "selective", "full")
 # Set in every environment we build for workers: NVLink multicast (NVLS / symmetric memory) is not
 # available on the lent machines and makes NCCL fail at init.
@@ -338,26 +339,31 @@ class ShardedLoader(Loader):
     All ranks walk the same seeded order; a step consumes `batch_size x world` rows (the global batch)
     and rank r takes rows r, r+world, ... of it. The position (epoch, row index) is global, so a
     checkpoint resumes on a different number of processes, and N processes with batch B see exactly
-    the rows one process with batch N x B would."""
+    the rows one process with batch N x B would, the short last batch of an epoch included: a rank
+    left without a row gets a stand-in row whose labels are all ignored (no loss, no gradient), so
+    every rank still joins the step's collectives."""
 
     def __init__(self, dataset: Sequence[Any], batch_size: int, collate: Callable, seed: int,
                  rank: int = 0, world: int = 1, shuffle: bool = True):
         super().__init__(dataset, batch_size, collate, seed, shuffle)
-        if len(dataset) < world:
-            raise LmsmithError(f"the training set has {len(dataset)} rows, fewer than the {world} processes",
-                               "add data or use fewer processes")
         self.rank, self.world = rank, world
 
     def batches_per_epoch(self) -> int:
         return max(1, -(-len(self.dataset) // (self.batch_size * self.world)))
 
     def next(self) -> dict[str, torch.Tensor]:
-        if len(self._order) - self.index < self.world:  # too few rows left to give every rank one
+        if self.index >= len(self._order):
             self.epoch, self.index = self.epoch + 1, 0
             self._order = self._make_order()
         ids = self._order[self.index:self.index + self.batch_size * self.world]
         self.index += len(ids)
-        return self.collate([self.dataset[i] for i in shard_rows(ids, self.rank, self.world)])
+        mine = shard_rows(ids, self.rank, self.world)
+        if mine:
+            return self.collate([self.dataset[i] for i in mine])
+        batch = self.collate([self.dataset[ids[0]]])
+        if "labels" in batch:
+            batch["labels"] = torch.full_like(batch["labels"], IGNORE_INDEX)
+        return batch
 
 
 # ------------------------------------------------------------------ distributed checkpoints
