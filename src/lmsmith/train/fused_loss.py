@@ -75,11 +75,13 @@ class _FusedLinearCE(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor):
+        # scaled in place: no second vocab x hidden buffer (this Function does not support double backward)
         grad_h, grad_w, grad_b = ctx.saved_tensors
-        gh = (grad_h * grad_out).view(ctx.shape) if grad_h is not None else None
-        gw = (grad_w * grad_out).to(ctx.w_dtype) if grad_w is not None else None
-        gb = (grad_b * grad_out).to(ctx.b_dtype) if grad_b is not None else None
+        gh = grad_h.mul_(grad_out.to(grad_h.dtype)).view(ctx.shape) if grad_h is not None else None
+        gw = grad_w.mul_(grad_out).to(ctx.w_dtype) if grad_w is not None else None
+        gb = grad_b.mul_(grad_out).to(ctx.b_dtype) if grad_b is not None else None
         return gh, gw, None, None, None, gb
 
 
