@@ -131,15 +131,16 @@ def test_qlora_trains_on_nf4_base_and_merges(tiny_ref, chat_file, tmp_path, regi
                     output_name="tiny-qlora", run_dir=str(tmp_path / "run"), **fast(seq_len=128, lr=1e-2))
     res = train(cfg)
     mv = registry.get(res.ref)
-    assert mv.kind == "model" and "model.safetensors" in mv.files  # merged into a full-precision model
+    assert mv.kind == "model" and "adapter_config.json" not in mv.files  # merged into a full-precision model
+    assert (mv.dir / "config.json").exists()
     trained = [r["loss"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "split" not in r]
     assert trained[-1] < trained[0]
 
 
 def cli_error(capsys, args: list[str]) -> str:
     assert main(args) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("error: "), err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # progress lines may come before the error
+    assert err.startswith("error: "), err
     return err
 
 
