@@ -206,3 +206,26 @@ def test_mlflow_local_store(tiny_dir, prose, tmp_path, lmsmith_home):
     hist = MlflowClient().get_metric_history(run_id, "loss")
     assert [m.step for m in hist] == [1, 2, 3]
     assert (lmsmith_home / "mlruns").is_dir()
+
+
+def test_demo_step_finetunes_the_current_model(tiny_ref, registry, monkeypatch):
+    from lmsmith.train import demo
+
+    monkeypatch.setitem(demo.DEMO_OPTIONS, "epochs", 1)
+    monkeypatch.setenv("LMSMITH_NO_MLFLOW", "1")
+    ctx = {"model": tiny_ref}
+    demo.step_finetune(ctx)
+    mv = registry.get(ctx["model"])
+    assert mv.name == "demo-veloria" and mv.kind == "adapter" and mv.base == "tiny@1"
+    assert isinstance(ctx["fact_answer"], str)
+
+
+def test_parquet_corpus(tiny_dir, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from lmsmith.data.corpus import tokenize_corpus
+    from lmsmith.models import load_tokenizer
+
+    pq.write_table(pa.table({"text": ["Praha je hlavní město.", "Paris is the capital."]}), tmp_path / "d.parquet")
+    assert tokenize_corpus([str(tmp_path / "d.parquet")], load_tokenizer(str(tiny_dir)), quiet=True).n_docs == 2

@@ -30,7 +30,8 @@ from lmsmith.progress import console, make_progress
 from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, build_data, iterate_eval
-from lmsmith.train.model import Built, autocast_dtype, build_model, build_optimizer, check_model_source
+from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
+                                 check_model_source)
 from lmsmith.train.objectives import OBJECTIVES, Objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
@@ -134,6 +135,7 @@ def precheck(cfg: TrainConfig) -> None:
     """Cheap checks that must fail before any compute."""
     check_model_source(cfg)
     check_resume(cfg)
+    check_lora_targets(cfg)
     if cfg.run_dir and not cfg.resume and (Path(cfg.run_dir) / "config.yaml").exists():
         raise LmsmithError(f"{cfg.run_dir} already holds a run", "pass --resume to continue it, or choose another --run-dir")
     if not cfg.data:
