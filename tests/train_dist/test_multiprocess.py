@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-COMMON = ["--seq-len", "64", "--steps", "4", "--lr", "1e-3", "--save-every", "2", "--eval-fraction", "0",
+COMMON = ["--seq-len", "64", "--steps", "4", "--lr", "1e-3", "--save-every", "2", "--eval-every", "2",
           "--no-mlflow", "--no-plot", "--seed", "0"]
 
 
@@ -45,9 +45,9 @@ def _lmsmith(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
                           text=True, timeout=240)
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
+def _losses(run_dir: Path, split: str | None = None) -> dict[int, float]:
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {r["step"]: r["loss"] for r in recs if r.get("split") != "eval"}
+    return {r["step"]: r["loss"] for r in recs if r.get("split") == split}
 
 
 def _resume_from_step2(src: Path, dst: Path, nproc: int, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -102,6 +102,10 @@ def test_two_nodes_finish_and_match_one_process(runs):
     for s in nodes:
         assert nodes[s] == pytest.approx(one[s], rel=1e-5), s
     assert nodes[4] < nodes[1]  # it trains
+    evals_nodes, evals_one = _losses(runs["nodes"], "eval"), _losses(runs["one"], "eval")
+    assert sorted(evals_nodes) == [2, 4]  # held-out loss, evaluated by all ranks of the sharded model
+    for s in evals_nodes:
+        assert evals_nodes[s] == pytest.approx(evals_one[s], rel=1e-5)
     # the sharded run registered nothing twice and saved one full model
     assert (runs["nodes"] / "final" / "model.safetensors").is_file()
 
@@ -113,7 +117,7 @@ def test_matches_plain_single_process(runs, tiny_dir, tmp_path):
 
     corpus = runs["root"] / "corpus.txt"
     cfg = PretrainConfig(model=str(tiny_dir), data=[str(corpus)], seq_len=64, steps=4, lr=1e-3, save_every=2,
-                         eval_fraction=0, mlflow=False, plot=False, seed=0, batch_size=4, run_dir=str(tmp_path / "p"))
+                         eval_every=2, mlflow=False, plot=False, seed=0, batch_size=4, run_dir=str(tmp_path / "p"))
     train(cfg)
     plain, nodes = _losses(tmp_path / "p"), _losses(runs["nodes"])
     for s in plain:

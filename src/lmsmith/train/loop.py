@@ -31,8 +31,9 @@ from lmsmith.train import distributed as D
 from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, build_data, iterate_eval
-from lmsmith.train.model import Built, autocast_dtype, build_model, build_optimizer, check_model_source
 from lmsmith.train.fused_loss import FusedCausalLMLoss
+from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
+                                 check_model_source)
 from lmsmith.train.objectives import OBJECTIVES, Objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
@@ -96,24 +97,31 @@ def config_class(task: str) -> type[TrainConfig]:
     return SFTConfig if task == "sft" else PretrainConfig
 
 
-def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, str, TrainConfig]:
-    """Create (or, on resume, check) the run directory. Resume refuses a different config, listing why."""
+def check_resume(cfg: TrainConfig) -> str | None:
+    """On resume, the run directory must exist and hold the same config; return its run id."""
+    if not cfg.resume:
+        return None
+    if not cfg.run_dir:
+        raise LmsmithError("--resume needs --run-dir DIR (or use `lmsmith train resume RUN_DIR`)")
+    run_dir = Path(cfg.run_dir)
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise LmsmithError(f"{run_dir} is not a training run directory (no config.yaml)")
+    saved = yaml.safe_load(saved_path.read_text())
+    run_id = saved.pop("_run_id", run_dir.name)
+    saved_cfg = config_class(saved.get("task", "pretrain")).model_validate(saved)
+    a, b = saved_cfg.comparable(), cfg.comparable()
+    diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diffs:
+        raise LmsmithError(f"cannot resume {run_dir}: the config differs from the original run ({'; '.join(diffs)})",
+                           "resume with the same options, or start a new run")
+    return run_id
+
+
+def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, str]:
+    """Create the run directory (or reuse it on resume) and record the config in it."""
     if cfg.resume:
-        if not cfg.run_dir:
-            raise LmsmithError("--resume needs --run-dir DIR (or use `lmsmith train resume RUN_DIR`)")
-        run_dir = Path(cfg.run_dir)
-        saved_path = run_dir / "config.yaml"
-        if not saved_path.is_file():
-            raise LmsmithError(f"{run_dir} is not a training run directory (no config.yaml)")
-        saved = yaml.safe_load(saved_path.read_text())
-        run_id = saved.pop("_run_id", run_dir.name)
-        saved_cfg = config_class(saved.get("task", "pretrain")).model_validate(saved)
-        a, b = saved_cfg.comparable(), cfg.comparable()
-        diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        if diffs:
-            raise LmsmithError(f"cannot resume {run_dir}: the config differs from the original run ({'; '.join(diffs)})",
-                               "resume with the same options, or start a new run")
-        return run_dir, run_id, cfg
+        return Path(cfg.run_dir), check_resume(cfg)  # type: ignore[arg-type,return-value]
     run_id = new_run_id(cfg.task)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else lmsmith_home() / "runs" / run_id
     if (run_dir / "config.yaml").exists():
@@ -122,12 +130,16 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, str, TrainConfig]:
     data = cfg.model_dump(mode="json")
     data["_run_id"] = run_id
     (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return run_dir, run_id, cfg
+    return run_dir, run_id
 
 
 def precheck(cfg: TrainConfig) -> None:
     """Cheap checks that must fail before any compute."""
     check_model_source(cfg)
+    check_resume(cfg)
+    check_lora_targets(cfg)
+    if cfg.run_dir and not cfg.resume and (Path(cfg.run_dir) / "config.yaml").exists():
+        raise LmsmithError(f"{cfg.run_dir} already holds a run", "pass --resume to continue it, or choose another --run-dir")
     if not cfg.data:
         raise LmsmithError("no training data given", "pass --data FILE|GLOB|DIR")
     resolve_files(cfg.data)
@@ -241,7 +253,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     tokenizer = load_tokenizer_for(cfg)
     # all data errors surface here, before the model is even loaded (rank 0 fills the token cache first)
     data = D.main_first(env, lambda: build_data(cfg, tokenizer))
-    run_dir, run_id, cfg = D.on_main(env, lambda: prepare_run_dir(cfg))
+    run_dir, run_id = D.on_main(env, lambda: prepare_run_dir(cfg))
     if env.enabled:
         cfg = cfg.model_copy(update={"device": str(env.device)})
     built = build_model(cfg, tokenizer)

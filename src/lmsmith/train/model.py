@@ -70,6 +70,26 @@ def check_model_source(cfg: TrainConfig) -> None:
         pass
 
 
+def check_lora_targets(cfg: TrainConfig) -> None:
+    """Check --lora-targets against the model's layer names on a weightless (meta) copy: no loading."""
+    if not (cfg.use_lora and cfg.lora_targets and cfg.model):
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from lmsmith.models import base_of
+    from lmsmith.ops.registry import Registry
+
+    registry = Registry()
+    h = base_of(resolve(cfg.model, registry, verify=False), registry)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(h.dir))
+    present = {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    missing = [t for t in cfg.lora_targets if t not in present]
+    if missing:
+        raise LmsmithError(f"--lora-targets {','.join(missing)} not found in the model",
+                           f"its linear layers: {', '.join(sorted(present))}")
+
+
 def load_tokenizer_for(cfg: TrainConfig):
     ref = cfg.tokenizer or cfg.model
     assert ref is not None

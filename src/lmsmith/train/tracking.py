@@ -2,7 +2,8 @@
 
 metrics.jsonl holds one JSON object per optimizer step (`step` 1-based, `loss`, `lr`, `grad_norm`,
 `tokens_per_s`, ...) and eval records marked `"split": "eval"`. MLflow is optional: it is imported
-lazily and a missing package only costs a warning, so training never depends on it.
+lazily and a missing package only costs a warning, so training never depends on it
+(`--no-mlflow` or LMSMITH_NO_MLFLOW=1 turn it off).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Tracker:
         self.mlflow_run_id: str | None = None
         self._pending: list[tuple[int, dict[str, float]]] = []
         self._flushed = time.monotonic()
-        if enabled_mlflow:
+        if enabled_mlflow and not os.environ.get("LMSMITH_NO_MLFLOW"):
             self._start_mlflow(run_dir, uri or default_tracking_uri(), experiment)
 
     def _truncate_after(self, step: int) -> None:
