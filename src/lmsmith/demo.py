@@ -61,7 +61,7 @@ def _step_finetune(ctx: dict) -> None:
     step_finetune(ctx)
 
 
-STEPS.append(Step("fine-tune it with LoRA (teach a new fact)", _step_finetune))
+STEPS.append(Step("finetune", "fine-tune it with LoRA (teach a new fact)", _step_finetune))
 
 
 def run(only: list[str] | None = None) -> dict:

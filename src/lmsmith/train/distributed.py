@@ -415,6 +415,8 @@ def save_dcp(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.opti
         _fsync_dir(ckpt_root)
         for old in list_checkpoints(ckpt_root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+        for stale in ckpt_root.glob(".tmp-step-*"):  # left by a run killed mid-save
+            shutil.rmtree(stale, ignore_errors=True)
     barrier(env)
     return final
 
