@@ -109,3 +109,14 @@ def test_compile_one_gpu(tmp_path, tiny_dir, corpus):
           "--fused-loss", "--ac", "selective", "--run-dir", str(tmp_path / "c")], env)
     losses = _losses(tmp_path / "c")
     assert len(losses) == 4 and losses[-1] < losses[0]
+
+
+@two_gpus
+def test_lora_on_fsdp_saves_a_trained_adapter(tmp_path, tiny_dir, corpus):
+    from safetensors.torch import load_file
+
+    env = _env(tmp_path / "home")
+    _run(["train", "pretrain", "--model", str(tiny_dir), "--data", str(corpus), *COMMON, "--lora-r", "4",
+          "--nproc", "2", "--fused-loss", "--run-dir", str(tmp_path / "lora")], env)
+    adapter = load_file(tmp_path / "lora" / "final" / "adapter_model.safetensors")
+    assert any("lora_B" in k and v.abs().max() > 0 for k, v in adapter.items())  # B starts at zero
