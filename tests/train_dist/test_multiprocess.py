@@ -103,7 +103,8 @@ def test_two_nodes_finish_and_match_one_process(runs):
         assert nodes[s] == pytest.approx(one[s], rel=1e-5), s
     assert nodes[4] < nodes[1]  # it trains
     evals_nodes, evals_one = _losses(runs["nodes"], "eval"), _losses(runs["one"], "eval")
-    assert sorted(evals_nodes) == [2, 4]  # held-out loss, evaluated by all ranks of the sharded model
+    assert {2, 4} <= set(evals_nodes)  # held-out loss, evaluated by all ranks of the sharded model
+    assert sorted(evals_nodes) == sorted(evals_one)
     for s in evals_nodes:
         assert evals_nodes[s] == pytest.approx(evals_one[s], rel=1e-5)
     # the sharded run registered nothing twice and saved one full model
