@@ -61,7 +61,7 @@ class TrainConfig(Config):
     keep_checkpoints: int = Field(2, gt=0, description="checkpoints to keep")
     eval_every: int = Field(0, ge=0, description="eval loss every N steps (0 = only at the end)")
     eval_batches: int = Field(20, gt=0, description="at most this many batches per evaluation")
-    log_every: int = Field(1, gt=0, description="print a log line every N steps")
+    log_every: int = Field(0, ge=0, description="also print a log line every N steps (0 = progress bar only)")
     workers: int | None = Field(None, ge=1, description="tokenizer processes (default: CPU count)")
     output_name: str | None = Field(None, description="register the result under this name")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: a local store under $LMSMITH_HOME)")

@@ -364,6 +364,10 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
                     rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
                 tracker.log(rec)
                 progress.update(bar, completed=step, info=f"loss {loss_sum:.4f}  {rec['tokens_per_s']:,.0f} tok/s")
+                if cfg.log_every and step % cfg.log_every == 0:
+                    progress.console.print(f"step {step}/{steps}  loss {loss_sum:.4f}  lr {lr:.3g}  "
+                                           f"grad norm {grad_norm:.3g}  {rec['tokens_per_s']:,.0f} tok/s"
+                                           + (f"  mfu {rec['mfu']:.1%}" if "mfu" in rec else ""))
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                     last_eval = eval_record(step)
                 if fault and fault == ("kill-after-step", step):
