@@ -489,6 +489,14 @@ def parallel_strategy(fsdp: bool, ddp: bool, env: DistEnv) -> str:
     return "ddp" if ddp else "fsdp"
 
 
+def check_options(ac: str, hf_gradient_checkpointing: bool = False) -> None:
+    """Contradictory speed options, caught before any compute."""
+    if ac not in AC_MODES:
+        raise LmsmithError(f"unknown activation checkpointing mode '{ac}'", f"use one of: {', '.join(AC_MODES)}")
+    if ac != "none" and hf_gradient_checkpointing:
+        raise LmsmithError("--ac and --gradient-checkpointing both recompute activations", "use only --ac")
+
+
 def prepare_model(model: nn.Module, env: DistEnv, *, strategy: str = "none", ac: str = "none",
                   compile: bool = False, fused_loss: bool = False, reshard_after_forward: bool = True,
                   hf_gradient_checkpointing: bool = False) -> tuple[nn.Module, Any]:
@@ -496,8 +504,7 @@ def prepare_model(model: nn.Module, env: DistEnv, *, strategy: str = "none", ac:
 
     fused head (before sharding, so its weight stays in the root FSDP group) -> activation
     checkpointing -> compile -> FSDP2/DDP."""
-    if ac != "none" and hf_gradient_checkpointing:
-        raise LmsmithError("--ac and --gradient-checkpointing both recompute activations", "use only --ac")
+    check_options(ac, hf_gradient_checkpointing)
     head = None
     if fused_loss:
         from lmsmith.train.fused_loss import install_fused_head

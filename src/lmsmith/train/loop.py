@@ -250,6 +250,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     from lmsmith.train.model import load_tokenizer_for
 
     strategy = D.parallel_strategy(cfg.fsdp, cfg.ddp, env)
+    D.check_options(cfg.ac, cfg.gradient_checkpointing)
     tokenizer = load_tokenizer_for(cfg)
     # all data errors surface here, before the model is even loaded (rank 0 fills the token cache first)
     data = D.main_first(env, lambda: build_data(cfg, tokenizer))
