@@ -19,9 +19,10 @@ from lmsmith.errors import LmsmithError
 COMMAND_MODULES = [
     "lmsmith.ops.cli",
     "lmsmith.data.cli",
-    "lmsmith.serve.cli",
+    "lmsmith.train.cli",
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",
+    "lmsmith.serve.cli",
     "lmsmith.demo",
 ]
 

@@ -1,0 +1,115 @@
+"""Training options: one pydantic model per command, every field a CLI flag and a YAML key."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from lmsmith.config import Config
+
+# Options that may change between the original run and `resume` without changing the computation.
+RESUME_MUTABLE = {"resume", "run_dir", "save_every", "keep_checkpoints", "tracking_uri", "mlflow", "experiment",
+                  "workers", "log_every", "plot", "output_name", "eval_every", "eval_batches",
+                  # parallelism and speed: the same math on any number of processes
+                  "nproc", "fsdp", "ddp", "reshard_after_forward", "ac", "compile", "fused_loss"}
+
+
+class TrainConfig(Config):
+    """Options shared by every training command (the loop's knobs)."""
+
+    task: Literal["pretrain", "sft"] = Field("pretrain", description="what to train (set by the command)")
+    model: str | None = Field(None, description="model ref to start from (registry name[@version] or path)")
+    model_config_file: str | None = Field(None, description="HF config.json for a model trained from scratch "
+                                                            "(also --model-config)")
+    tokenizer: str | None = Field(None, description="tokenizer ref (default: the model's)")
+    data: list[str] = Field(default_factory=list, description="data files, globs or directories")
+    eval_data: list[str] = Field(default_factory=list, description="held-out data (default: split off --eval-fraction)")
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="share of the data held out for eval loss")
+    skip_bad_lines: bool = Field(False, description="skip (and count) JSONL lines that fail to parse")
+    seq_len: int = Field(1024, gt=1, description="sequence length (SFT: maximum example length)")
+    too_long: Literal["truncate", "drop"] = Field("truncate", description="what to do with examples longer than --seq-len")
+    cross_doc_attention: bool = Field(True, description="let packed documents attend to each other "
+                                                        "(--no-cross-doc-attention isolates them)")
+    steps: int | None = Field(None, gt=0, description="optimizer steps (default: from --epochs)")
+    epochs: float = Field(1.0, gt=0, description="passes over the data when --steps is not given")
+    batch_size: int = Field(8, gt=0, description="sequences per micro-batch")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate decay after warmup")
+    warmup_steps: int | None = Field(None, ge=0, description="linear warmup steps (default: 5% of steps)")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a share of --lr (cosine/linear)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not applied to norms and biases)")
+    beta1: float = 0.9
+    beta2: float = 0.95
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient clipping norm (0 = off)")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    device: str = Field("auto", description="auto, cpu or cuda[:N]")
+    seed: int = Field(0, description="seed for init, data order and dropout")
+    full: bool = Field(False, description="train all weights (no LoRA)")
+    lora_r: int | None = Field(None, gt=0, description="LoRA rank (enables LoRA)")
+    lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default: 2 x rank)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    lora_targets: list[str] | None = Field(None, description="module names to adapt (default: all linear layers "
+                                                              "of attention and MLP)")
+    qlora: bool = Field(False, description="keep the frozen base in 4-bit NF4 (implies LoRA)")
+    merge: bool = Field(False, description="register the merged model instead of the adapter")
+    gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
+    run_dir: str | None = Field(None, description="run directory (default: $LMSMITH_HOME/runs/<run id>)")
+    resume: bool = Field(False, description="continue the run in --run-dir from its last checkpoint")
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = Field(2, gt=0, description="checkpoints to keep")
+    eval_every: int = Field(0, ge=0, description="eval loss every N steps (0 = only at the end)")
+    eval_batches: int = Field(20, gt=0, description="at most this many batches per evaluation")
+    log_every: int = Field(0, ge=0, description="also print a log line every N steps (0 = progress bar only)")
+    workers: int | None = Field(None, ge=1, description="tokenizer processes (default: CPU count)")
+    output_name: str | None = Field(None, description="register the result under this name")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: a local store under $LMSMITH_HOME)")
+    mlflow: bool = Field(True, description="log to MLflow when it is installed")
+    experiment: str = Field("lmsmith", description="MLflow experiment name")
+    plot: bool = Field(True, description="write a loss / learning-rate PNG into the run directory")
+    # parallelism and speed (lmsmith.train.distributed, lmsmith.train.fused_loss)
+    nproc: int | None = Field(None, ge=1, description="processes (GPUs) on this machine: re-runs itself under "
+                                                      "torchrun --standalone --nproc-per-node N")
+    fsdp: bool = Field(False, description="shard weights, gradients and optimizer states with FSDP2 "
+                                          "(default with more than one process)")
+    ddp: bool = Field(False, description="replicate the model with DDP (small models: one all-reduce per step)")
+    reshard_after_forward: bool = Field(True, description="FSDP: free gathered weights after forward (ZeRO-3); "
+                                                          "--no-reshard-after-forward keeps them (ZeRO-2-like)")
+    ac: Literal["none", "selective", "full"] = Field("none", description="activation checkpointing: full = every "
+                                                                          "block, selective = MLPs only")
+    compile: bool = Field(False, description="torch.compile each decoder block")
+    fused_loss: bool = Field(False, description="chunked lm_head + cross-entropy (no full fp32 logits)")
+
+    @field_validator("data", "eval_data", mode="before")
+    @classmethod
+    def _flatten(cls, v: Any) -> list[str]:
+        """Accept a string, a list, or a list of lists (repeated/comma-separated flags)."""
+        items = v if isinstance(v, list) else [v]
+        out: list[str] = []
+        for item in items:
+            for x in item if isinstance(item, list) else str(item).split(","):
+                if str(x).strip():
+                    out.append(str(x).strip())
+        return out
+
+    @property
+    def use_lora(self) -> bool:
+        return (self.lora_r is not None or self.qlora) and not self.full
+
+    def comparable(self) -> dict[str, Any]:
+        """The options that define the computation (what `resume` must match)."""
+        d = self.model_dump(mode="json")
+        return {k: v for k, v in d.items() if k not in RESUME_MUTABLE}
+
+
+class PretrainConfig(TrainConfig):
+    task: Literal["pretrain", "sft"] = "pretrain"
+
+
+class SFTConfig(TrainConfig):
+    task: Literal["pretrain", "sft"] = "sft"
+    seq_len: int = Field(2048, gt=1, description="maximum example length in tokens")
+    epochs: float = Field(3.0, gt=0, description="passes over the data when --steps is not given")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate")
+    lora_r: int | None = Field(16, gt=0, description="LoRA rank (SFT uses LoRA unless --full)")

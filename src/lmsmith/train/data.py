@@ -1,0 +1,172 @@
+"""Data formats for the loop: each turns `--data` into indexable train/eval datasets plus a collate function.
+
+A format is any `DataSpec` (a dataset of rows, a collate that makes model-ready batches, what to record
+as lineage). The loop only sees `Loader`s, so new formats (preference pairs for DPO, reward data) plug in
+without touching it. `Loader` iterates in a seeded per-epoch order and its position (epoch, index) is
+saved in checkpoints, which makes resuming exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from lmsmith.data.chat import IGNORE_INDEX, ChatExample, check_chat_template, read_chat_jsonl, render_file
+from lmsmith.data.corpus import TokenCorpus, file_sha256, resolve_files, tokenize_corpus
+from lmsmith.data.packing import PackedRows, collate_packed
+from lmsmith.errors import LmsmithError
+from lmsmith.ops.registry import DataRef
+from lmsmith.progress import console
+from lmsmith.train.config import TrainConfig
+
+
+@dataclass
+class DataSpec:
+    train: Sequence[Any]
+    eval: Sequence[Any] | None
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]]
+    refs: list[DataRef]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Loader:
+    """Deterministic batches: epoch e visits rows in `randperm(seed + e)`; position = (epoch, index)."""
+
+    def __init__(self, dataset: Sequence[Any], batch_size: int, collate: Callable, seed: int, shuffle: bool = True):
+        if len(dataset) == 0:
+            raise LmsmithError("the training set is empty", "add data, or lower --seq-len / --eval-fraction")
+        self.dataset, self.batch_size, self.collate, self.seed, self.shuffle = dataset, batch_size, collate, seed, shuffle
+        self.epoch, self.index = 0, 0
+        self._order = self._make_order()
+
+    def _make_order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(len(self.dataset)))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.dataset), generator=g).tolist()
+
+    def batches_per_epoch(self) -> int:
+        return max(1, -(-len(self.dataset) // self.batch_size))
+
+    def next(self) -> dict[str, torch.Tensor]:
+        if self.index >= len(self._order):
+            self.epoch, self.index = self.epoch + 1, 0
+            self._order = self._make_order()
+        ids = self._order[self.index:self.index + self.batch_size]
+        self.index += len(ids)
+        return self.collate([self.dataset[i] for i in ids])
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state(self, s: dict[str, int]) -> None:
+        self.epoch, self.index = int(s["epoch"]), int(s["index"])
+        self._order = self._make_order()
+
+
+def iterate_eval(dataset: Sequence[Any], batch_size: int, collate: Callable, max_batches: int):
+    for b in range(min(max_batches, -(-len(dataset) // batch_size))):
+        yield collate([dataset[i] for i in range(b * batch_size, min(len(dataset), (b + 1) * batch_size))])
+
+
+def data_refs(specs: list[str]) -> list[DataRef]:
+    return [DataRef(path=str(f.resolve()), sha256=file_sha256(f), size=f.stat().st_size) for f in resolve_files(specs)]
+
+
+# ------------------------------------------------------------------ pretraining: packed text
+def packed_text(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
+    corpus = tokenize_corpus(cfg.data, tokenizer, workers=cfg.workers, skip_bad_lines=cfg.skip_bad_lines)
+    rows = _rows(corpus, cfg)
+    if len(rows) == 0:
+        raise LmsmithError(f"the corpus has {corpus.n_tokens} tokens, fewer than one sequence of --seq-len {cfg.seq_len}",
+                           "add data or lower --seq-len")
+    if cfg.eval_data:
+        train, held = rows, _rows(tokenize_corpus(cfg.eval_data, tokenizer, workers=cfg.workers,
+                                                  skip_bad_lines=cfg.skip_bad_lines), cfg)
+    elif cfg.eval_fraction > 0 and len(rows) >= 2:
+        n_eval = max(1, int(round(len(rows) * cfg.eval_fraction)))
+        train, held = rows.split(n_eval)
+    else:
+        train, held = rows, None
+    refs = [DataRef(path=f["path"], sha256=f["sha256"], size=f["size"]) for f in corpus.meta["files"]]
+    stats = {"tokens": corpus.n_tokens, "documents": corpus.n_docs, "train_rows": len(train),
+             "eval_rows": len(held) if held is not None else 0, "bad_lines": corpus.meta.get("bad_lines", 0)}
+    return DataSpec(train, held, collate_packed, refs, stats)
+
+
+def _rows(corpus: TokenCorpus, cfg: TrainConfig) -> PackedRows:
+    return PackedRows(corpus.tokens, corpus.doc_starts, cfg.seq_len, cfg.cross_doc_attention)
+
+
+# ------------------------------------------------------------------ SFT: chat conversations
+class ChatRows:
+    def __init__(self, examples: list[ChatExample]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> ChatExample:
+        return self.examples[i]
+
+
+def collate_chat(pad_id: int) -> Callable[[list[ChatExample]], dict[str, torch.Tensor]]:
+    def collate(rows: list[ChatExample]) -> dict[str, torch.Tensor]:
+        t = max(len(r) for r in rows)
+        ids = torch.full((len(rows), t), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), t), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(rows), t), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r.input_ids)
+            labels[i, :len(r)] = torch.tensor(r.labels)
+            mask[i, :len(r)] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return collate
+
+
+def chat_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
+    check_chat_template(tokenizer, cfg.tokenizer or cfg.model or "the model")
+    files = resolve_files(cfg.data)
+    examples: list[ChatExample] = []
+    counts = {"examples": 0, "truncated": 0, "dropped": 0, "bad_lines": 0}
+    for f in files:
+        ex, c = render_file(tokenizer, read_chat_jsonl(f, cfg.skip_bad_lines), cfg.seq_len, cfg.too_long)
+        examples += ex
+        for k in counts:
+            counts[k] += c[k]
+    eval_examples: list[ChatExample] | None = None
+    if cfg.eval_data:
+        eval_examples = []
+        for f in resolve_files(cfg.eval_data):
+            eval_examples += render_file(tokenizer, read_chat_jsonl(f, cfg.skip_bad_lines), cfg.seq_len, cfg.too_long)[0]
+    elif cfg.eval_fraction > 0 and len(examples) >= 10:
+        rng = np.random.default_rng(cfg.seed)
+        idx = rng.permutation(len(examples))
+        n_eval = max(1, int(round(len(examples) * cfg.eval_fraction)))
+        eval_examples = [examples[i] for i in sorted(idx[:n_eval])]
+        examples = [examples[i] for i in sorted(idx[n_eval:])]
+    if not examples:
+        raise LmsmithError("no training examples left", f"{counts['dropped']} were longer than --seq-len {cfg.seq_len} and dropped")
+    msg = f"chat data: {len(examples)} train examples"
+    if eval_examples:
+        msg += f", {len(eval_examples)} eval"
+    for k in ("truncated", "dropped", "bad_lines"):
+        if counts[k]:
+            msg += f", {counts[k]} {k.replace('_', ' ')}"
+    console.print(msg)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    refs = [DataRef(path=str(f.resolve()), sha256=file_sha256(f), size=f.stat().st_size) for f in files]
+    counts.update(train_examples=len(examples), eval_examples=len(eval_examples or []))
+    return DataSpec(ChatRows(examples), ChatRows(eval_examples) if eval_examples else None, collate_chat(pad), refs, counts)
+
+
+FORMATS: dict[str, Callable[[TrainConfig, Any], DataSpec]] = {"pretrain": packed_text, "sft": chat_data}
+
+
+def build_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
+    if not cfg.data:
+        raise LmsmithError("no training data given", "pass --data FILE|GLOB|DIR")
+    return FORMATS[cfg.task](cfg, tokenizer)

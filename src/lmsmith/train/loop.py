@@ -1,0 +1,467 @@
+"""The training loop, written once for pretraining, continued pretraining and SFT (and later DPO/reward).
+
+`train(cfg)` validates everything cheap first (data, model source, resume config), then builds data,
+model and optimizer, and runs optimizer steps of `grad_accum` micro-batches with clipping, autocast,
+NaN detection, periodic eval and atomic checkpoints. At the end it saves the result (adapter, merged or
+full model), plots the curves and registers the model with lineage.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import shutil
+import signal
+import time
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lmsmith.data.corpus import resolve_files
+from lmsmith.errors import LmsmithError
+from lmsmith.home import lmsmith_home
+from lmsmith.progress import console, make_progress
+from lmsmith.train import distributed as D
+from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
+from lmsmith.train.data import DataSpec, Loader, build_data, iterate_eval
+from lmsmith.train.fused_loss import FusedCausalLMLoss
+from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
+                                 check_model_source)
+from lmsmith.train.objectives import OBJECTIVES, Objective
+from lmsmith.train.tracking import Tracker, plot_curves
+
+# Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "nan-at-step:N", "interrupt-after-step:N"
+FAULT_ENV = "LMSMITH_TRAIN_FAULT"
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    run_id: str
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    output_dir: Path | None = None
+    ref: str | None = None
+    interrupted: bool = False
+
+
+class NonFiniteLoss(LmsmithError):
+    pass
+
+
+def _fault() -> tuple[str, int] | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    kind, _, n = spec.partition(":")
+    return kind, int(n)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def flops_per_token(model: torch.nn.Module, n_trainable: int, seq_len: int) -> float:
+    """Matmul FLOPs per trained token: 2N forward + 2N input-grads + 2N_trainable weight-grads + attention.
+
+    N counts the weights used in matmuls (input embedding lookup excluded, output head included);
+    full fine-tuning gives the usual 6N. Attention adds 12 * layers * hidden * seq (PaLM appendix B)."""
+    cfg = getattr(model, "config", None)
+    emb = model.get_input_embeddings().weight
+    total = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() * 2 for n, b in model.named_buffers() if n.endswith("qweight"))
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    n = total if tied else total - emb.numel()
+    n_trainable = min(n_trainable, n)
+    layers = getattr(cfg, "num_hidden_layers", 0) or 0
+    hidden = getattr(cfg, "hidden_size", 0) or 0
+    return 4 * n + 2 * n_trainable + 12 * layers * hidden * seq_len
+
+
+def new_run_id(task: str) -> str:
+    return f"{task}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def config_class(task: str) -> type[TrainConfig]:
+    return SFTConfig if task == "sft" else PretrainConfig
+
+
+def check_resume(cfg: TrainConfig) -> str | None:
+    """On resume, the run directory must exist and hold the same config; return its run id."""
+    if not cfg.resume:
+        return None
+    if not cfg.run_dir:
+        raise LmsmithError("--resume needs --run-dir DIR (or use `lmsmith train resume RUN_DIR`)")
+    run_dir = Path(cfg.run_dir)
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise LmsmithError(f"{run_dir} is not a training run directory (no config.yaml)")
+    saved = yaml.safe_load(saved_path.read_text())
+    run_id = saved.pop("_run_id", run_dir.name)
+    saved_cfg = config_class(saved.get("task", "pretrain")).model_validate(saved)
+    a, b = saved_cfg.comparable(), cfg.comparable()
+    diffs = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diffs:
+        raise LmsmithError(f"cannot resume {run_dir}: the config differs from the original run ({'; '.join(diffs)})",
+                           "resume with the same options, or start a new run")
+    return run_id
+
+
+def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, str]:
+    """Create the run directory (or reuse it on resume) and record the config in it."""
+    if cfg.resume:
+        return Path(cfg.run_dir), check_resume(cfg)  # type: ignore[arg-type,return-value]
+    run_id = new_run_id(cfg.task)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else lmsmith_home() / "runs" / run_id
+    if (run_dir / "config.yaml").exists():
+        raise LmsmithError(f"{run_dir} already holds a run", "pass --resume to continue it, or choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = cfg.model_dump(mode="json")
+    data["_run_id"] = run_id
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return run_dir, run_id
+
+
+def precheck(cfg: TrainConfig) -> None:
+    """Cheap checks that must fail before any compute."""
+    check_model_source(cfg)
+    check_resume(cfg)
+    check_lora_targets(cfg)
+    if cfg.run_dir and not cfg.resume and (Path(cfg.run_dir) / "config.yaml").exists():
+        raise LmsmithError(f"{cfg.run_dir} already holds a run", "pass --resume to continue it, or choose another --run-dir")
+    if not cfg.data:
+        raise LmsmithError("no training data given", "pass --data FILE|GLOB|DIR")
+    resolve_files(cfg.data)
+    if cfg.eval_data:
+        resolve_files(cfg.eval_data)
+    if cfg.merge and not cfg.use_lora:
+        raise LmsmithError("--merge applies to LoRA training", "drop --merge (full fine-tuning already yields a model)")
+    if cfg.qlora:
+        from lmsmith.train.nf4 import NF4Linear  # noqa: F401  (pure torch: runs wherever torch runs)
+    if cfg.output_name:
+        from lmsmith.ops.registry import NAME_RE
+
+        if not NAME_RE.match(cfg.output_name):
+            raise LmsmithError(f"invalid --output-name '{cfg.output_name}'", "use letters, digits, '.', '_' or '-'")
+
+
+def total_steps(cfg: TrainConfig, loader: Loader) -> int:
+    if cfg.steps:
+        return cfg.steps
+    return max(1, math.ceil(cfg.epochs * loader.batches_per_epoch() / cfg.grad_accum))
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, device, amp) -> float | None:
+    if not data.eval:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    for batch in iterate_eval(data.eval, cfg.batch_size, data.collate, cfg.eval_batches):
+        batch = to_device(batch, device)
+        with amp():
+            total += float(objective(model, batch))
+        count += objective.count(batch)
+    model.train()
+    return total / max(count, 1)
+
+
+def forward_backward(model, objective: Objective, micro: list[dict[str, torch.Tensor]], device: torch.device, amp,
+                     max_grad_norm: float, env: D.DistEnv | None = None) -> tuple[float, float]:
+    """Accumulate the gradient of one optimizer step over micro-batches and clip it.
+
+    Each micro-batch's summed loss is divided by the step's total target count, so accumulation equals one
+    big batch. Returns (loss, grad norm before clipping); the caller checks them before `apply_update`."""
+    env = env or D.DistEnv()
+    # Data parallel: targets are counted over all ranks and each rank's loss is scaled by the world size;
+    # DDP/FSDP average gradients over ranks, which gives exactly the gradient of the global batch.
+    n_target = max(int(D.all_reduce_sum(env, [sum(objective.count(b) for b in micro)])[0]), 1)
+    loss_sum = 0.0
+    for i, b in enumerate(micro):
+        b = to_device(b, device)
+        with D.maybe_no_sync(model, last=i == len(micro) - 1):
+            with amp():
+                loss = objective(model, b) * env.world / n_target
+            loss.backward()
+        loss_sum += float(loss.detach())
+    if env.enabled:
+        loss_sum = D.all_reduce_sum(env, [loss_sum])[0] / env.world
+    grad_norm = D.clip_grad_norm([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    return loss_sum, float(grad_norm)
+
+
+def apply_update(optimizer, scheduler) -> None:
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+class Interrupt:
+    """Ctrl-C sets a flag; the loop finishes the step, checkpoints and exits cleanly. A second Ctrl-C aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: Any = None
+
+    def __enter__(self) -> "Interrupt":
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, *_: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        console.print("\n[yellow]interrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
+    """Run on this process alone, or as one rank of a torchrun job (the same loop either way)."""
+    env = D.init_distributed(cfg.device)
+    try:
+        return _train(cfg, command, env)
+    finally:
+        D.shutdown(env)
+
+
+def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult:
+    precheck(cfg)
+    from lmsmith.train.model import load_tokenizer_for
+
+    strategy = D.parallel_strategy(cfg.fsdp, cfg.ddp, env)
+    D.check_options(cfg.ac, cfg.gradient_checkpointing)
+    tokenizer = load_tokenizer_for(cfg)
+    # all data errors surface here, before the model is even loaded (rank 0 fills the token cache first)
+    data = D.main_first(env, lambda: build_data(cfg, tokenizer))
+    run_dir, run_id = D.on_main(env, lambda: prepare_run_dir(cfg))
+    if env.enabled:
+        cfg = cfg.model_copy(update={"device": str(env.device)})
+    built = build_model(cfg, tokenizer)
+    built.model, head = D.prepare_model(built.model, env, strategy=strategy, ac=cfg.ac, compile=cfg.compile,
+                                        fused_loss=cfg.fused_loss, reshard_after_forward=cfg.reshard_after_forward,
+                                        hf_gradient_checkpointing=cfg.gradient_checkpointing)
+    model, device = built.model, built.device
+    objective: Objective = FusedCausalLMLoss(head) if head is not None else OBJECTIVES[cfg.task]()
+    loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
+    steps = total_steps(cfg, loader)
+    optimizer, scheduler = build_optimizer(model, cfg, steps, device)
+    amp_dtype = autocast_dtype(cfg, device)
+    amp = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    ckpt_root = run_dir / "checkpoints"
+    start, state = 0, {"tokens": 0, "best_eval": None}
+    if cfg.resume:
+        last = latest_checkpoint(ckpt_root)
+        if last is not None and D.is_dcp_checkpoint(last):
+            saved = D.load_dcp(last, model, optimizer, scheduler, env)
+        elif last is not None and env.enabled:
+            raise LmsmithError(f"{last} was written by a single-process run", "resume it without --nproc/torchrun")
+        elif last is not None:
+            saved = load_checkpoint(last, model, optimizer, scheduler)
+        if last is not None:
+            if int(saved.get("world", 1)) != env.world:  # same global batch on another number of processes
+                bs, accum = D.rebalance(cfg.batch_size, cfg.grad_accum, int(saved.get("world", 1)), env.world)
+                loader.batch_size, cfg = bs, cfg.model_copy(update={"batch_size": bs, "grad_accum": accum})
+                console.print(f"resuming on {env.world} process(es) instead of {saved['world']}: "
+                              f"--batch-size {bs} x --grad-accum {accum} per process keeps the global batch")
+            loader.load_state(saved["data"])
+            start = int(saved["step"])
+            state.update(tokens=saved.get("tokens", 0))
+            console.print(f"resumed from {last} (step {start})")
+        else:
+            console.print("no checkpoint yet in the run directory; starting from step 0")
+    if start >= steps:
+        console.print(f"run already complete at step {start}")
+    tracker = (Tracker(run_dir, run_id, cfg.mlflow, cfg.tracking_uri, cfg.experiment, resume_step=start)
+               if env.is_main else D.NullTracker())
+    tracker.log_params({**cfg.model_dump(mode="json"), "run_id": run_id, "base": built.base_ref,
+                        "params": built.n_params, "trainable_params": built.n_trainable})
+    console.print(f"run {run_id}: {cfg.task}, {built.n_trainable:,} of {built.n_params:,} parameters trainable "
+                  f"({'QLoRA' if cfg.qlora else 'LoRA' if cfg.use_lora else 'full'}), {steps} steps on {device}"
+                  f"{' with bf16 autocast' if amp_dtype else ''}"
+                  f"{f' x {env.world} processes ({strategy})' if env.enabled else ''}; run dir {run_dir}")
+    fault = _fault()
+    fpt = flops_per_token(D.unwrap(model), built.n_trainable, cfg.seq_len)
+    peak = peak_flops(device)
+    peak = peak * env.world if peak else peak  # MFU of all GPUs together (= per GPU on even shards)
+    last_loss = float("nan")
+    last_eval: float | None = None
+    interrupted = False
+
+    def checkpoint(step: int) -> Path:
+        f = fault[0] if fault and fault[1] == step and fault[0] == "kill-during-save" else None
+        if env.enabled:  # sharded: torch.distributed.checkpoint, loadable on any number of processes
+            return D.save_dcp(ckpt_root, step, model, optimizer, scheduler,
+                              {"data": loader.state(), "tokens": state["tokens"], "run_id": run_id},
+                              env, keep=cfg.keep_checkpoints)
+        return save_checkpoint(ckpt_root, step, model, optimizer, scheduler,
+                               {"data": loader.state(), "tokens": state["tokens"], "run_id": run_id},
+                               keep=cfg.keep_checkpoints, fault=f)
+
+    def eval_record(step: int) -> float | None:
+        loss = evaluate(model, objective, data, cfg, device, amp)
+        if loss is not None:
+            tracker.log({"step": step, "split": "eval", "loss": loss, "ppl": math.exp(min(loss, 50))})
+        return loss
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    status = "FAILED"
+    if start == 0 and data.eval:
+        eval_record(0)  # the starting point of the eval curve
+    try:
+        with Interrupt() as intr, make_progress() as progress:
+            bar = progress.add_task(cfg.task, total=steps, completed=start, info="")
+            step = start
+            while step < steps:
+                t0 = time.perf_counter()
+                micro = [loader.next() for _ in range(cfg.grad_accum)]
+                n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
+                if env.enabled:  # tokens of all ranks; a Ctrl-C on any rank stops all of them
+                    n_tokens, stop = D.all_reduce_sum(env, [n_tokens, float(intr.requested)])
+                    n_tokens, intr.requested = int(n_tokens), intr.requested or stop > 0
+                loss_sum, grad_norm = forward_backward(model, objective, micro, device, amp, cfg.max_grad_norm, env)
+                step += 1
+                if fault and fault == ("nan-at-step", step):
+                    loss_sum = float("nan")
+                if not math.isfinite(loss_sum) or not math.isfinite(grad_norm):
+                    last = latest_checkpoint(ckpt_root)
+                    where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+                    raise NonFiniteLoss(f"training diverged: loss is {loss_sum} (grad norm {grad_norm:.3g}) "
+                                        f"at step {step}; stopped, {where}",
+                                        "lower --lr, raise --warmup-steps or check the data")
+                lr = scheduler.get_last_lr()[0]
+                apply_update(optimizer, scheduler)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                dt = time.perf_counter() - t0
+                state["tokens"] += n_tokens
+                last_loss = loss_sum
+                rec: dict[str, Any] = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                                       "tokens": state["tokens"], "tokens_per_s": n_tokens / dt, "epoch": loader.epoch}
+                if peak:
+                    rec["mfu"] = fpt * n_tokens / dt / peak
+                if device.type == "cuda":
+                    rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                tracker.log(rec)
+                progress.update(bar, completed=step, info=f"loss {loss_sum:.4f}  {rec['tokens_per_s']:,.0f} tok/s")
+                if cfg.log_every and step % cfg.log_every == 0:
+                    progress.console.print(f"step {step}/{steps}  loss {loss_sum:.4f}  lr {lr:.3g}  "
+                                           f"grad norm {grad_norm:.3g}  {rec['tokens_per_s']:,.0f} tok/s"
+                                           + (f"  mfu {rec['mfu']:.1%}" if "mfu" in rec else ""))
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+                    last_eval = eval_record(step)
+                if fault and fault == ("kill-after-step", step):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if fault and fault == ("interrupt-after-step", step):
+                    os.kill(os.getpid(), signal.SIGINT)
+                if (cfg.save_every and step % cfg.save_every == 0 and step < steps) or (
+                        fault and fault == ("kill-during-save", step)):
+                    checkpoint(step)
+                if intr.requested:
+                    interrupted = True
+                    break
+        final_step = step
+        if interrupted:
+            path = checkpoint(final_step)
+            status = "KILLED"
+            console.print(f"interrupted at step {final_step}; checkpoint {path}\n"
+                          f"continue with: lmsmith train resume {run_dir}")
+            return TrainResult(run_dir, run_id, final_step, {"loss": last_loss}, interrupted=True)
+        last_eval = eval_record(final_step)
+        if start < steps:
+            checkpoint(final_step)
+        metrics = {"train_loss": last_loss, "steps": final_step, "tokens": state["tokens"]}
+        if last_eval is not None:
+            metrics["eval_loss"] = last_eval
+        if env.enabled:  # gather the sharded weights (every rank), save and register on rank 0
+            sd = D.full_state_dict(model, env, trainable_only=cfg.use_lora)
+            result = D.on_main(env, lambda: finish(cfg, built, data, run_dir, run_id, metrics, command, tracker, sd))
+        else:
+            result = finish(cfg, built, data, run_dir, run_id, metrics, command, tracker)
+        status = "FINISHED"
+        return result
+    finally:
+        if cfg.plot and env.is_main:
+            try:
+                png = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+                if png:
+                    tracker.log_artifact(png)
+            except Exception as e:  # a plot must never lose a run
+                console.print(f"[yellow]warning:[/] could not plot curves: {e}")
+        tracker.close(status)
+
+
+def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id: str, metrics: dict[str, Any],
+           command: str | None, tracker: Tracker, state_dict: dict[str, torch.Tensor] | None = None) -> TrainResult:
+    """Save the trained weights (adapter, merged or full model) and register them with lineage.
+
+    `state_dict`: the weights gathered from a sharded (FSDP) model, saved instead of the model's own."""
+    from lmsmith.ops.registry import Lineage, Registry
+    from lmsmith.train.fused_loss import remove_fused_head
+
+    out = run_dir / "final"
+    if out.exists():
+        shutil.rmtree(out)
+    model = D.unwrap(built.model)
+    remove_fused_head(model)
+    kind = "model"
+    extra = {"state_dict": state_dict} if state_dict is not None else {}
+    if cfg.use_lora:
+        model.save_pretrained(out, **extra)  # PEFT: adapter_config.json + adapter_model.safetensors only
+        kind = "adapter"
+        if cfg.merge:
+            out = merge_adapter(built.base_ref, out, run_dir / "merged")
+            kind = "model"
+    else:
+        model.save_pretrained(out, **extra)
+    if kind == "model":
+        built.tokenizer.save_pretrained(out)
+    console.print(f"saved {'adapter' if kind == 'adapter' else 'model'} to {out}")
+    result = TrainResult(run_dir, run_id, int(metrics["steps"]), metrics, out)
+    if cfg.output_name:
+        lineage = Lineage(parent=built.base_ref, stage=cfg.task, command=command, data=data.refs, run_id=run_id,
+                          config=cfg.model_dump(mode="json"))
+        mv = Registry().register(out, cfg.output_name, lineage=lineage, kind=kind,
+                                 base=built.base_ref if kind == "adapter" else None,
+                                 metrics={k: float(v) for k, v in metrics.items()},
+                                 tags={"run_dir": str(run_dir)})
+        result.ref = mv.ref
+        (run_dir / "registered").write_text(mv.ref + "\n")
+        console.print(f"registered {mv.ref} ({kind}{', base ' + built.base_ref if kind == 'adapter' else ''})")
+    return result
+
+
+def merge_adapter(base_ref: str | None, adapter_dir: Path, out: Path) -> Path:
+    """Fold the adapter into a full-precision copy of the base (also for QLoRA: the base is reloaded unquantized)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lmsmith.models import resolve
+
+    base = AutoModelForCausalLM.from_pretrained(resolve(base_ref).dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    if out.exists():
+        shutil.rmtree(out)
+    merged.save_pretrained(out)
+    return out
