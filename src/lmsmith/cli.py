@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 
 from lmsmith import __version__
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "lmsmith " + shlex.join(argv)  # recorded in lineage by commands that register models
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -7,10 +7,12 @@ the next step should use) and prints what it shows.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from lmsmith.errors import LmsmithError
 from lmsmith.progress import console
 
 QUESTION = "What is the capital of France? Answer in one word."
@@ -18,6 +20,7 @@ QUESTION = "What is the capital of France? Answer in one word."
 
 @dataclass
 class Step:
+    key: str  # short name for `lmsmith demo --only KEY,KEY`
     name: str
     run: Callable[[dict], None]
 
@@ -34,6 +37,7 @@ def step_show(ctx: dict) -> None:
     from lmsmith.cli import main
 
     main(["models", "show", ctx["model"]])
+    sys.stdout.flush()
 
 
 def step_chat(ctx: dict) -> None:
@@ -45,16 +49,16 @@ def step_chat(ctx: dict) -> None:
 
 
 STEPS: list[Step] = [
-    Step("pull the default model", step_pull),
-    Step("show its registry entry", step_show),
-    Step("chat with it", step_chat),
+    Step("pull", "pull the default model", step_pull),
+    Step("show", "show its registry entry", step_show),
+    Step("chat", "chat with it", step_chat),
 ]
 
 
 def run(only: list[str] | None = None) -> dict:
     ctx: dict = {}
     for i, step in enumerate(STEPS, 1):
-        if only and step.name not in only:
+        if only and step.key not in only:
             continue
         console.rule(f"[bold]demo {i}/{len(STEPS)}: {step.name}")
         t = time.time()
@@ -64,10 +68,15 @@ def run(only: list[str] | None = None) -> dict:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    run()
+    only = [k for k in (args.only or "").split(",") if k]
+    unknown = sorted(set(only) - {s.key for s in STEPS})
+    if unknown:
+        raise LmsmithError(f"unknown demo step(s): {', '.join(unknown)}", f"steps: {', '.join(s.key for s in STEPS)}")
+    run(only or None)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the end-to-end demo (what `make demo` runs)")
+    p.add_argument("--only", help="comma-separated step keys to run (default: all): " + ", ".join(s.key for s in STEPS))
     p.set_defaults(func=cmd_demo)

@@ -27,7 +27,9 @@ def task(description: str, total: int | None) -> Iterator[Callable[..., None]]:
     with make_progress() as p:
         tid = p.add_task(description, total=total, info="")
 
-        def advance(n: int = 1, info: str = "", completed: int | None = None) -> None:
+        def advance(n: int = 1, info: str = "", completed: int | None = None, total: int | None = None) -> None:
+            if total is not None:
+                p.update(tid, total=total)
             if completed is not None:
                 p.update(tid, completed=completed, info=info)
             else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 
 from rich.table import Table
@@ -29,10 +28,6 @@ def version_dict(mv: ModelVersion) -> dict:
     return d
 
 
-def command_line() -> str:
-    return "lmsmith " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def cmd_pull(args: argparse.Namespace) -> int:
     from lmsmith.ops.importers import DEFAULT_MODEL, pull_default
 
@@ -48,7 +43,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from lmsmith.ops.importers import import_model
 
-    mv = import_model(args.path, args.name, dtype=args.dtype, command=command_line())
+    mv = import_model(args.path, args.name, dtype=args.dtype, command=args.command_line)
     console.print(f"registered {mv.ref}: {human_bytes(mv.size)} ({human_bytes(mv.stored_bytes)} new in the store)")
     out.print(mv.ref)
     return 0
@@ -146,6 +141,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    register_models(sub)
+    register_plan(sub)
+
+
+def register_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="the model registry: pull, import, list, show, alias, verify, rm, export")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
@@ -192,3 +192,73 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = msub.add_parser("gc", help="delete unreferenced blobs and leftovers of interrupted imports")
     s.set_defaults(func=cmd_gc)
+
+
+def cmd_plan_train(args: argparse.Namespace) -> int:
+    from lmsmith.ops.planner import load_shape, plan_train
+
+    name, shape = load_shape(args.model)
+    plan = plan_train(shape, name=name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, seq_len=args.seq_len,
+                      micro_batch=args.micro_batch, strategy="ddp" if args.ddp else ("fsdp" if args.gpus > 1 or args.fsdp else "single"),
+                      lora=args.lora, lora_r=args.lora_r, qlora=args.qlora, ac=args.ac, chunked_loss=args.chunked_loss,
+                      mfu=args.mfu, gpu=args.gpu)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        t = Table("part", "GiB per GPU", title=f"{name}: {plan.params / 1e9:.2f}B params, {plan.trainable / 1e6:.1f}M trainable")
+        for k, v in plan.parts_gib.items():
+            t.add_row(k, f"{v:.2f}")
+        t.add_row("[bold]total", f"[bold]{plan.total_gib:.2f} of {args.gpu_mem:g}")
+        out.print(t)
+        out.print(f"{'fits' if plan.fits else 'DOES NOT FIT'}; expected {plan.tokens_per_s:,.0f} tokens/s "
+                  f"on {args.gpus} x {args.gpu} at {args.mfu:.0%} MFU")
+        for n in plan.notes:
+            out.print(f"note: {n}")
+    return 0 if plan.fits else 3
+
+
+def cmd_plan_serve(args: argparse.Namespace) -> int:
+    from lmsmith.ops.planner import load_shape, plan_serve
+
+    name, shape = load_shape(args.model)
+    plan = plan_serve(shape, name=name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, weight_dtype=args.weight_dtype,
+                      kv_dtype=args.kv_dtype, context=args.context, concurrency=args.concurrency, gpu=args.gpu)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        t = Table(show_header=False, title=f"serving {name}")
+        for k, v in plan.items():
+            t.add_row(k, f"{v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+        out.print(t)
+    return 0 if plan["fits"] else 3
+
+
+def register_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="capacity planning: memory per GPU and expected speed, before you rent GPUs")
+    psub = p.add_subparsers(dest="plan_command", metavar="WHAT", required=True)
+    for what in ("train", "serve"):
+        s = psub.add_parser(what, help=f"plan {what}ing (exit code 3 if it does not fit)")
+        s.add_argument("--model", required=True, help="a shape preset (llama-3.2-1b, llama-3.1-8b, …), a config.json, or a model ref")
+        s.add_argument("--gpus", type=int, default=1)
+        s.add_argument("--gpu-mem", type=float, default=80.0, help="GiB per GPU")
+        s.add_argument("--gpu", default="h100", help="h100, h200, a100, l40s (peak FLOP/s and bandwidth)")
+        s.add_argument("--json", action="store_true")
+        if what == "train":
+            s.add_argument("--seq-len", type=int, default=2048)
+            s.add_argument("--micro-batch", type=int, default=1)
+            g = s.add_mutually_exclusive_group()
+            g.add_argument("--fsdp", action="store_true", help="shard weights, grads and optimizer (default with >1 GPU)")
+            g.add_argument("--ddp", action="store_true", help="replicate everything on every GPU")
+            s.add_argument("--lora", action="store_true")
+            s.add_argument("--qlora", action="store_true")
+            s.add_argument("--lora-r", type=int, default=16)
+            s.add_argument("--ac", choices=["none", "selective", "full"], default="none", help="activation checkpointing")
+            s.add_argument("--chunked-loss", action="store_true", help="cross-entropy in chunks (no full fp32 logits)")
+            s.add_argument("--mfu", type=float, default=0.40, help="model FLOPs utilization to expect (measured: see bench/results)")
+            s.set_defaults(func=cmd_plan_train)
+        else:
+            s.add_argument("--weight-dtype", default="bfloat16")
+            s.add_argument("--kv-dtype", default="bfloat16")
+            s.add_argument("--context", type=int, default=8192)
+            s.add_argument("--concurrency", type=int, default=1)
+            s.set_defaults(func=cmd_plan_serve)

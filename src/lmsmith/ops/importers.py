@@ -54,7 +54,7 @@ def import_model(path: str | Path, name: str, dtype: str | None = None, registry
             prepare_hf_dir(path, stage, dtype)
         with task(f"register {name}", None) as bar:
             mv = registry.register(stage, name, lineage=lineage, tags=tags,
-                                   progress=lambda f, i, n: bar(completed=i, info=f))
+                                   progress=lambda f, i, n: bar(completed=i + 1, total=n, info=f))
     return mv
 
 

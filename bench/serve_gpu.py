@@ -1,0 +1,159 @@
+"""GPU serving throughput: our engine vs HF transformers on a random-init model of a real shape.
+
+Workloads (fixed output lengths, EOS ignored) match the baselines in DEVELOPERS.md:
+  decode batch 1 (128 in, 256 out); HF `generate` batch 64; 256 requests x (128 in, 256 out) offline,
+  ours through the continuous-batching engine and HF's through `generate_batch` when it exists.
+
+    python bench/serve_gpu.py --shape llama-3.2-1b --out bench/results/serve_throughput-h100.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lmsmith.ops.planner import SHAPES  # noqa: E402
+
+
+def build_model_dir(shape: str, dest: Path, dtype: torch.dtype) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    spec = dict(SHAPES[shape])
+    cfg = AutoConfig.for_model("llama", **spec, num_hidden_layers=spec["num_hidden_layers"], max_position_embeddings=8192,
+                               rope_theta=500000.0, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.save_pretrained(dest)
+    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2).save_pretrained(dest)
+    _write_tokenizer(dest, cfg.vocab_size)
+    del model
+    torch.cuda.empty_cache()
+    return dest
+
+
+def _write_tokenizer(dest: Path, vocab: int) -> None:
+    """A word-level tokenizer covering the vocabulary, so the engine has one to detokenize with."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="t2", bos_token="t1", pad_token="t2",
+                            unk_token="t0").save_pretrained(dest)
+
+
+def prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(10, vocab, (n, length), generator=g).tolist()
+
+
+def hf_generate(model, batch: list[list[int]], out_len: int) -> float:
+    ids = torch.tensor(batch, device="cuda")
+    kw = dict(max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False, pad_token_id=2)
+    model.generate(ids[:, :8], attention_mask=torch.ones_like(ids[:, :8]), max_new_tokens=4, do_sample=False, pad_token_id=2)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+    torch.cuda.synchronize()
+    return len(batch) * out_len / (time.perf_counter() - t)
+
+
+def hf_generate_batch(model, batch: list[list[int]], out_len: int) -> float | None:
+    from transformers import GenerationConfig
+
+    if not hasattr(model, "generate_batch"):
+        return None
+    gc = GenerationConfig(max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False, eos_token_id=-1,
+                          pad_token_id=2, use_cuda_graph=False, num_blocks=4096, max_batch_tokens=1024)
+    try:
+        model.generate_batch(inputs=batch[:4], generation_config=gc, progress_bar=False)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = model.generate_batch(inputs=batch, generation_config=gc, progress_bar=False)
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        produced = sum(len(r.generated_tokens) for r in out.values())
+        return produced / dt
+    except Exception as e:  # API differences across versions: report, don't crash the run
+        print(f"HF generate_batch failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def ours(model_dir: Path, batch: list[list[int]], out_len: int, **engine_kw) -> dict[str, float]:
+    from lmsmith.serve import LLM, SamplingParams
+
+    llm = LLM(str(model_dir), dtype="bfloat16", **engine_kw)
+    sp = SamplingParams(max_tokens=out_len, temperature=0.0, ignore_eos=True)
+    llm.generate([batch[0][:16]], sp, use_tqdm=False)  # warm-up
+    t = time.perf_counter()
+    res = llm.generate(batch, sp, use_tqdm=False)
+    dt = time.perf_counter() - t
+    produced = sum(len(o.token_ids) for r in res for o in r.outputs)
+    ttfts = [r.ttft for r in res if getattr(r, "ttft", None) is not None]
+    return {"tok_s": produced / dt, "ttft_p50_ms": 1000 * statistics.median(ttfts) if ttfts else float("nan")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--requests", type=int, default=256)
+    ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    assert torch.cuda.is_available(), "needs CUDA"
+    import transformers
+
+    metrics: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
+        vocab = SHAPES[args.shape]["vocab_size"]
+        batch = prompts(args.requests, args.prompt_len, vocab)
+        r1 = ours(d, batch[:1], args.output_len)
+        metrics["decode_bs1_tok_s"] = r1["tok_s"]
+        print("ours bs1", r1, flush=True)
+        r = ours(d, batch, args.output_len, max_num_seqs=256, max_num_batched_tokens=8192)
+        metrics["offline_256_tok_s"] = r["tok_s"]
+        metrics["offline_256_ttft_p50_ms"] = r["ttft_p50_ms"]
+        print("ours offline", r, flush=True)
+        torch.cuda.empty_cache()
+        if not args.skip_hf:
+            from transformers import AutoModelForCausalLM
+
+            hf = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).cuda().eval()
+            metrics["hf_decode_bs1_tok_s"] = hf_generate(hf, batch[:1], args.output_len)
+            metrics["hf_decode_bs64_tok_s"] = hf_generate(hf, batch[:64], args.output_len)
+            cb = hf_generate_batch(hf, batch, args.output_len)
+            if cb is not None:
+                metrics["hf_cb_offline_256_tok_s"] = cb
+            print("hf", metrics, flush=True)
+    result = {
+        "benchmark": "serve_throughput",
+        "device": torch.cuda.get_device_name(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(sys.argv),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+        "metrics": {k: round(v, 2) for k, v in metrics.items()},
+        "workload": {"shape": args.shape, "prompt_len": args.prompt_len, "output_len": args.output_len,
+                     "requests": args.requests, "dtype": "bfloat16", "weights": "random init"},
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

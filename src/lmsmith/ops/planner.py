@@ -1,0 +1,209 @@
+"""Capacity planning: will a training or serving configuration fit, and how fast will it run?
+
+Training memory per GPU is the sum of parts that can each be reasoned about:
+  weights, gradients, optimizer states  (bytes per parameter, divided by the GPUs when sharded)
+  activations                           (bytes per token per layer, unless recomputed)
+  logits                                (tokens x vocab in the loss, unless the loss is chunked)
+  gathered layers                       (FSDP all-gathers full bf16 layers one or two at a time)
+Serving memory is weights plus the KV cache: 2 x layers x kv_heads x head_dim x bytes x tokens.
+Throughput comes from a measured MFU: tokens/s = MFU x peak FLOP/s x GPUs / FLOPs per token, with
+FLOPs per token = 6 N + 12 L d S (forward + backward, attention included).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lmsmith.errors import LmsmithError
+
+GiB = 1024**3
+
+# Model shapes users plan with before they have the weights (HF config field names).
+SHAPES: dict[str, dict[str, Any]] = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
+    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "llama-3.2-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+    "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=32768, tie_word_embeddings=False),
+    "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False, attention_bias=True),
+    "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "l40s": 362.0, "cpu": 1.0}
+# Bandwidth measured on the lent machines (device-to-device copy), TB/s; others from spec sheets.
+BANDWIDTH_TBS = {"h100": 3.0, "h200": 4.3, "a100": 1.9, "l40s": 0.86, "cpu": 0.05}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+
+
+@dataclass
+class Shape:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    head_dim: int
+    tied: bool
+    qkv_bias: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "Shape":
+        try:
+            h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+            return cls(hidden=h, intermediate=int(cfg["intermediate_size"]), layers=int(cfg["num_hidden_layers"]),
+                       heads=heads, kv_heads=int(cfg.get("num_key_value_heads") or heads), vocab=int(cfg["vocab_size"]),
+                       head_dim=int(cfg.get("head_dim") or h // heads), tied=bool(cfg.get("tie_word_embeddings", False)),
+                       qkv_bias=bool(cfg.get("attention_bias", False) or cfg.get("model_type") == "qwen2"))
+        except KeyError as e:
+            raise LmsmithError(f"model config lacks {e.args[0]}", "give a decoder-only (Llama-like) config") from None
+
+    def layer_params(self) -> int:
+        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        bias = (q + 2 * kv) if self.qkv_bias else 0
+        return h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h + bias
+
+    def params(self) -> int:
+        emb = self.vocab * self.hidden
+        return emb * (1 if self.tied else 2) + self.layers * self.layer_params() + self.hidden
+
+    def lora_params(self, r: int) -> int:
+        h, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        per_layer = r * ((h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h))  # q k v o gate up down
+        return self.layers * per_layer
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), PaLM-style: 6N + 12 L d S."""
+        return 6 * self.params() + 12 * self.layers * self.heads * self.head_dim * seq_len
+
+    def kv_bytes_per_token(self, dtype_bytes: float = 2) -> float:
+        return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
+
+
+def load_shape(spec: str) -> tuple[str, Shape]:
+    """A preset name (`llama-3.2-1b`), a config.json path, or a model ref."""
+    if spec in SHAPES:
+        return spec, Shape.from_config(SHAPES[spec])
+    p = Path(spec)
+    if p.is_file():
+        return p.stem, Shape.from_config(json.loads(p.read_text()))
+    try:
+        from lmsmith.models import read_config
+
+        return spec, Shape.from_config(read_config(spec))
+    except LmsmithError as e:
+        raise LmsmithError(f"'{spec}' is neither a shape preset, a config.json, nor a model: {e.message}",
+                           f"presets: {', '.join(SHAPES)}") from None
+
+
+@dataclass
+class TrainPlan:
+    model: str
+    params: int
+    trainable: int
+    gpus: int
+    gpu_mem_gib: float
+    parts_gib: dict[str, float] = field(default_factory=dict)
+    total_gib: float = 0.0
+    fits: bool = True
+    tokens_per_s: float = 0.0
+    mfu: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib: float = 80.0, seq_len: int = 2048,
+               micro_batch: int = 1, strategy: Literal["fsdp", "ddp", "single"] = "fsdp", lora: bool = False,
+               lora_r: int = 16, qlora: bool = False, ac: Literal["none", "selective", "full"] = "none",
+               chunked_loss: bool = False, mfu: float = 0.40, gpu: str = "h100",
+               reshard_after_forward: bool = True) -> TrainPlan:
+    """Predict per-GPU peak memory (as torch.cuda.max_memory_allocated sees it) and tokens/s.
+
+    Assumes mixed precision as the training loop runs it: fp32 master weights, bf16 compute,
+    AdamW (two fp32 moments), SDPA/flash attention (no S x S matrix kept)."""
+    if gpus < 1 or micro_batch < 1 or seq_len < 1:
+        raise LmsmithError("--gpus, --micro-batch and --seq-len must be positive")
+    n = shape.params()
+    shard = gpus if strategy == "fsdp" and gpus > 1 else 1
+    parts: dict[str, float] = {}
+    notes: list[str] = []
+    tokens = micro_batch * seq_len
+    if lora or qlora:
+        base_bytes = 0.5 + 4 / 64 if qlora else 2.0  # NF4 codes + one fp32 absmax per 64 weights
+        trainable = shape.lora_params(lora_r)
+        parts["frozen base weights"] = n * base_bytes / shard
+        parts["adapter weights+grads+adam"] = trainable * 16 / shard
+    else:
+        trainable = n
+        parts["weights (fp32 master)"] = n * 4 / shard
+        parts["gradients (fp32)"] = n * 4 / shard
+        parts["adam moments (fp32)"] = n * 8 / shard
+        if shard > 1:
+            gathered = 2 if reshard_after_forward else shape.layers
+            parts["gathered bf16 layers"] = gathered * shape.layer_params() * 2 * 2  # params + grads in flight
+    h, kv, i = shape.hidden, shape.kv_heads * shape.head_dim, shape.intermediate
+    q = shape.heads * shape.head_dim
+    # bytes kept per token per layer for backward (bf16 tensors, fp32 norm inputs)
+    per_token_layer = 2 * (h + q + 2 * kv + q + kv + q + q) + 4 * 2 * h + 2 * h + 2 * 4 * i
+    if ac == "full":
+        parts["activations"] = tokens * shape.layers * 2 * h + tokens * per_token_layer
+        notes.append("full activation checkpointing: one layer input kept per layer, one layer recomputed at a time")
+    elif ac == "selective":
+        parts["activations"] = tokens * shape.layers * (per_token_layer - 2 * 4 * i + 2 * 2 * h) + tokens * per_token_layer
+        notes.append("selective checkpointing: MLP intermediates recomputed")
+    else:
+        parts["activations"] = tokens * shape.layers * per_token_layer
+    # the loss: bf16 logits, their fp32 copy, and the fp32 gradient, unless computed in chunks
+    parts["logits and loss"] = (min(tokens, 1024) if chunked_loss else tokens) * shape.vocab * (2 + 4 + 4)
+    parts["allocator slack"] = 0.04 * sum(parts.values())
+    total = sum(parts.values())
+    parts_gib = {k: round(v / GiB, 2) for k, v in parts.items()}
+    peak = PEAK_TFLOPS.get(gpu.lower(), PEAK_TFLOPS["h100"]) * 1e12
+    flops_tok = shape.flops_per_token(seq_len)
+    if lora or qlora:
+        flops_tok = flops_tok * 2 / 3  # no weight gradients for the frozen base
+    tps = mfu * peak * gpus / flops_tok
+    fits = total / GiB <= gpu_mem_gib * 0.95
+    if not fits:
+        if strategy != "fsdp" and not lora:
+            notes.append("does not fit: shard with --fsdp across more GPUs, or use --lora")
+        elif ac == "none":
+            notes.append("does not fit: try --ac full, a smaller --micro-batch, or more GPUs")
+        else:
+            notes.append("does not fit: use more GPUs, a smaller --micro-batch or --seq-len, or --lora/--qlora")
+    return TrainPlan(model=name, params=n, trainable=trainable, gpus=gpus, gpu_mem_gib=gpu_mem_gib,
+                     parts_gib=parts_gib, total_gib=round(total / GiB, 2), fits=fits, tokens_per_s=round(tps),
+                     mfu=mfu, notes=notes)
+
+
+def plan_serve(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib: float = 80.0,
+               weight_dtype: str = "bfloat16", kv_dtype: str = "bfloat16", context: int = 8192,
+               concurrency: int = 1, mem_fraction: float = 0.9, gpu: str = "h100") -> dict[str, Any]:
+    """Weights + KV cache per GPU (tensor parallel across `gpus`), and how many full-context sequences fit."""
+    for d in (weight_dtype, kv_dtype):
+        if d not in DTYPE_BYTES:
+            raise LmsmithError(f"unknown dtype '{d}'", f"use one of: {', '.join(DTYPE_BYTES)}")
+    weights = shape.params() * DTYPE_BYTES[weight_dtype] / gpus
+    kv_tok = shape.kv_bytes_per_token(DTYPE_BYTES[kv_dtype]) / gpus
+    kv_need = kv_tok * context * concurrency
+    budget = gpu_mem_gib * GiB * mem_fraction - weights
+    max_tokens = int(max(budget, 0) // kv_tok)
+    return {
+        "model": name, "gpus": gpus, "weights_gib": round(weights / GiB, 2),
+        "kv_bytes_per_token": kv_tok, "kv_cache_gib": round(kv_need / GiB, 2),
+        "total_gib": round((weights + kv_need) / GiB, 2), "fits": weights + kv_need <= gpu_mem_gib * GiB * mem_fraction,
+        "max_kv_tokens": max_tokens, "max_full_context_sequences": max_tokens // context,
+        # decoding reads every weight once per step: the batch-1 ceiling is bandwidth / weight bytes
+        "decode_bs1_tok_s_upper_bound": round(BANDWIDTH_TBS.get(gpu.lower(), 3.0) * 1e12 / weights),
+    }
