@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmsmith.serve import paged_decode as _pd
+
 
 @dataclass
 class PrefillChunk:
@@ -30,6 +32,7 @@ class AttentionMetadata:
     prefills: list[PrefillChunk]
     block_size: int
     sliding_window: int | None = None
+    decode_only: bool = False  # every row is a decode query (rows == arange(T)): the CUDA-graph path
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -52,11 +55,17 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
                     meta: AttentionMetadata, scale: float) -> torch.Tensor:
     """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d]."""
     write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+    window = meta.sliding_window
+    fused = _pd.available(q.device)
+    if meta.decode_only and fused:
+        return _pd.paged_decode(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale, window)
     out = torch.empty_like(q)
     kv_heads, d = k.shape[-2:]
     gqa = q.shape[1] != kv_heads
-    window = meta.sliding_window
-    if meta.decode_rows is not None:
+    if meta.decode_rows is not None and fused:
+        out[meta.decode_rows] = _pd.paged_decode(q[meta.decode_rows], k_cache, v_cache, meta.decode_block_tables,
+                                                 meta.decode_context_lens, scale, window)
+    elif meta.decode_rows is not None:
         bt = meta.decode_block_tables
         b = bt.shape[0]
         keys = k_cache[bt].view(b, -1, kv_heads, d).transpose(1, 2)

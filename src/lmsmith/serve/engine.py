@@ -82,7 +82,7 @@ class Engine:
         self.eos_token_ids = eos_ids_for(handle.base.dir, self.tokenizer, handle.config)
         if num_kv_blocks is None:
             num_kv_blocks = auto_num_blocks(self.runner, block_size, max_num_seqs, model_len)
-        self.runner.allocate_kv(num_kv_blocks, block_size)
+        self.runner.allocate_kv(num_kv_blocks, block_size, max_num_seqs)
         self.blocks = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
         # a lone sequence must always fit, otherwise it would preempt itself forever
         self.max_model_len = min(model_len, num_kv_blocks * block_size)

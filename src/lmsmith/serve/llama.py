@@ -196,11 +196,11 @@ class LlamaForCausalLM(nn.Module):
             layer.mlp.fuse()
 
     def forward(self, input_ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
-                meta: AttentionMetadata, logit_rows: torch.Tensor) -> torch.Tensor:
+                meta: AttentionMetadata, logit_rows: torch.Tensor | None) -> torch.Tensor:
         """input_ids [T]; cos/sin [T, head_dim]; kv_cache [layers, 2, blocks, block_size, kv_heads, d].
-        Returns float32 logits for `logit_rows` only."""
+        Returns float32 logits for `logit_rows` only (None: every row)."""
         x = self.model.embed_tokens(input_ids)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, kv_cache[i, 0], kv_cache[i, 1], meta)
-        h = self.model.norm(x[logit_rows])
+        h = self.model.norm(x if logit_rows is None else x[logit_rows])
         return self.lm_head(h).float()
