@@ -30,8 +30,8 @@ def build_model_dir(shape: str, dest: Path, dtype: torch.dtype) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
     spec = dict(SHAPES[shape])
-    cfg = AutoConfig.for_model("llama", **spec, num_hidden_layers=spec["num_hidden_layers"], max_position_embeddings=8192,
-                               rope_theta=500000.0, bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5)
+    cfg = AutoConfig.for_model("llama", **spec, max_position_embeddings=8192, rope_theta=500000.0, bos_token_id=1,
+                               eos_token_id=2, rms_norm_eps=1e-5)
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
