@@ -40,3 +40,37 @@ def test_paged_decode_matches_gathered_sdpa(dtype, heads, kv_heads, d, bs, windo
     err = ((out.double() - ref).norm() / ref.norm()).item()
     assert not out.isnan().any()
     assert err < (1e-5 if dtype == torch.float32 else 1e-2), err
+
+
+def test_fused_kernels_match_eager():
+    from lmsmith.serve import fused
+    from lmsmith.serve.llama import rotate_half
+
+    torch.manual_seed(0)
+    dt, t, n = torch.bfloat16, 37, 2048
+    x, r = (torch.randn(t, n, device="cuda", dtype=dt) for _ in range(2))
+    w = torch.rand(n, device="cuda", dtype=dt)
+    out, res = fused.add_rmsnorm(x, r, w, 1e-5)
+    s = x + r
+    h = s.float()
+    ref = w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)).to(dt)
+    assert torch.equal(res, s)
+    assert ((out.float() - ref.float()).norm() / ref.float().norm()) < 1e-2
+    gu = torch.randn(t, 2 * 300, device="cuda", dtype=dt)
+    ref = F.silu(gu[:, :300].float()) * gu[:, 300:].float()
+    assert ((fused.silu_mul(gu).float() - ref).norm() / ref.norm()) < 1e-2
+    heads, kvh, d, bs = 8, 2, 64, 16
+    qkv = torch.randn(t, (heads + 2 * kvh) * d, device="cuda", dtype=dt)
+    ang = torch.rand(100, d // 2, device="cuda") * 6
+    cos, sin = torch.cat([ang.cos()] * 2, -1).to(dt), torch.cat([ang.sin()] * 2, -1).to(dt)
+    pos = torch.randint(0, 100, (t,), device="cuda")
+    slots = torch.randperm(10 * bs, device="cuda")[:t]
+    kc = torch.zeros(10, bs, kvh, d, device="cuda", dtype=dt)
+    vc = torch.zeros_like(kc)
+    q, k, v = fused.rope_and_cache(qkv, cos, sin, pos, slots, kc, vc, heads, kvh, d)
+    qr, kr, vr = qkv.float().split([heads * d, kvh * d, kvh * d], -1)
+    c, s_ = cos[pos].float()[:, None], sin[pos].float()[:, None]
+    qr, kr = (z.view(t, -1, d) for z in (qr, kr))
+    qr, kr = qr * c + rotate_half(qr) * s_, kr * c + rotate_half(kr) * s_
+    assert ((q.float() - qr).norm() / qr.norm()) < 1e-2 and ((k.float() - kr).norm() / kr.norm()) < 1e-2
+    assert torch.equal(kc.view(-1, kvh, d)[slots], k) and torch.equal(vc.view(-1, kvh, d)[slots], vr.view(t, kvh, d).to(dt))

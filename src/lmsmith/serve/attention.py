@@ -33,6 +33,7 @@ class AttentionMetadata:
     block_size: int
     sliding_window: int | None = None
     decode_only: bool = False  # every row is a decode query (rows == arange(T)): the CUDA-graph path
+    positions: torch.Tensor | None = None  # [T] (the fused RoPE kernel reads them on the GPU)
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -52,9 +53,11 @@ def _window_mask(q_pos: torch.Tensor, k_len: int, window: int | None, device) ->
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
-    """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d]."""
-    write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+                    meta: AttentionMetadata, scale: float, write: bool = True) -> torch.Tensor:
+    """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d].
+    `write=False`: k/v are already in the cache (the fused RoPE kernel put them there)."""
+    if write:
+        write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
     window = meta.sliding_window
     fused = _pd.available(q.device)
     if meta.decode_only and fused:

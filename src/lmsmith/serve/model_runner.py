@@ -99,6 +99,7 @@ class NativeRunner:
         self.max_model_len = max_model_len
         self.graphs: DecodeGraphs | None = None
         self.use_cuda_graphs = device.type == "cuda"
+        self.model.fused = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
 
     def kv_bytes_per_block(self, block_size: int) -> int:
         s = self.spec
@@ -155,7 +156,9 @@ class NativeRunner:
                                                     dtype=torch.long, device=dev)
             meta.decode_context_lens = torch.tensor(decode_lens, dtype=torch.long, device=dev)
         pos = torch.tensor(positions, dtype=torch.long, device=dev)
-        return self.model(torch.tensor(ids, dtype=torch.long, device=dev), self.cos[pos], self.sin[pos],
+        meta.positions = pos
+        cos, sin = (self.cos, self.sin) if self.model.fused else (self.cos[pos], self.sin[pos])
+        return self.model(torch.tensor(ids, dtype=torch.long, device=dev), cos, sin,
                           self.kv_cache, meta, torch.tensor(logit_rows, dtype=torch.long, device=dev))
 
 
@@ -199,8 +202,10 @@ class DecodeGraphs:
         pos = buf[:, 1]
         meta = AttentionMetadata(slot_mapping=buf[:, 2], decode_rows=torch.arange(n, device=r.device),
                                  decode_block_tables=buf[:, 4:], decode_context_lens=buf[:, 3], prefills=[],
-                                 block_size=r.block_size, sliding_window=r.spec.sliding_window, decode_only=True)
-        return r.model(buf[:, 0], r.cos[pos], r.sin[pos], r.kv_cache, meta, None)
+                                 block_size=r.block_size, sliding_window=r.spec.sliding_window, decode_only=True,
+                                 positions=pos)
+        cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
+        return r.model(buf[:, 0], cos, sin, r.kv_cache, meta, None)
 
     @torch.inference_mode()
     def capture_all(self) -> None:
