@@ -82,7 +82,10 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
         o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=mask[:, None, None, :], scale=scale,
                                            enable_gqa=gqa)
         out[meta.decode_rows] = o.squeeze(2)
-    for c in meta.prefills:
+    rest = meta.prefills
+    if fused and len(rest) > 1:
+        rest = _batched_fresh_prefill(q, k, v, out, meta, scale, gqa)
+    for c in rest:
         rows = slice(c.token_start, c.token_start + c.num_tokens)
         qc = q[rows].transpose(0, 1).unsqueeze(0)  # [1, heads, n, d]
         ctx = c.pos_start + c.num_tokens
@@ -101,3 +104,25 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
             o = F.scaled_dot_product_attention(qc, keys, vals, attn_mask=mask[None, None], scale=scale, enable_gqa=gqa)
         out[rows] = o.squeeze(0).transpose(0, 1)
     return out
+
+
+def _batched_fresh_prefill(q, k, v, out, meta: AttentionMetadata, scale: float, gqa: bool) -> list[PrefillChunk]:
+    """First chunks of equal length attend only to themselves: one causal SDPA call per length (flash attention)
+    instead of one per prompt. Returns the chunks left for the per-chunk path."""
+    window = meta.sliding_window
+    groups: dict[int, list[PrefillChunk]] = {}
+    rest = []
+    for c in meta.prefills:
+        if c.pos_start == 0 and (window is None or c.num_tokens <= window):
+            groups.setdefault(c.num_tokens, []).append(c)
+        else:
+            rest.append(c)
+    for n, cs in groups.items():
+        if len(cs) == 1:
+            rest.extend(cs)
+            continue
+        idx = torch.cat([torch.arange(c.token_start, c.token_start + n) for c in cs]).to(q.device, non_blocking=True)
+        qb, kb, vb = (t[idx].view(len(cs), n, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, scale=scale, enable_gqa=gqa)
+        out[idx] = o.transpose(1, 2).reshape(len(cs) * n, *q.shape[1:])
+    return rest

@@ -187,7 +187,9 @@ class Engine:
         tokens, records = sample(logits, sampling, masks)
         now = time.time()
         for seq, tok, rec in zip(sampling, tokens, records):
-            outputs.append(self._append_token(seq, tok, rec, now))
+            out = self._append_token(seq, tok, rec, now)
+            if out is not None:
+                outputs.append(out)
         return outputs
 
     # -- internals ------------------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ class Engine:
             self._grammar = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids)
         return self._grammar
 
-    def _append_token(self, seq: Sequence, tok: int, rec: dict | None, now: float) -> RequestOutput:
+    def _append_token(self, seq: Sequence, tok: int, rec: dict | None, now: float) -> RequestOutput | None:
         p = seq.params
         seq.append(tok)
         self.generation_tokens += 1
@@ -232,6 +234,8 @@ class Engine:
                 self._detokenize_all(seq)
             self._finish(seq, reason, stop)
             self.scheduler.remove(seq)
+        elif not (self.incremental_text or rec is not None):
+            return None  # offline: only final outputs are read
         return self._output(seq, [tok], rec)
 
     def _detokenize(self, seq: Sequence) -> None:

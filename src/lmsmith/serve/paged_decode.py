@@ -23,9 +23,9 @@ def available(device: torch.device) -> bool:
 
 if triton is not None:
 
-    # strides differ between the graph path and the eager path: don't compile a variant per stride value
-    @triton.jit(do_not_specialize=["stride_qt", "stride_qh", "stride_kb", "stride_ks", "stride_kh", "stride_bt",
-                                   "stride_lens", "stride_ot", "stride_oh", "window"])
+    # table/length strides differ between the graph path and the eager path: one variant for both (the cache
+    # strides stay specialized, so K/V loads keep their 16-byte vectors)
+    @triton.jit(do_not_specialize=["stride_bt", "stride_lens", "window"])
     def _paged_decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, lens_ptr, out_ptr,
                              stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_bt, stride_lens,
                              stride_ot, stride_oh, scale, window,
