@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lmsmith.serve import paged_decode as _pd
 
@@ -82,10 +83,21 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
         o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=mask[:, None, None, :], scale=scale,
                                            enable_gqa=gqa)
         out[meta.decode_rows] = o.squeeze(2)
-    rest = meta.prefills
-    if fused and len(rest) > 1:
-        rest = _batched_fresh_prefill(q, k, v, out, meta, scale, gqa)
-    for c in rest:
+    if not meta.prefills:
+        return out
+    if fused:  # flash attention (math for masks/fp32): no per-shape plan building as cuDNN does on new shapes
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
+            rest = _batched_fresh_prefill(q, k, v, out, meta, scale, gqa) if len(meta.prefills) > 1 else meta.prefills
+            _prefill_chunks(q, k, v, k_cache, v_cache, out, rest, scale, gqa, window)
+    else:
+        _prefill_chunks(q, k, v, k_cache, v_cache, out, meta.prefills, scale, gqa, window)
+    return out
+
+
+def _prefill_chunks(q, k, v, k_cache, v_cache, out, chunks: list[PrefillChunk], scale: float, gqa: bool,
+                    window: int | None) -> None:
+    kv_heads, d = k.shape[-2:]
+    for c in chunks:
         rows = slice(c.token_start, c.token_start + c.num_tokens)
         qc = q[rows].transpose(0, 1).unsqueeze(0)  # [1, heads, n, d]
         ctx = c.pos_start + c.num_tokens
@@ -103,7 +115,6 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
             mask = _window_mask(qpos, ctx, window, q.device)
             o = F.scaled_dot_product_attention(qc, keys, vals, attn_mask=mask[None, None], scale=scale, enable_gqa=gqa)
         out[rows] = o.squeeze(0).transpose(0, 1)
-    return out
 
 
 def _batched_fresh_prefill(q, k, v, out, meta: AttentionMetadata, scale: float, gqa: bool) -> list[PrefillChunk]:
