@@ -114,3 +114,13 @@ def test_default_model_on_cuda(request):
     assert out.outputs[0].token_ids == hf_greedy(model_dir, [out.prompt_token_ids], 24, torch.float32)[0]
     bf16 = LLM(str(model_dir), device="cuda")
     assert "Paris" in bf16.chat(q, SamplingParams(max_tokens=24, temperature=0), use_tqdm=False)[0].outputs[0].text
+
+
+def test_equal_length_prompts_batched_prefill_parity(tiny):
+    """Equal-length fresh prompts go through one batched causal SDPA call; results must not change."""
+    engine = Engine(str(tiny["llama"]), dtype="float32", device="cuda", block_size=4, max_num_batched_tokens=256)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, engine.vocab_size, (5, 13), generator=g).tolist()
+    ref = hf_greedy(tiny["llama"], ids, 12, torch.float32)
+    got = run_all(engine, ids, SamplingParams(max_tokens=12, temperature=0))
+    assert [got[(f"r{i}", 0)] for i in range(len(ids))] == ref

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from lmsmith.serve import paged_decode as _pd
 
 
 @dataclass
@@ -30,6 +33,8 @@ class AttentionMetadata:
     prefills: list[PrefillChunk]
     block_size: int
     sliding_window: int | None = None
+    decode_only: bool = False  # every row is a decode query (rows == arange(T)): the CUDA-graph path
+    positions: torch.Tensor | None = None  # [T] (the fused RoPE kernel reads them on the GPU)
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -49,14 +54,22 @@ def _window_mask(q_pos: torch.Tensor, k_len: int, window: int | None, device) ->
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    meta: AttentionMetadata, scale: float) -> torch.Tensor:
-    """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d]."""
-    write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+                    meta: AttentionMetadata, scale: float, write: bool = True) -> torch.Tensor:
+    """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d].
+    `write=False`: k/v are already in the cache (the fused RoPE kernel put them there)."""
+    if write:
+        write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
+    window = meta.sliding_window
+    fused = _pd.available(q.device)
+    if meta.decode_only and fused:
+        return _pd.paged_decode(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale, window)
     out = torch.empty_like(q)
     kv_heads, d = k.shape[-2:]
     gqa = q.shape[1] != kv_heads
-    window = meta.sliding_window
-    if meta.decode_rows is not None:
+    if meta.decode_rows is not None and fused:
+        out[meta.decode_rows] = _pd.paged_decode(q[meta.decode_rows], k_cache, v_cache, meta.decode_block_tables,
+                                                 meta.decode_context_lens, scale, window)
+    elif meta.decode_rows is not None:
         bt = meta.decode_block_tables
         b = bt.shape[0]
         keys = k_cache[bt].view(b, -1, kv_heads, d).transpose(1, 2)
@@ -70,7 +83,21 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
         o = F.scaled_dot_product_attention(qd, keys, vals, attn_mask=mask[:, None, None, :], scale=scale,
                                            enable_gqa=gqa)
         out[meta.decode_rows] = o.squeeze(2)
-    for c in meta.prefills:
+    if not meta.prefills:
+        return out
+    if fused:  # flash attention (math for masks/fp32): no per-shape plan building as cuDNN does on new shapes
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
+            rest = _batched_fresh_prefill(q, k, v, out, meta, scale, gqa) if len(meta.prefills) > 1 else meta.prefills
+            _prefill_chunks(q, k, v, k_cache, v_cache, out, rest, scale, gqa, window)
+    else:
+        _prefill_chunks(q, k, v, k_cache, v_cache, out, meta.prefills, scale, gqa, window)
+    return out
+
+
+def _prefill_chunks(q, k, v, k_cache, v_cache, out, chunks: list[PrefillChunk], scale: float, gqa: bool,
+                    window: int | None) -> None:
+    kv_heads, d = k.shape[-2:]
+    for c in chunks:
         rows = slice(c.token_start, c.token_start + c.num_tokens)
         qc = q[rows].transpose(0, 1).unsqueeze(0)  # [1, heads, n, d]
         ctx = c.pos_start + c.num_tokens
@@ -88,4 +115,25 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
             mask = _window_mask(qpos, ctx, window, q.device)
             o = F.scaled_dot_product_attention(qc, keys, vals, attn_mask=mask[None, None], scale=scale, enable_gqa=gqa)
         out[rows] = o.squeeze(0).transpose(0, 1)
-    return out
+
+
+def _batched_fresh_prefill(q, k, v, out, meta: AttentionMetadata, scale: float, gqa: bool) -> list[PrefillChunk]:
+    """First chunks of equal length attend only to themselves: one causal SDPA call per length (flash attention)
+    instead of one per prompt. Returns the chunks left for the per-chunk path."""
+    window = meta.sliding_window
+    groups: dict[int, list[PrefillChunk]] = {}
+    rest = []
+    for c in meta.prefills:
+        if c.pos_start == 0 and (window is None or c.num_tokens <= window):
+            groups.setdefault(c.num_tokens, []).append(c)
+        else:
+            rest.append(c)
+    for n, cs in groups.items():
+        if len(cs) == 1:
+            rest.extend(cs)
+            continue
+        idx = torch.cat([torch.arange(c.token_start, c.token_start + n) for c in cs]).to(q.device, non_blocking=True)
+        qb, kb, vb = (t[idx].view(len(cs), n, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, scale=scale, enable_gqa=gqa)
+        out[idx] = o.transpose(1, 2).reshape(len(cs) * n, *q.shape[1:])
+    return rest

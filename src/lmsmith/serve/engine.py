@@ -82,7 +82,7 @@ class Engine:
         self.eos_token_ids = eos_ids_for(handle.base.dir, self.tokenizer, handle.config)
         if num_kv_blocks is None:
             num_kv_blocks = auto_num_blocks(self.runner, block_size, max_num_seqs, model_len)
-        self.runner.allocate_kv(num_kv_blocks, block_size)
+        self.runner.allocate_kv(num_kv_blocks, block_size, max_num_seqs)
         self.blocks = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
         # a lone sequence must always fit, otherwise it would preempt itself forever
         self.max_model_len = min(model_len, num_kv_blocks * block_size)
@@ -94,6 +94,11 @@ class Engine:
         self._stop_token_sets: dict[str, set[int]] = {}
         self.prompt_tokens = 0
         self.generation_tokens = 0
+        # False (offline LLM.generate): text is decoded once at the end unless stop strings need it per token
+        self.incremental_text = True
+        fast = getattr(self.tokenizer, "_tokenizer", None)
+        cleanup = getattr(self.tokenizer, "clean_up_tokenization_spaces", False)
+        self._decode = fast.decode if fast is not None and not cleanup and hasattr(fast, "decode") else None
 
     # -- public API -----------------------------------------------------------------------------------------
     @property
@@ -182,7 +187,9 @@ class Engine:
         tokens, records = sample(logits, sampling, masks)
         now = time.time()
         for seq, tok, rec in zip(sampling, tokens, records):
-            outputs.append(self._append_token(seq, tok, rec, now))
+            out = self._append_token(seq, tok, rec, now)
+            if out is not None:
+                outputs.append(out)
         return outputs
 
     # -- internals ------------------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ class Engine:
             self._grammar = GrammarCompiler(self.tokenizer, self.vocab_size, self.eos_token_ids)
         return self._grammar
 
-    def _append_token(self, seq: Sequence, tok: int, rec: dict | None, now: float) -> RequestOutput:
+    def _append_token(self, seq: Sequence, tok: int, rec: dict | None, now: float) -> RequestOutput | None:
         p = seq.params
         seq.append(tok)
         self.generation_tokens += 1
@@ -209,7 +216,7 @@ class Engine:
             reason = "stop"
         elif tok in p.stop_token_ids:
             reason, stop = "stop", tok
-        else:
+        elif self.incremental_text or p.stop:
             self._detokenize(seq)
             stop = self._find_stop_string(seq)
             if stop is not None:
@@ -223,20 +230,40 @@ class Engine:
         if reason is None and seq.num_tokens >= self.max_model_len:
             reason = "length"
         if reason is not None:
+            if not (self.incremental_text or p.stop):
+                self._detokenize_all(seq)
             self._finish(seq, reason, stop)
             self.scheduler.remove(seq)
+        elif not (self.incremental_text or rec is not None):
+            return None  # offline: only final outputs are read
         return self._output(seq, [tok], rec)
 
     def _detokenize(self, seq: Sequence) -> None:
         """Incremental decoding that never cuts a multi-byte character: text is only added once it decodes cleanly."""
         skip = seq.params.skip_special_tokens
         toks = seq.tokens
-        prefix = self.tokenizer.decode(toks[seq.prefix_offset:seq.read_offset], skip_special_tokens=skip)
-        full = self.tokenizer.decode(toks[seq.prefix_offset:], skip_special_tokens=skip)
+        decode = self._decode or self.tokenizer.decode  # the Rust tokenizer directly: no per-call conversions
+        prefix = decode(toks[seq.prefix_offset:seq.read_offset], skip_special_tokens=skip)
+        full = decode(toks[seq.prefix_offset:], skip_special_tokens=skip)
         if len(full) > len(prefix) and not full.endswith("\ufffd"):
             seq.text += full[len(prefix):]
             seq.prefix_offset = seq.read_offset
             seq.read_offset = len(toks)
+
+    def _detokenize_all(self, seq: Sequence) -> None:
+        """The text incremental decoding would have produced, decoded once (replayed per token only when the
+        output ends in an unfinished multi-byte character, where the two can differ)."""
+        decode = self._decode or self.tokenizer.decode
+        full = decode(seq.tokens[seq.prefix_offset:], skip_special_tokens=seq.params.skip_special_tokens)
+        if not full.endswith("\ufffd"):
+            seq.text += full
+            seq.prefix_offset = seq.read_offset = len(seq.tokens)
+            return
+        end = len(seq.tokens)
+        for upto in range(seq.read_offset + 1, end + 1):
+            seq.tokens, rest = seq.tokens[:upto], seq.tokens[upto:]
+            self._detokenize(seq)
+            seq.tokens += rest
 
     def _find_stop_string(self, seq: Sequence) -> str | None:
         stops = seq.params.stop

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import AttentionMetadata, paged_attention
 
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2"}
@@ -125,6 +126,15 @@ class Attention(nn.Module):
             self.qkv_b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]).detach()
         del self.q_proj, self.k_proj, self.v_proj
 
+    def forward_fused(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
+        """cos/sin: the full tables; RoPE and the K/V cache write are one kernel."""
+        s = self.s
+        qkv = F.linear(x, self.qkv_w, self.qkv_b)
+        q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, k_cache, v_cache,
+                                    s.num_heads, s.num_kv_heads, s.head_dim)
+        o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, write=False)
+        return self.o_proj(o.reshape(x.shape[0], -1))
+
     def forward(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
         s = self.s
         t = x.shape[0]
@@ -159,6 +169,9 @@ class MLP(nn.Module):
         gate, up = F.linear(x, self.gu_w, self.gu_b).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
+    def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F2.silu_mul(F.linear(x, self.gu_w, self.gu_b)))
+
 
 class DecoderLayer(nn.Module):
     def __init__(self, s: ModelSpec):
@@ -189,6 +202,7 @@ class LlamaForCausalLM(nn.Module):
         self.spec = s
         self.model = Backbone(s)
         self.lm_head = nn.Linear(s.hidden_size, s.vocab_size, bias=False)
+        self.fused = False  # set by the runner on CUDA in bf16/fp16: Triton kernels for the element-wise stages
 
     def fuse(self) -> None:
         for layer in self.model.layers:
@@ -196,11 +210,29 @@ class LlamaForCausalLM(nn.Module):
             layer.mlp.fuse()
 
     def forward(self, input_ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache: torch.Tensor,
-                meta: AttentionMetadata, logit_rows: torch.Tensor) -> torch.Tensor:
+                meta: AttentionMetadata, logit_rows: torch.Tensor | None) -> torch.Tensor:
         """input_ids [T]; cos/sin [T, head_dim]; kv_cache [layers, 2, blocks, block_size, kv_heads, d].
-        Returns float32 logits for `logit_rows` only."""
+        Returns float32 logits for `logit_rows` only (None: every row)."""
+        if self.fused:
+            return self._forward_fused(input_ids, cos, sin, kv_cache, meta, logit_rows)
         x = self.model.embed_tokens(input_ids)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, kv_cache[i, 0], kv_cache[i, 1], meta)
-        h = self.model.norm(x[logit_rows])
+        h = self.model.norm(x if logit_rows is None else x[logit_rows])
+        return self.lm_head(h).float()
+
+    def _forward_fused(self, input_ids, cos, sin, kv_cache, meta, logit_rows):
+        """Same math with the residual adds folded into the next RMSNorm: x carries the residual stream."""
+        layers = self.model.layers
+        x = self.model.embed_tokens(input_ids)
+        h, x = F2.add_rmsnorm(x, None, layers[0].input_layernorm.weight, layers[0].input_layernorm.eps)
+        for i, layer in enumerate(layers):
+            a = layer.self_attn.forward_fused(h, cos, sin, kv_cache[i, 0], kv_cache[i, 1], meta)
+            ln = layer.post_attention_layernorm
+            h, x = F2.add_rmsnorm(a, x, ln.weight, ln.eps)
+            m = layer.mlp.forward_fused(h)
+            ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else self.model.norm
+            h, x = F2.add_rmsnorm(m, x, ln.weight, ln.eps)
+        if logit_rows is not None:
+            h = h[logit_rows]
         return self.lm_head(h).float()

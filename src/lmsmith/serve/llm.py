@@ -36,6 +36,7 @@ class Completion:
 class LLM:
     def __init__(self, model_ref: str, dtype: str = "auto", **engine_kwargs: Any):
         self.engine = Engine(model_ref, dtype=dtype, **engine_kwargs)
+        self.engine.incremental_text = False  # results only: decode each output once, at its end
         self.tokenizer = self.engine.tokenizer
         self._ids = itertools.count()
 

@@ -21,6 +21,7 @@ from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config,
 from lmsmith.serve.scheduler import ScheduledSeq
 
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
+GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -95,19 +96,29 @@ class NativeRunner:
         self.cos, self.sin = rope_tables(mh.config, self.spec, max_model_len + 1, dtype, device)
         self.kv_cache: torch.Tensor | None = None
         self.block_size = 16
+        self.max_model_len = max_model_len
+        self.graphs: DecodeGraphs | None = None
+        self.use_cuda_graphs = device.type == "cuda"
+        self.model.fused = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
 
     def kv_bytes_per_block(self, block_size: int) -> int:
         s = self.spec
         return 2 * s.num_layers * block_size * s.num_kv_heads * s.head_dim * torch.finfo(self.dtype).bits // 8
 
-    def allocate_kv(self, num_blocks: int, block_size: int) -> None:
+    def allocate_kv(self, num_blocks: int, block_size: int, max_num_seqs: int = 64) -> None:
+        """One extra block past `num_blocks` is scratch space that padded CUDA-graph rows write into."""
         s = self.spec
         self.block_size = block_size
-        self.kv_cache = torch.zeros(s.num_layers, 2, num_blocks, block_size, s.num_kv_heads, s.head_dim,
+        self.kv_cache = torch.zeros(s.num_layers, 2, num_blocks + 1, block_size, s.num_kv_heads, s.head_dim,
                                     dtype=self.dtype, device=self.device)
+        if self.use_cuda_graphs:
+            self.graphs = DecodeGraphs(self, max_num_seqs, scratch_block=num_blocks)
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+        if self.graphs is not None and len(batch) <= self.graphs.max_bs and \
+                all(s.num_tokens == 1 and s.samples for s in batch):
+            return self.graphs.run(batch)
         bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
@@ -145,8 +156,89 @@ class NativeRunner:
                                                     dtype=torch.long, device=dev)
             meta.decode_context_lens = torch.tensor(decode_lens, dtype=torch.long, device=dev)
         pos = torch.tensor(positions, dtype=torch.long, device=dev)
-        return self.model(torch.tensor(ids, dtype=torch.long, device=dev), self.cos[pos], self.sin[pos],
+        meta.positions = pos
+        cos, sin = (self.cos, self.sin) if self.model.fused else (self.cos[pos], self.sin[pos])
+        return self.model(torch.tensor(ids, dtype=torch.long, device=dev), cos, sin,
                           self.kv_cache, meta, torch.tensor(logit_rows, dtype=torch.long, device=dev))
+
+
+class DecodeGraphs:
+    """CUDA graphs of a whole decode step, one per batch-size bucket; a batch is padded up to its bucket.
+
+    All inputs live in one device buffer `[max_bs, 4 + max_blocks]` (token, position, slot, context length,
+    block table) filled from one pinned host buffer with a single copy, so a step is: fill, copy, replay.
+    Padded rows write their K/V into a scratch block and attend to it alone.
+    """
+
+    def __init__(self, runner: NativeRunner, max_num_seqs: int, scratch_block: int):
+        self.runner = runner
+        self.buckets = [b for b in GRAPH_BUCKETS if b < max_num_seqs] + [max_num_seqs]
+        self.max_bs = max_num_seqs
+        self.scratch = scratch_block
+        bs = runner.block_size
+        self.max_blocks = -(-(runner.max_model_len + 1) // bs)
+        width = 4 + self.max_blocks
+        self.host = torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=True)
+        self.host_np = self.host.numpy()
+        self.buf = torch.zeros(self.max_bs, width, dtype=torch.long, device=runner.device)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.logits: dict[int, torch.Tensor] = {}
+        self.pool = None
+        self._pad(0)
+        self.buf.copy_(self.host)
+        self.capture_all()
+
+    def _pad(self, start: int) -> None:
+        h = self.host_np
+        h[start:, 0] = 0
+        h[start:, 1] = 0
+        h[start:, 2] = self.scratch * self.runner.block_size
+        h[start:, 3] = 1
+        h[start:, 4] = self.scratch
+
+    def _forward(self, n: int) -> torch.Tensor:
+        r = self.runner
+        buf = self.buf[:n]
+        pos = buf[:, 1]
+        meta = AttentionMetadata(slot_mapping=buf[:, 2], decode_rows=torch.arange(n, device=r.device),
+                                 decode_block_tables=buf[:, 4:], decode_context_lens=buf[:, 3], prefills=[],
+                                 block_size=r.block_size, sliding_window=r.spec.sliding_window, decode_only=True,
+                                 positions=pos)
+        cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
+        return r.model(buf[:, 0], cos, sin, r.kv_cache, meta, None)
+
+    @torch.inference_mode()
+    def capture_all(self) -> None:
+        for n in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
+            for _ in range(2):  # warm-up (Triton compiles, cuBLAS picks kernels) outside the capture
+                self._forward(n)
+            torch.cuda.synchronize(self.runner.device)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self.pool):
+                self.logits[n] = self._forward(n)
+            if self.pool is None:
+                self.pool = g.pool()
+            self.graphs[n] = g
+        torch.cuda.synchronize(self.runner.device)
+
+    def run(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+        n = len(batch)
+        padded = next(b for b in self.buckets if b >= n)
+        bs = self.runner.block_size
+        h = self.host_np
+        for i, s in enumerate(batch):
+            seq, p = s.seq, s.start
+            table = seq.block_table
+            row = h[i]
+            row[0] = seq.tokens[p]
+            row[1] = p
+            row[2] = table[p // bs] * bs + p % bs
+            row[3] = p + 1
+            row[4:4 + len(table)] = table
+        self._pad(n)
+        self.buf[:padded].copy_(self.host[:padded], non_blocking=True)
+        self.graphs[padded].replay()
+        return self.logits[padded][:n]
 
 
 class HFRunner:
@@ -168,7 +260,7 @@ class HFRunner:
     def kv_bytes_per_block(self, block_size: int) -> int:
         return block_size  # no real cache: blocks only pace admission
 
-    def allocate_kv(self, num_blocks: int, block_size: int) -> None:
+    def allocate_kv(self, num_blocks: int, block_size: int, max_num_seqs: int = 64) -> None:
         self.block_size = block_size
 
     @torch.inference_mode()

@@ -1,0 +1,115 @@
+"""Fused Triton kernels for the decoder's small element-wise stages (CUDA, bf16/fp16 serving).
+
+At decode time each of these stages moves a few KB, so the cost is the kernel launch, not the bytes: eager
+PyTorch spends 5-8 launches on an RMSNorm and 5 on each RoPE. Here each stage is one launch:
+- `add_rmsnorm`: residual add and RMSNorm (fp32 statistics, as transformers computes them);
+- `rope_and_cache`: RoPE on q and k straight from the fused qkv projection, plus the K/V write into the paged
+  cache (positions and slots are read on the GPU, so it runs inside CUDA graphs);
+- `silu_mul`: SwiGLU's silu(gate) * up.
+The fp32 path keeps the eager ops, so fp32 greedy parity with transformers stays exact.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmsmith.serve.paged_decode import triton
+
+if triton is not None:
+    import triton.language as tl
+
+    @triton.jit
+    def _add_rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n, eps,
+                            HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n
+        x = tl.load(x_ptr + row * n + cols, mask=mask, other=0.0)
+        if HAS_RES:
+            x = x + tl.load(res_ptr + row * n + cols, mask=mask, other=0.0)  # rounded to the model dtype, like x + a
+        tl.store(res_out_ptr + row * n + cols, x, mask=mask)
+        h = x.to(tl.float32)
+        var = tl.sum(h * h, 0) / n
+        h = (h * tl.rsqrt(var + eps)).to(x.dtype)
+        w = tl.load(w_ptr + cols, mask=mask, other=0.0)
+        tl.store(out_ptr + row * n + cols, (w * h).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit(do_not_specialize=["stride_t", "stride_cos", "stride_pos", "stride_slot"])
+    def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_out_ptr, k_out_ptr, k_cache_ptr,
+                           v_cache_ptr, stride_t, stride_cos, stride_pos, stride_slot, H: tl.constexpr, KV: tl.constexpr,
+                           D: tl.constexpr, HALF: tl.constexpr, HALF_P: tl.constexpr):
+        t = tl.program_id(0).to(tl.int64)
+        h = tl.program_id(1)
+        i = tl.arange(0, HALF_P)
+        mask = i < HALF
+        pos = tl.load(pos_ptr + t * stride_pos).to(tl.int64)
+        c = tl.load(cos_ptr + pos * stride_cos + i, mask=mask, other=0.0).to(tl.float32)
+        s = tl.load(sin_ptr + pos * stride_cos + i, mask=mask, other=0.0).to(tl.float32)
+        base = qkv_ptr + t * stride_t + h * D
+        x1 = tl.load(base + i, mask=mask, other=0.0).to(tl.float32)
+        x2 = tl.load(base + HALF + i, mask=mask, other=0.0).to(tl.float32)
+        o1 = x1 * c - x2 * s
+        o2 = x2 * c + x1 * s
+        if h < H:
+            dst = q_out_ptr + (t * H + h) * D
+            tl.store(dst + i, o1.to(q_out_ptr.dtype.element_ty), mask=mask)
+            tl.store(dst + HALF + i, o2.to(q_out_ptr.dtype.element_ty), mask=mask)
+        else:
+            kh = h - H
+            slot = tl.load(slot_ptr + t * stride_slot).to(tl.int64)
+            dst = k_out_ptr + (t * KV + kh) * D
+            tl.store(dst + i, o1.to(k_out_ptr.dtype.element_ty), mask=mask)
+            tl.store(dst + HALF + i, o2.to(k_out_ptr.dtype.element_ty), mask=mask)
+            cdst = k_cache_ptr + (slot * KV + kh) * D
+            tl.store(cdst + i, o1.to(k_cache_ptr.dtype.element_ty), mask=mask)
+            tl.store(cdst + HALF + i, o2.to(k_cache_ptr.dtype.element_ty), mask=mask)
+            vsrc = qkv_ptr + t * stride_t + (H + KV + kh) * D
+            vdst = v_cache_ptr + (slot * KV + kh) * D
+            tl.store(vdst + i, tl.load(vsrc + i, mask=mask), mask=mask)
+            tl.store(vdst + HALF + i, tl.load(vsrc + HALF + i, mask=mask), mask=mask)
+
+    @triton.jit
+    def _silu_mul_kernel(gu_ptr, out_ptr, n, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = cols < n
+        g = tl.load(gu_ptr + row * 2 * n + cols, mask=mask, other=0.0).to(tl.float32)
+        u = tl.load(gu_ptr + row * 2 * n + n + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * n + cols, (g / (1.0 + tl.exp(-g)) * u).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (rmsnorm(x + residual) * weight, x + residual). x, residual: [T, n] contiguous."""
+    t, n = x.shape
+    out = torch.empty_like(x)
+    res_out = torch.empty_like(x)
+    _add_rmsnorm_kernel[(t,)](x, residual if residual is not None else x, weight, out, res_out, n, eps,
+                              HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n), num_warps=8)
+    return out, res_out
+
+
+def rope_and_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
+                   slots: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, kv_heads: int,
+                   head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """qkv [T, (heads + 2 kv_heads) * d] -> rotated q [T, heads, d], rotated k and v [T, kv_heads, d];
+    k and v are also written to the cache at `slots`. cos/sin are the full tables, indexed by `positions`."""
+    t = qkv.shape[0]
+    q = torch.empty(t, heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    k = torch.empty(t, kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    half = head_dim // 2
+    _rope_cache_kernel[(t, heads + kv_heads)](
+        qkv, cos, sin, positions, slots, q, k, k_cache, v_cache, qkv.stride(0), cos.stride(0),
+        positions.stride(0), slots.stride(0),
+        H=heads, KV=kv_heads, D=head_dim, HALF=half, HALF_P=triton.next_power_of_2(half), num_warps=1)
+    v = qkv[:, (heads + kv_heads) * head_dim:].view(t, kv_heads, head_dim)
+    return q, k, v
+
+
+def silu_mul(gu: torch.Tensor) -> torch.Tensor:
+    t, n2 = gu.shape
+    n = n2 // 2
+    out = torch.empty(t, n, dtype=gu.dtype, device=gu.device)
+    block = 1024
+    _silu_mul_kernel[(t, triton.cdiv(n, block))](gu, out, n, BLOCK=block, num_warps=4)
+    return out
