@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = fn(args, mode, device)
             except torch.OutOfMemoryError:
                 r = {"oom": 1.0}
-            for k, v in r.items():
-                metrics[f"{key}_{k}"] = v
+            for k, v in r.items():  # issue-7 names: tokens_per_s_full, hf_peak_mem_gib_lora, ...
+                metrics[f"{k}_{mode}" if name == "lmsmith" else f"{name}_{k}_{mode}"] = v
             print(f"  {key}: " + ", ".join(f"{k}={v:.4g}" for k, v in r.items()), file=sys.stderr, flush=True)
             cleanup(device)
     import transformers

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU measurements, in one go (one H100). Results land in $OUT (default bench/results).
+# Packages the GPU image lacks (pydantic, fastapi, llguidance, trl, ...) are installed from wheels in .whl/
+# when that folder exists (see README, "Performance").
+set -u
+OUT=${OUT:-bench/results}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+step() { echo "=== $*"; local t=$SECONDS; "$@"; echo "=== rc=$? in $((SECONDS - t)) s"; }
+case "${1:-all}" in
+  tests)
+    step timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu --ignore=tests/gpu/test_fsdp_gpu.py \
+      --junitxml="$OUT/gpu_tests.xml" ;;
+  train)
+    step timeout 240 python3 bench/train_throughput.py --preset llama-3.2-1b --baseline --steps 8 --warmup 2 --out "$OUT"
+    step timeout 150 python3 bench/trl_lora_baseline.py --steps 8 --merge-into "$OUT/train_throughput-llama-3.2-1b-cuda.json" ;;
+  quant)
+    step timeout 150 python3 bench/quant_gpu.py --shape llama-3.2-1b --repeats 2 --out "$OUT/quant_gpu-h100.json" ;;
+  plan)
+    step timeout 240 python3 bench/plan_check.py --out "$OUT" ;;
+  serve)
+    step timeout 240 python3 bench/serve_gpu.py --out "$OUT/serve_throughput-h100.json" ;;
+  scaling)  # on nvidia-h200-x2
+    step timeout 240 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fsdp_gpu.py
+    step timeout 300 python3 bench/train_scaling.py --gpus 2 --preset llama-3.2-1b --batch-size 4 --seq-len 2048 \
+      --steps 10 --fused-loss --out "$OUT" ;;
+  *) for s in tests train quant plan; do "$0" "$s"; done ;;
+esac
