@@ -50,6 +50,6 @@ def test_benchmark_script_on_cpu(tmp_path):
     res = json.loads((tmp_path / "train_throughput-tiny-cpu.json").read_text())
     assert {"benchmark", "device", "date", "command", "versions", "metrics"} <= set(res)
     m = res["metrics"]
-    for key in ("lmsmith_full", "lmsmith_lora", "hf_full", "hf_lora"):
-        assert m[f"{key}_tokens_per_s"] > 0
-    assert m["lmsmith_lora_trainable_params"] < m["lmsmith_full_trainable_params"]
+    for key in ("tokens_per_s_full", "tokens_per_s_lora", "hf_tokens_per_s_full", "hf_tokens_per_s_lora"):
+        assert m[key] > 0  # the names issue 7's result format asks for
+    assert m["trainable_params_lora"] < m["trainable_params_full"]

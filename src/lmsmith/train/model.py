@@ -177,7 +177,15 @@ def apply_lora(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.M
     r = cfg.lora_r or 16
     lcfg = LoraConfig(r=r, lora_alpha=cfg.lora_alpha or 2 * r, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM", bias="none")
-    return get_peft_model(model, lcfg)
+    model = get_peft_model(model, lcfg)
+    compute = autocast_dtype(cfg, device)
+    if compute is not None:
+        # The frozen base needs no fp32 master copy: keep it in the compute dtype (half the memory, and
+        # autocast need not cast it every step). Adapter weights stay fp32 for the optimizer.
+        for p in model.parameters():
+            if not p.requires_grad and p.is_floating_point():
+                p.data = p.data.to(compute)
+    return model
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
