@@ -101,3 +101,16 @@ def test_quantize_with_eval_text_stores_metrics(tiny_ref, registry, capsys):
     assert main(["compress", "quantize", tiny_ref, "--method", "int8", "--output-name", "q8", "--eval-text", str(SAMPLE)]) == 0
     mv = registry.get(capsys.readouterr().out.strip())
     assert abs(mv.metrics["ppl"] / mv.metrics["parent_ppl"] - 1) * 100 == pytest.approx(abs(mv.metrics["ppl_delta_pct"]))
+
+
+def test_quantized_version_serves_through_the_engine(tiny_ref):
+    """The engine routes a quantized checkpoint to the transformers path; greedy output matches load_model."""
+    from lmsmith.models import load_model, load_tokenizer
+    from lmsmith.serve import LLM, SamplingParams
+
+    assert main(["compress", "quantize", tiny_ref, "--method", "int8", "--output-name", "q8"]) == 0
+    prompt = load_tokenizer("q8")("Praha je")["input_ids"]
+    out = LLM("q8").generate([prompt], SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True), use_tqdm=False)
+    model = load_model("q8", device="cpu")
+    ref = model.generate(torch.tensor([prompt]), max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=2)
+    assert out[0].outputs[0].token_ids == ref[0, len(prompt):].tolist()

@@ -17,6 +17,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import base_of, parse_dtype, quiet_transformers
 from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
+from lmsmith.models import is_quantized
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
 from lmsmith.serve.scheduler import ScheduledSeq
 
@@ -290,6 +291,10 @@ def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_mode
                                f"use at most {limit}")
         limit = max_model_len
     reason = unsupported_reason(mh.config)
+    if reason is None and is_quantized(mh.base.dir):
+        # our quantized linears are swapped into a transformers model by load_model; the native runner
+        # does not read packed weights yet
+        reason = "weight-quantized checkpoints run on the transformers path"
     if reason is None:
         return NativeRunner(mh, torch_dtype, dev, limit), mh, limit
     if not allow_fallback:
