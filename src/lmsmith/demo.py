@@ -171,15 +171,6 @@ STEPS: list[Step] = [
 ]
 
 
-def _step_finetune(ctx: dict) -> None:
-    from lmsmith.train.demo import step_finetune
-
-    step_finetune(ctx)
-
-
-STEPS.append(Step("finetune", "fine-tune it with LoRA (teach a new fact)", _step_finetune))
-
-
 def run(only: list[str] | None = None) -> dict:
     ctx: dict = {}
     for i, step in enumerate(STEPS, 1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ def quiet_transformers() -> None:
     except Exception:  # pragma: no cover - logging is best effort
         pass
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # deprecation notices aimed at library authors (e.g. PEFT calling is_gradient_checkpointing), not users
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
 
 
 def parse_dtype(name: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:

@@ -108,3 +108,11 @@ def test_generate_streams_completion(capsys, tiny_ref):
     assert code == 0 and len(out.strip()) > 0
     code2, out2, _ = run(capsys, "generate", tiny_ref, "--prompt", "Praha je", "--max-tokens", "8", "--chat")
     assert code2 == 0
+
+
+def test_demo_steps_are_unique_and_in_lifecycle_order():
+    from lmsmith.demo import STEPS
+
+    keys = [s.key for s in STEPS]
+    assert len(keys) == len(set(keys)), keys
+    assert keys.index("pull") < keys.index("finetune") < keys.index("eval") < keys.index("serve")
