@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
 import json
 import multiprocessing as mp
@@ -29,6 +28,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 from pydantic import Field
 
+from lmsmith.ops.store import sha256_file as _sha256
 from lmsmith.data.dedup import MinHasher, NearDedup, cluster_sizes
 from lmsmith.data.normalize import normalize_text, text_hash
 from lmsmith.data.quality import QualityConfig, quality_reason
@@ -486,13 +486,6 @@ def clean(cfg: CleanConfig) -> dict:
                   f"({elapsed:.1f} s, {report['docs_per_second']:.0f} docs/s)")
     return report
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def report_markdown(r: dict) -> str:

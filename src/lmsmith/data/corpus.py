@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from lmsmith.ops.store import sha256_file as file_sha256
 from lmsmith.data.chat import iter_jsonl, open_text
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
@@ -88,13 +89,6 @@ def _is_data(p: Path) -> bool:
     except LmsmithError:
         return False
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tokenizer_hash(tokenizer: Any) -> str:

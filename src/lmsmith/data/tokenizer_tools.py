@@ -14,7 +14,6 @@ stay bit-identical.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import heapq
 import json
 import re
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from lmsmith.ops.store import sha256_file as _sha256
 from lmsmith.errors import LmsmithError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -289,13 +289,6 @@ def extend_tokenizer_json(tok_json: dict, learned: LearnedMerges, first_id: int)
         model["merges"].append(f"{a} {b}" if string_merges else [a, b])
     return ids
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str, init: str = "pieces",
