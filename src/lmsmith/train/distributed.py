@@ -97,8 +97,13 @@ def init_distributed(device: str | torch.device = "auto", timeout_s: int = 1800)
     return DistEnv(rank=rank, local_rank=local, world=world, device=dev, enabled=True, mesh=mesh)
 
 
-def shutdown(env: DistEnv) -> None:
+def shutdown(env: DistEnv, wait_for_all: bool = True) -> None:
+    """Tear the process group down. After a successful run every rank first waits for the others (rank 0
+    saves and registers last): a rank that destroys the group and exits while a peer still talks to it
+    can abort the peer inside gloo. After an error, no waiting: the peers may never arrive."""
     if env.enabled and dist.is_initialized():
+        if wait_for_all:
+            dist.barrier()
         dist.destroy_process_group()
 
 

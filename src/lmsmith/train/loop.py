@@ -239,10 +239,13 @@ class Interrupt:
 def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
     """Run on this process alone, or as one rank of a torchrun job (the same loop either way)."""
     env = D.init_distributed(cfg.device)
+    ok = False
     try:
-        return _train(cfg, command, env)
+        result = _train(cfg, command, env)
+        ok = True
+        return result
     finally:
-        D.shutdown(env)
+        D.shutdown(env, wait_for_all=ok)
 
 
 def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult:
