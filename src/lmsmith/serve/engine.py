@@ -68,7 +68,8 @@ class Engine:
     def __init__(self, model_ref: str, dtype: str | torch.dtype = "auto", device: str | None = None,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, allow_fallback: bool = True):
+                 enable_prefix_caching: bool = True, allow_fallback: bool = True, tensor_parallel_size: int = 1,
+                 load_format: str = "auto"):
         for name, value in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens),
                             ("block_size", block_size)):
             if not isinstance(value, int) or value < 1:
@@ -76,7 +77,9 @@ class Engine:
         if num_kv_blocks is not None and num_kv_blocks < 1:
             raise LmsmithError(f"num_kv_blocks must be a positive integer, got {num_kv_blocks!r}")
         self.model_ref = str(model_ref)
-        self.runner, handle, model_len = load_runner(self.model_ref, dtype, device, max_model_len, allow_fallback)
+        self.runner, handle, model_len = load_runner(self.model_ref, dtype, device, max_model_len, allow_fallback,
+                                                     tensor_parallel_size, load_format)
+        self.tensor_parallel_size = tensor_parallel_size
         self.device = self.runner.device
         self.tokenizer = load_tokenizer(self.model_ref)
         self.eos_token_ids = eos_ids_for(handle.base.dir, self.tokenizer, handle.config)
@@ -151,6 +154,12 @@ class Engine:
             self.scheduler.remove(seq)
             self._finish(seq, "abort", None)
             self._pending.append(self._output(seq, [], None))
+
+    def close(self) -> None:
+        """Release what outlives the engine object: tensor-parallel worker processes and the process group."""
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished() or bool(self._pending)

@@ -75,23 +75,41 @@ class ModelHandle:
 class NativeRunner:
     native = True
 
-    def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, max_model_len: int):
+    def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, max_model_len: int,
+                 tp: Any = None, load_format: str = "auto"):
+        """`tp` (a parallel.TPContext): load and run only this rank's shard. `load_format="dummy"`: random
+        weights made on the device (benchmarks of shapes without a checkpoint)."""
         self.device = device
         self.dtype = dtype
         self.config = mh.config
         self.spec = spec_from_config(mh.config)
+        self.tp = tp
+        if tp is not None:
+            from lmsmith.serve import parallel
+
+            full_spec, self.spec = self.spec, parallel.local_spec(self.spec, tp)
         with torch.device("meta"):
             model = LlamaForCausalLM(self.spec)
-        sd = mh.state_dict(dtype)
-        if self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
-            sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
-        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-        missing = [m for m in missing if not m.endswith("rotary_emb.inv_freq")]
-        if missing:
-            raise LmsmithError(f"checkpoint is missing {len(missing)} weights (e.g. {missing[0]})",
-                               "is this a complete Llama-family checkpoint?")
-        model = model.to(device)
+            if tp is not None:
+                parallel.parallelize(model, full_spec, tp)
+        if load_format == "dummy":
+            from lmsmith.serve.parallel import dummy_weights
+
+            model = dummy_weights(model, dtype, device, seed=0 if tp is None else tp.rank)
+        else:
+            sd = mh.state_dict(dtype) if tp is None else parallel.shard_state_dict(mh, tp, dtype)
+            if self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
+                sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+            missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+            missing = [m for m in missing if not m.endswith("rotary_emb.inv_freq")]
+            if missing:
+                raise LmsmithError(f"checkpoint is missing {len(missing)} weights (e.g. {missing[0]})",
+                                   "is this a complete Llama-family checkpoint?")
+            del sd
+            model = model.to(device)
         model.fuse()  # after the move: fused weights are plain tensors, which .to() would not carry
+        if tp is not None:
+            parallel.add_reduce_hooks(model, tp)
         self.model = model.eval()
         self.vocab_size = self.spec.vocab_size
         self.cos, self.sin = rope_tables(mh.config, self.spec, max_model_len + 1, dtype, device)
@@ -277,8 +295,12 @@ class HFRunner:
 
 
 def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_model_len: int | None,
-                allow_fallback: bool = True) -> tuple[Any, ModelHandle, int]:
-    """Pick the native runner when the architecture is supported, else the transformers fallback."""
+                allow_fallback: bool = True, tensor_parallel_size: int = 1,
+                load_format: str = "auto") -> tuple[Any, ModelHandle, int]:
+    """Pick the native runner when the architecture is supported, else the transformers fallback.
+    `tensor_parallel_size` > 1 shards the native runner over that many GPUs (serve/parallel.py)."""
+    if load_format not in ("auto", "dummy"):
+        raise LmsmithError(f"unknown load_format {load_format!r}", "use 'auto' (the checkpoint) or 'dummy' (random weights)")
     mh = ModelHandle(ref)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = parse_dtype(dtype, dev)
@@ -295,8 +317,19 @@ def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_mode
         # our quantized linears are swapped into a transformers model by load_model; the native runner
         # does not read packed weights yet
         reason = "weight-quantized checkpoints run on the transformers path"
+    if tensor_parallel_size != 1:
+        from lmsmith.serve.parallel import TPRunner, check_tp
+
+        if reason is not None:
+            raise LmsmithError(f"tensor parallelism needs the native runner, but {reason}",
+                               "drop --tensor-parallel-size (the transformers fallback runs on one device)")
+        check_tp(spec_from_config(mh.config), tensor_parallel_size, dev)
+        if tensor_parallel_size > 1:
+            return TPRunner(mh, torch_dtype, dev, limit, tensor_parallel_size, load_format), mh, limit
     if reason is None:
-        return NativeRunner(mh, torch_dtype, dev, limit), mh, limit
+        return NativeRunner(mh, torch_dtype, dev, limit, load_format=load_format), mh, limit
+    if load_format == "dummy":
+        raise LmsmithError("load_format='dummy' needs the native runner", reason)
     if not allow_fallback:
         raise LmsmithError(reason, "use a Llama/Mistral/Qwen2-family model")
     return HFRunner(mh, torch_dtype, dev, reason), mh, limit
