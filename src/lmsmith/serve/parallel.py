@@ -334,8 +334,9 @@ def _worker_main(rank: int, size: int, port: int, device_type: str, ref: str, dt
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to rank 0, which shuts the workers down
     code = 0
     try:
-        status_conn.send(("hello", None))
         from lmsmith.serve.model_runner import ModelHandle, NativeRunner
+
+        status_conn.send(("hello", None))  # imports done: rank 0 may now wait in the rendezvous with us
 
         device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
         if device_type == "cpu":
