@@ -397,6 +397,7 @@ class TPRunner:
         self.size = tp_size
         self.failed: str | None = None
         self._closing = False
+        self._in_step = False  # True while rank 0 runs a step: still True after a Ctrl-C inside one
         self._touched = 0.0  # last time the engine called us (tells a stuck rank 0 from one that got the error)
         self._lock = threading.Lock()
         ctx = mp.get_context("spawn")
@@ -452,13 +453,18 @@ class TPRunner:
             if self._closing:
                 return
             self._closing = True
-        healthy = self.failed is None
+        healthy = self.failed is None and not self._in_step  # interrupted mid-step: workers wait in a collective
         for c in self.cmds:
             try:
                 c.send_bytes(pickle.dumps(("close", None)))
             except (OSError, ValueError):
                 healthy = False
-        deadline = time.monotonic() + 30
+        tp = getattr(self, "tp", None)
+        if healthy and tp is not None and tp.backend == "nccl" and dist.is_initialized():
+            # NCCL: every rank tears its communicator down at the same time (as the workers do now)
+            torch.cuda.synchronize()
+            dist.destroy_process_group()
+        deadline = time.monotonic() + (30 if healthy else 2)
         for p in self.procs:
             p.join(max(0.1, deadline - time.monotonic()))
         for p in self.procs:
@@ -469,12 +475,8 @@ class TPRunner:
             if p.is_alive():
                 p.kill()
                 p.join(5)
-        tp = getattr(self, "tp", None)
-        if dist.is_initialized() and tp is not None:
-            if healthy and tp.backend == "nccl":
-                torch.cuda.synchronize()
-            if healthy or tp.backend == "gloo":  # a dead NCCL peer can make the teardown wait forever
-                dist.destroy_process_group()
+        if dist.is_initialized() and tp is not None and tp.backend == "gloo":
+            dist.destroy_process_group()  # gloo: after the workers left (a dead NCCL peer is not waited for)
         for c in self.cmds + self.status:
             c.close()
         atexit.unregister(self.close)
@@ -496,8 +498,11 @@ class TPRunner:
                                "restart the engine") from None
 
     def _guard(self, fn):
+        self._in_step = True
         try:
-            return fn()
+            out = fn()
+            self._in_step = False
+            return out
         except Exception:
             if self._settle():
                 raise LmsmithError(f"tensor-parallel worker failed: {self.failed}", "restart the engine") from None
