@@ -29,7 +29,11 @@ CONFIGS = {  # name: (shape, tensor parallel size, time limit in seconds)
     "8b_tp1": ("llama-3.1-8b", 1, 110),
     "8b_tp2": ("llama-3.1-8b", 2, 110),
     "70b_tp2": ("llama-3.1-70b", 2, 170),
+    "tiny_tp1": ("tiny", 1, 120),  # CPU smoke test of this script: --configs tiny_tp1,tiny_tp2 --requests 8
+    "tiny_tp2": ("tiny", 2, 120),
 }
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=1000)
 
 
 def write_model_dir(shape: str, dest: Path) -> Path:
@@ -39,7 +43,7 @@ def write_model_dir(shape: str, dest: Path) -> Path:
 
     from lmsmith.ops.planner import SHAPES
 
-    cfg = AutoConfig.for_model("llama", **SHAPES[shape], max_position_embeddings=8192, rope_theta=500000.0,
+    cfg = AutoConfig.for_model("llama", **(TINY if shape == "tiny" else SHAPES[shape]), max_position_embeddings=8192, rope_theta=500000.0,
                                bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5)
     dest.mkdir(parents=True, exist_ok=True)
     cfg.save_pretrained(dest)
@@ -59,7 +63,7 @@ def weight_bytes(model) -> int:
     for m in model.modules():
         tensors += [v for v in vars(m).values() if isinstance(v, torch.Tensor)]
     for t in tensors:
-        if t.data_ptr() not in seen and t.device.type == "cuda":
+        if t.data_ptr() not in seen and t.device.type != "meta":
             seen.add(t.data_ptr())
             total += t.numel() * t.element_size()
     return total
@@ -83,7 +87,8 @@ def run_one(name: str, prompt_len: int, requests: int, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = write_model_dir(shape, Path(tmp) / "model")
         t = time.perf_counter()
-        llm = LLM(str(d), dtype="bfloat16", load_format="dummy", tensor_parallel_size=tp, max_num_seqs=256,
+        cuda = torch.cuda.is_available()
+        llm = LLM(str(d), dtype="bfloat16" if cuda else "float32", load_format="dummy", tensor_parallel_size=tp, max_num_seqs=256,
                   max_num_batched_tokens=8192, max_model_len=1024)
         res["load_s"] = time.perf_counter() - t
         runner = llm.engine.runner
@@ -91,7 +96,8 @@ def run_one(name: str, prompt_len: int, requests: int, out: Path) -> None:
         res["weights_gib_per_gpu"] = weight_bytes(local.model) / 2**30
         res["kv_cache_gib_per_gpu"] = local.kv_cache.numel() * local.kv_cache.element_size() / 2**30
         res["cuda_graphs"] = local.graphs is not None
-        res["gpu0_allocated_gib"] = torch.cuda.memory_allocated(0) / 2**30
+        if cuda:
+            res["gpu0_allocated_gib"] = torch.cuda.memory_allocated(0) / 2**30
         vocab = llm.engine.vocab_size
         out.write_text(json.dumps(res))  # partial results survive a later failure
         sp1 = SamplingParams(max_tokens=128, temperature=0.0, ignore_eos=True)
@@ -116,6 +122,16 @@ def run_one(name: str, prompt_len: int, requests: int, out: Path) -> None:
         llm.close()
 
 
+def _nccl_version() -> str:
+    import torch
+
+    try:
+        v = torch.cuda.nccl.version()
+        return ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    except Exception:  # noqa: BLE001 - informational only
+        return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {', '.join(CONFIGS)}")
@@ -131,14 +147,16 @@ def main() -> None:
     import torch
     import transformers
 
-    assert torch.cuda.is_available(), "needs CUDA"
+    names = args.configs.split(",")
+    cpu_smoke = all(CONFIGS[n][0] == "tiny" for n in names)
+    assert cpu_smoke or torch.cuda.is_available(), "needs CUDA (or --configs tiny_tp1,tiny_tp2 for a CPU smoke run)"
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    ngpu = torch.cuda.device_count()
+    ngpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     metrics: dict[str, float] = {}
     details: dict[str, dict] = {}
-    for name in args.configs.split(","):
+    for name in names:
         shape, tp, limit = CONFIGS[name]
-        if tp > ngpu:
+        if tp > ngpu and not cpu_smoke:
             print(f"skip {name}: needs {tp} GPUs, {ngpu} visible", flush=True)
             continue
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -162,20 +180,20 @@ def main() -> None:
                 metrics[f"{name}_{k}"] = res[k]
         if "cuda_graphs" in res:
             metrics[f"{name}_cuda_graphs"] = float(res["cuda_graphs"])
-    for a, b in (("8b_tp2", "8b_tp1"),):
+    for a, b in (("8b_tp2", "8b_tp1"), ("tiny_tp2", "tiny_tp1")):
         for k in ("decode_bs1_tok_s", "offline_tok_s"):
             if f"{a}_{k}" in metrics and f"{b}_{k}" in metrics:
                 metrics[f"{a}_vs_tp1_{k.replace('_tok_s', '')}_speedup"] = metrics[f"{a}_{k}"] / metrics[f"{b}_{k}"]
     result = {
         "benchmark": "serve_tp",
-        "device": f"{ngpu}x {torch.cuda.get_device_name()}",
+        "device": f"{ngpu}x {torch.cuda.get_device_name()}" if ngpu else "cpu",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version(), "nccl": ".".join(map(str, torch.cuda.nccl.version()))},
+                     "python": platform.python_version(), "nccl": _nccl_version()},
         "metrics": {k: round(v, 3) for k, v in metrics.items()},
         "workload": {"prompt_len": args.prompt_len, "decode_bs1_output_len": 128, "offline_requests": args.requests,
-                     "offline_output_len": 256, "dtype": "bfloat16", "weights": "random, made on each GPU shard",
+                     "offline_output_len": 256, "dtype": "bfloat16" if ngpu else "float32", "weights": "random, made on each GPU shard",
                      "max_model_len": 1024},
         "configs": details,
     }
