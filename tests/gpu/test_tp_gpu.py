@@ -31,27 +31,41 @@ def run(model_dir, dtype: str, tp: int, params: SamplingParams):
     return res, info
 
 
+def assert_same_greedy(ref, out, tie: float) -> int:
+    """Identical greedy tokens, except that a continuation may part where the reference's top two tokens are
+    within `tie` nats: TP sums the partial products in another order than one GPU's matmul, so a genuine
+    near-tie can flip. A bug shows up as a divergence at a clear winner. Returns how many continuations parted."""
+    parted = 0
+    for a, b in zip(ref, out):
+        ta, tb = a.outputs[0].token_ids, b.outputs[0].token_ids
+        if ta == tb:
+            continue
+        parted += 1
+        i = next(k for k in range(min(len(ta), len(tb))) if ta[k] != tb[k])
+        (_, l1), (_, l2) = a.outputs[0].logprobs[i]["top_logprobs"][:2]
+        assert l1 - l2 < tie, f"TP=2 diverged at token {i} although TP=1's top-2 gap is {l1 - l2:.3g} nats"
+    return parted
+
+
 def test_tp2_matches_tp1_fp32(model_dir):
-    sp = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+    sp = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, logprobs=True, top_logprobs=2)
     ref, one = run(model_dir, "float32", 1, sp)
     out, two = run(model_dir, "float32", 2, sp)
-    assert [r.outputs[0].token_ids for r in out] == [r.outputs[0].token_ids for r in ref]
+    parted = assert_same_greedy(ref, out, tie=1e-4)
+    assert parted <= 1, f"{parted} of {len(PROMPTS)} continuations parted at near-ties"
     assert two["kv_per_block"] * 2 == one["kv_per_block"]  # each GPU caches half of the KV heads
     assert two["graphs"], "decode CUDA graphs (with NCCL all-reduce) were not captured"
 
 
 def test_tp2_bf16_close_to_tp1(model_dir):
-    """bf16 sums the two partial products in a different order than one GPU's matmul, so logits differ by bf16
-    rounding (~1e-2) and a near-tie between the top two tokens of this random model can flip. Checked: the top
-    token's logprob agrees closely for every prompt and most greedy continuations are identical."""
-    sp = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, logprobs=True)
+    """bf16 with the fused Triton kernels: logits differ by bf16 rounding, so ties are looser."""
+    sp = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, logprobs=True, top_logprobs=2)
     ref, _ = run(model_dir, "bfloat16", 1, sp)
     out, two = run(model_dir, "bfloat16", 2, sp)
     for a, b in zip(ref, out):
         la, lb = a.outputs[0].logprobs[0], b.outputs[0].logprobs[0]
         if la["token_id"] == lb["token_id"]:
-            assert abs(la["logprob"] - lb["logprob"]) < 0.05
-    same = sum(a.outputs[0].token_ids == b.outputs[0].token_ids for a, b in zip(ref, out))
-    first = sum(a.outputs[0].token_ids[0] == b.outputs[0].token_ids[0] for a, b in zip(ref, out))
-    assert first >= len(PROMPTS) - 1 and same >= len(PROMPTS) // 2, (first, same)
-    assert two["graphs"]
+            assert abs(la["logprob"] - lb["logprob"]) < 0.05, (la, lb)
+    parted = assert_same_greedy(ref, out, tie=0.1)
+    assert parted <= len(PROMPTS) // 2, f"{parted} of {len(PROMPTS)} continuations parted"
+    assert two["graphs"], "decode CUDA graphs (with NCCL all-reduce) were not captured"
