@@ -169,3 +169,19 @@ def test_cli_generate_tp2_same_text(tiny_dir, capsys):
     one = capsys.readouterr().out
     assert main(args + ["--tp", "2"]) == 0
     assert capsys.readouterr().out == one
+
+
+def test_failed_start_leaves_no_workers(tmp_path):
+    """A broken checkpoint fails on every rank: the error names the problem and no worker or group is left."""
+    import multiprocessing as mp
+
+    from safetensors.torch import load_file, save_file
+
+    d = build_tiny(tmp_path / "broken", "llama")
+    sd = load_file(str(d / "model.safetensors"))
+    del sd["model.layers.1.mlp.down_proj.weight"]
+    save_file(sd, str(d / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(LmsmithError, match="missing 1 weights"):
+        LLM(str(d), tensor_parallel_size=2, **ENGINE)
+    assert not torch.distributed.is_initialized()
+    assert not [p for p in mp.active_children() if p.name.startswith("lmsmith-tp")]
