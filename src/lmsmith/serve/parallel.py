@@ -289,10 +289,18 @@ class _Tokens:
     def __init__(self, start: int, chunk: list[int]):
         self.start, self.chunk = start, chunk
 
+    def _local(self, i: int) -> int:
+        i = i + len(self) if i < 0 else i
+        if i < self.start:
+            raise IndexError(f"token {i} was not sent to this tensor-parallel worker")
+        return i - self.start
+
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return self.chunk[i.start - self.start:i.stop - self.start]
-        return self.chunk[i - self.start]
+            a = self._local(0 if i.start is None else i.start)
+            b = len(self.chunk) if i.stop is None else max(a, min(len(self.chunk), self._local(i.stop)))
+            return self.chunk[a:b:i.step]
+        return self.chunk[self._local(i)]
 
     def __len__(self) -> int:
         return self.start + len(self.chunk)
