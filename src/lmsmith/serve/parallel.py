@@ -493,7 +493,8 @@ class TPRunner:
     def _send(self, method: str, payload: Any) -> None:
         self._touched = time.monotonic()
         if self.failed is not None:
-            raise LmsmithError(f"the tensor-parallel engine has stopped: {self.failed}", "restart it")
+            raise LmsmithError(f"tensor-parallel worker failed ({self.failed}); the engine has stopped",
+                               "restart the engine")
         if self._closing:
             raise LmsmithError("the tensor-parallel engine is closed")
         data = pickle.dumps((method, payload), protocol=pickle.HIGHEST_PROTOCOL)
@@ -501,8 +502,9 @@ class TPRunner:
             for c in self.cmds:
                 c.send_bytes(data)
         except (OSError, ValueError):
-            self._settle()
-            raise LmsmithError(f"a tensor-parallel worker is gone: {self.failed or 'its pipe closed'}",
+            if not self._settle():
+                self.failed = "its command pipe closed"
+            raise LmsmithError(f"tensor-parallel worker failed ({self.failed}); the engine has stopped",
                                "restart the engine") from None
 
     def _guard(self, fn):
@@ -513,7 +515,8 @@ class TPRunner:
             return out
         except Exception:
             if self._settle():
-                raise LmsmithError(f"tensor-parallel worker failed: {self.failed}", "restart the engine") from None
+                raise LmsmithError(f"tensor-parallel worker failed ({self.failed}); the engine has stopped",
+                                   "restart the engine") from None
             raise
 
     def _settle(self, wait: float = 5.0) -> bool:
