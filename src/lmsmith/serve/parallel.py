@@ -61,9 +61,9 @@ class TPContext:
         """Concatenate every rank's `t` along the last dimension."""
         t = t.contiguous()
         if self.backend == "nccl":
-            out = torch.empty((self.size,) + tuple(t.shape), dtype=t.dtype, device=t.device)
-            dist.all_gather_into_tensor(out, t)
-            parts = out.unbind(0)
+            out = torch.empty((self.size * t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+            dist.all_gather_into_tensor(out, t)  # the ranks' tensors one after another along dim 0
+            parts = out.split(t.shape[0], dim=0)
         else:
             parts = [torch.empty_like(t) for _ in range(self.size)]
             dist.all_gather(parts, t)
