@@ -63,7 +63,7 @@ class TPContext:
         if self.backend == "nccl":
             out = torch.empty((self.size * t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
             dist.all_gather_into_tensor(out, t)  # the ranks' tensors one after another along dim 0
-            parts = out.split(t.shape[0], dim=0)
+            parts = out.view((self.size,) + tuple(t.shape)).unbind(0)
         else:
             parts = [torch.empty_like(t) for _ in range(self.size)]
             dist.all_gather(parts, t)
