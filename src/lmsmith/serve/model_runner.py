@@ -17,11 +17,13 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import base_of, parse_dtype, quiet_transformers
 from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
+from lmsmith.serve.fused import argmax_rows
 from lmsmith.models import is_quantized
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
 from lmsmith.serve.scheduler import ScheduledSeq
 
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
+TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
@@ -115,11 +117,25 @@ class NativeRunner:
         if self.use_cuda_graphs:
             self.graphs = DecodeGraphs(self, max_num_seqs, scratch_block=num_blocks)
 
+    supports_overlap = True
+
     @torch.inference_mode()
-    def execute(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+    def decode_step(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None,
+                    src_rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decode-only step launched without waiting for the previous one: sequence i's input token is
+        `prev_tokens[src_rows[i]]` (still on the device) when `src_rows[i] >= 0`, else its last host token.
+        Returns (logits [B, V] float32, greedy tokens [B] long), both left on the device, nothing synchronized."""
+        if self.graphs is not None and len(batch) <= self.graphs.max_bs:
+            return self.graphs.run(batch, prev_tokens, src_rows)
+        logits = self.execute(batch, prev_tokens, src_rows)
+        return logits, argmax_rows(logits)
+
+    @torch.inference_mode()
+    def execute(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None = None,
+                src_rows: list[int] | None = None) -> torch.Tensor:
         if self.graphs is not None and len(batch) <= self.graphs.max_bs and \
                 all(s.num_tokens == 1 and s.samples for s in batch):
-            return self.graphs.run(batch)
+            return self.graphs.run(batch, prev_tokens, src_rows)[0]
         bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
@@ -159,16 +175,22 @@ class NativeRunner:
         pos = torch.tensor(positions, dtype=torch.long, device=dev)
         meta.positions = pos
         cos, sin = (self.cos, self.sin) if self.model.fused else (self.cos[pos], self.sin[pos])
-        return self.model(torch.tensor(ids, dtype=torch.long, device=dev), cos, sin,
-                          self.kv_cache, meta, torch.tensor(logit_rows, dtype=torch.long, device=dev))
+        input_ids = torch.tensor(ids, dtype=torch.long, device=dev)
+        if prev_tokens is not None and src_rows and max(src_rows) >= 0:  # decode-only: row i is sequence i
+            src = torch.tensor(src_rows, dtype=torch.long, device=dev)
+            input_ids = torch.where(src >= 0, prev_tokens[src.clamp(min=0)], input_ids)
+        return self.model(input_ids, cos, sin, self.kv_cache, meta,
+                          torch.tensor(logit_rows, dtype=torch.long, device=dev))
 
 
 class DecodeGraphs:
     """CUDA graphs of a whole decode step, one per batch-size bucket; a batch is padded up to its bucket.
 
-    All inputs live in one device buffer `[max_bs, 4 + max_blocks]` (token, position, slot, context length,
-    block table) filled from one pinned host buffer with a single copy, so a step is: fill, copy, replay.
-    Padded rows write their K/V into a scratch block and attend to it alone.
+    All inputs live in one device buffer `[max_bs, 5 + max_blocks]` (token, position, slot, context length,
+    source row, block table) filled from one pinned host buffer with a single copy, so a step is: fill, copy,
+    replay. A row whose source row is >= 0 takes its token from `tokens[source row]`: the greedy tokens the
+    previous replay wrote there (argmax runs inside the graph), so a step can be launched before the host has
+    seen the previous step's tokens. Padded rows write their K/V into a scratch block and attend to it alone.
     """
 
     def __init__(self, runner: NativeRunner, max_num_seqs: int, scratch_block: int):
@@ -178,10 +200,11 @@ class DecodeGraphs:
         self.scratch = scratch_block
         bs = runner.block_size
         self.max_blocks = -(-(runner.max_model_len + 1) // bs)
-        width = 4 + self.max_blocks
+        width = TABLE_COL + self.max_blocks
         self.host = torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=True)
         self.host_np = self.host.numpy()
         self.buf = torch.zeros(self.max_bs, width, dtype=torch.long, device=runner.device)
+        self.tokens = torch.zeros(self.max_bs, dtype=torch.long, device=runner.device)  # sampled, fed forward
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
         self.pool = None
@@ -195,18 +218,23 @@ class DecodeGraphs:
         h[start:, 1] = 0
         h[start:, 2] = self.scratch * self.runner.block_size
         h[start:, 3] = 1
-        h[start:, 4] = self.scratch
+        h[start:, 4] = -1
+        h[start:, TABLE_COL] = self.scratch
 
     def _forward(self, n: int) -> torch.Tensor:
         r = self.runner
         buf = self.buf[:n]
         pos = buf[:, 1]
         meta = AttentionMetadata(slot_mapping=buf[:, 2], decode_rows=torch.arange(n, device=r.device),
-                                 decode_block_tables=buf[:, 4:], decode_context_lens=buf[:, 3], prefills=[],
+                                 decode_block_tables=buf[:, TABLE_COL:], decode_context_lens=buf[:, 3], prefills=[],
                                  block_size=r.block_size, sliding_window=r.spec.sliding_window, decode_only=True,
                                  positions=pos)
         cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
-        return r.model(buf[:, 0], cos, sin, r.kv_cache, meta, None)
+        src = buf[:, 4]
+        ids = torch.where(src >= 0, self.tokens[src.clamp(min=0)], buf[:, 0])
+        logits = r.model(ids, cos, sin, r.kv_cache, meta, None)
+        self.tokens[:n].copy_(argmax_rows(logits))
+        return logits
 
     @torch.inference_mode()
     def capture_all(self) -> None:
@@ -222,30 +250,39 @@ class DecodeGraphs:
             self.graphs[n] = g
         torch.cuda.synchronize(self.runner.device)
 
-    def run(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+    def run(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None = None,
+            src_rows: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns views of the graph's outputs (logits, greedy tokens): valid until the next replay."""
         n = len(batch)
         padded = next(b for b in self.buckets if b >= n)
         bs = self.runner.block_size
         h = self.host_np
+        if src_rows is None:
+            src_rows = [-1] * n
+        elif prev_tokens is not None and prev_tokens.data_ptr() != self.tokens.data_ptr():
+            self.tokens[:prev_tokens.shape[0]].copy_(prev_tokens)  # sampled (not greedy) tokens
         for i, s in enumerate(batch):
             seq, p = s.seq, s.start
             table = seq.block_table
             row = h[i]
-            row[0] = seq.tokens[p]
+            src = src_rows[i]
+            row[0] = seq.tokens[p] if src < 0 else 0
             row[1] = p
             row[2] = table[p // bs] * bs + p % bs
             row[3] = p + 1
-            row[4:4 + len(table)] = table
+            row[4] = src
+            row[TABLE_COL:TABLE_COL + len(table)] = table
         self._pad(n)
         self.buf[:padded].copy_(self.host[:padded], non_blocking=True)
         self.graphs[padded].replay()
-        return self.logits[padded][:n]
+        return self.logits[padded][:n], self.tokens[:n]
 
 
 class HFRunner:
     """transformers-backed fallback: correct for any causal LM, but recomputes the whole sequence per token."""
 
     native = False
+    supports_overlap = False  # it reads every sequence's tokens on the host
 
     def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, reason: str):
         from lmsmith.models import load_model
