@@ -128,6 +128,7 @@ class Engine:
         self._flip = 0
         if self.async_scheduling and self.device.type == "cuda":
             self._host_bufs = [torch.zeros(max_num_seqs, dtype=torch.long, pin_memory=True) for _ in range(2)]
+            self._events = [torch.cuda.Event() for _ in range(2)]
 
     # -- public API -----------------------------------------------------------------------------------------
     @property
@@ -261,10 +262,10 @@ class Engine:
         n = len(seqs)
         event = None
         if self._host_bufs is not None:
-            host = self._host_bufs[self._flip][:n]
+            host = self._host_bufs[self._flip][:n]  # alternate: the previous step's tokens are still unread
+            event = self._events[self._flip]
             self._flip ^= 1
             host.copy_(tokens, non_blocking=True)
-            event = torch.cuda.Event()
             event.record()
         else:
             host = tokens

@@ -201,8 +201,12 @@ class DecodeGraphs:
         bs = runner.block_size
         self.max_blocks = -(-(runner.max_model_len + 1) // bs)
         width = TABLE_COL + self.max_blocks
-        self.host = torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=True)
-        self.host_np = self.host.numpy()
+        # two pinned staging buffers, alternated: with overlapped steps the host fills step n+1's inputs while
+        # step n's copy may still be queued behind the running graph
+        self.hosts = [torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=True) for _ in range(2)]
+        self.hosts_np = [h.numpy() for h in self.hosts]
+        self.flip = 0
+        self.host, self.host_np = self.hosts[0], self.hosts_np[0]
         self.buf = torch.zeros(self.max_bs, width, dtype=torch.long, device=runner.device)
         self.tokens = torch.zeros(self.max_bs, dtype=torch.long, device=runner.device)  # sampled, fed forward
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -256,6 +260,8 @@ class DecodeGraphs:
         n = len(batch)
         padded = next(b for b in self.buckets if b >= n)
         bs = self.runner.block_size
+        self.flip ^= 1
+        self.host, self.host_np = self.hosts[self.flip], self.hosts_np[self.flip]
         h = self.host_np
         if src_rows is None:
             src_rows = [-1] * n
