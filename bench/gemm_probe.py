@@ -69,8 +69,8 @@ def main() -> None:
             "F.linear": lambda: F.linear(x, nxt(ws)),
             "mm_wT_contig": lambda: torch.mm(x, nxt(wts)),
         }
-        for bn, bk in ((8, 512), (16, 256), (4, 1024), (32, 128), (16, 512)):
-            variants[f"triton_gemv_{bn}x{bk}"] = (lambda bn=bn, bk=bk: gemv(x, nxt(ws), block_n=bn, block_k=bk))
+        for bn, bk, nw in ((4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (4, 2048, 8), (2, 1024, 2), (1, 2048, 4)):
+            variants[f"triton_gemv_{bn}x{bk}w{nw}"] = (lambda bn=bn, bk=bk, nw=nw: gemv(x, nxt(ws), bn, bk, num_warps=nw))
         ref = F.linear(x, ws[0]).float()
         for vname, fn in variants.items():
             try:

@@ -1,21 +1,35 @@
-"""A Triton GEMV for batch-1 decode projections (y = x @ W.T, x [1, K], W [N, K] row-major).
+"""Batch-1 decode with Triton GEMVs: fewer, fuller kernels than cuBLAS + element-wise launches.
 
-At batch 1 a projection is a pure weight stream; cuBLAS sometimes picks a split-K kernel plus a reduction or
-leaves bandwidth unused on the small square ones (o_proj). Each program here owns `block_n` output rows and
-streams their weights `block_k` columns at a time with fp32 accumulation: one kernel, no reduction pass.
+At batch 1 every projection is a pure weight stream and each small kernel launch in the graph costs ~1.5 us.
+Measured on an H100 (bench/gemm_probe.py): cuBLAS runs the 1B model's down projection as split-K plus a
+reduction kernel, o_proj at ~1.35 TB/s, and lm_head's bf16 logits need a separate fp32 cast. Here:
+- `gemv`: y = x @ W.T, each program owns `block_n` rows and streams them `block_k` columns at a time (fp32
+  accumulation), output in any dtype (lm_head writes fp32 logits directly);
+- a SwiGLU prologue: the down projection reads gate/up and computes silu(g) * u on the fly (no silu kernel);
+- an add+RMSNorm epilogue: the last program to finish (an atomic ticket) adds the residual and normalizes the
+  whole row, which removes the separate add_rmsnorm launch after o_proj and after down.
+`forward_bs1` is the whole decoder step at batch 1 built from these; DecodeGraphs captures it next to the
+cuBLAS graph and keeps whichever replays faster on the device at hand.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from lmsmith.serve import fused as F2
+from lmsmith.serve.attention import paged_attention
 from lmsmith.serve.paged_decode import triton
 
 if triton is not None:
     import triton.language as tl
 
     @triton.jit
-    def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_w, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_w,
+                     res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
+                     SILU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         pid = tl.program_id(0)
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rmask = rows < N
@@ -23,19 +37,93 @@ if triton is not None:
         for k0 in range(0, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             cmask = cols < K
-            x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+            if SILU:  # x = silu(gate) * up, rounded to the model dtype as the SwiGLU kernel does
+                g = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+                u = tl.load(x_ptr + K + cols, mask=cmask, other=0.0).to(tl.float32)
+                x = (g / (1.0 + tl.exp(-g)) * u).to(w_ptr.dtype.element_ty).to(tl.float32)
+            else:
+                x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :],
                         mask=rmask[:, None] & cmask[None, :], other=0.0)
             acc += w.to(tl.float32) * x[None, :]
         y = tl.sum(acc, 1)
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
+        if NORM:
+            tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
+            ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
+            if ticket == tl.num_programs(0) - 1:  # the last program: residual add + RMSNorm of the whole row
+                c = tl.arange(0, NORM_BLOCK)
+                m = c < N
+                a = tl.load(y_ptr + c, mask=m, other=0.0, cache_modifier=".cg")
+                s = a + tl.load(res_ptr + c, mask=m, other=0.0)
+                tl.store(res_out_ptr + c, s, mask=m)
+                hf = s.to(tl.float32)
+                var = tl.sum(hf * hf, 0) / N
+                hn = (hf * tl.rsqrt(var + eps)).to(s.dtype)
+                nw = tl.load(nw_ptr + c, mask=m, other=0.0)
+                tl.store(h_ptr + c, (nw * hn).to(h_ptr.dtype.element_ty), mask=m)
+                tl.atomic_xchg(cnt_ptr, 0)  # ready for the next launch (kernels on a stream never overlap)
 
 
-def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 8, block_k: int = 512, num_warps: int = 4) -> torch.Tensor:
-    """x [1, K], w [N, K] -> [1, N] in x's dtype."""
+DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}
+
+
+def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 4, block_k: int = 1024,
+         out_dtype: torch.dtype | None = None, silu: bool = False, norm: tuple | None = None,
+         num_warps: int = 4) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [1, K] (with `silu`: [1, 2K] gate|up), w [N, K] -> y [1, N].
+    `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
+    weight, y + residual) computed by the last program, i.e. (y, h, new residual)."""
     n, k = w.shape
-    assert x.shape == (1, k) and x.stride(-1) == 1 and w.stride(-1) == 1
-    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
-    _gemv_kernel[(triton.cdiv(n, block_n),)](x, w, y, n, k, w.stride(0), BLOCK_N=block_n, BLOCK_K=block_k,
-                                              num_warps=num_warps, num_stages=4)
-    return y
+    assert x.shape[0] == 1 and x.shape[1] == (2 * k if silu else k) and x.stride(-1) == 1 and w.stride(-1) == 1
+    y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
+    if norm is not None:
+        res, nw, eps, cnt = norm
+        h, res_out = torch.empty_like(res), torch.empty_like(res)
+    else:
+        res = nw = h = res_out = cnt = y
+        eps = 0.0
+    _gemv_kernel[(triton.cdiv(n, block_n),)](
+        x, w, y, n, k, w.stride(0), res, nw, h, res_out, cnt, eps, SILU=silu, NORM=norm is not None,
+        NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16, BLOCK_N=block_n, BLOCK_K=block_k,
+        num_warps=num_warps, num_stages=4)
+    return y if norm is None else (y, h, res_out)
+
+
+def bs1_eligible(model) -> bool:
+    """The GEMV step reads plain, unsharded, bias-free weights; anything else (quantized or tensor-parallel
+    layers, biases, fp32) keeps the cuBLAS step."""
+    s = model.spec
+    if triton is None or not model.fused or model.lm_head.weight.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    lin = [model.lm_head] + [m for layer in model.model.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+    if any(type(m) is not nn.Linear or m.bias is not None or not m.weight.is_contiguous() for m in lin):
+        return False
+    if model.lm_head.weight.shape != (s.vocab_size, s.hidden_size):
+        return False
+    return all(layer.self_attn.o_proj.weight.shape == (s.hidden_size, s.num_heads * s.head_dim)
+               and layer.mlp.down_proj.weight.shape == (s.hidden_size, s.intermediate_size)
+               and layer.self_attn.qkv_w is not None and layer.mlp.gu_w is not None for layer in model.model.layers)
+
+
+def forward_bs1(model, input_ids, cos, sin, kv_cache, meta, counter: torch.Tensor,
+                tiles: dict[str, tuple[int, int]] | None = None) -> torch.Tensor:
+    """The fused decoder step of LlamaForCausalLM._forward_fused at one token, with the GEMV kernels above.
+    Returns fp32 logits [1, V]."""
+    t = {**DEFAULT_TILES, **(tiles or {})}
+    s = model.spec
+    layers = model.model.layers
+    x = model.model.embed_tokens(input_ids)
+    h, x = F2.add_rmsnorm(x, None, layers[0].input_layernorm.weight, layers[0].input_layernorm.eps)
+    for i, layer in enumerate(layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv = F.linear(h, attn.qkv_w, attn.qkv_b)
+        q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
+                                    s.num_heads, s.num_kv_heads, s.head_dim)
+        o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
+        ln = layer.post_attention_layernorm
+        _, h, x = gemv(o.reshape(1, -1), attn.o_proj.weight, *t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
+        gu = F.linear(h, mlp.gu_w, mlp.gu_b)
+        ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
+        _, h, x = gemv(gu, mlp.down_proj.weight, *t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
+    return gemv(h, model.lm_head.weight, *t["lm_head"], out_dtype=torch.float32)

@@ -18,12 +18,15 @@ from lmsmith.models import base_of, parse_dtype, quiet_transformers
 from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
+from lmsmith.serve.gemv import bs1_eligible, forward_bs1
 from lmsmith.models import is_quantized
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
 from lmsmith.serve.scheduler import ScheduledSeq
 
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
 TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
+# batch-1 GEMV step variants tried against cuBLAS when the graphs are captured (tiles: rows x columns per program)
+BS1_PLANS = {"gemv": {}, "gemv-wide": {"down": (2, 2048), "lm_head": (8, 1024)}}
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
@@ -212,6 +215,10 @@ class DecodeGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
         self.pool = None
+        self.counter = torch.zeros(1, dtype=torch.int32, device=runner.device)  # GEMV epilogue ticket
+        self.bs1_plans = dict(BS1_PLANS)
+        self.bs1_choice = "cublas"
+        self.bs1_timings: dict[str, object] = {}
         self._pad(0)
         self.buf.copy_(self.host)
         self.capture_all()
@@ -225,7 +232,8 @@ class DecodeGraphs:
         h[start:, 4] = -1
         h[start:, TABLE_COL] = self.scratch
 
-    def _forward(self, n: int) -> torch.Tensor:
+    def _forward(self, n: int, plan: dict | None = None) -> torch.Tensor:
+        """plan None: the model's own (cuBLAS) step; else the batch-1 GEMV step with these tiles."""
         r = self.runner
         buf = self.buf[:n]
         pos = buf[:, 1]
@@ -236,23 +244,62 @@ class DecodeGraphs:
         cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
         src = buf[:, 4]
         ids = torch.where(src >= 0, self.tokens[src.clamp(min=0)], buf[:, 0])
-        logits = r.model(ids, cos, sin, r.kv_cache, meta, None)
+        if plan is None:
+            logits = r.model(ids, cos, sin, r.kv_cache, meta, None)
+        else:
+            logits = forward_bs1(r.model, ids, cos, sin, r.kv_cache, meta, self.counter, plan)
         self.tokens[:n].copy_(argmax_rows(logits))
         return logits
+
+    def _capture(self, n: int, plan: dict | None = None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        for _ in range(2):  # warm-up (Triton compiles, cuBLAS picks kernels) outside the capture
+            self._forward(n, plan)
+        torch.cuda.synchronize(self.runner.device)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            logits = self._forward(n, plan)
+        if self.pool is None:
+            self.pool = g.pool()
+        return g, logits
+
+    def _replay_ms(self, g: torch.cuda.CUDAGraph, reps: int = 30) -> float:
+        for _ in range(3):
+            g.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            g.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / reps
 
     @torch.inference_mode()
     def capture_all(self) -> None:
         for n in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
-            for _ in range(2):  # warm-up (Triton compiles, cuBLAS picks kernels) outside the capture
-                self._forward(n)
-            torch.cuda.synchronize(self.runner.device)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                self.logits[n] = self._forward(n)
-            if self.pool is None:
-                self.pool = g.pool()
-            self.graphs[n] = g
+            self.graphs[n], self.logits[n] = self._capture(n)
+        if 1 in self.graphs and self.bs1_plans and bs1_eligible(self.runner.model):
+            self._pick_bs1()
         torch.cuda.synchronize(self.runner.device)
+
+    def _pick_bs1(self) -> None:
+        """Capture the batch-1 step with the GEMV kernels too (a few tile shapes) and keep the fastest graph."""
+        best = self._replay_ms(self.graphs[1])
+        ref = self.logits[1].clone()
+        self.bs1_timings = {"cublas": round(best, 4)}
+        for name, plan in self.bs1_plans.items():
+            try:
+                g, logits = self._capture(1, plan)
+            except Exception as e:  # a Triton/driver problem: keep the cuBLAS step
+                self.bs1_timings[name] = f"failed: {type(e).__name__}"
+                continue
+            ms = self._replay_ms(g)
+            err = ((logits - ref).norm() / ref.norm()).item()
+            if not err < 5e-2:  # same inputs, other kernels: only bf16 rounding may differ (a broken kernel: ~1)
+                self.bs1_timings[name] = f"rejected: relative error {err:.3g}"
+                continue
+            self.bs1_timings[name] = round(ms, 4)
+            if ms < best:
+                best, self.graphs[1], self.logits[1], self.bs1_choice = ms, g, logits, name
 
     def run(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None = None,
             src_rows: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
