@@ -54,7 +54,7 @@ def profile_steps(engine, batch, out_len, path: Path, steps: int = 20) -> None:
         gpu = start.elapsed_time(end) / steps
     head = f"batch {len(batch)}: wall {wall:.3f} ms/step (engine.step, overlapped={engine.async_scheduling}), " \
            f"graph replay alone {gpu:.3f} ms/step; batch-1 graph {getattr(graphs, 'bs1_choice', None)} " \
-           f"{getattr(graphs, 'bs1_timings', None)}\n\n"
+           f"{getattr(graphs, 'bs1_timings', None)}\ntiles {getattr(graphs, 'tile_timings', None)}\n\n"
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             engine.step()

@@ -106,7 +106,8 @@ def ours(model_dir: Path, batches: list[list[list[int]]], out_len: int, compare_
     llm.generate(prompts(len(batches[0]), len(batches[0][0]), llm.engine.vocab_size, seed=7),
                  SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True), use_tqdm=False)
     graphs = getattr(llm.engine.runner, "graphs", None)
-    result = {"bs1_graph": getattr(graphs, "bs1_choice", None), "bs1_graph_ms": getattr(graphs, "bs1_timings", None)}
+    result = {"bs1_graph": getattr(graphs, "bs1_choice", None), "bs1_graph_ms": getattr(graphs, "bs1_timings", None),
+              "bs1_tiles_ms": getattr(graphs, "tile_timings", None)}
     for mode in ("async", "sync") if compare_sync else ("async",):
         llm.engine.async_scheduling = mode == "async" and llm.engine.async_scheduling
         rates, ttfts = [], []
@@ -142,7 +143,7 @@ def main() -> None:
         vocab = SHAPES[args.shape]["vocab_size"]
         batch = prompts(args.requests, args.prompt_len, vocab)
         r1 = ours(d, [[p] for p in batch[:5]], args.output_len, compare_sync=args.compare_sync)
-        bs1_graph = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"]}
+        bs1_graph = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"], "tiles_ms": r1["bs1_tiles_ms"]}
         metrics["decode_bs1_tok_s"] = r1["tok_s"]
         metrics["decode_bs1_ttft_p50_ms"] = r1["ttft_p50_ms"]
         if args.compare_sync:

@@ -102,15 +102,19 @@ if triton is not None:
 ARGMAX_BLOCK = 4096
 
 
-def argmax_rows(x: torch.Tensor) -> torch.Tensor:
-    """x [B, V] -> [B] long, the first index of each row's maximum (as torch.argmax). No host sync."""
+def argmax_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x [B, V] -> [B] long (into `out` if given), the first index of each row's maximum (as torch.argmax).
+    No host sync."""
     if triton is None or x.device.type != "cuda" or x.shape[0] == 0 or x.stride(-1) != 1:
-        return x.argmax(-1)
+        if out is None:
+            return x.argmax(-1)
+        return out.copy_(x.argmax(-1))
     b, n = x.shape
     nch = triton.cdiv(n, ARGMAX_BLOCK)
     vals = torch.empty(b, nch, dtype=torch.float32, device=x.device)
     idx = torch.empty(b, nch, dtype=torch.long, device=x.device)
-    out = torch.empty(b, dtype=torch.long, device=x.device)
+    if out is None:
+        out = torch.empty(b, dtype=torch.long, device=x.device)
     _argmax_chunks_kernel[(b, nch)](x, vals, idx, n, x.stride(0), nch, BLOCK=ARGMAX_BLOCK, num_warps=8)
     _argmax_final_kernel[(b,)](vals, idx, out, nch, NCH_P=max(16, triton.next_power_of_2(nch)), num_warps=1)
     return out

@@ -65,7 +65,44 @@ if triton is not None:
                 tl.atomic_xchg(cnt_ptr, 0)  # ready for the next launch (kernels on a stream never overlap)
 
 
-DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}
+    @triton.jit
+    def _embed_norm_kernel(buf_ptr, stride_buf, tokens_ptr, emb_ptr, stride_emb, nw_ptr, h_ptr, x_ptr, n, eps,
+                           BLOCK: tl.constexpr):
+        """Row r: token = tokens[src] if src >= 0 else the host's token (buf columns 0 and 4); x = its
+        embedding, h = RMSNorm(x) * w (as _add_rmsnorm_kernel without a residual)."""
+        r = tl.program_id(0).to(tl.int64)
+        src = tl.load(buf_ptr + r * stride_buf + 4)
+        tok = tl.load(buf_ptr + r * stride_buf)
+        if src >= 0:
+            tok = tl.load(tokens_ptr + src)
+        c = tl.arange(0, BLOCK)
+        m = c < n
+        x = tl.load(emb_ptr + tok * stride_emb + c, mask=m, other=0.0)
+        tl.store(x_ptr + r * n + c, x, mask=m)
+        hf = x.to(tl.float32)
+        var = tl.sum(hf * hf, 0) / n
+        hn = (hf * tl.rsqrt(var + eps)).to(x.dtype)
+        w = tl.load(nw_ptr + c, mask=m, other=0.0)
+        tl.store(h_ptr + r * n + c, (w * hn).to(h_ptr.dtype.element_ty), mask=m)
+
+
+def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_w: torch.Tensor, eps: float) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """DecodeGraphs' input rows -> (RMSNorm(embedding) * w, embedding), picking each row's token on the GPU."""
+    b, n = buf.shape[0], emb.shape[1]
+    x = torch.empty(b, n, dtype=emb.dtype, device=emb.device)
+    h = torch.empty_like(x)
+    _embed_norm_kernel[(b,)](buf, buf.stride(0), tokens, emb, emb.stride(0), norm_w, h, x, n, eps,
+                             BLOCK=triton.next_power_of_2(n), num_warps=4)
+    return h, x
+
+
+DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  # (rows, columns[, warps])
+CANDIDATE_TILES = {
+    "o_proj": [(4, 1024, 4), (2, 1024, 2), (2, 2048, 4), (8, 512, 4)],
+    "down": [(4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (16, 512, 8), (4, 2048, 8)],
+    "lm_head": [(4, 1024, 4), (8, 1024, 8), (16, 512, 8)],
+}
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 4, block_k: int = 1024,
@@ -106,15 +143,16 @@ def bs1_eligible(model) -> bool:
                and layer.self_attn.qkv_w is not None and layer.mlp.gu_w is not None for layer in model.model.layers)
 
 
-def forward_bs1(model, input_ids, cos, sin, kv_cache, meta, counter: torch.Tensor,
-                tiles: dict[str, tuple[int, int]] | None = None) -> torch.Tensor:
+def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Tensor,
+                tiles: dict[str, tuple] | None = None) -> torch.Tensor:
     """The fused decoder step of LlamaForCausalLM._forward_fused at one token, with the GEMV kernels above.
+    buf: DecodeGraphs' input rows [1, ...]; tokens: the device tokens its source column points into.
     Returns fp32 logits [1, V]."""
     t = {**DEFAULT_TILES, **(tiles or {})}
     s = model.spec
     layers = model.model.layers
-    x = model.model.embed_tokens(input_ids)
-    h, x = F2.add_rmsnorm(x, None, layers[0].input_layernorm.weight, layers[0].input_layernorm.eps)
+    ln = layers[0].input_layernorm
+    h, x = embed_norm(buf, tokens, model.model.embed_tokens.weight, ln.weight, ln.eps)
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
         qkv = F.linear(h, attn.qkv_w, attn.qkv_b)
@@ -122,8 +160,61 @@ def forward_bs1(model, input_ids, cos, sin, kv_cache, meta, counter: torch.Tenso
                                     s.num_heads, s.num_kv_heads, s.head_dim)
         o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
         ln = layer.post_attention_layernorm
-        _, h, x = gemv(o.reshape(1, -1), attn.o_proj.weight, *t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
+        _, h, x = _call(o.reshape(1, -1), attn.o_proj.weight, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
         gu = F.linear(h, mlp.gu_w, mlp.gu_b)
         ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
-        _, h, x = gemv(gu, mlp.down_proj.weight, *t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
-    return gemv(h, model.lm_head.weight, *t["lm_head"], out_dtype=torch.float32)
+        _, h, x = _call(gu, mlp.down_proj.weight, t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
+    return _call(h, model.lm_head.weight, t["lm_head"], out_dtype=torch.float32)
+
+
+def _call(x, w, tile: tuple, **kw):
+    return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4, **kw)
+
+
+def _time_graph(fn, reps: int = 5) -> float:
+    fn()  # compile
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        g.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+@torch.inference_mode()
+def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str, float]]:
+    """Per projection, the fastest tile shape on this device: each candidate runs once per layer (every
+    layer's own weights, as in a step) inside a CUDA graph. Returns (tiles, {"proj@tile": ms})."""
+    s = model.spec
+    dev, dt = model.lm_head.weight.device, model.lm_head.weight.dtype
+    layers = model.model.layers
+    x_o = torch.randn(1, s.num_heads * s.head_dim, device=dev, dtype=dt)
+    gu = torch.randn(1, 2 * s.intermediate_size, device=dev, dtype=dt)
+    res = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
+    h = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
+    nw = layers[0].post_attention_layernorm.weight
+    jobs = {
+        "o_proj": lambda tile: [_call(x_o, layer.self_attn.o_proj.weight, tile, norm=(res, nw, 1e-5, counter))
+                                for layer in layers],
+        "down": lambda tile: [_call(gu, layer.mlp.down_proj.weight, tile, silu=True, norm=(res, nw, 1e-5, counter))
+                              for layer in layers],
+        "lm_head": lambda tile: _call(h, model.lm_head.weight, tile, out_dtype=torch.float32),
+    }
+    tiles, timings = {}, {}
+    for name, job in jobs.items():
+        best = None
+        for tile in CANDIDATE_TILES[name]:
+            try:
+                ms = _time_graph(lambda: job(tile))
+            except Exception:  # a tile that does not compile here
+                continue
+            timings[f"{name}@{'x'.join(map(str, tile))}"] = round(ms, 4)
+            if best is None or ms < best:
+                best, tiles[name] = ms, tile
+    return tiles, timings

@@ -18,7 +18,7 @@ from lmsmith.models import base_of, parse_dtype, quiet_transformers
 from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
-from lmsmith.serve.gemv import bs1_eligible, forward_bs1
+from lmsmith.serve.gemv import bs1_eligible, forward_bs1, tune_tiles
 from lmsmith.models import is_quantized
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
 from lmsmith.serve.scheduler import ScheduledSeq
@@ -26,7 +26,7 @@ from lmsmith.serve.scheduler import ScheduledSeq
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
 TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
 # batch-1 GEMV step variants tried against cuBLAS when the graphs are captured (tiles: rows x columns per program)
-BS1_PLANS = {"gemv": {}, "gemv-wide": {"down": (2, 2048), "lm_head": (8, 1024)}}
+BS1_PLANS = {"gemv": {}}  # + "gemv-tuned": the fastest tiles per projection, measured at capture
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
@@ -216,9 +216,11 @@ class DecodeGraphs:
         self.logits: dict[int, torch.Tensor] = {}
         self.pool = None
         self.counter = torch.zeros(1, dtype=torch.int32, device=runner.device)  # GEMV epilogue ticket
+        self.rows = torch.arange(self.max_bs, device=runner.device)
         self.bs1_plans = dict(BS1_PLANS)
         self.bs1_choice = "cublas"
         self.bs1_timings: dict[str, object] = {}
+        self.tile_timings: dict[str, object] = {}
         self._pad(0)
         self.buf.copy_(self.host)
         self.capture_all()
@@ -237,18 +239,18 @@ class DecodeGraphs:
         r = self.runner
         buf = self.buf[:n]
         pos = buf[:, 1]
-        meta = AttentionMetadata(slot_mapping=buf[:, 2], decode_rows=torch.arange(n, device=r.device),
+        meta = AttentionMetadata(slot_mapping=buf[:, 2], decode_rows=self.rows[:n],
                                  decode_block_tables=buf[:, TABLE_COL:], decode_context_lens=buf[:, 3], prefills=[],
                                  block_size=r.block_size, sliding_window=r.spec.sliding_window, decode_only=True,
                                  positions=pos)
         cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
-        src = buf[:, 4]
-        ids = torch.where(src >= 0, self.tokens[src.clamp(min=0)], buf[:, 0])
         if plan is None:
+            src = buf[:, 4]
+            ids = torch.where(src >= 0, self.tokens[src.clamp(min=0)], buf[:, 0])
             logits = r.model(ids, cos, sin, r.kv_cache, meta, None)
         else:
-            logits = forward_bs1(r.model, ids, cos, sin, r.kv_cache, meta, self.counter, plan)
-        self.tokens[:n].copy_(argmax_rows(logits))
+            logits = forward_bs1(r.model, buf, self.tokens, cos, sin, r.kv_cache, meta, self.counter, plan)
+        argmax_rows(logits, out=self.tokens[:n])
         return logits
 
     def _capture(self, n: int, plan: dict | None = None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
@@ -286,6 +288,11 @@ class DecodeGraphs:
         best = self._replay_ms(self.graphs[1])
         ref = self.logits[1].clone()
         self.bs1_timings = {"cublas": round(best, 4)}
+        try:
+            tiles, self.tile_timings = tune_tiles(self.runner.model, self.counter)
+            self.bs1_plans["gemv-tuned"] = tiles
+        except Exception as e:  # keep the fixed plans
+            self.tile_timings = {"failed": f"{type(e).__name__}: {e}"[:200]}
         for name, plan in self.bs1_plans.items():
             try:
                 g, logits = self._capture(1, plan)
