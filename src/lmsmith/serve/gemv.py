@@ -7,9 +7,13 @@ reduction kernel, o_proj at ~1.35 TB/s, and lm_head's bf16 logits need a separat
   accumulation), output in any dtype (lm_head writes fp32 logits directly);
 - a SwiGLU prologue: the down projection reads gate/up and computes silu(g) * u on the fly (no silu kernel);
 - an add+RMSNorm epilogue: the last program to finish (an atomic ticket) adds the residual and normalizes the
-  whole row, which removes the separate add_rmsnorm launch after o_proj and after down.
-`forward_bs1` is the whole decoder step at batch 1 built from these; DecodeGraphs captures it next to the
-cuBLAS graph and keeps whichever replays faster on the device at hand.
+  whole row, which removes the separate add_rmsnorm launch after o_proj and after down;
+- a RoPE epilogue for qkv: the last program rotates q and k and writes k/v into the paged cache;
+- the embedding lookup (token picked on the GPU) fused with the first RMSNorm.
+`forward_bs1` is the whole decoder step at batch 1 built from these. `tune_tiles` times each projection's
+candidates (cuBLAS included for qkv and gate_up) on the real weights; DecodeGraphs captures the step with them
+next to the cuBLAS graph, checks the logits agree and keeps whichever replays faster on the device at hand
+(LMSMITH_DECODE_GEMV=0 keeps cuBLAS).
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ if triton is not None:
     @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_w,
                      res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
+                     cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos,
                      SILU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
+                     ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
+                     HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         pid = tl.program_id(0)
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -48,9 +55,37 @@ if triton is not None:
             acc += w.to(tl.float32) * x[None, :]
         y = tl.sum(acc, 1)
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
-        if NORM:
+        if NORM or ROPE:
             tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
             ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
+        if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
+            if ticket == tl.num_programs(0) - 1:
+                hh = tl.arange(0, HP)
+                i = tl.arange(0, HALF_P)
+                im = i < HALF
+                m2 = (hh < H + KV)[:, None] & im[None, :]
+                pos = tl.load(pos_ptr).to(tl.int64)
+                slot = tl.load(slot_ptr).to(tl.int64)
+                c = tl.load(cos_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
+                sn = tl.load(sin_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
+                src = y_ptr + hh[:, None] * D + i[None, :]
+                x1 = tl.load(src, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+                x2 = tl.load(src + HALF, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+                o1 = x1 * c - x2 * sn
+                o2 = x2 * c + x1 * sn
+                isq = (hh < H)[:, None]
+                qd = q_ptr + hh[:, None] * D + i[None, :]
+                tl.store(qd, o1.to(q_ptr.dtype.element_ty), mask=m2 & isq)
+                tl.store(qd + HALF, o2.to(q_ptr.dtype.element_ty), mask=m2 & isq)
+                kd = kc_ptr + (slot * KV + (hh - H))[:, None] * D + i[None, :]
+                tl.store(kd, o1.to(kc_ptr.dtype.element_ty), mask=m2 & ~isq)
+                tl.store(kd + HALF, o2.to(kc_ptr.dtype.element_ty), mask=m2 & ~isq)
+                j = tl.arange(0, VP)
+                vm = j < KV * D
+                v = tl.load(y_ptr + (H + KV) * D + j, mask=vm, other=0.0, cache_modifier=".cg")
+                tl.store(vc_ptr + slot * KV * D + j, v, mask=vm)
+                tl.atomic_xchg(cnt_ptr, 0)
+        if NORM:
             if ticket == tl.num_programs(0) - 1:  # the last program: residual add + RMSNorm of the whole row
                 c = tl.arange(0, NORM_BLOCK)
                 m = c < N
@@ -98,32 +133,45 @@ def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_
 
 
 DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  # (rows, columns[, warps])
-CANDIDATE_TILES = {
-    "o_proj": [(4, 1024, 4), (2, 1024, 2), (2, 2048, 4), (8, 512, 4)],
-    "down": [(4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (16, 512, 8), (4, 2048, 8)],
-    "lm_head": [(4, 1024, 4), (8, 1024, 8), (16, 512, 8)],
+CANDIDATE_TILES = {  # None: cuBLAS (F.linear, and the separate RoPE kernel for qkv)
+    "qkv": [None, (4, 1024, 4), (8, 512, 4)],
+    "gate_up": [None, (4, 1024, 4), (8, 1024, 8)],
+    "o_proj": [(4, 1024, 4), (2, 1024, 2), (8, 512, 4)],
+    "down": [(4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (16, 512, 8)],
+    "lm_head": [(4, 1024, 4), (8, 1024, 8)],
 }
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 4, block_k: int = 1024,
          out_dtype: torch.dtype | None = None, silu: bool = False, norm: tuple | None = None,
-         num_warps: int = 4) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+         rope: tuple | None = None, num_warps: int = 4):
     """x [1, K] (with `silu`: [1, 2K] gate|up), w [N, K] -> y [1, N].
     `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
-    weight, y + residual) computed by the last program, i.e. (y, h, new residual)."""
+    weight, y + residual) computed by the last program, i.e. (y, h, new residual).
+    `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
+    q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot."""
     n, k = w.shape
     assert x.shape[0] == 1 and x.shape[1] == (2 * k if silu else k) and x.stride(-1) == 1 and w.stride(-1) == 1
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
+    res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = y
+    eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
     if norm is not None:
         res, nw, eps, cnt = norm
         h, res_out = torch.empty_like(res), torch.empty_like(res)
-    else:
-        res = nw = h = res_out = cnt = y
-        eps = 0.0
+    if rope is not None:
+        cos, sin, pos, slot, kc, vc, heads, kvh, d, cnt = rope
+        assert n == (heads + 2 * kvh) * d and kc.is_contiguous() and vc.is_contiguous()
+        q = torch.empty(1, heads, d, dtype=x.dtype, device=x.device)
+        stride_cos = cos.stride(0)
     _gemv_kernel[(triton.cdiv(n, block_n),)](
-        x, w, y, n, k, w.stride(0), res, nw, h, res_out, cnt, eps, SILU=silu, NORM=norm is not None,
-        NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=num_warps, num_stages=4)
+        x, w, y, n, k, w.stride(0), res, nw, h, res_out, cnt, eps,
+        cos, sin, pos, slot, q, kc, vc, stride_cos,
+        SILU=silu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
+        ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
+        HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4)
+    if rope is not None:
+        return q, y
     return y if norm is None else (y, h, res_out)
 
 
@@ -155,13 +203,23 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
     h, x = embed_norm(buf, tokens, model.model.embed_tokens.weight, ln.weight, ln.eps)
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
-        qkv = F.linear(h, attn.qkv_w, attn.qkv_b)
-        q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
-                                    s.num_heads, s.num_kv_heads, s.head_dim)
+        if t.get("qkv") is not None and attn.qkv_b is None:  # GEMV with RoPE + K/V cache write as its epilogue
+            q, qkv = _call(h, attn.qkv_w, t["qkv"], rope=(cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
+                                                          kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim,
+                                                          counter))
+            # rotated k and v are already in the cache, where paged_attention(write=False) reads them
+            k, v = qkv[:, s.num_heads * s.head_dim:].view(2, s.num_kv_heads, s.head_dim).unbind(0)
+        else:
+            qkv = F.linear(h, attn.qkv_w, attn.qkv_b)
+            q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
+                                        kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim)
         o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
         ln = layer.post_attention_layernorm
         _, h, x = _call(o.reshape(1, -1), attn.o_proj.weight, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
-        gu = F.linear(h, mlp.gu_w, mlp.gu_b)
+        if t.get("gate_up") is not None and mlp.gu_b is None:
+            gu = _call(h, mlp.gu_w, t["gate_up"])
+        else:
+            gu = F.linear(h, mlp.gu_w, mlp.gu_b)
         ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
         _, h, x = _call(gu, mlp.down_proj.weight, t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
     return _call(h, model.lm_head.weight, t["lm_head"], out_dtype=torch.float32)
@@ -199,7 +257,25 @@ def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str
     res = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
     h = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
     nw = layers[0].post_attention_layernorm.weight
+    kc = torch.zeros(2, 16, s.num_kv_heads, s.head_dim, device=dev, dtype=dt)
+    vc = torch.zeros_like(kc)
+    cos = torch.randn(8, s.head_dim, device=dev, dtype=dt)
+    pos = torch.tensor([3], device=dev)
+    slot = torch.tensor([5], device=dev)
+    hd = (s.num_heads, s.num_kv_heads, s.head_dim)
+
+    def qkv(tile):
+        for layer in layers:
+            w = layer.self_attn.qkv_w
+            if tile is None:
+                F2.rope_and_cache(F.linear(h, w), cos, cos, pos, slot, kc, vc, *hd)
+            else:
+                _call(h, w, tile, rope=(cos, cos, pos, slot, kc, vc, *hd, counter))
+
     jobs = {
+        "qkv": qkv,
+        "gate_up": lambda tile: [F.linear(h, layer.mlp.gu_w) if tile is None else _call(h, layer.mlp.gu_w, tile)
+                                 for layer in layers],
         "o_proj": lambda tile: [_call(x_o, layer.self_attn.o_proj.weight, tile, norm=(res, nw, 1e-5, counter))
                                 for layer in layers],
         "down": lambda tile: [_call(gu, layer.mlp.down_proj.weight, tile, silu=True, norm=(res, nw, 1e-5, counter))
@@ -214,7 +290,7 @@ def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str
                 ms = _time_graph(lambda: job(tile))
             except Exception:  # a tile that does not compile here
                 continue
-            timings[f"{name}@{'x'.join(map(str, tile))}"] = round(ms, 4)
+            timings[f"{name}@{'x'.join(map(str, tile)) if tile else 'cublas'}"] = round(ms, 4)
             if best is None or ms < best:
                 best, tiles[name] = ms, tile
     return tiles, timings

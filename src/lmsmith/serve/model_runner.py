@@ -8,6 +8,7 @@ so everything above it (scheduler, sampling, streaming) behaves the same.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +280,8 @@ class DecodeGraphs:
     def capture_all(self) -> None:
         for n in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
             self.graphs[n], self.logits[n] = self._capture(n)
-        if 1 in self.graphs and self.bs1_plans and bs1_eligible(self.runner.model):
+        if 1 in self.graphs and self.bs1_plans and bs1_eligible(self.runner.model) and \
+                os.environ.get("LMSMITH_DECODE_GEMV", "1") != "0":
             self._pick_bs1()
         torch.cuda.synchronize(self.runner.device)
 
