@@ -55,10 +55,9 @@ if triton is not None:
             acc += w.to(tl.float32) * x[None, :]
         y = tl.sum(acc, 1)
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
-        if NORM or ROPE:
+        if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
             tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
             ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
-        if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
             if ticket == tl.num_programs(0) - 1:
                 hh = tl.arange(0, HP)
                 i = tl.arange(0, HALF_P)
@@ -74,18 +73,21 @@ if triton is not None:
                 o1 = x1 * c - x2 * sn
                 o2 = x2 * c + x1 * sn
                 isq = (hh < H)[:, None]
+                isk = (hh >= H)[:, None]
                 qd = q_ptr + hh[:, None] * D + i[None, :]
                 tl.store(qd, o1.to(q_ptr.dtype.element_ty), mask=m2 & isq)
                 tl.store(qd + HALF, o2.to(q_ptr.dtype.element_ty), mask=m2 & isq)
                 kd = kc_ptr + (slot * KV + (hh - H))[:, None] * D + i[None, :]
-                tl.store(kd, o1.to(kc_ptr.dtype.element_ty), mask=m2 & ~isq)
-                tl.store(kd + HALF, o2.to(kc_ptr.dtype.element_ty), mask=m2 & ~isq)
+                tl.store(kd, o1.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
+                tl.store(kd + HALF, o2.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
                 j = tl.arange(0, VP)
                 vm = j < KV * D
                 v = tl.load(y_ptr + (H + KV) * D + j, mask=vm, other=0.0, cache_modifier=".cg")
                 tl.store(vc_ptr + slot * KV * D + j, v, mask=vm)
                 tl.atomic_xchg(cnt_ptr, 0)
         if NORM:
+            tl.debug_barrier()
+            ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
             if ticket == tl.num_programs(0) - 1:  # the last program: residual add + RMSNorm of the whole row
                 c = tl.arange(0, NORM_BLOCK)
                 m = c < N
