@@ -131,7 +131,7 @@ def test_bs1_gemv_step_matches_cublas_step_and_overlap_matches_sync(tiny):
     the overlapped loop gives the synchronous loop's tokens on CUDA graphs (greedy and seeded sampling)."""
     engine = Engine(str(tiny["llama"]), device="cuda", max_num_seqs=4)
     graphs = engine.runner.graphs
-    assert set(graphs.bs1_timings) >= {"cublas", "gemv"} and all(
+    assert set(graphs.bs1_timings) >= {"cublas", "gemv-tuned", "head"} and all(
         not isinstance(v, str) for v in graphs.bs1_timings.values()), graphs.bs1_timings
     with torch.inference_mode():
         for plan in graphs.bs1_plans.values():

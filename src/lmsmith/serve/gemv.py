@@ -136,11 +136,11 @@ def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_
 
 DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  # (rows, columns[, warps])
 CANDIDATE_TILES = {  # None: cuBLAS (F.linear, and the separate RoPE kernel for qkv)
-    "qkv": [None, (4, 1024, 4), (8, 512, 4)],
-    "gate_up": [None, (4, 1024, 4), (8, 1024, 8)],
-    "o_proj": [(4, 1024, 4), (2, 1024, 2), (8, 512, 4)],
-    "down": [(4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (16, 512, 8)],
-    "lm_head": [(4, 1024, 4), (8, 1024, 8)],
+    "qkv": [None, (4, 1024, 4), (1, 2048, 4)],
+    "gate_up": [None, (2, 1024, 2), (1, 2048, 4)],
+    "o_proj": [(2, 2048, 4), (2, 1024, 2), (4, 2048, 8), (1, 2048, 4)],
+    "down": [(2, 2048, 4), (4, 2048, 8), (1, 2048, 4)],
+    "lm_head": [(1, 2048, 4), (2, 1024, 2), (4, 1024, 4)],
 }
 
 
@@ -217,13 +217,19 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
                                         kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim)
         o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
         ln = layer.post_attention_layernorm
-        _, h, x = _call(o.reshape(1, -1), attn.o_proj.weight, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
+        if t.get("o_proj") is None:  # cuBLAS and the separate add+RMSNorm kernel, as the model's own step
+            h, x = F2.add_rmsnorm(F.linear(o.reshape(1, -1), attn.o_proj.weight), x, ln.weight, ln.eps)
+        else:
+            _, h, x = _call(o.reshape(1, -1), attn.o_proj.weight, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
         if t.get("gate_up") is not None and mlp.gu_b is None:
             gu = _call(h, mlp.gu_w, t["gate_up"])
         else:
             gu = F.linear(h, mlp.gu_w, mlp.gu_b)
         ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
-        _, h, x = _call(gu, mlp.down_proj.weight, t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
+        if t.get("down") is None:
+            h, x = F2.add_rmsnorm(F.linear(F2.silu_mul(gu), mlp.down_proj.weight), x, ln.weight, ln.eps)
+        else:
+            _, h, x = _call(gu, mlp.down_proj.weight, t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
     return _call(h, model.lm_head.weight, t["lm_head"], out_dtype=torch.float32)
 
 

@@ -27,7 +27,7 @@ from lmsmith.serve.scheduler import ScheduledSeq
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
 TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
 # batch-1 GEMV step variants tried against cuBLAS when the graphs are captured (tiles: rows x columns per program)
-BS1_PLANS = {"gemv": {}}  # + "gemv-tuned": the fastest tiles per projection, measured at capture
+BS1_PLANS: dict[str, dict] = {}  # filled at capture from the tiles measured fastest per projection
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
@@ -280,7 +280,7 @@ class DecodeGraphs:
     def capture_all(self) -> None:
         for n in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
             self.graphs[n], self.logits[n] = self._capture(n)
-        if 1 in self.graphs and self.bs1_plans and bs1_eligible(self.runner.model) and \
+        if 1 in self.graphs and bs1_eligible(self.runner.model) and \
                 os.environ.get("LMSMITH_DECODE_GEMV", "1") != "0":
             self._pick_bs1()
         torch.cuda.synchronize(self.runner.device)
@@ -292,7 +292,11 @@ class DecodeGraphs:
         self.bs1_timings = {"cublas": round(best, 4)}
         try:
             tiles, self.tile_timings = tune_tiles(self.runner.model, self.counter)
-            self.bs1_plans["gemv-tuned"] = tiles
+            # the per-projection winners do not simply add up inside the whole graph: try a few mixes
+            cublas_layers = {"qkv": None, "gate_up": None, "o_proj": None, "down": None, "lm_head": tiles["lm_head"]}
+            self.bs1_plans.update({"gemv-tuned": tiles, "head": cublas_layers,
+                                   "head+o_proj": {**cublas_layers, "o_proj": tiles["o_proj"]},
+                                   "head+down": {**cublas_layers, "down": tiles["down"]}})
         except Exception as e:  # keep the fixed plans
             self.tile_timings = {"failed": f"{type(e).__name__}: {e}"[:200]}
         for name, plan in self.bs1_plans.items():
