@@ -24,7 +24,7 @@ from torch import nn
 
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import paged_attention
-from lmsmith.serve.paged_decode import triton
+from lmsmith.serve.paged_decode import available, paged_decode, triton
 
 if triton is not None:
     import triton.language as tl
@@ -215,7 +215,11 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
             qkv = F.linear(h, attn.qkv_w, attn.qkv_b)
             q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
                                         kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim)
-        o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
+        if t.get("attn_splits") and meta.decode_only and available(q.device):
+            o = paged_decode(q, kv_cache[i, 0], kv_cache[i, 1], meta.decode_block_tables, meta.decode_context_lens,
+                             attn.scale, meta.sliding_window, splits=t["attn_splits"])
+        else:
+            o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
         ln = layer.post_attention_layernorm
         if t.get("o_proj") is None:  # cuBLAS and the separate add+RMSNorm kernel, as the model's own step
             h, x = F2.add_rmsnorm(F.linear(o.reshape(1, -1), attn.o_proj.weight), x, ln.weight, ln.eps)
