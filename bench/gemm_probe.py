@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmsmith.ops.planner import SHAPES  # noqa: E402
 from lmsmith.serve.gemv import gemv  # noqa: E402
+from lmsmith.serve.paged_decode import triton  # noqa: E402
 
 
 def timed(fn, reps: int = 50) -> float:
@@ -90,8 +92,12 @@ def main() -> None:
             print(f"{name:8s} [{n}x{k}] {vname:22s} {us:8.2f} us  {tbs:5.2f} TB/s", flush=True)
         del ws, wts
         torch.cuda.empty_cache()
+    out = {"benchmark": "gemm_probe", "device": torch.cuda.get_device_name(),
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": "python " + " ".join(sys.argv),
+           "versions": {"torch": torch.__version__, "triton": getattr(triton, "__version__", None)},
+           "metrics": results, "workload": {"shape": args.shape, "batch": args.batch, "dtype": "bfloat16"}}
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         outputs, self._pending = self._pending, []
         if self._inflight is not None:
-            batch = self.scheduler.schedule_decodes(self._done_when_resolved) if self._all_overlappable() else None
+            batch = self.scheduler.schedule_decodes(self._done_when_resolved) \
+                if self.async_scheduling and self._all_overlappable() else None
             if batch is not None:  # launch the next decode from the device tokens, then read the previous step
                 prev = self._inflight
                 self._inflight = self._launch(batch, prev) if batch else None
