@@ -56,6 +56,11 @@ def summary(final):
     return {k: (o.token_ids, o.text, o.finish_reason, o.stop_reason) for k, o in final.items()}
 
 
+def test_overlap_is_on_by_default_only_on_cuda(tiny_models):
+    assert make(tiny_models, None).async_scheduling is False  # CPU: nothing to overlap with, no lag added
+    assert make(tiny_models, True).async_scheduling is True
+
+
 def test_overlapped_greedy_equals_synchronous_and_really_overlaps(tiny_models):
     params = [SamplingParams(max_tokens=m, temperature=0.0, ignore_eos=True) for m in (1, 2, 17, 30)]
     ref, _ = run(make(tiny_models, False), PROMPTS, params)
@@ -79,19 +84,26 @@ def test_max_tokens_is_exact_and_no_step_runs_past_it(tiny_models):
     assert launches == [1] * 5  # token 1 from the prefill step, tokens 2..6 launched ahead
 
 
-def test_stop_token_on_an_already_launched_step_drops_the_extra_token(tiny_models):
+@pytest.mark.parametrize("how", ["stop_token", "eos"])
+def test_stop_token_on_an_already_launched_step_drops_the_extra_token(tiny_models, how):
     base = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
     ref, _ = run(make(tiny_models, False), PROMPTS[:2], base)
     toks = ref[("r0", 0)].token_ids
     stop_tok = toks[4]  # the 5th token: decided while the 6th step is already on the device
-    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, stop_token_ids=[stop_tok])
-    sync, _ = run(make(tiny_models, False), PROMPTS[:2], params)
-    engine = make(tiny_models, True)
+    if how == "eos":
+        params = SamplingParams(max_tokens=20, temperature=0.0)
+    else:
+        params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True, stop_token_ids=[stop_tok])
+    sync_engine, engine = make(tiny_models, False), make(tiny_models, True)
+    if how == "eos":  # make that token the model's EOS
+        sync_engine.eos_token_ids = engine.eos_token_ids = [stop_tok]
+    sync, _ = run(sync_engine, PROMPTS[:2], params)
     launches = count_launches(engine)
     got, stream = run(engine, PROMPTS[:2], params)
     assert summary(got) == summary(sync)
     out = got[("r0", 0)]
-    assert out.token_ids == toks[:toks.index(stop_tok) + 1] and out.finish_reason == "stop" and out.stop_reason == stop_tok
+    assert out.token_ids == toks[:toks.index(stop_tok) + 1] and out.finish_reason == "stop"
+    assert out.stop_reason == (None if how == "eos" else stop_tok)
     assert [t for o in stream[("r0", 0)] for t in o.new_token_ids] == out.token_ids  # the extra one never streamed
     assert launches  # it did overlap
     assert engine.generation_tokens == sum(len(o.token_ids) for o in got.values())

@@ -10,7 +10,7 @@ Each request becomes `n` sequences. A step schedules prefill chunks and decodes 
 batching), runs the model once over the paged KV cache, samples, detokenizes incrementally, applies stop
 conditions and frees finished sequences' blocks.
 
-Overlapped decoding (`async_scheduling`, on by default): when a step only decodes, it is launched and left
+Overlapped decoding (`async_scheduling`, on by default on CUDA; it also runs on CPU when asked): when a step only decodes, it is launched and left
 running on the device, its sampled tokens stay there (a placeholder stands in for each on the host), and the
 next `step()` launches the following decode from those device tokens *before* reading the previous ones back
 and processing them (detokenize, stop checks, outputs). The host work thus hides behind the GPU's, and
@@ -91,7 +91,8 @@ class Engine:
     def __init__(self, model_ref: str, dtype: str | torch.dtype = "auto", device: str | None = None,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, allow_fallback: bool = True, async_scheduling: bool = True):
+                 enable_prefix_caching: bool = True, allow_fallback: bool = True,
+                 async_scheduling: bool | None = None):
         for name, value in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens),
                             ("block_size", block_size)):
             if not isinstance(value, int) or value < 1:
@@ -122,6 +123,8 @@ class Engine:
         fast = getattr(self.tokenizer, "_tokenizer", None)
         cleanup = getattr(self.tokenizer, "clean_up_tokenization_spaces", False)
         self._decode = fast.decode if fast is not None and not cleanup and hasattr(fast, "decode") else None
+        if async_scheduling is None:  # a CPU runs the model in the calling thread: nothing to overlap with
+            async_scheduling = self.device.type == "cuda"
         self.async_scheduling = bool(async_scheduling) and getattr(self.runner, "supports_overlap", False)
         self._inflight: InFlight | None = None
         self._host_bufs = None
