@@ -391,6 +391,8 @@ class TPRunner:
     rank 0 made alone would leave the workers out of its collectives)."""
 
     native = True
+    # overlapped decoding would launch a step from tokens that exist only on rank 0's GPU: TP steps synchronously
+    supports_overlap = False
     _MIRRORED_SAFE = ("kv_bytes_per_block",)  # local computations without collectives
 
     def __init__(self, mh: Any, dtype: torch.dtype, device: torch.device, max_model_len: int, tp_size: int,
