@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 CONFIGS = {  # name: (shape, tensor parallel size, time limit in seconds)
-    "8b_tp1": ("llama-3.1-8b", 1, 110),
+    "8b_tp1": ("llama-3.1-8b", 1, 140),
     "8b_tp2": ("llama-3.1-8b", 2, 110),
-    "70b_tp2": ("llama-3.1-70b", 2, 170),
+    "70b_tp2": ("llama-3.1-70b", 2, 160),
     "tiny_tp1": ("tiny", 1, 120),  # CPU smoke test of this script: --configs tiny_tp1,tiny_tp2 --requests 8
     "tiny_tp2": ("tiny", 2, 120),
 }
