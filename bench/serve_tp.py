@@ -96,6 +96,8 @@ def run_one(name: str, prompt_len: int, requests: int, out: Path) -> None:
         res["weights_gib_per_gpu"] = weight_bytes(local.model) / 2**30
         res["kv_cache_gib_per_gpu"] = local.kv_cache.numel() * local.kv_cache.element_size() / 2**30
         res["cuda_graphs"] = local.graphs is not None
+        res["overlapped_decode"] = bool(getattr(llm.engine, "async_scheduling", False))
+        res["bs1_step"] = getattr(local.graphs, "bs1_choice", None) if local.graphs is not None else None
         if cuda:
             res["gpu0_allocated_gib"] = torch.cuda.memory_allocated(0) / 2**30
         vocab = llm.engine.vocab_size
