@@ -38,17 +38,22 @@ def same_greedy(ref: LLM, llm: LLM) -> bool:
     return True
 
 
-def test_tp2_matches_tp1_llama(tiny_dir):
+def test_tp2_matches_tp1_llama(tiny_dir, monkeypatch):
+    sampled = SamplingParams(max_tokens=6, temperature=0.8, seed=3)
     with LLM(str(tiny_dir), **ENGINE) as one:
         want = one.generate(PROMPTS, GREEDY, use_tqdm=False)
+        want_sampled = tokens(one, sampled)
         kv_one = one.engine.runner.kv_bytes_per_block(16)
-    # overlapped decoding asked for: TP steps synchronously instead (the workers need every step's inputs)
+    # overlapped decoding (opt-in for TP): steps launched from the previous step's tokens, broadcast by rank 0
+    monkeypatch.setenv("LMSMITH_TP_OVERLAP", "1")
     with LLM(str(tiny_dir), tensor_parallel_size=2, async_scheduling=True, **ENGINE) as two:
-        assert not two.engine.async_scheduling
+        assert two.engine.async_scheduling
+        runner, calls = two.engine.runner, []
+        step = runner.decode_step
+        runner.decode_step = lambda *a: calls.append(a[1] is not None) or step(*a)
         assert same_greedy(want, two)
-        # a second batch on the same workers, with sampling on rank 0 (seeded: reproducible)
-        sampled = SamplingParams(max_tokens=6, temperature=0.8, seed=3)
-        assert len(tokens(two, sampled)[0]) == 6
+        assert tokens(two, sampled) == want_sampled  # sampled on rank 0, fed to the workers by broadcast
+        assert any(calls)  # overlapped steps ran, fed from device tokens
         assert two.engine.runner.kv_bytes_per_block(16) * 2 == kv_one  # half the KV heads per rank
         assert two.engine.runner.spec.num_heads == 2 and two.engine.runner.spec.num_kv_heads == 1
         procs = list(two.engine.runner.procs)
@@ -60,8 +65,9 @@ def test_tp2_qwen2_bias_and_dead_worker(tmp_path):
     d = build_tiny(tmp_path / "q", "qwen2", seed=1)
     with LLM(str(d), **ENGINE) as one:
         want = one.generate(PROMPTS, GREEDY, use_tqdm=False)
-    llm = LLM(str(d), tensor_parallel_size=2, **ENGINE)
+    llm = LLM(str(d), tensor_parallel_size=2, async_scheduling=True, **ENGINE)
     try:
+        assert not llm.engine.async_scheduling  # TP overlap not opted in: synchronous steps
         assert same_greedy(want, llm)
         worker = llm.engine.runner.procs[0]
         os.kill(worker.pid, signal.SIGKILL)

@@ -353,6 +353,7 @@ def _worker_main(rank: int, size: int, port: int, device_type: str, ref: str, dt
         threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
         runner = NativeRunner(ModelHandle(ref), dtype, device, max_model_len, tp=tp, load_format=load_format)
         status_conn.send(("ready", None))
+        fences: list = []
         while True:
             if not cmd_conn.poll(1.0):
                 continue
@@ -361,6 +362,18 @@ def _worker_main(rank: int, size: int, port: int, device_type: str, ref: str, dt
                 runner.execute(unpack_batch(payload))
                 if device.type == "cuda":  # the pinned input buffer is refilled next step: wait for this copy
                     torch.cuda.synchronize(device)
+            elif method == "decode_step":  # overlapped: no full sync; wait only for the previous step
+                packed, src_rows, n_prev = payload
+                prev = None
+                if n_prev:
+                    prev = torch.empty(n_prev, dtype=torch.long, device=device)
+                    dist.broadcast(prev, src=0)
+                runner.decode_step(unpack_batch(packed), prev, src_rows)
+                if device.type == "cuda":
+                    fences.append(torch.cuda.Event())
+                    fences[-1].record()
+                    if len(fences) > 1:  # the next step refills the buffer this one (n-1) read
+                        fences.pop(0).synchronize()
             elif method == "allocate_kv":
                 prepare_kv(runner, tp, *payload)
             elif method == "close":
@@ -391,8 +404,6 @@ class TPRunner:
     rank 0 made alone would leave the workers out of its collectives)."""
 
     native = True
-    # overlapped decoding would launch a step from tokens that exist only on rank 0's GPU: TP steps synchronously
-    supports_overlap = False
     _MIRRORED_SAFE = ("kv_bytes_per_block",)  # local computations without collectives
 
     def __init__(self, mh: Any, dtype: torch.dtype, device: torch.device, max_model_len: int, tp_size: int,
@@ -455,6 +466,23 @@ class TPRunner:
     def execute(self, batch: list) -> torch.Tensor:
         self._send("execute", pack_batch(batch))
         return self._guard(lambda: self.local.execute(batch))
+
+    @property
+    def supports_overlap(self) -> bool:
+        """Overlapped decoding (a step launched from the previous step's tokens, still on rank 0's GPU, which are
+        broadcast to the workers): opt-in with LMSMITH_TP_OVERLAP=1 until measured on GPUs."""
+        return os.environ.get("LMSMITH_TP_OVERLAP", "0") == "1"
+
+    def decode_step(self, batch: list, prev_tokens: torch.Tensor | None, src_rows: list[int]):
+        n_prev = 0 if prev_tokens is None else int(prev_tokens.shape[0])
+        self._send("decode_step", (pack_batch(batch), list(src_rows), n_prev))
+
+        def run():
+            if n_prev:
+                dist.broadcast(prev_tokens.contiguous(), src=0)
+            return self.local.decode_step(batch, prev_tokens, src_rows)
+
+        return self._guard(run)
 
     def close(self) -> None:
         """Stop the workers and leave the process group; safe to call twice (also runs at exit)."""
