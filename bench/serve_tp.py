@@ -25,13 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-CONFIGS = {  # name: (shape, tensor parallel size, time limit in seconds)
-    "8b_tp1": ("llama-3.1-8b", 1, 140),
-    "8b_tp2": ("llama-3.1-8b", 2, 110),
-    "70b_tp2": ("llama-3.1-70b", 2, 160),
-    "tiny_tp1": ("tiny", 1, 120),  # CPU smoke test of this script: --configs tiny_tp1,tiny_tp2 --requests 8
-    "tiny_tp2": ("tiny", 2, 120),
+CONFIGS = {  # name: (shape, tensor parallel size, time limit in seconds, extra environment)
+    "8b_tp1": ("llama-3.1-8b", 1, 140, {}),
+    "8b_tp2": ("llama-3.1-8b", 2, 110, {}),
+    "70b_tp2": ("llama-3.1-70b", 2, 160, {}),
+    "8b_tp2_overlap": ("llama-3.1-8b", 2, 100, {"LMSMITH_TP_OVERLAP": "1"}),  # opt-in overlapped decoding
+    "tiny_tp1": ("tiny", 1, 120, {}),  # CPU smoke test of this script: --configs tiny_tp1,tiny_tp2 --requests 8
+    "tiny_tp2": ("tiny", 2, 120, {}),
 }
+GPU_CONFIGS = "8b_tp1,8b_tp2,70b_tp2,8b_tp2_overlap"
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=1000)
 
@@ -82,7 +84,7 @@ def run_one(name: str, prompt_len: int, requests: int, out: Path) -> None:
 
     from lmsmith.serve import LLM, SamplingParams
 
-    shape, tp, _ = CONFIGS[name]
+    shape, tp, _, _ = CONFIGS[name]
     res: dict = {"config": name, "shape": shape, "tensor_parallel_size": tp}
     with tempfile.TemporaryDirectory() as tmp:
         d = write_model_dir(shape, Path(tmp) / "model")
@@ -136,7 +138,7 @@ def _nccl_version() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    ap.add_argument("--configs", default=GPU_CONFIGS, help=f"comma-separated subset of {', '.join(CONFIGS)}")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--requests", type=int, default=256)
     ap.add_argument("--out", default=None, help="result JSON (default: print only)")
@@ -147,7 +149,6 @@ def main() -> None:
         run_one(args.one, args.prompt_len, args.requests, Path(args.one_out))
         return
     import torch
-    import transformers
 
     names = args.configs.split(",")
     cpu_smoke = all(CONFIGS[n][0] == "tiny" for n in names)
@@ -157,7 +158,7 @@ def main() -> None:
     metrics: dict[str, float] = {}
     details: dict[str, dict] = {}
     for name in names:
-        shape, tp, limit = CONFIGS[name]
+        shape, tp, limit, env = CONFIGS[name]
         if tp > ngpu and not cpu_smoke:
             print(f"skip {name}: needs {tp} GPUs, {ngpu} visible", flush=True)
             continue
@@ -167,7 +168,7 @@ def main() -> None:
                "--requests", str(args.requests)]
         t = time.perf_counter()
         try:
-            rc = subprocess.run(cmd, timeout=limit).returncode
+            rc = subprocess.run(cmd, timeout=limit, env={**os.environ, **env}).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
         res = json.loads(part.read_text()) if part.stat().st_size else {}
@@ -182,7 +183,16 @@ def main() -> None:
                 metrics[f"{name}_{k}"] = res[k]
         if "cuda_graphs" in res:
             metrics[f"{name}_cuda_graphs"] = float(res["cuda_graphs"])
-    for a, b in (("8b_tp2", "8b_tp1"), ("tiny_tp2", "tiny_tp1")):
+        write_result(args, ngpu, metrics, details)  # after every configuration: a later kill keeps these
+    write_result(args, ngpu, metrics, details, final=True)
+
+
+def write_result(args, ngpu: int, metrics: dict, details: dict, final: bool = False) -> None:
+    import torch
+    import transformers
+
+    metrics = dict(metrics)
+    for a, b in (("8b_tp2", "8b_tp1"), ("8b_tp2_overlap", "8b_tp1"), ("tiny_tp2", "tiny_tp1")):
         for k in ("decode_bs1_tok_s", "offline_tok_s"):
             if f"{a}_{k}" in metrics and f"{b}_{k}" in metrics:
                 metrics[f"{a}_vs_tp1_{k.replace('_tok_s', '')}_speedup"] = metrics[f"{a}_{k}"] / metrics[f"{b}_{k}"]
@@ -195,11 +205,12 @@ def main() -> None:
                      "python": platform.python_version(), "nccl": _nccl_version()},
         "metrics": {k: round(v, 3) for k, v in metrics.items()},
         "workload": {"prompt_len": args.prompt_len, "decode_bs1_output_len": 128, "offline_requests": args.requests,
-                     "offline_output_len": 256, "dtype": "bfloat16" if ngpu else "float32", "weights": "random, made on each GPU shard",
-                     "max_model_len": 1024},
+                     "offline_output_len": 256, "dtype": "bfloat16" if ngpu else "float32",
+                     "weights": "random, made on each GPU shard", "max_model_len": 1024},
         "configs": details,
     }
-    print(json.dumps(result, indent=2))
+    if final:
+        print(json.dumps(result, indent=2), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

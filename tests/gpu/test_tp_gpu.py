@@ -69,3 +69,18 @@ def test_tp2_bf16_close_to_tp1(model_dir):
     parted = assert_same_greedy(ref, out, tie=0.1)
     assert parted <= len(PROMPTS) // 2, f"{parted} of {len(PROMPTS)} continuations parted"
     assert two["graphs"], "decode CUDA graphs (with NCCL all-reduce) were not captured"
+
+
+def test_tp2_overlapped_decode_fp32(model_dir, monkeypatch):
+    """Opt-in overlapped decoding with TP: each step starts from the previous step's tokens, still on rank 0's
+    GPU and broadcast to rank 1; greedy and seeded sampling must match the synchronous TP=1 run."""
+    greedy = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, logprobs=True, top_logprobs=2)
+    ref, _ = run(model_dir, "float32", 1, greedy)
+    monkeypatch.setenv("LMSMITH_TP_OVERLAP", "1")
+    with LLM(str(model_dir), dtype="float32", tensor_parallel_size=2, max_num_seqs=8, max_model_len=256,
+             async_scheduling=True) as llm:
+        assert llm.engine.async_scheduling
+        out = llm.generate(PROMPTS, SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True),
+                           use_tqdm=False)
+    parted = sum(a.outputs[0].token_ids != b.outputs[0].token_ids for a, b in zip(ref, out))
+    assert parted <= 1, f"{parted} of {len(PROMPTS)} continuations differ with overlapped TP decoding"
