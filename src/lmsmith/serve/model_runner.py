@@ -139,6 +139,18 @@ class NativeRunner:
         if self.use_cuda_graphs:
             self.graphs = DecodeGraphs(self, max_num_seqs, scratch_block=num_blocks)
 
+    def release_graphs(self) -> None:
+        """Drop the captured decode graphs. Under tensor parallelism they hold NCCL work, and destroying the
+        process group while such graphs exist hangs in ncclCommDestroy (pytorch/pytorch#115388)."""
+        if self.graphs is not None:
+            for g in self.graphs.graphs.values():
+                g.reset()
+            self.graphs.graphs.clear()
+            self.graphs.logits.clear()
+            self.graphs = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     supports_overlap = True
 
     @torch.inference_mode()

@@ -329,6 +329,21 @@ def unpack_batch(packed: list[tuple]) -> list:
             for start, chunk, table, samples in packed]
 
 
+def destroy_group(timeout: float = 20.0) -> bool:
+    """Leave the process group, but never hang on it: NCCL's teardown can block (e.g. on a peer that is gone), so
+    it runs in a daemon thread that is given `timeout` seconds. True when it finished."""
+    if not dist.is_initialized():
+        return True
+    t = threading.Thread(target=dist.destroy_process_group, name="lmsmith-tp-destroy", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        print(f"lmsmith: tensor-parallel process group teardown did not finish in {timeout:.0f} s; leaving it",
+              file=sys.stderr)
+        return False
+    return True
+
+
 def _exit_with_parent(ppid: int) -> None:
     """A worker blocked in a collective on a dead rank 0 would never return: exit when the parent is gone."""
     while os.getppid() == ppid:
@@ -378,9 +393,8 @@ def _worker_main(rank: int, size: int, port: int, device_type: str, ref: str, dt
                 prepare_kv(runner, tp, *payload)
             elif method == "close":
                 break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dist.destroy_process_group()
+        runner.release_graphs()  # graphs holding NCCL work first, or the teardown hangs
+        destroy_group()
     except (EOFError, BrokenPipeError, ConnectionResetError):
         code = 1  # rank 0 is gone
     except BaseException as e:  # noqa: BLE001 - report anything to rank 0, then exit non-zero
@@ -499,9 +513,12 @@ class TPRunner:
                 healthy = False
         tp = getattr(self, "tp", None)
         if healthy and tp is not None and tp.backend == "nccl" and dist.is_initialized():
-            # NCCL: every rank tears its communicator down at the same time (as the workers do now)
-            torch.cuda.synchronize()
-            dist.destroy_process_group()
+            # NCCL: every rank tears its communicator down at the same time (as the workers do now), after
+            # dropping the CUDA graphs that captured its all-reduces (pytorch/pytorch#115388)
+            local = self.__dict__.get("local")
+            if local is not None:
+                local.release_graphs()
+            destroy_group()
         deadline = time.monotonic() + (30 if healthy else 2)
         for p in self.procs:
             p.join(max(0.1, deadline - time.monotonic()))
@@ -514,7 +531,7 @@ class TPRunner:
                 p.kill()
                 p.join(5)
         if dist.is_initialized() and tp is not None and tp.backend == "gloo":
-            dist.destroy_process_group()  # gloo: after the workers left (a dead NCCL peer is not waited for)
+            destroy_group()  # gloo: after the workers left (a dead NCCL peer is not waited for)
         for c in self.cmds + self.status:
             c.close()
         atexit.unregister(self.close)
