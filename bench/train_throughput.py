@@ -101,8 +101,17 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
 
     result = timed(step, args, device)
     result.update(compile=float(use_compile), fused_loss=float(use_fused))
+    if device.type == "cuda":  # what `lmsmith plan train` predicts for these options
+        from lmsmith.ops.planner import Shape, plan_train
+
+        plan = plan_train(Shape.from_config(PRESETS[args.preset]),
+                          seq_len=args.seq_len, micro_batch=args.batch_size, strategy="single", lora=mode == "lora",
+                          lora_r=args.lora_r, ac=args.ac, chunked_loss=use_fused, compile=use_compile)
+        result["planned_gib"] = plan.total_gib
     fpt = flops_per_token(D.unwrap(model), n_trainable, args.seq_len)
     out = finish(result, args, device, fpt, n_trainable)
+    if "planned_gib" in out and out.get("peak_mem_gib"):
+        out["plan_error_pct"] = 100 * (out["planned_gib"] - out["peak_mem_gib"]) / out["peak_mem_gib"]
     if args.profile and device.type == "cuda":
         profile_steps(step, args, device, mode)
     return out
@@ -198,7 +207,11 @@ def profile_steps(step, args, device: torch.device, mode: str, n: int = 3) -> di
         wall = (time.perf_counter() - t) / n * 1e3
     cats = {c: 0.0 for c, _ in CATEGORIES}
     kernels: list[tuple[str, float]] = []
+    from torch.autograd import DeviceType
+
     for e in prof.key_averages():
+        if getattr(e, "device_type", None) != DeviceType.CUDA:  # kernels only (CPU ops would count them twice)
+            continue
         us = float(getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0) or 0.0)
         if us <= 0:
             continue
