@@ -89,3 +89,32 @@ def test_packed_pretraining_without_cross_doc_attention_on_cuda(tiny_ref, tmp_pa
     recs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "split" not in r]
     assert [r["step"] for r in recs] == list(range(1, 13))
     assert recs[-1]["loss"] < recs[0]["loss"] and "eval_loss" in res.metrics
+
+
+def test_training_step_never_waits_for_the_gpu(tiny_ref):
+    """forward_backward + optimizer step with the CUDA defaults (compile, fused loss) make no host-device
+    sync: torch raises on any synchronizing call under sync_debug_mode 'error'."""
+    from lmsmith.train import distributed as D
+    from lmsmith.train.fused_loss import FusedCausalLMLoss
+    from lmsmith.train.loop import apply_update, forward_backward
+    from lmsmith.train.model import build_model, build_optimizer
+
+    cfg = PretrainConfig(model=tiny_ref, data=[str(PROSE)], lr=1e-3, warmup_steps=0)
+    built = build_model(cfg)
+    model, head = D.prepare_model(built.model, D.DistEnv(device=built.device), compile=True, fused_loss=True)
+    opt, sched = build_optimizer(model, cfg, 10, built.device)
+    objective = FusedCausalLMLoss(head)
+    amp = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+    ids = torch.randint(0, 200, (4, 64)).pin_memory()
+    batch = {"input_ids": ids, "labels": ids}
+    for _ in range(2):  # compile first
+        forward_backward(model, objective, [batch], built.device, amp, 1.0)
+        apply_update(opt, sched)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss, gn = forward_backward(model, objective, [batch], built.device, amp, 1.0)
+        apply_update(opt, sched)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert loss.is_cuda and torch.isfinite(loss) and torch.isfinite(gn)
