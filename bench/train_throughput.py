@@ -113,7 +113,10 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
     if "planned_gib" in out and out.get("peak_mem_gib"):
         out["plan_error_pct"] = 100 * (out["planned_gib"] - out["peak_mem_gib"]) / out["peak_mem_gib"]
     if args.profile and device.type == "cuda":
-        profile_steps(step, args, device, mode)
+        try:
+            profile_steps(step, args, device, mode)
+        except Exception as e:  # a profiler problem must not lose the measurement
+            print(f"profile failed: {type(e).__name__}: {e}", file=sys.stderr)
     return out
 
 
@@ -273,7 +276,7 @@ def strip_flags(argv: list[str]) -> list[str]:
             continue
         if a in ("--isolate", "--trl", "--baseline"):
             continue
-        if a in ("--per-run-timeout", "--modes", "--name"):
+        if a in ("--per-run-timeout", "--modes", "--name", "--baseline-modes"):
             skip = True
             continue
         out.append(a)
@@ -324,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora-dropout", type=float, default=0.0, help="as `lmsmith train --lora-dropout`")
     p.add_argument("--profile", action="store_true", help="torch.profiler summary of the lmsmith runs (CUDA)")
     p.add_argument("--baseline", action="store_true", help="also time the plain Hugging Face loop")
+    p.add_argument("--baseline-modes", default="full,lora", help="modes the HF loop runs (with --baseline)")
     p.add_argument("--trl", action="store_true", help="also run TRL's SFTTrainer LoRA (bench/trl_lora_baseline.py)")
     p.add_argument("--only-trl", action="store_true", help="run only the TRL baseline (with --trl)")
     p.add_argument("--isolate", action="store_true", help="run every entry in its own process")
@@ -355,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for mode in modes:
         for name, fn in runners:
+            if name == "hf" and mode not in args.baseline_modes.split(","):
+                continue
             key = f"{name}_{mode}"
             print(f"running {key} ...", file=sys.stderr, flush=True)
             if args.isolate:
