@@ -213,7 +213,8 @@ def profile_steps(step, args, device: torch.device, mode: str, n: int = 3) -> di
     from torch.autograd import DeviceType
 
     for e in prof.key_averages():
-        if getattr(e, "device_type", None) != DeviceType.CUDA:  # kernels only (CPU ops would count them twice)
+        # kernels only: CPU ops and GPU-side annotation ranges ("Optimizer.step#AdamW.step") would count twice
+        if getattr(e, "device_type", None) != DeviceType.CUDA or "#" in e.key or e.key.startswith("ProfilerStep"):
             continue
         us = float(getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0) or 0.0)
         if us <= 0:
