@@ -85,7 +85,8 @@ class TrainConfig(Config):
     fused_loss: bool | None = Field(None, description="chunked lm_head + cross-entropy, never the full fp32 logits "
                                                       "(default: on for CUDA, off on CPU)")
     sdpa_backend: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
-        "auto", description="scaled-dot-product attention kernel (auto: cuDNN on Hopper GPUs, else torch's choice)")
+        "auto", description="preferred scaled-dot-product attention kernel (auto: torch's choice, which is cuDNN "
+                           "on H100 with torch 2.11)")
     prefetch: int = Field(2, ge=0, description="batches prepared ahead in a background thread (0 = off)")
 
     @field_validator("data", "eval_data", mode="before")

@@ -77,7 +77,8 @@ def _chunk_fn(compiled: bool):
     if not compiled:
         return _chunk_grad_inplace
     if _compiled_chunk is None:
-        fn = torch.compile(_chunk_grad_pure, dynamic=False)
+        # full chunks share one static graph; a differing last chunk (or batch) triggers one dynamic recompile
+        fn = torch.compile(_chunk_grad_pure)
 
         def guarded(*a: Any) -> Any:
             global _compiled_chunk
