@@ -17,8 +17,10 @@ case "${1:-all}" in
     step timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu --ignore=tests/gpu/test_fsdp_gpu.py \
       --junitxml="$OUT/gpu_tests.xml" ;;
   train)
-    step timeout 240 python3 bench/train_throughput.py --preset llama-3.2-1b --baseline --steps 8 --warmup 2 --out "$OUT"
-    step timeout 150 python3 bench/trl_lora_baseline.py --steps 8 --merge-into "$OUT/train_throughput-llama-3.2-1b-cuda.json" ;;
+    # one run, side by side: HF loop (full), ours full + LoRA (the loop's CUDA defaults), TRL SFTTrainer LoRA
+    step timeout 420 python3 bench/train_throughput.py --preset llama-3.2-1b --modes full,lora --baseline \
+      --baseline-modes full --trl --isolate --profile --steps 8 --warmup 3 --per-run-timeout 150 \
+      --name train_throughput-h100.json --out "$OUT" ;;
   quant)
     step timeout 150 python3 bench/quant_gpu.py --shape llama-3.2-1b --repeats 2 --out "$OUT/quant_gpu-h100.json" ;;
   plan)

@@ -103,6 +103,9 @@ def worker(args) -> None:
     meta = n_params_est > args.meta_init_above and env.world > 1 and args.strategy == "fsdp"
     model = build_model(cfg, device, meta, args.attn)
     strategy = args.strategy if env.world > 1 else "none"
+    on_gpu = device.type == "cuda"  # the loop's defaults: compile and fused loss on for CUDA
+    args.compile = on_gpu if args.compile is None else args.compile
+    args.fused_loss = on_gpu if args.fused_loss is None else args.fused_loss
     model, head = D.prepare_model(model, env, strategy=strategy, ac=args.ac, compile=args.compile,
                                   fused_loss=args.fused_loss, reshard_after_forward=args.reshard_after_forward)
     if meta:
@@ -180,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategy", choices=["fsdp", "ddp"], default="fsdp")
     p.add_argument("--reshard-after-forward", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--ac", choices=["none", "selective", "full"], default="none")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--fused-loss", action="store_true")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-block torch.compile (default: the loop's: on for CUDA)")
+    p.add_argument("--fused-loss", action=argparse.BooleanOptionalAction, default=None,
+                   help="chunked lm_head + cross-entropy (default: the loop's: on for CUDA)")
     p.add_argument("--attn", default="sdpa")
     p.add_argument("--no-single", action="store_true", help="skip the 1-GPU run (a model that does not fit one GPU)")
     p.add_argument("--meta-init-above", type=float, default=4e9, help="parameters above which to init on meta")

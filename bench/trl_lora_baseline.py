@@ -2,7 +2,10 @@
 
 Same model shape, batch and sequence length as `bench/train_throughput.py --preset llama-3.2-1b`, so the
 two are compared side by side. TRL is not a dependency of lmsmith: carry it (and `datasets`) as wheels.
-Gradient checkpointing is off, as in our loop's default, so both keep the same activations.
+Gradient checkpointing is off, as in our loop's default, so both keep the same activations (TRL's
+SFTConfig turns it on by default). TRL >= 1.x computes the loss through its own chunked "fused LM head"
+(`add_fused_lm_head`: log-probs chunk by chunk, never the full logits): that and `lora_dropout=0` are why
+its peak memory is far below a plain HF loop's.
 
     python bench/trl_lora_baseline.py --merge-into bench/results/train_throughput-h100.json
 """
@@ -30,7 +33,9 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--merge-into", help="add trl_* metrics to this result JSON (else print them)")
+    ap.add_argument("--json-out", help="write the trl_* metrics to this JSON file")
     args = ap.parse_args()
 
     import trl
@@ -69,7 +74,7 @@ def main() -> None:
                          learning_rate=1e-4, bf16=True, logging_steps=1000, save_strategy="no", report_to=[],
                          max_length=args.seq_len, gradient_checkpointing=False, dataloader_num_workers=2,
                          packing=False)
-        lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+        lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
         trainer = SFTTrainer(model=model, args=conf, train_dataset=ds, processing_class=tok, peft_config=lora,
                              callbacks=[Timer()])
         torch.cuda.reset_peak_memory_stats()
@@ -79,6 +84,8 @@ def main() -> None:
     metrics = {"trl_tokens_per_s_lora": round(tps, 1),
                "trl_peak_mem_gib_lora": round(torch.cuda.max_memory_allocated() / 1024**3, 2)}
     print(json.dumps({"trl_version": trl.__version__, **metrics}, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(metrics))
     if args.merge_into:
         p = Path(args.merge_into)
         res = json.loads(p.read_text())

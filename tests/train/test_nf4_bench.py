@@ -53,3 +53,4 @@ def test_benchmark_script_on_cpu(tmp_path):
     for key in ("tokens_per_s_full", "tokens_per_s_lora", "hf_tokens_per_s_full", "hf_tokens_per_s_lora"):
         assert m[key] > 0  # the names issue 7's result format asks for
     assert m["trainable_params_lora"] < m["trainable_params_full"]
+    assert m["compile_full"] == 0 and m["fused_loss_full"] == 0  # it ran the loop's own CPU defaults

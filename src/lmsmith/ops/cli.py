@@ -201,7 +201,7 @@ def cmd_plan_train(args: argparse.Namespace) -> int:
     plan = plan_train(shape, name=name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, seq_len=args.seq_len,
                       micro_batch=args.micro_batch, strategy="ddp" if args.ddp else ("fsdp" if args.gpus > 1 or args.fsdp else "single"),
                       lora=args.lora, lora_r=args.lora_r, qlora=args.qlora, ac=args.ac, chunked_loss=args.chunked_loss,
-                      mfu=args.mfu, gpu=args.gpu)
+                      mfu=args.mfu, gpu=args.gpu, compile=args.compile)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -253,7 +253,10 @@ def register_plan(sub: argparse._SubParsersAction) -> None:
             s.add_argument("--qlora", action="store_true")
             s.add_argument("--lora-r", type=int, default=16)
             s.add_argument("--ac", choices=["none", "selective", "full"], default="none", help="activation checkpointing")
-            s.add_argument("--chunked-loss", action="store_true", help="cross-entropy in chunks (no full fp32 logits)")
+            s.add_argument("--chunked-loss", action=argparse.BooleanOptionalAction, default=True,
+                           help="cross-entropy in chunks, no full fp32 logits (default on, as `lmsmith train` on CUDA)")
+            s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                           help="per-block torch.compile (default on, as `lmsmith train` on CUDA)")
             s.add_argument("--mfu", type=float, default=0.40, help="model FLOPs utilization to expect (measured: see bench/results)")
             s.set_defaults(func=cmd_plan_train)
         else:

@@ -127,11 +127,13 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
                micro_batch: int = 1, strategy: Literal["fsdp", "ddp", "single"] = "fsdp", lora: bool = False,
                lora_r: int = 16, qlora: bool = False, ac: Literal["none", "selective", "full"] = "none",
                chunked_loss: bool = False, mfu: float = 0.40, gpu: str = "h100",
-               reshard_after_forward: bool = True) -> TrainPlan:
+               reshard_after_forward: bool = True, compile: bool = False) -> TrainPlan:
     """Predict per-GPU peak memory (as torch.cuda.max_memory_allocated sees it) and tokens/s.
 
     Assumes mixed precision as the training loop runs it: fp32 master weights, bf16 compute,
-    AdamW (two fp32 moments), SDPA/flash attention (no S x S matrix kept)."""
+    AdamW (two fp32 moments), SDPA/flash attention (no S x S matrix kept). `compile` (the loop's CUDA
+    default) keeps fewer activations: inductor recomputes norms and SiLU products in backward, and the
+    compiled loss chunk holds bf16 logits and gradient only."""
     if gpus < 1 or micro_batch < 1 or seq_len < 1:
         raise LmsmithError("--gpus, --micro-batch and --seq-len must be positive")
     n = shape.params()
@@ -166,11 +168,22 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
     q = shape.heads * shape.head_dim
     # bytes kept per token per layer for backward (bf16 tensors, fp32 norm inputs)
     per_token_layer = 2 * (h + q + 2 * kv + q + kv + q + q) + 4 * 2 * h + 2 * h + 2 * 4 * i
-    if lora or qlora:
+    if (lora or qlora) and not compile:
         # adapters keep about two more layer inputs per token for backward (calibrated: plan_check-h100.json)
         per_token_layer += 2 * (q + i)
-    block_input = 2 * h if fsdp else 4 * h  # the residual stream is fp32 under autocast, bf16 under FSDP's policy
-    if ac == "full":
+    # the residual stream is fp32 under autocast over fp32 weights, bf16 under FSDP's policy or a bf16 (LoRA) base
+    res = 2 if (fsdp or lora or qlora) else 4
+    block_input = 2 * h if fsdp else 4 * h
+    mlp_kept = 2 * 3 * i  # gate, up and their product (the down projection's input)
+    if compile:
+        # q, k, v and the attention output; two residual inputs and two normed inputs; the MLP's three
+        # intermediates (calibrated on an H100: train_throughput-h100.json, batch 8 x 2048)
+        per_token_layer = 2 * (2 * q + 2 * kv) + 2 * res * h + 2 * 2 * h + mlp_kept
+        block_input = res * h
+    if compile and ac == "selective":
+        parts["activations"] = tokens * shape.layers * (per_token_layer - mlp_kept) + tokens * mlp_kept
+        notes.append("selective checkpointing: MLP intermediates recomputed")
+    elif ac == "full":
         parts["activations"] = tokens * shape.layers * block_input + tokens * per_token_layer
         notes.append("full activation checkpointing: one layer input kept per layer, one layer recomputed at a time")
     elif ac == "selective":
@@ -178,7 +191,11 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
         notes.append("selective checkpointing: MLP intermediates recomputed")
     else:
         parts["activations"] = tokens * shape.layers * per_token_layer
-    if chunked_loss:
+    if chunked_loss and compile:
+        # one 4096-token chunk of bf16 logits and their bf16 gradient, plus the head's fp32 weight gradient
+        head_grad = 0 if (lora or qlora) else shape.vocab * shape.hidden * 4
+        parts["logits and loss"] = min(tokens, 4096) * shape.vocab * (2 + 2) + head_grad
+    elif chunked_loss:
         # one chunk of logits in flight, plus the head's fp32 weight gradient accumulated during forward
         parts["logits and loss"] = min(tokens, 1024) * shape.vocab * (2 + 4 + 4) + shape.vocab * shape.hidden * 4
     else:

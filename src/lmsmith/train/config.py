@@ -12,7 +12,8 @@ from lmsmith.config import Config
 RESUME_MUTABLE = {"resume", "run_dir", "save_every", "keep_checkpoints", "tracking_uri", "mlflow", "experiment",
                   "workers", "log_every", "plot", "output_name", "eval_every", "eval_batches",
                   # parallelism and speed: the same math on any number of processes
-                  "nproc", "fsdp", "ddp", "reshard_after_forward", "ac", "compile", "fused_loss"}
+                  "nproc", "fsdp", "ddp", "reshard_after_forward", "ac", "compile", "fused_loss",
+                  "sdpa_backend", "prefetch"}
 
 
 class TrainConfig(Config):
@@ -49,7 +50,8 @@ class TrainConfig(Config):
     full: bool = Field(False, description="train all weights (no LoRA)")
     lora_r: int | None = Field(None, gt=0, description="LoRA rank (enables LoRA)")
     lora_alpha: float | None = Field(None, gt=0, description="LoRA alpha (default: 2 x rank)")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input (0 keeps dropout off the "
+                                                             "hot path: no extra copy of every adapted input)")
     lora_targets: list[str] | None = Field(None, description="module names to adapt (default: all linear layers "
                                                               "of attention and MLP)")
     qlora: bool = Field(False, description="keep the frozen base in 4-bit NF4 (implies LoRA)")
@@ -78,8 +80,14 @@ class TrainConfig(Config):
                                                           "--no-reshard-after-forward keeps them (ZeRO-2-like)")
     ac: Literal["none", "selective", "full"] = Field("none", description="activation checkpointing: full = every "
                                                                           "block, selective = MLPs only")
-    compile: bool = Field(False, description="torch.compile each decoder block")
-    fused_loss: bool = Field(False, description="chunked lm_head + cross-entropy (no full fp32 logits)")
+    compile: bool | None = Field(None, description="torch.compile each decoder block and the loss kernel "
+                                                   "(default: on for CUDA, off on CPU)")
+    fused_loss: bool | None = Field(None, description="chunked lm_head + cross-entropy, never the full fp32 logits "
+                                                      "(default: on for CUDA, off on CPU)")
+    sdpa_backend: Literal["auto", "flash", "cudnn", "efficient", "math"] = Field(
+        "auto", description="preferred scaled-dot-product attention kernel (auto: torch's choice, which is cuDNN "
+                           "on H100 with torch 2.11)")
+    prefetch: int = Field(2, ge=0, description="batches prepared ahead in a background thread (0 = off)")
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod
@@ -96,6 +104,11 @@ class TrainConfig(Config):
     @property
     def use_lora(self) -> bool:
         return (self.lora_r is not None or self.qlora) and not self.full
+
+    def speed_defaults(self, device_type: str) -> tuple[bool, bool]:
+        """(compile, fused_loss) with "auto" (None) resolved: on for CUDA, off on CPU (fast CPU tests)."""
+        on = device_type == "cuda"
+        return (on if self.compile is None else self.compile), (on if self.fused_loss is None else self.fused_loss)
 
     def comparable(self) -> dict[str, Any]:
         """The options that define the computation (what `resume` must match)."""

@@ -8,6 +8,8 @@ saved in checkpoints, which makes resuming exact.
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -65,6 +67,88 @@ class Loader:
     def load_state(self, s: dict[str, int]) -> None:
         self.epoch, self.index = int(s["epoch"]), int(s["index"])
         self._order = self._make_order()
+
+
+class Prefetcher:
+    """Prepares the next `depth` batches of a Loader in a background thread (collate, then pin_memory so
+    the host-to-device copy can run asynchronously) while the GPU computes the current step.
+
+    `state()` and `epoch` describe the batches handed out, not the ones prepared ahead, so a checkpoint
+    resumes exactly where training was. depth=0 prepares batches in the caller's thread."""
+
+    def __init__(self, loader: Loader, depth: int = 2, pin: bool = False):
+        self.loader, self.depth, self.pin = loader, depth, pin
+        self._state = loader.state()
+        self._queue: queue.Queue | None = None
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def _prepare(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        batch = self.loader.next()
+        if self.pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch, self.loader.state()
+
+    def _work(self, q: queue.Queue, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                item: Any = self._prepare()
+            except BaseException as e:  # handed to the consumer, raised in its thread
+                item = e
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def next(self) -> dict[str, torch.Tensor]:
+        if self.depth <= 0:
+            batch, self._state = self._prepare()
+            return batch
+        if self._thread is None:
+            self._queue, self._stop = queue.Queue(maxsize=self.depth), threading.Event()
+            self._thread = threading.Thread(target=self._work, args=(self._queue, self._stop), daemon=True,
+                                            name="lmsmith-prefetch")
+            self._thread.start()
+        assert self._queue is not None
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        batch, self._state = item
+        return batch
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state["epoch"])
+
+    def state(self) -> dict[str, int]:
+        return dict(self._state)
+
+    def load_state(self, s: dict[str, int]) -> None:
+        self.close()
+        self.loader.load_state(s)
+        self._state = self.loader.state()
+
+    def batches_per_epoch(self) -> int:
+        return self.loader.batches_per_epoch()
+
+    def close(self) -> None:
+        """Stop the worker; the wrapped loader is left at the position of the last batch handed out."""
+        if self._thread is not None and self._stop is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self.loader.load_state(self._state)
+        self._thread = self._queue = self._stop = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def iterate_eval(dataset: Sequence[Any], batch_size: int, collate: Callable, max_batches: int):

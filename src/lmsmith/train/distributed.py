@@ -164,6 +164,15 @@ def all_reduce_sum(env: DistEnv, values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
+def all_reduce_tensor(env: DistEnv, t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks without a host sync (it stays on the device; NCCL runs on the stream)."""
+    if not env.enabled or env.world == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def log0(env: DistEnv, msg: str) -> None:
     if env.is_main:
         from lmsmith.progress import console
@@ -514,7 +523,8 @@ def prepare_model(model: nn.Module, env: DistEnv, *, strategy: str = "none", ac:
     if fused_loss:
         from lmsmith.train.fused_loss import install_fused_head
 
-        head = install_fused_head(model)
+        # with compile, the loss's per-chunk softmax/gradient is one compiled kernel too
+        head = install_fused_head(model, compiled=compile and env.device.type == "cuda")
     apply_activation_checkpointing(model, ac)  # type: ignore[arg-type]
     if compile:
         compile_blocks(model)

@@ -15,10 +15,10 @@ import shutil
 import signal
 import time
 import uuid
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import yaml
@@ -28,9 +28,11 @@ from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.progress import console, make_progress
 from lmsmith.train import distributed as D
+from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context,
+                                     use_flex_attention)
 from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
-from lmsmith.train.data import DataSpec, Loader, build_data, iterate_eval
+from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
                                  check_model_source)
@@ -167,13 +169,15 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 @torch.no_grad()
-def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, device, amp) -> float | None:
+def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, device, amp, prepare=None) -> float | None:
     if not data.eval:
         return None
     model.eval()
     total, count = 0.0, 0
     for batch in iterate_eval(data.eval, cfg.batch_size, data.collate, cfg.eval_batches):
         batch = to_device(batch, device)
+        if prepare is not None:
+            batch = prepare(batch)
         with amp():
             total += float(objective(model, batch))
         count += objective.count(batch)
@@ -182,27 +186,42 @@ def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, devi
 
 
 def forward_backward(model, objective: Objective, micro: list[dict[str, torch.Tensor]], device: torch.device, amp,
-                     max_grad_norm: float, env: D.DistEnv | None = None) -> tuple[float, float]:
+                     max_grad_norm: float, env: D.DistEnv | None = None,
+                     prepare: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Accumulate the gradient of one optimizer step over micro-batches and clip it.
 
     Each micro-batch's summed loss is divided by the step's total target count, so accumulation equals one
-    big batch. Returns (loss, grad norm before clipping); the caller checks them before `apply_update`."""
+    big batch. Returns (loss, grad norm before clipping) as device tensors: nothing here waits for the GPU
+    (target counts come from the CPU copy of the batch); the loop reads them at its log steps.
+    `prepare` turns a device batch into model inputs (document masks)."""
     env = env or D.DistEnv()
     # Data parallel: targets are counted over all ranks and each rank's loss is scaled by the world size;
     # DDP/FSDP average gradients over ranks, which gives exactly the gradient of the global batch.
-    n_target = max(int(D.all_reduce_sum(env, [sum(objective.count(b) for b in micro)])[0]), 1)
-    loss_sum = 0.0
+    count = sum(objective.count(b) for b in micro)
+    n_target: float | torch.Tensor = max(count, 1)
+    if env.enabled and env.world > 1:
+        n_target = D.all_reduce_tensor(env, torch.tensor(float(count), device=device)).clamp(min=1)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
     for i, b in enumerate(micro):
         b = to_device(b, device)
+        if prepare is not None:
+            b = prepare(b)
         with D.maybe_no_sync(model, last=i == len(micro) - 1):
             with amp():
                 loss = objective(model, b) * env.world / n_target
             loss.backward()
-        loss_sum += float(loss.detach())
-    if env.enabled:
-        loss_sum = D.all_reduce_sum(env, [loss_sum])[0] / env.world
+        loss_sum += loss.detach().float()
+    if env.enabled and env.world > 1:
+        loss_sum = D.all_reduce_tensor(env, loss_sum) / env.world
     grad_norm = D.clip_grad_norm([p for p in model.parameters() if p.requires_grad], max_grad_norm)
-    return loss_sum, float(grad_norm)
+    return loss_sum, grad_norm
+
+
+@contextmanager
+def _both(a, b):
+    with a, b:
+        yield
 
 
 def apply_update(optimizer, scheduler) -> None:
@@ -261,8 +280,16 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     if env.enabled:
         cfg = cfg.model_copy(update={"device": str(env.device)})
     built = build_model(cfg, tokenizer)
-    built.model, head = D.prepare_model(built.model, env, strategy=strategy, ac=cfg.ac, compile=cfg.compile,
-                                        fused_loss=cfg.fused_loss, reshard_after_forward=cfg.reshard_after_forward,
+    use_compile, use_fused = cfg.speed_defaults(built.device.type)
+    doc_masks = None
+    if not cfg.cross_doc_attention and cfg.task == "pretrain":
+        # packed rows keep their document ids; the mask is built on the device (flex BlockMask on CUDA)
+        doc_masks = DocumentMasks(doc_mask_mode(built.device))
+        if doc_masks.mode == "flex":
+            use_flex_attention(built.model)
+        data.collate = collate_docs
+    built.model, head = D.prepare_model(built.model, env, strategy=strategy, ac=cfg.ac, compile=use_compile,
+                                        fused_loss=use_fused, reshard_after_forward=cfg.reshard_after_forward,
                                         hf_gradient_checkpointing=cfg.gradient_checkpointing)
     model, device = built.model, built.device
     objective: Objective = FusedCausalLMLoss(head) if head is not None else OBJECTIVES[cfg.task]()
@@ -270,7 +297,8 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     steps = total_steps(cfg, loader)
     optimizer, scheduler = build_optimizer(model, cfg, steps, device)
     amp_dtype = autocast_dtype(cfg, device)
-    amp = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    sdpa = sdpa_context(resolve_sdpa_backend(cfg.sdpa_backend, device))
+    amp = (lambda: _both(torch.autocast(device.type, dtype=amp_dtype), sdpa())) if amp_dtype else sdpa
     ckpt_root = run_dir / "checkpoints"
     start, state = 0, {"tokens": 0, "best_eval": None}
     if cfg.resume:
@@ -310,19 +338,69 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     last_loss = float("nan")
     last_eval: float | None = None
     interrupted = False
+    # next batches collated and pinned in a background thread while the GPU computes
+    batches = Prefetcher(loader, depth=cfg.prefetch, pin=device.type == "cuda")
+    # Steps run without waiting for the GPU; loss and grad norm stay on the device and are read at
+    # log steps (every --log-every steps, 10 by default on CUDA, every step on CPU), before any checkpoint,
+    # evaluation or exit. The NaN guard runs there, so a diverged run never writes a checkpoint.
+    sync_every = cfg.log_every or (10 if device.type == "cuda" else 1)
+    pending: list[dict[str, Any]] = []
+    window = {"t": time.perf_counter(), "tokens": 0}
+
+    agreed_stop = False
+
+    def flush() -> None:
+        nonlocal last_loss, agreed_stop
+        if not pending:
+            return
+        values = torch.stack([torch.stack([r["loss"].float(), r["grad_norm"].float()]) for r in pending]).tolist()
+        if env.enabled and env.world > 1:  # tokens of all ranks; a Ctrl-C on any rank stops all of them
+            n_tok, stop = D.all_reduce_sum(env, [window["tokens"], float(intr.requested)])
+            window["tokens"] = int(n_tok)
+            if stop > 0:
+                intr.requested = agreed_stop = True
+        dt = max(time.perf_counter() - window["t"], 1e-9)
+        tps = window["tokens"] / dt
+        mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        records, pending[:] = list(pending), []
+        window.update(t=time.perf_counter(), tokens=0)
+        for r, (loss, gn) in zip(records, values):
+            if fault and fault == ("nan-at-step", r["step"]):
+                loss = float("nan")
+            if not math.isfinite(loss) or not math.isfinite(gn):
+                last = latest_checkpoint(ckpt_root)
+                where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+                raise NonFiniteLoss(f"training diverged: loss is {loss} (grad norm {gn:.3g}) "
+                                    f"at step {r['step']}; stopped, {where}",
+                                    "lower --lr, raise --warmup-steps or check the data")
+            rec: dict[str, Any] = {**r, "loss": loss, "grad_norm": gn, "tokens_per_s": tps}
+            if peak:
+                rec["mfu"] = fpt * tps / peak
+            if mem is not None:
+                rec["peak_mem_gb"] = mem
+            tracker.log(rec)
+            last_loss = loss
+        last = rec
+        progress.update(bar, info=f"loss {last['loss']:.4f}  {tps:,.0f} tok/s")
+        if cfg.log_every:
+            progress.console.print(f"step {last['step']}/{steps}  loss {last['loss']:.4f}  lr {last['lr']:.3g}  "
+                                   f"grad norm {last['grad_norm']:.3g}  {tps:,.0f} tok/s"
+                                   + (f"  mfu {last['mfu']:.1%}" if "mfu" in last else ""))
 
     def checkpoint(step: int) -> Path:
+        flush()
         f = fault[0] if fault and fault[1] == step and fault[0] == "kill-during-save" else None
         if env.enabled:  # sharded: torch.distributed.checkpoint, loadable on any number of processes
             return D.save_dcp(ckpt_root, step, model, optimizer, scheduler,
-                              {"data": loader.state(), "tokens": state["tokens"], "run_id": run_id},
+                              {"data": batches.state(), "tokens": state["tokens"], "run_id": run_id},
                               env, keep=cfg.keep_checkpoints)
         return save_checkpoint(ckpt_root, step, model, optimizer, scheduler,
-                               {"data": loader.state(), "tokens": state["tokens"], "run_id": run_id},
+                               {"data": batches.state(), "tokens": state["tokens"], "run_id": run_id},
                                keep=cfg.keep_checkpoints, fault=f)
 
     def eval_record(step: int) -> float | None:
-        loss = evaluate(model, objective, data, cfg, device, amp)
+        flush()  # a diverged run stops before it is evaluated
+        loss = evaluate(model, objective, data, cfg, device, amp, doc_masks)
         if loss is not None:
             tracker.log({"step": step, "split": "eval", "loss": loss, "ppl": math.exp(min(loss, 50))})
         return loss
@@ -330,60 +408,44 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     status = "FAILED"
+    intr = Interrupt()
+    progress: Any = None
+    bar: Any = None
     if start == 0 and data.eval:
         eval_record(0)  # the starting point of the eval curve
     try:
-        with Interrupt() as intr, make_progress() as progress:
+        with intr, make_progress() as progress:
             bar = progress.add_task(cfg.task, total=steps, completed=start, info="")
             step = start
+            window["t"] = time.perf_counter()
             while step < steps:
-                t0 = time.perf_counter()
-                micro = [loader.next() for _ in range(cfg.grad_accum)]
+                micro = [batches.next() for _ in range(cfg.grad_accum)]
                 n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
-                if env.enabled:  # tokens of all ranks; a Ctrl-C on any rank stops all of them
-                    n_tokens, stop = D.all_reduce_sum(env, [n_tokens, float(intr.requested)])
-                    n_tokens, intr.requested = int(n_tokens), intr.requested or stop > 0
-                loss_sum, grad_norm = forward_backward(model, objective, micro, device, amp, cfg.max_grad_norm, env)
-                step += 1
-                if fault and fault == ("nan-at-step", step):
-                    loss_sum = float("nan")
-                if not math.isfinite(loss_sum) or not math.isfinite(grad_norm):
-                    last = latest_checkpoint(ckpt_root)
-                    where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-                    raise NonFiniteLoss(f"training diverged: loss is {loss_sum} (grad norm {grad_norm:.3g}) "
-                                        f"at step {step}; stopped, {where}",
-                                        "lower --lr, raise --warmup-steps or check the data")
+                loss_sum, grad_norm = forward_backward(model, objective, micro, device, amp, cfg.max_grad_norm, env,
+                                                       doc_masks)
                 lr = scheduler.get_last_lr()[0]
                 apply_update(optimizer, scheduler)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                dt = time.perf_counter() - t0
-                state["tokens"] += n_tokens
-                last_loss = loss_sum
-                rec: dict[str, Any] = {"step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                                       "tokens": state["tokens"], "tokens_per_s": n_tokens / dt, "epoch": loader.epoch}
-                if peak:
-                    rec["mfu"] = fpt * n_tokens / dt / peak
-                if device.type == "cuda":
-                    rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                tracker.log(rec)
-                progress.update(bar, completed=step, info=f"loss {loss_sum:.4f}  {rec['tokens_per_s']:,.0f} tok/s")
-                if cfg.log_every and step % cfg.log_every == 0:
-                    progress.console.print(f"step {step}/{steps}  loss {loss_sum:.4f}  lr {lr:.3g}  "
-                                           f"grad norm {grad_norm:.3g}  {rec['tokens_per_s']:,.0f} tok/s"
-                                           + (f"  mfu {rec['mfu']:.1%}" if "mfu" in rec else ""))
+                step += 1
+                state["tokens"] += n_tokens * env.world
+                window["tokens"] += n_tokens
+                pending.append({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                                "tokens": state["tokens"], "epoch": batches.epoch})
+                progress.update(bar, completed=step)
+                if step % sync_every == 0 or step == steps:
+                    flush()
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                     last_eval = eval_record(step)
-                if fault and fault == ("kill-after-step", step):
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if fault and fault == ("interrupt-after-step", step):
-                    os.kill(os.getpid(), signal.SIGINT)
+                if fault and fault[0] in ("kill-after-step", "interrupt-after-step") and fault[1] == step:
+                    flush()
+                    os.kill(os.getpid(), signal.SIGKILL if fault[0] == "kill-after-step" else signal.SIGINT)
                 if (cfg.save_every and step % cfg.save_every == 0 and step < steps) or (
                         fault and fault == ("kill-during-save", step)):
                     checkpoint(step)
-                if intr.requested:
+                # one process stops at once; ranks stop together at a log step (flush agrees on the flag)
+                if intr.requested and (not env.enabled or env.world == 1 or agreed_stop):
                     interrupted = True
                     break
+            flush()
         final_step = step
         if interrupted:
             path = checkpoint(final_step)
