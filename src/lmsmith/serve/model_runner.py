@@ -17,6 +17,8 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import base_of, parse_dtype, quiet_transformers
 from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
+from lmsmith.compress.quantize import prepare_for_inference
+from lmsmith.compress.storage import read_spec, swap_in_quantized
 from lmsmith.models import is_quantized
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
 from lmsmith.serve.scheduler import ScheduledSeq
@@ -43,7 +45,9 @@ def read_state_dict(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tens
     for f in weight_files(model_dir):
         with safe_open(str(f), framework="pt", device="cpu") as fh:
             for name in fh.keys():
-                sd[name] = fh.get_tensor(name).to(dtype)
+                t = fh.get_tensor(name)
+                # quantized weights and their float32 scales/zero points stay as stored
+                sd[name] = t.to(dtype) if t.is_floating_point() and not name.endswith((".scales", ".zeros")) else t
     return sd
 
 
@@ -82,8 +86,13 @@ class NativeRunner:
         self.spec = spec_from_config(mh.config)
         with torch.device("meta"):
             model = LlamaForCausalLM(self.spec)
+        self.quant = read_spec(mh.base.dir)
+        if self.quant is not None:
+            swap_in_quantized(model, self.quant, device)
         sd = mh.state_dict(dtype)
-        if self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
+        if "lm_head.qweight" in sd:
+            pass  # a quantized lm_head: the embedding stays full precision for the lookups
+        elif self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
             sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
         missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
         missing = [m for m in missing if not m.endswith("rotary_emb.inv_freq")]
@@ -92,6 +101,8 @@ class NativeRunner:
                                "is this a complete Llama-family checkpoint?")
         model = model.to(device)
         model.fuse()  # after the move: fused weights are plain tensors, which .to() would not carry
+        if self.quant is not None:
+            prepare_for_inference(model, dtype)  # kernel layouts now, never inside a CUDA graph capture
         self.model = model.eval()
         self.vocab_size = self.spec.vocab_size
         self.cos, self.sin = rope_tables(mh.config, self.spec, max_model_len + 1, dtype, device)
@@ -291,10 +302,9 @@ def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_mode
                                f"use at most {limit}")
         limit = max_model_len
     reason = unsupported_reason(mh.config)
-    if reason is None and is_quantized(mh.base.dir):
-        # our quantized linears are swapped into a transformers model by load_model; the native runner
-        # does not read packed weights yet
-        reason = "weight-quantized checkpoints run on the transformers path"
+    if is_quantized(mh.base.dir) and mh.is_adapter:
+        raise LmsmithError(f"{mh.handle.ref} is an adapter on a quantized base, which cannot be merged",
+                           "merge the adapter into the full-precision base, then quantize the merged model")
     if reason is None:
         return NativeRunner(mh, torch_dtype, dev, limit), mh, limit
     if not allow_fallback:
