@@ -40,12 +40,13 @@ if triton is not None:
 
     def _configs():
         out = []
+        # few configs: each one compiles per method at engine start (~1 s each)
         for bn, bk, warps, stages in [(16, 256, 4, 4), (16, 512, 4, 3), (32, 256, 4, 4), (32, 512, 8, 3),
-                                      (64, 128, 4, 4), (64, 256, 4, 3), (16, 1024, 8, 2), (128, 128, 8, 3)]:
+                                      (64, 256, 4, 3), (16, 1024, 8, 2)]:
             out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages))
         return out
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M"])  # one binary for every decode bucket (M = 1 would specialize)
     def _wq_mm_kernel(x_ptr, w_ptr, s_ptr, m_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
                       INT4: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):

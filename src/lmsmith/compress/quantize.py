@@ -262,6 +262,8 @@ class QuantLinear(nn.Module):
     @torch.no_grad()
     def prepare(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         device = torch.device(device) if device is not None else self.qweight.device
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" must key the same layouts
+            device = torch.device("cuda", torch.cuda.current_device())
         dtype = dtype or self.scales.dtype
         key = (device, dtype)
         if self._packed is None or self._packed[0] != key:

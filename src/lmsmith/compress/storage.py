@@ -189,8 +189,8 @@ def swap_in_quantized(model: nn.Module, spec: QuantSpec, device: torch.device) -
     """Give an engine's own model (HF parameter names) the empty quantized linears of a saved checkpoint,
     ready for `load_state_dict(..., assign=True)`."""
     if "fp8" in (spec.method, spec.lm_head_method) and not fp8_supported(device):
-        raise LmsmithError(f"this checkpoint holds fp8 weights, which need a CUDA GPU with compute capability >= 8.9 "
-                           f"(running on {device.type})", "serve an int8 or int4 version on this device")
+        raise LmsmithError(f"fp8 weights need a CUDA GPU with compute capability >= 8.9 (this checkpoint is fp8, "
+                           f"the engine runs on {device.type})", "serve an int8 or int4 version on this device")
     applied = quantize_model_(model, spec.method, spec.group_size, spec.symmetric, spec.include_lm_head, spec.skip,
                               allow_cpu_fp8=True, empty=True, lm_head_method=spec.lm_head_method)
     if set(applied.modules) != set(spec.modules):
