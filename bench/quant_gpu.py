@@ -159,6 +159,10 @@ def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, st
             key = m.replace(":", "_head_")
             r = engine_decode(d, args.prompt_len, args.new_tokens, args.repeats, args.max_num_seqs)
             metrics[f"{key}_decode_bs1_tok_s"] = round(r["tok_s"], 2)
+            # the same runs without the prefill: (tokens - 1) / (wall - TTFT)
+            wall = args.new_tokens / r["tok_s"]
+            metrics[f"{key}_decode_only_bs1_tok_s"] = round((args.new_tokens - 1) / (wall - r["ttft_p50_ms"] / 1000), 2)
+            metrics[f"{key}_ttft_ms"] = round(r["ttft_p50_ms"], 2)
             notes[key] = f"runs {r['runs_tok_s']}"
             print(f"engine {m}: {r}", file=sys.stderr, flush=True)
             gc.collect()
@@ -258,7 +262,7 @@ def engine_main(args, methods: list[str]) -> int:
     metrics, notes = run_engine(args, methods)
     base = metrics.get("bf16_decode_bs1_tok_s")
     for k in list(metrics):
-        if k.endswith("_decode_bs1_tok_s") and not k.startswith("bf16") and base:
+        if k.endswith("_decode_bs1_tok_s") and "_only_" not in k and not k.startswith("bf16") and base:
             metrics[k.replace("_decode_bs1_tok_s", "_speedup_vs_bf16")] = round(metrics[k] / base, 3)
     if args.ppl_model:
         metrics.update(ppl_deltas(args.ppl_model, Path(args.ppl_text), [m for m in methods if ":" not in m]))

@@ -21,6 +21,7 @@ def no_silent_fallbacks():
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*using dequantize \\+ matmul instead")
+        warnings.filterwarnings("error", message=".*kernel failed.*using PyTorch's kernels instead")
         yield
     assert all(v for k, v in Q._KERNELS.items() if k[0] in ("_scaled_mm_fp8", "triton_wq", "_weight_int4pack_mm"))
 
@@ -37,7 +38,7 @@ def linear(k: int = 2048, n: int = 1024) -> nn.Linear:
     return nn.Linear(k, n, bias=True).cuda().to(torch.bfloat16)
 
 
-@pytest.mark.parametrize("m", [1, 7, 16, 17, 64])
+@pytest.mark.parametrize("m", [1, 7, 16, 17, 64, 100])
 @pytest.mark.parametrize("make", [Int8Linear.from_linear, lambda l: Int4Linear.from_linear(l, 128),
                                   lambda l: Int4Linear.from_linear(l, 64, symmetric=True),
                                   lambda l: Int4Linear.from_linear(l, 32)], ids=["int8", "int4g128", "int4g64sym", "int4g32"])
@@ -76,7 +77,7 @@ def test_triton_gemv_matches_reference_with_bias(method: str, m: int):
     q = {"int8": Int8Linear.from_linear, "int4": lambda l: Int4Linear.from_linear(l, 64), "fp8": Fp8Linear.from_linear}[method](lin)
     x = torch.randn(m, 1024, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
-        tri = q.triton_matmul(x)
+        tri = q.triton_matmul(x, force_triton=True) if method == "int4" else q.triton_matmul(x)
         ref = torch.nn.functional.linear(x.float(), q.dequantize(torch.float32), q.bias.float())
     assert tri is not None and tri.shape == (m, 1000) and tri.dtype == torch.bfloat16
     assert rel_err(tri, ref) < 0.01

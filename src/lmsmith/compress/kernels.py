@@ -16,6 +16,8 @@ by separate ops and M padded to 16). Here one launch does it all:
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 try:  # Triton ships with CUDA builds of torch; the CPU path never needs it
@@ -24,14 +26,12 @@ try:  # Triton ships with CUDA builds of torch; the CPU path never needs it
 except ImportError:  # pragma: no cover - CPU-only installs
     triton = None
 
-SMALL_M = 16  # rows up to which `wq_matmul` is used (one 16-row tile of x); beyond it, PyTorch's kernels
+SMALL_M = 16  # decode sizes: one 16-row tile of x (int8 also uses it up to 64 rows: PyTorch's int8 kernel is slow)
 FP8_MAX = 448.0
 
 
 def available(x: torch.Tensor) -> bool:
     """Triton path: a CUDA tensor (or the interpreter, for tests) with 16-bit activations."""
-    import os
-
     on_device = x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
     return triton is not None and on_device and x.dtype in (torch.bfloat16, torch.float16)
 
@@ -48,7 +48,8 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["M"])  # one binary for every decode bucket (M = 1 would specialize)
     def _wq_mm_kernel(x_ptr, w_ptr, s_ptr, m_ptr, b_ptr, out_ptr, M, N, K, stride_xm, stride_om,
-                      INT4: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      INT4: tl.constexpr, FP8: tl.constexpr, GROUP: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      M_BUCKET: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         pid_n = tl.program_id(0)
         pid_m = tl.program_id(1)
@@ -88,6 +89,8 @@ if triton is not None:
                 kk = k0 + rk
                 kmask = kk < K
                 w = tl.load(w_ptr + rn64[:, None] * K + kk[None, :], mask=mask_n[:, None] & kmask[None, :], other=0)
+                if FP8:  # e4m3 bytes held as uint8: reinterpret, then widen (exact in 16 bits)
+                    w = w.to(tl.float8e4nv, bitcast=True)
                 x = tl.load(x_rows + kk[None, :], mask=mask_m[:, None] & kmask[None, :], other=0.0)
                 acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
             s = tl.load(s_ptr + rn, mask=mask_n, other=0.0)
@@ -97,7 +100,35 @@ if triton is not None:
         tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc.to(out_ptr.dtype.element_ty),
                  mask=mask_m[:, None] & mask_n[None, :])
 
-    _wq_mm_tuned = triton.autotune(configs=_configs(), key=["N", "K", "INT4"])(_wq_mm_kernel)
+    _wq_mm_tuned = triton.autotune(configs=_configs(), key=["N", "K", "INT4", "FP8", "M_BUCKET"])(_wq_mm_kernel)
+
+    @triton.jit
+    def _dequant_kernel(w_ptr, s_ptr, m_ptr, out_ptr, N, K, INT4: tl.constexpr, FP8: tl.constexpr,
+                        GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """The 16-bit weight [N, K] from its quantized form: the large-M path runs cuBLAS on it."""
+        rn = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+        nmask = rn < N
+        if INT4:
+            G = K // GROUP
+            rh = tl.program_id(1) * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
+            kmask = 2 * rh < K
+            mask = nmask[:, None] & kmask[None, :]
+            p = tl.load(w_ptr + rn[:, None] * (K // 2) + rh[None, :], mask=mask, other=0)
+            g = (2 * rh) // GROUP
+            s = tl.load(s_ptr + rn[:, None] * G + g[None, :], mask=mask, other=0.0)
+            m = tl.load(m_ptr + rn[:, None] * G + g[None, :], mask=mask, other=0.0)
+            base = out_ptr + rn[:, None] * K + 2 * rh[None, :]
+            tl.store(base, ((p & 0xF).to(tl.float32) * s + m).to(out_ptr.dtype.element_ty), mask=mask)
+            tl.store(base + 1, ((p >> 4).to(tl.float32) * s + m).to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+            mask = nmask[:, None] & (rk < K)[None, :]
+            w = tl.load(w_ptr + rn[:, None] * K + rk[None, :], mask=mask, other=0)
+            if FP8:
+                w = w.to(tl.float8e4nv, bitcast=True)
+            s = tl.load(s_ptr + rn, mask=nmask, other=0.0)
+            tl.store(out_ptr + rn[:, None] * K + rk[None, :], (w.to(tl.float32) * s[:, None]).to(out_ptr.dtype.element_ty),
+                     mask=mask)
 
     @triton.jit
     def _fp8_rows_kernel(x_ptr, q_ptr, s_ptr, M, K, stride_xm, BLOCK: tl.constexpr):
@@ -113,25 +144,33 @@ if triton is not None:
 
 
 def wq_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor | None,
-              bias: torch.Tensor | None, group_size: int = 0, config: dict | None = None) -> torch.Tensor:
+              bias: torch.Tensor | None, group_size: int = 0, config: dict | None = None,
+              kind: str | None = None) -> torch.Tensor:
     """x [M, K] (16-bit) times a quantized weight, in one launch.
 
-    weight: int8 / float8_e4m3fn [N, K] with `scales` float32 [N]; or packed int4 uint8 [N, K/2] with `scales`
-    and `offsets` float32 [N, K/g] (w = q * s + m). `config` pins the tile (tests); else autotuned."""
+    kind "int8" / "fp8": weight int8 / e4m3 (or its uint8 bytes) [N, K] with `scales` float32 [N]; "int4":
+    packed uint8 [N, K/2] with `scales` and `offsets` float32 [N, K/g] (w = q * s + m). Default kind: from the
+    weight dtype (uint8 = int4). `config` pins the tile (tests); else autotuned per shape and M bucket."""
     m_rows, k = x.shape
-    int4 = weight.dtype == torch.uint8
+    if kind is None:
+        kind = {torch.int8: "int8", torch.float8_e4m3fn: "fp8"}.get(weight.dtype, "int4")
+    int4, fp8 = kind == "int4", kind == "fp8"
+    if weight.dtype == torch.float8_e4m3fn:
+        weight = weight.view(torch.uint8)
     n = weight.shape[0]
     out = torch.empty(m_rows, n, dtype=x.dtype, device=x.device)
     x = x if x.stride(-1) == 1 else x.contiguous()
     args = (x, weight, scales, offsets if offsets is not None else scales, bias if bias is not None else scales,
             out, m_rows, n, k, x.stride(0), out.stride(0))
-    kw = dict(INT4=int4, GROUP=group_size if int4 else 1, HAS_BIAS=bias is not None, BLOCK_M=16)
+    kw = dict(INT4=int4, FP8=fp8, GROUP=group_size if int4 else 1, HAS_BIAS=bias is not None, BLOCK_M=16)
     if config is not None:
         grid = (triton.cdiv(n, config["BLOCK_N"]), triton.cdiv(m_rows, 16))
-        _wq_mm_kernel[grid](*args, **kw, **config)
+        _wq_mm_kernel[grid](*args, **kw, M_BUCKET=0, **config)
+    elif os.environ.get("LMSMITH_TRITON_AUTOTUNE", "1") == "0":  # tests: one config, no tuning runs
+        _wq_mm_kernel[(triton.cdiv(n, 32), triton.cdiv(m_rows, 16))](*args, **kw, M_BUCKET=0, BLOCK_N=32, BLOCK_K=256)
     else:
         grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(m_rows, 16))  # noqa: E731
-        _wq_mm_tuned[grid](*args, **kw)
+        _wq_mm_tuned[grid](*args, **kw, M_BUCKET=1 if m_rows <= 16 else 2)
     return out
 
 
@@ -145,3 +184,17 @@ def fp8_quantize_rows(x: torch.Tensor, pad_to: int = 16) -> tuple[torch.Tensor, 
     block = triton.next_power_of_2(k)
     _fp8_rows_kernel[(mp,)](x, q, s, m_rows, k, x.stride(0), BLOCK=block, num_warps=8 if block >= 4096 else 4)
     return q, s
+
+
+def dequantize(weight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor | None, k: int, dtype: torch.dtype,
+               kind: str, group_size: int = 0) -> torch.Tensor:
+    """One launch: the [N, k] weight in `dtype` (int8 / fp8 bytes with per-row scales, or packed int4)."""
+    if weight.dtype == torch.float8_e4m3fn:
+        weight = weight.view(torch.uint8)
+    n = weight.shape[0]
+    out = torch.empty(n, k, dtype=dtype, device=weight.device)
+    bn, bk = 32, 256
+    _dequant_kernel[(triton.cdiv(n, bn), triton.cdiv(k, bk))](
+        weight, scales, offsets if offsets is not None else scales, out, n, k, INT4=kind == "int4", FP8=kind == "fp8",
+        GROUP=group_size if kind == "int4" else 1, BLOCK_N=bn, BLOCK_K=bk, num_warps=4)
+    return out

@@ -207,18 +207,25 @@ def fp8_cpu_error() -> LmsmithError:
 
 
 # ------------------------------------------------------------------------------------- modules
-# On CUDA, PyTorch's kernels beyond `kernels.SMALL_M` rows; "dequantize" instead runs dequantize + cuBLAS
-# (better for long prefills when a weight-only kernel is slow at large M).
-CUDA_LARGE_M: dict[str, str] = {"int8": "kernel", "int4": "kernel"}
-# fp8 at decode sizes: "triton" = fp8 weights dequantized in the GEMV, activations stay 16-bit (one launch);
-# "scaled_mm" = per-token e4m3 activations and `torch._scaled_mm` (two launches, M padded to 16).
+# CUDA dispatch, from bench/quant_kernels.py on an H100 (torch 2.11; microseconds per Llama-3.2-1B projection):
+# - int8: our Triton GEMV up to 64 rows (gate_up at M=1: 11.5 us vs bf16 25.3); beyond it dequantize + cuBLAS,
+#   since aten._weight_int8pack_mm is a slow generic kernel on CUDA (65 us at M=1, 3.6 ms at M=256 for qkv).
+# - int4: tinygemm at every M (M=1: 3.4-11 us per projection, 3-4x faster than our Triton int4 GEMV); the
+#   Triton kernel only where tinygemm does not apply (fp16 activations, odd shapes).
+# - fp8: Triton GEMV (fp8 weights, 16-bit activations) up to 16 rows; beyond, per-token e4m3 activations and
+#   `_scaled_mm` (w8a8 on the fp8 tensor cores: 10-24 us even at M=256). FP8_SMALL_M = "scaled_mm" keeps w8a8
+#   at every M.
+CUDA_LARGE_M: dict[str, str] = {"int8": "dequantize", "int4": "dequantize"}
+TRITON_MAX_M: dict[str, int] = {"int8": 64, "int4": 16, "fp8": 16}
+TINYGEMM_MAX_M = 32  # int4 beyond: one-launch Triton dequantize + cuBLAS (tinygemm is 5-18x slower than bf16 at M=256)
 FP8_SMALL_M = "triton"
 
 
-def use_triton(x2d: torch.Tensor) -> bool:
+def use_triton(x2d: torch.Tensor, method: str) -> bool:
     from lmsmith.compress import kernels
 
-    return x2d.shape[0] <= kernels.SMALL_M and kernels.available(x2d) and _KERNELS.get(("triton_wq", "any"), True)
+    return (x2d.shape[0] <= TRITON_MAX_M.get(method, 0) and kernels.available(x2d)
+            and _KERNELS.get(("triton_wq", method), True))
 
 
 class QuantLinear(nn.Module):
@@ -288,16 +295,41 @@ class QuantLinear(nn.Module):
         if self.backend == "auto":
             shape = x.shape
             x2d = x.reshape(-1, self.in_features)
-            if use_triton(x2d):
+            if use_triton(x2d, self.method):
                 y = self.triton_matmul(x2d)
                 if y is not None:
                     return y.reshape(*shape[:-1], self.out_features)
-            if not (x.device.type == "cuda" and CUDA_LARGE_M.get(self.method) == "dequantize"):
+            large = x.device.type == "cuda" and CUDA_LARGE_M.get(self.method) == "dequantize" and \
+                x2d.shape[0] > (TINYGEMM_MAX_M if self.method == "int4" else TRITON_MAX_M.get(self.method, 0))
+            if large:
+                w = self.fast_dequantize(x2d)
+                if w is not None:
+                    return F.linear(x, w, self.bias)
+            else:
                 y = self.fast_matmul(x2d)
                 if y is not None:
                     y = y.reshape(*shape[:-1], self.out_features)
                     return y if self.bias is None else y + self.bias
         return self.reference_forward(x)
+
+    def fast_dequantize(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        """The weight in the activation dtype in one Triton launch (large-M CUDA path), or None."""
+        from lmsmith.compress import kernels
+
+        if not kernels.available(x2d) or not _KERNELS.get(("triton_dq", self.method), True):
+            return None
+        st = self.layouts(x2d)
+        try:
+            if self.method == "int4":
+                return kernels.dequantize(self.qweight, st["s32"], st["m32"], self.in_features, x2d.dtype, "int4",
+                                          self.group_size)
+            return kernels.dequantize(self.qweight, st["scales32"], None, self.in_features, x2d.dtype, self.method)
+        except Exception as e:  # pragma: no cover - depends on the Triton build
+            import warnings
+
+            _KERNELS[("triton_dq", self.method)] = False
+            warnings.warn(f"Triton {self.method} dequantize failed ({str(e).splitlines()[0]}); using PyTorch ops instead")
+            return None
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -307,12 +339,14 @@ class QuantLinear(nn.Module):
         return sum(b.numel() * b.element_size() for n, b in self.named_buffers() if not n.startswith("_"))
 
 
-def _triton_call(fn, *args, **kwargs) -> torch.Tensor | None:
+def _triton_call(method: str, fn, *args, **kwargs) -> torch.Tensor | None:
     try:
         return fn(*args, **kwargs)
     except Exception as e:  # a Triton build that rejects the kernel: warn once, use PyTorch's kernels
-        kernel_failed("triton_wq", torch.device("cpu"), e)
-        _KERNELS[("triton_wq", "any")] = False
+        import warnings
+
+        _KERNELS[("triton_wq", method)] = False
+        warnings.warn(f"Triton {method} kernel failed ({str(e).splitlines()[0]}); using PyTorch's kernels instead")
         return None
 
 
@@ -349,7 +383,7 @@ class Int8Linear(QuantLinear):
         from lmsmith.compress.kernels import wq_matmul
 
         bias = None if self.bias is None else self.bias.to(x2d.dtype)
-        return _triton_call(wq_matmul, x2d, self.qweight, self.layouts(x2d)["scales32"], None, bias)
+        return _triton_call("int8", wq_matmul, x2d, self.qweight, self.layouts(x2d)["scales32"], None, bias)
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         if x2d.dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int8pack_mm", x2d.device):
@@ -449,12 +483,14 @@ class Int4Linear(QuantLinear):
         st = self.prepare(device, dtype)
         return (st["weight"], st["sz"]) if "weight" in st else None
 
-    def triton_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+    def triton_matmul(self, x2d: torch.Tensor, force_triton: bool = False) -> torch.Tensor | None:
         from lmsmith.compress.kernels import wq_matmul
 
         st = self.layouts(x2d)
+        if "weight" in st and not force_triton:
+            return None  # tinygemm is faster at every M (see CUDA_LARGE_M)
         bias = None if self.bias is None else self.bias.to(x2d.dtype)
-        return _triton_call(wq_matmul, x2d, self.qweight, st["s32"], st["m32"], bias, self.group_size)
+        return _triton_call("int4", wq_matmul, x2d, self.qweight, st["s32"], st["m32"], bias, self.group_size)
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         dt = compute_dtype(x2d)
@@ -528,7 +564,7 @@ class Fp8Linear(QuantLinear):
         from lmsmith.compress.kernels import wq_matmul
 
         bias = None if self.bias is None else self.bias.to(x2d.dtype)
-        return _triton_call(wq_matmul, x2d, self.weight_fp8, self.layouts(x2d)["scales32"], None, bias)
+        return _triton_call("fp8", wq_matmul, x2d, self.qweight, self.layouts(x2d)["scales32"], None, bias, kind="fp8")
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         if (not fp8_supported(x2d.device) or not _KERNELS.get(("_scaled_mm_fp8", x2d.device.type), True)
