@@ -22,8 +22,9 @@ def no_silent_fallbacks():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*using dequantize \\+ matmul instead")
         warnings.filterwarnings("error", message=".*kernel failed.*using PyTorch's kernels instead")
+        warnings.filterwarnings("error", message=".*dequantize failed.*using PyTorch ops instead")
         yield
-    assert all(v for k, v in Q._KERNELS.items() if k[0] in ("_scaled_mm_fp8", "triton_wq", "_weight_int4pack_mm"))
+    assert all(v for k, v in Q._KERNELS.items() if k[0] in ("_scaled_mm_fp8", "triton_wq", "triton_dq", "_weight_int4pack_mm"))
 
 fp8_only = pytest.mark.skipif(not (torch.cuda.is_available() and Q.fp8_supported(torch.device("cuda"))),
                               reason="needs compute capability >= 8.9")
