@@ -207,17 +207,20 @@ def fp8_cpu_error() -> LmsmithError:
 
 
 # ------------------------------------------------------------------------------------- modules
-# CUDA dispatch, from bench/quant_kernels.py on an H100 (torch 2.11; microseconds per Llama-3.2-1B projection):
-# - int8: our Triton GEMV up to 64 rows (gate_up at M=1: 11.5 us vs bf16 25.3); beyond it dequantize + cuBLAS,
-#   since aten._weight_int8pack_mm is a slow generic kernel on CUDA (65 us at M=1, 3.6 ms at M=256 for qkv).
-# - int4: tinygemm at every M (M=1: 3.4-11 us per projection, 3-4x faster than our Triton int4 GEMV); the
-#   Triton kernel only where tinygemm does not apply (fp16 activations, odd shapes).
+# CUDA dispatch, from bench/quant_kernels.py on an H100 (torch 2.11, Triton 3.6; microseconds per
+# Llama-3.2-1B projection, bench/results/quant_kernels-h100.json):
+# - int8: our Triton GEMV up to 64 rows (gate_up at M=1: 11.5 us vs bf16 25.3); beyond it a one-launch Triton
+#   dequantize + cuBLAS ("triton"), since aten._weight_int8pack_mm is a slow generic kernel on CUDA
+#   (65 us at M=1 for qkv, 1.2 ms for the lm_head).
+# - int4: tinygemm up to TINYGEMM_MAX_M rows (M=1: 3.4-11 us per projection, 3-4x faster than our Triton int4
+#   GEMV, which only runs where tinygemm cannot); beyond, PyTorch dequantize + cuBLAS ("torch": tinygemm at
+#   M=256 is 5-18x slower than bf16, and our Triton int4 dequantize kernel measured slower than PyTorch's ops).
 # - fp8: Triton GEMV (fp8 weights, 16-bit activations) up to 16 rows; beyond, per-token e4m3 activations and
-#   `_scaled_mm` (w8a8 on the fp8 tensor cores: 10-24 us even at M=256). FP8_SMALL_M = "scaled_mm" keeps w8a8
-#   at every M.
-CUDA_LARGE_M: dict[str, str] = {"int8": "dequantize", "int4": "dequantize"}
+#   `_scaled_mm` (w8a8 on the fp8 tensor cores: 10-25 us even at M=256, faster than bf16 there).
+#   FP8_SMALL_M = "scaled_mm" keeps w8a8 at every M.
+CUDA_LARGE_M: dict[str, str] = {"int8": "triton", "int4": "torch"}
 TRITON_MAX_M: dict[str, int] = {"int8": 64, "int4": 16, "fp8": 16}
-TINYGEMM_MAX_M = 32  # int4 beyond: one-launch Triton dequantize + cuBLAS (tinygemm is 5-18x slower than bf16 at M=256)
+TINYGEMM_MAX_M = 128
 FP8_SMALL_M = "triton"
 
 
@@ -299,10 +302,10 @@ class QuantLinear(nn.Module):
                 y = self.triton_matmul(x2d)
                 if y is not None:
                     return y.reshape(*shape[:-1], self.out_features)
-            large = x.device.type == "cuda" and CUDA_LARGE_M.get(self.method) == "dequantize" and \
-                x2d.shape[0] > (TINYGEMM_MAX_M if self.method == "int4" else TRITON_MAX_M.get(self.method, 0))
-            if large:
-                w = self.fast_dequantize(x2d)
+            large_path = CUDA_LARGE_M.get(self.method) if x.device.type == "cuda" else None
+            limit = TINYGEMM_MAX_M if self.method == "int4" else TRITON_MAX_M.get(self.method, 0)
+            if large_path is not None and x2d.shape[0] > limit:
+                w = self.fast_dequantize(x2d) if large_path == "triton" else None
                 if w is not None:
                     return F.linear(x, w, self.bias)
             else:
