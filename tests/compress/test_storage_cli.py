@@ -146,3 +146,11 @@ def test_save_load_round_trip_is_exact(tmp_path, method):
         assert torch.equal(loaded(ids).logits, after)
     inv = dict(loaded.named_buffers())["model.rotary_emb.inv_freq"]
     assert inv.dtype == torch.float32 and fp32.to(torch.bfloat16).model.rotary_emb.inv_freq.dtype == torch.bfloat16
+
+
+def test_cli_lm_head_method(tiny_ref, registry, capsys):
+    assert main(["compress", "quantize", tiny_ref, "--method", "int4", "--lm-head", "int8", "--output-name", "q4h8"]) == 0
+    mv = registry.get(capsys.readouterr().out.strip())
+    cfg = json.loads((mv.dir / "config.json").read_text())["quantization"]
+    assert cfg["method"] == "int4" and cfg["lm_head_method"] == "int8" and "lm_head" in cfg["modules"]
+    assert isinstance(load_model(mv.ref, device="cpu").lm_head, Int8Linear)
