@@ -13,10 +13,8 @@ CPU-second does not (much).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import random
 import resource
 import re
@@ -25,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ROOT / "tests" / "data" / "texts"
@@ -117,14 +117,7 @@ def main() -> int:
             raise SystemExit(f"clean failed with exit code {proc.returncode}")
         summary = json.loads(stdout)
         out_bytes = sum(p.stat().st_size for p in (Path(tmp) / "out").glob("shard-*"))
-    import lmsmith
-
-    result = {
-        "benchmark": "data_clean", "device": f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "bench/data_clean.py", "--size-mb", str(args.size_mb), "--workers", str(args.workers)]),
-        "versions": {"python": platform.python_version(), "lmsmith": lmsmith.__version__},
-        "metrics": {
+    metrics = {
             "input_mb": round(src_size_mb := args.size_mb, 1), "documents_in": summary["documents_in"],
             "documents_out": summary["documents_out"], "seconds": round(elapsed, 1),
             "docs_per_second": round(summary["documents_in"] / elapsed, 1),
@@ -138,11 +131,8 @@ def main() -> int:
             "removed_quality": summary["steps"].get("quality", {}).get("docs_in", 0) - summary["steps"].get("quality", {}).get("docs_out", 0),
             "removed_langid": summary["steps"].get("langid", {}).get("docs_in", 0) - summary["steps"].get("langid", {}).get("docs_out", 0),
             "pii_replaced": sum(summary["pii"].values()),
-        },
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.output, make_result("data_clean", metrics))
     return 0
 
 

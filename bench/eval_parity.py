@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
@@ -111,27 +110,15 @@ def main() -> None:
     print(f"lm-eval: acc={acc:.4f} acc_norm={acc_norm:.4f} ({their_s:.0f} s)")
     same = [per_doc[it["id"]] == (it["acc"], it["acc_norm"]) for it in ours.items if it["id"] in per_doc]
 
-    import importlib.metadata as md
-
-    import torch
-    import transformers
-
-    result = {
-        "benchmark": "eval_parity",
-        "device": a.device if a.device != "cpu" else f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(x) for x in [str(Path(sys.argv[0]))] + sys.argv[1:]),
-        "versions": {"lmsmith": md.version("lmsmith"), "lm_eval": lmeval_version or md.version("lm_eval"),
-                     "torch": torch.__version__, "transformers": transformers.__version__},
-        "model": model_dir, "task": a.task, "num_fewshot": 0, "dtype": a.dtype,
-        "metrics": {"n": ours.n, "lmsmith_acc": ours.metrics["acc"], "lmeval_acc": acc,
+    result = make_result(
+        "eval_parity", {"n": ours.n, "lmsmith_acc": ours.metrics["acc"], "lmeval_acc": acc,
                     "lmsmith_acc_norm": ours.metrics["acc_norm"], "lmeval_acc_norm": acc_norm,
                     "abs_diff_acc_points": round(100 * abs(ours.metrics["acc"] - acc), 4),
                     "abs_diff_acc_norm_points": round(100 * abs(ours.metrics["acc_norm"] - acc_norm), 4),
                     "items_identical": sum(same), "lmsmith_seconds": round(our_s, 1), "lmeval_seconds": round(their_s, 1)},
-    }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        a.device, model=model_dir, task=a.task, num_fewshot=0, dtype=a.dtype)
+    result["versions"]["lm_eval"] = lmeval_version or result["versions"].get("lm_eval", "?")
+    write_result(a.out, result, echo=False)
     ok = result["metrics"]["abs_diff_acc_points"] <= 0.5 and result["metrics"]["abs_diff_acc_norm_points"] <= 0.5
     print(json.dumps(result["metrics"]), f"\n{'PASS' if ok else 'FAIL'}: within 0.5 points -> {a.out}")
     sys.exit(0 if ok else 1)

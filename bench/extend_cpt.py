@@ -13,15 +13,14 @@ which is comparable across tokenizers, unlike loss per token. A minimal training
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "data"))
@@ -151,15 +150,8 @@ def main() -> int:
                 "steps": args.steps, "batch": args.batch, "seq_len": args.seq_len, "lr": args.lr,
                 "extended_minus_base_loss_per_byte": round(ext["heldout_loss_per_byte_after"] - base["heldout_loss_per_byte_after"], 4),
                 "extend_seconds": round(extend_s, 1)}
-    result = {"benchmark": "extend_cpt", "device": args.device if args.device != "cpu" else f"cpu ({os.cpu_count()} cores)",
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python bench/extend_cpt.py " + " ".join(sys.argv[1:]),
-              "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                           "transformers": __import__("transformers").__version__},
-              "metrics": metrics, "note": "loss per byte in nats (divide by ln 2 = %.4f for bits)" % math.log(2)}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.output, make_result("extend_cpt", metrics, args.device,
+                                          note="loss per byte in nats (divide by ln 2 = %.4f for bits)" % math.log(2)))
     return 0
 
 

@@ -29,5 +29,8 @@ case "${1:-all}" in
     step timeout 240 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fsdp_gpu.py
     step timeout 300 python3 bench/train_scaling.py --gpus 2 --preset llama-3.2-1b --batch-size 4 --seq-len 2048 \
       --steps 10 --fused-loss --out "$OUT" ;;
+  tp)  # on nvidia-h200-x2: tensor-parallel parity (fp32 + bf16) and serving numbers (~5 min)
+    step timeout 170 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_tp_gpu.py
+    step timeout 420 python3 bench/serve_tp.py --out "$OUT/serve_tp-h200x2.json" ;;
   *) for s in tests train quant plan; do "$0" "$s"; done ;;
 esac

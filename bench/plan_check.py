@@ -17,17 +17,15 @@ Config names: `full|lora` + `_b<micro-batch>` + optional `_fused` (--fused-loss)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
-import json
-import platform
 import re
-import shlex
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -143,21 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         metrics["max_abs_error_pct"] = round(max(errors), 2)
         metrics["mean_abs_error_pct"] = round(sum(errors) / len(errors), 2)
-    import transformers
-
-    result = {"benchmark": "plan_check",
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python bench/plan_check.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-              "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                           "transformers": transformers.__version__},
-              "preset": args.preset, "metrics": metrics, "details": details}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"plan_check-{args.preset}-{'cuda' if device.type == 'cuda' else 'cpu'}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {path}", file=sys.stderr)
+    result = make_result("plan_check", metrics, device, argv, preset=args.preset, details=details)
+    write_result(Path(args.out) / f"plan_check-{args.preset}-{'cuda' if device.type == 'cuda' else 'cpu'}.json", result)
     return 0
 
 

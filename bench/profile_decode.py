@@ -12,6 +12,7 @@ import io
 import pstats
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -35,11 +36,30 @@ def profile_steps(engine, batch, out_len, path: Path, steps: int = 20) -> None:
     for _ in range(8):  # prefill and settle into decode
         engine.step()
     torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        engine.step()
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t) / steps * 1000
+    graphs = getattr(engine.runner, "graphs", None)
+    gpu = float("nan")
+    if graphs is not None and len(batch) in graphs.graphs:  # the step's graph alone, back to back
+        g = graphs.graphs[len(batch)]
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            g.replay()
+        end.record()
+        torch.cuda.synchronize()
+        gpu = start.elapsed_time(end) / steps
+    head = f"batch {len(batch)}: wall {wall:.3f} ms/step (engine.step, overlapped={engine.async_scheduling}), " \
+           f"graph replay alone {gpu:.3f} ms/step; batch-1 graph {getattr(graphs, 'bs1_choice', None)} " \
+           f"{getattr(graphs, 'bs1_timings', None)}\ntiles {getattr(graphs, 'tile_timings', None)}\n\n"
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             engine.step()
         torch.cuda.synchronize()
-    text = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+    text = head + prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
     text += "\n\n" + prof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
     path.write_text(text)
     print(path.name, "\n", text[:3000], flush=True)
@@ -51,6 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
     ap.add_argument("--out-dir", default=".")
+    ap.add_argument("--bs1-only", action="store_true", help="only the batch-1 step profile (small engine, quick)")
     args = ap.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,6 +81,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
         batch = prompts(256, 128, SHAPES[args.shape]["vocab_size"])
+        if args.bs1_only:
+            engine = Engine(str(d), dtype="bfloat16", max_num_seqs=4)
+            profile_steps(engine, batch[:1], 64, out / "prof_bs1.txt")
+            return
         engine = Engine(str(d), dtype="bfloat16", max_num_seqs=256, max_num_batched_tokens=8192)
         profile_steps(engine, batch[:1], 64, out / "prof_bs1.txt")
         profile_steps(engine, batch, 64, out / "prof_bs256.txt")

@@ -91,8 +91,10 @@ def hf_generate_batch(model, batch: list[list[int]], out_len: int) -> float | No
         return None
 
 
-def ours(model_dir: Path, batches: list[list[list[int]]], out_len: int, **engine_kw) -> dict[str, float]:
-    """Times one `LLM.generate` per batch (after a warm-up on other prompts); the median over batches."""
+def ours(model_dir: Path, batches: list[list[list[int]]], out_len: int, compare_sync: bool = False,
+         **engine_kw) -> dict[str, float]:
+    """Times one `LLM.generate` per batch (after a warm-up on other prompts); the median over batches.
+    `compare_sync`: time again with the overlapped decode loop off (keys prefixed `sync_`)."""
     from lmsmith.serve import LLM, SamplingParams
 
     llm = LLM(str(model_dir), dtype="bfloat16", **engine_kw)
@@ -103,15 +105,23 @@ def ours(model_dir: Path, batches: list[list[list[int]]], out_len: int, **engine
     # the workload's own shapes once (prefill batch, graph buckets), two tokens each, on other prompts
     llm.generate(prompts(len(batches[0]), len(batches[0][0]), llm.engine.vocab_size, seed=7),
                  SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True), use_tqdm=False)
-    rates, ttfts = [], []
-    for batch in batches:
-        t = time.perf_counter()
-        res = llm.generate(batch, sp, use_tqdm=False)
-        dt = time.perf_counter() - t
-        rates.append(sum(len(o.token_ids) for r in res for o in r.outputs) / dt)
-        ttfts += [r.ttft for r in res if getattr(r, "ttft", None) is not None]
-    return {"tok_s": statistics.median(rates), "runs_tok_s": [round(r, 1) for r in rates],
-            "ttft_p50_ms": 1000 * statistics.median(ttfts) if ttfts else float("nan")}
+    graphs = getattr(llm.engine.runner, "graphs", None)
+    result = {"bs1_graph": getattr(graphs, "bs1_choice", None), "bs1_graph_ms": getattr(graphs, "bs1_timings", None),
+              "bs1_tiles_ms": getattr(graphs, "tile_timings", None)}
+    for mode in ("async", "sync") if compare_sync else ("async",):
+        llm.engine.async_scheduling = mode == "async" and llm.engine.async_scheduling
+        rates, ttfts = [], []
+        for batch in batches:
+            llm.engine.blocks.reset_prefix_cache()  # every timed run computes its prompts
+            t = time.perf_counter()
+            res = llm.generate(batch, sp, use_tqdm=False)
+            dt = time.perf_counter() - t
+            rates.append(sum(len(o.token_ids) for r in res for o in r.outputs) / dt)
+            ttfts += [r.ttft for r in res if getattr(r, "ttft", None) is not None]
+        prefix = "" if mode == "async" else "sync_"
+        result.update({prefix + "tok_s": statistics.median(rates), prefix + "runs_tok_s": [round(r, 1) for r in rates],
+                       prefix + "ttft_p50_ms": 1000 * statistics.median(ttfts) if ttfts else float("nan")})
+    return result
 
 
 def main() -> None:
@@ -121,6 +131,8 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=256)
     ap.add_argument("--requests", type=int, default=256)
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-offline", action="store_true", help="batch-1 decode only")
+    ap.add_argument("--compare-sync", action="store_true", help="also time ours with the overlapped decode loop off")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     assert torch.cuda.is_available(), "needs CUDA"
@@ -131,14 +143,21 @@ def main() -> None:
         d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
         vocab = SHAPES[args.shape]["vocab_size"]
         batch = prompts(args.requests, args.prompt_len, vocab)
-        r1 = ours(d, [[p] for p in batch[:5]], args.output_len)
+        r1 = ours(d, [[p] for p in batch[:5]], args.output_len, compare_sync=args.compare_sync)
+        bs1_graph = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"], "tiles_ms": r1["bs1_tiles_ms"]}
         metrics["decode_bs1_tok_s"] = r1["tok_s"]
         metrics["decode_bs1_ttft_p50_ms"] = r1["ttft_p50_ms"]
+        if args.compare_sync:
+            metrics["decode_bs1_sync_tok_s"] = r1["sync_tok_s"]
         print("ours bs1", r1, flush=True)
-        r = ours(d, [batch], args.output_len, max_num_seqs=256, max_num_batched_tokens=8192)
-        metrics["offline_256_tok_s"] = r["tok_s"]
-        metrics["offline_256_ttft_p50_ms"] = r["ttft_p50_ms"]
-        print("ours offline", r, flush=True)
+        if not args.skip_offline:
+            r = ours(d, [batch], args.output_len, compare_sync=args.compare_sync, max_num_seqs=256,
+                     max_num_batched_tokens=8192)
+            metrics["offline_256_tok_s"] = r["tok_s"]
+            if args.compare_sync:
+                metrics["offline_256_sync_tok_s"] = r["sync_tok_s"]
+            metrics["offline_256_ttft_p50_ms"] = r["ttft_p50_ms"]
+            print("ours offline", r, flush=True)
         torch.cuda.empty_cache()
         if not args.skip_hf:
             from transformers import AutoModelForCausalLM
@@ -159,6 +178,7 @@ def main() -> None:
         "metrics": {k: round(v, 2) for k, v in metrics.items()},
         "workload": {"shape": args.shape, "prompt_len": args.prompt_len, "output_len": args.output_len,
                      "requests": args.requests, "dtype": "bfloat16", "weights": "random init"},
+        "bs1_graph": bs1_graph,
     }
     print(json.dumps(result, indent=2))
     if args.out:

@@ -91,3 +91,11 @@ def test_lm_head_method_is_recorded_and_validated(tmp_path, tiny_dir):
     assert "lm_head" in spec.modules
     with pytest.raises(LmsmithError, match="unknown quantization method 'int2'"):
         quantize_to_dir(tiny_dir, tmp_path / "bad", "int4", lm_head_method="int2")
+
+
+def test_tensor_parallel_quantized_is_a_clear_error(tmp_path, tiny_dir):
+    from lmsmith.serve.model_runner import load_runner
+
+    qdir = quantized_dir(tiny_dir, tmp_path, "int8")
+    with pytest.raises(LmsmithError, match="tensor parallelism does not shard quantized weights"):
+        load_runner(str(qdir), "float32", "cpu", None, tensor_parallel_size=2)

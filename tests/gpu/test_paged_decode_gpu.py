@@ -26,7 +26,8 @@ def reference(q, kc, vc, tables, lens, scale, window):
 @pytest.mark.parametrize("dtype,heads,kv_heads,d,bs,window", [
     (torch.float32, 4, 2, 16, 4, None), (torch.bfloat16, 32, 8, 64, 16, None), (torch.float32, 6, 2, 24, 16, None),
     (torch.bfloat16, 8, 8, 128, 16, 40), (torch.float32, 4, 1, 32, 8, 7)])
-def test_paged_decode_matches_gathered_sdpa(dtype, heads, kv_heads, d, bs, window):
+@pytest.mark.parametrize("splits", [1, 3, 16])
+def test_paged_decode_matches_gathered_sdpa(dtype, heads, kv_heads, d, bs, window, splits):
     g = torch.Generator(device="cuda").manual_seed(0)
     nblocks, b, max_blocks = 200, 7, 20
     kc = torch.randn(nblocks, bs, kv_heads, d, device="cuda", dtype=dtype, generator=g)
@@ -35,7 +36,7 @@ def test_paged_decode_matches_gathered_sdpa(dtype, heads, kv_heads, d, bs, windo
     tables = torch.randperm(nblocks, device="cuda", generator=g)[:b * max_blocks].view(b, max_blocks)
     lens = torch.tensor([1, 3, bs, bs + 1, 5 * bs - 1, 77, max_blocks * bs], device="cuda")
     out = torch.full_like(q, float("nan"))
-    paged_decode(q, kc, vc, tables, lens, d ** -0.5, window, out=out)
+    paged_decode(q, kc, vc, tables, lens, d ** -0.5, window, out=out, splits=splits)
     ref = reference(q, kc, vc, tables, lens, d ** -0.5, window)
     err = ((out.double() - ref).norm() / ref.norm()).item()
     assert not out.isnan().any()
@@ -74,3 +75,13 @@ def test_fused_kernels_match_eager():
     qr, kr = qr * c + rotate_half(qr) * s_, kr * c + rotate_half(kr) * s_
     assert ((q.float() - qr).norm() / qr.norm()) < 1e-2 and ((k.float() - kr).norm() / kr.norm()) < 1e-2
     assert torch.equal(kc.view(-1, kvh, d)[slots], k) and torch.equal(vc.view(-1, kvh, d)[slots], vr.view(t, kvh, d).to(dt))
+
+
+def test_argmax_rows_matches_torch_first_index():
+    from lmsmith.serve.fused import argmax_rows
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for b, v in [(1, 128256), (5, 49152), (3, 1000), (2, 4096 * 3 + 1)]:
+        x = torch.randn(b, v, device="cuda", generator=g)
+        x[0, v // 2] = x[0, v - 1] = 100.0  # ties: the first index wins, as torch.argmax
+        assert torch.equal(argmax_rows(x), x.argmax(-1))

@@ -23,7 +23,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise LmsmithError(f"--json-schema is not valid JSON: {e}", "pass a JSON object or a path to a .json file") from None
     text = generate_text(args.ref, args.prompt, chat=args.chat, system=args.system, max_tokens=args.max_tokens,
                          temperature=args.temperature, seed=args.seed, dtype=args.dtype, on_text=stream_to_stdout,
-                         top_p=args.top_p, top_k=args.top_k, stop=args.stop, json_schema=schema)
+                         top_p=args.top_p, top_k=args.top_k, stop=args.stop, json_schema=schema,
+                         tensor_parallel_size=args.tensor_parallel_size)
     if not text.endswith("\n"):
         sys.stdout.write("\n")
     return 0
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json-schema", help="constrain the output to this JSON schema (inline JSON or a .json file)")
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
+    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
+                   help="shard the model over this many GPUs of this node (default: 1)")
     p.set_defaults(func=cmd_generate)
     register_serve(sub)
     register_bench(sub)
@@ -58,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           served_model_name=args.served_model_name, max_num_seqs=args.max_num_seqs, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
           dtype=args.dtype, device=args.device, max_num_batched_tokens=args.max_num_batched_tokens,
-          block_size=args.block_size, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len)
+          block_size=args.block_size, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len,
+          tensor_parallel_size=args.tensor_parallel_size)
     return 0
 
 
@@ -79,6 +83,8 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-size", type=int, default=16, help="KV-cache block size in tokens")
     p.add_argument("--num-kv-blocks", type=int, help="KV-cache blocks (default: sized from free memory)")
     p.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
+                   help="shard the model over this many GPUs of this node (Megatron-style, NCCL; default: 1)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 

@@ -9,6 +9,14 @@
 Each request becomes `n` sequences. A step schedules prefill chunks and decodes together (continuous
 batching), runs the model once over the paged KV cache, samples, detokenizes incrementally, applies stop
 conditions and frees finished sequences' blocks.
+
+Overlapped decoding (`async_scheduling`, on by default on CUDA; it also runs on CPU when asked): when a step only decodes, it is launched and left
+running on the device, its sampled tokens stay there (a placeholder stands in for each on the host), and the
+next `step()` launches the following decode from those device tokens *before* reading the previous ones back
+and processing them (detokenize, stop checks, outputs). The host work thus hides behind the GPU's, and
+outputs arrive one step behind. A sequence that stops on EOS or a stop string has had one extra token computed,
+which is dropped; max_tokens and the context limit are known ahead, so they cost nothing. Prefill steps,
+grammar-constrained requests, logprobs and penalties run synchronously.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import load_tokenizer
 from lmsmith.serve.block_manager import BlockManager
 from lmsmith.serve.model_runner import auto_num_blocks, load_runner
-from lmsmith.serve.sampler import make_generator, sample
+from lmsmith.serve.sampler import make_generator, overlappable, sample, sample_on_device
 from lmsmith.serve.sampling_params import SamplingParams
-from lmsmith.serve.scheduler import Scheduler
+from lmsmith.serve.scheduler import ScheduledSeq, Scheduler
 from lmsmith.serve.sequence import RequestMetrics, Sequence, Status
 
 
@@ -49,6 +57,21 @@ class RequestOutput:
     metrics: RequestMetrics = field(repr=False, default=None)  # type: ignore[assignment]
 
 
+PENDING = -1  # stands in for a sampled token that is still on the device
+
+
+@dataclass
+class InFlight:
+    """A launched decode step whose tokens the host has not read yet."""
+
+    seqs: list[Sequence]
+    tokens: torch.Tensor  # [B] on the device; the next launch reads it
+    host: torch.Tensor  # [B] where the tokens arrive (pinned on CUDA)
+    event: Any  # CUDA event recorded after the copy (None on CPU)
+    rows: dict[int, int]  # id(seq) -> row in `tokens`
+    index: list[int]  # where each sequence's placeholder sits in its token list
+
+
 def eos_ids_for(model_dir, tokenizer, config) -> list[int]:
     """EOS from generation_config.json (int or list), then the config and the tokenizer."""
     ids: list[int] = []
@@ -68,7 +91,8 @@ class Engine:
     def __init__(self, model_ref: str, dtype: str | torch.dtype = "auto", device: str | None = None,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, max_model_len: int | None = None,
-                 enable_prefix_caching: bool = True, allow_fallback: bool = True):
+                 enable_prefix_caching: bool = True, allow_fallback: bool = True,
+                 async_scheduling: bool | None = None, tensor_parallel_size: int = 1, load_format: str = "auto"):
         for name, value in (("max_num_seqs", max_num_seqs), ("max_num_batched_tokens", max_num_batched_tokens),
                             ("block_size", block_size)):
             if not isinstance(value, int) or value < 1:
@@ -76,7 +100,9 @@ class Engine:
         if num_kv_blocks is not None and num_kv_blocks < 1:
             raise LmsmithError(f"num_kv_blocks must be a positive integer, got {num_kv_blocks!r}")
         self.model_ref = str(model_ref)
-        self.runner, handle, model_len = load_runner(self.model_ref, dtype, device, max_model_len, allow_fallback)
+        self.runner, handle, model_len = load_runner(self.model_ref, dtype, device, max_model_len, allow_fallback,
+                                                     tensor_parallel_size, load_format)
+        self.tensor_parallel_size = tensor_parallel_size
         self.device = self.runner.device
         self.tokenizer = load_tokenizer(self.model_ref)
         self.eos_token_ids = eos_ids_for(handle.base.dir, self.tokenizer, handle.config)
@@ -99,6 +125,15 @@ class Engine:
         fast = getattr(self.tokenizer, "_tokenizer", None)
         cleanup = getattr(self.tokenizer, "clean_up_tokenization_spaces", False)
         self._decode = fast.decode if fast is not None and not cleanup and hasattr(fast, "decode") else None
+        if async_scheduling is None:  # a CPU runs the model in the calling thread: nothing to overlap with
+            async_scheduling = self.device.type == "cuda"
+        self.async_scheduling = bool(async_scheduling) and getattr(self.runner, "supports_overlap", False)
+        self._inflight: InFlight | None = None
+        self._host_bufs = None
+        self._flip = 0
+        if self.async_scheduling and self.device.type == "cuda":
+            self._host_bufs = [torch.zeros(max_num_seqs, dtype=torch.long, pin_memory=True) for _ in range(2)]
+            self._events = [torch.cuda.Event() for _ in range(2)]
 
     # -- public API -----------------------------------------------------------------------------------------
     @property
@@ -149,11 +184,19 @@ class Engine:
             if seq.finished:
                 continue
             self.scheduler.remove(seq)
+            while seq.tokens and seq.tokens[-1] == PENDING:  # its in-flight token is dropped when it lands
+                seq.tokens.pop()
             self._finish(seq, "abort", None)
             self._pending.append(self._output(seq, [], None))
 
+    def close(self) -> None:
+        """Release what outlives the engine object: tensor-parallel worker processes and the process group."""
+        close = getattr(self.runner, "close", None)
+        if close is not None:
+            close()
+
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished() or bool(self._pending)
+        return self.scheduler.has_unfinished() or bool(self._pending) or self._inflight is not None
 
     def stats(self) -> dict[str, Any]:
         """Counters for metrics. Prefix-cache queries/hits are counted in tokens."""
@@ -169,8 +212,21 @@ class Engine:
 
     def step(self) -> list[RequestOutput]:
         outputs, self._pending = self._pending, []
+        if self._inflight is not None:
+            batch = self.scheduler.schedule_decodes(self._done_when_resolved) \
+                if self.async_scheduling and self._all_overlappable() else None
+            if batch is not None:  # launch the next decode from the device tokens, then read the previous step
+                prev = self._inflight
+                self._inflight = self._launch(batch, prev) if batch else None
+                outputs += self._resolve(prev)
+                return outputs
+            prev, self._inflight = self._inflight, None
+            outputs += self._resolve(prev)
         batch = self.scheduler.schedule()
         if not batch:
+            return outputs
+        if self.async_scheduling and all(s.num_tokens == 1 and s.samples and self._overlappable(s.seq) for s in batch):
+            self._inflight = self._launch(batch, None)
             return outputs
         logits = self.runner.execute(batch)
         sampling = []
@@ -188,6 +244,62 @@ class Engine:
         now = time.time()
         for seq, tok, rec in zip(sampling, tokens, records):
             out = self._append_token(seq, tok, rec, now)
+            if out is not None:
+                outputs.append(out)
+        return outputs
+
+    # -- overlapped decoding ---------------------------------------------------------------------------------
+    def _overlappable(self, seq: Sequence) -> bool:
+        return seq.matcher is None and overlappable(seq.params)
+
+    def _all_overlappable(self) -> bool:
+        return all(self._overlappable(seq) for seq in self.scheduler.running)
+
+    def _done_when_resolved(self, seq: Sequence) -> bool:
+        """Finished whatever its pending token turns out to be: don't compute another one."""
+        p = seq.params
+        return (p.max_tokens is not None and seq.num_output >= p.max_tokens) or seq.num_tokens >= self.max_model_len
+
+    def _launch(self, batch: list[ScheduledSeq], prev: InFlight | None) -> InFlight:
+        """Run a decode step without waiting for it: sampled tokens stay on the device, a copy is queued to the host."""
+        seqs = [s.seq for s in batch]
+        src_rows = [prev.rows.get(id(seq), -1) if prev is not None else -1 for seq in seqs]
+        logits, greedy = self.runner.decode_step(batch, prev.tokens if prev is not None else None, src_rows)
+        tokens = sample_on_device(logits, seqs, greedy)
+        index = []
+        for seq in seqs:
+            seq.num_computed += 1
+            index.append(len(seq.tokens))
+            seq.tokens.append(PENDING)
+        n = len(seqs)
+        event = None
+        if self._host_bufs is not None:
+            host = self._host_bufs[self._flip][:n]  # alternate: the previous step's tokens are still unread
+            event = self._events[self._flip]
+            self._flip ^= 1
+            host.copy_(tokens, non_blocking=True)
+            event.record()
+        else:
+            host = tokens
+        return InFlight(seqs, tokens, host, event, {id(seq): i for i, seq in enumerate(seqs)}, index)
+
+    def _resolve(self, fl: InFlight) -> list[RequestOutput]:
+        """Read a launched step's tokens and process them as a synchronous step would have."""
+        if fl.event is not None:
+            fl.event.synchronize()
+        tokens = fl.host.tolist()
+        outputs = []
+        now = time.time()
+        for seq, tok, i in zip(fl.seqs, tokens, fl.index):
+            if seq.finished:  # aborted, or stopped one step earlier: this token was extra
+                continue
+            later = seq.tokens[i + 1:]  # a newer in-flight token (the step launched just before this resolve)
+            del seq.tokens[i:]
+            seq.num_hashed_blocks = self.blocks.register_full(seq.block_table, seq.tokens, min(seq.num_computed, i),
+                                                              seq.num_hashed_blocks)
+            out = self._append_token(seq, tok, None, now)
+            if not seq.finished:
+                seq.tokens += later
             if out is not None:
                 outputs.append(out)
         return outputs

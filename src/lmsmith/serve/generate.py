@@ -23,7 +23,8 @@ def build_prompt(tok, prompt: str, chat: bool, system: str | None) -> list[int]:
 def generate_text(ref: str, prompt: str, *, chat: bool = False, system: str | None = None, max_tokens: int = 256,
                   temperature: float = 0.0, seed: int | None = None, dtype: str = "auto",
                   on_text: Callable[[str], None] | None = None, top_p: float = 1.0, top_k: int = 0,
-                  stop: list[str] | None = None, json_schema: dict | None = None) -> str:
+                  stop: list[str] | None = None, json_schema: dict | None = None,
+                  tensor_parallel_size: int = 1) -> str:
     """Generate a completion with the engine; `on_text` receives decoded text pieces as tokens arrive."""
     from lmsmith.serve.engine import Engine
     from lmsmith.serve.sampling_params import SamplingParams
@@ -34,16 +35,19 @@ def generate_text(ref: str, prompt: str, *, chat: bool = False, system: str | No
         raise LmsmithError(f"--temperature must be >= 0, got {temperature}")
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed, top_p=top_p, top_k=top_k,
                             stop=stop or [], json_schema=json_schema).validate()
-    engine = Engine(ref, dtype=dtype, max_num_seqs=1)
-    ids = build_prompt(engine.tokenizer, prompt, chat, system)
-    engine.add_request("generate", ids, params)
-    pieces: list[str] = []
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.text_delta:
-                pieces.append(out.text_delta)
-                if on_text:
-                    on_text(out.text_delta)
+    engine = Engine(ref, dtype=dtype, max_num_seqs=1, tensor_parallel_size=tensor_parallel_size)
+    try:
+        ids = build_prompt(engine.tokenizer, prompt, chat, system)
+        engine.add_request("generate", ids, params)
+        pieces: list[str] = []
+        while engine.has_unfinished():
+            for out in engine.step():
+                if out.text_delta:
+                    pieces.append(out.text_delta)
+                    if on_text:
+                        on_text(out.text_delta)
+    finally:
+        engine.close()
     return "".join(pieces)
 
 

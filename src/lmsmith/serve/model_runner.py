@@ -8,6 +8,7 @@ so everything above it (scheduler, sampling, streaming) behaves the same.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,16 @@ from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.compress.quantize import prepare_for_inference
 from lmsmith.compress.storage import read_spec, swap_in_quantized
+from lmsmith.serve.fused import argmax_rows
+from lmsmith.serve.gemv import bs1_eligible, forward_bs1, tune_tiles
 from lmsmith.models import is_quantized
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
 from lmsmith.serve.scheduler import ScheduledSeq
 
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
+TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
+# batch-1 GEMV step variants tried against cuBLAS when the graphs are captured (tiles: rows x columns per program)
+BS1_PLANS: dict[str, dict] = {}  # filled at capture from the tiles measured fastest per projection
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
@@ -79,30 +85,51 @@ class ModelHandle:
 class NativeRunner:
     native = True
 
-    def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, max_model_len: int):
+    def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, max_model_len: int,
+                 tp: Any = None, load_format: str = "auto"):
+        """`tp` (a parallel.TPContext): load and run only this rank's shard. `load_format="dummy"`: random
+        weights made on the device (benchmarks of shapes without a checkpoint)."""
         self.device = device
         self.dtype = dtype
         self.config = mh.config
         self.spec = spec_from_config(mh.config)
+        self.tp = tp
+        if tp is not None:
+            from lmsmith.serve import parallel
+
+            full_spec, self.spec = self.spec, parallel.local_spec(self.spec, tp)
         with torch.device("meta"):
             model = LlamaForCausalLM(self.spec)
-        self.quant = read_spec(mh.base.dir)
+            if tp is not None:
+                parallel.parallelize(model, full_spec, tp)
+        self.quant = read_spec(mh.base.dir) if load_format != "dummy" else None
         if self.quant is not None:
+            if tp is not None:
+                raise LmsmithError("tensor parallelism does not shard quantized weights yet",
+                                   "serve the quantized model on one GPU, or shard the unquantized model")
             swap_in_quantized(model, self.quant, device)
-        sd = mh.state_dict(dtype)
-        if "lm_head.qweight" in sd:
-            pass  # a quantized lm_head: the embedding stays full precision for the lookups
-        elif self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
-            sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
-        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
-        missing = [m for m in missing if not m.endswith("rotary_emb.inv_freq")]
-        if missing:
-            raise LmsmithError(f"checkpoint is missing {len(missing)} weights (e.g. {missing[0]})",
-                               "is this a complete Llama-family checkpoint?")
-        model = model.to(device)
+        if load_format == "dummy":
+            from lmsmith.serve.parallel import dummy_weights
+
+            model = dummy_weights(model, dtype, device, seed=0 if tp is None else tp.rank)
+        else:
+            sd = mh.state_dict(dtype) if tp is None else parallel.shard_state_dict(mh, tp, dtype)
+            if "lm_head.qweight" in sd:
+                pass  # a quantized lm_head: the embedding stays full precision for the lookups
+            elif self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
+                sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+            missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+            missing = [m for m in missing if not m.endswith("rotary_emb.inv_freq")]
+            if missing:
+                raise LmsmithError(f"checkpoint is missing {len(missing)} weights (e.g. {missing[0]})",
+                                   "is this a complete Llama-family checkpoint?")
+            del sd
+            model = model.to(device)
         model.fuse()  # after the move: fused weights are plain tensors, which .to() would not carry
         if self.quant is not None:
             prepare_for_inference(model, dtype)  # kernel layouts now, never inside a CUDA graph capture
+        if tp is not None:
+            parallel.add_reduce_hooks(model, tp)
         self.model = model.eval()
         self.vocab_size = self.spec.vocab_size
         self.cos, self.sin = rope_tables(mh.config, self.spec, max_model_len + 1, dtype, device)
@@ -126,11 +153,25 @@ class NativeRunner:
         if self.use_cuda_graphs:
             self.graphs = DecodeGraphs(self, max_num_seqs, scratch_block=num_blocks)
 
+    supports_overlap = True
+
     @torch.inference_mode()
-    def execute(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+    def decode_step(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None,
+                    src_rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decode-only step launched without waiting for the previous one: sequence i's input token is
+        `prev_tokens[src_rows[i]]` (still on the device) when `src_rows[i] >= 0`, else its last host token.
+        Returns (logits [B, V] float32, greedy tokens [B] long), both left on the device, nothing synchronized."""
+        if self.graphs is not None and len(batch) <= self.graphs.max_bs:
+            return self.graphs.run(batch, prev_tokens, src_rows)
+        logits = self.execute(batch, prev_tokens, src_rows)
+        return logits, argmax_rows(logits)
+
+    @torch.inference_mode()
+    def execute(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None = None,
+                src_rows: list[int] | None = None) -> torch.Tensor:
         if self.graphs is not None and len(batch) <= self.graphs.max_bs and \
                 all(s.num_tokens == 1 and s.samples for s in batch):
-            return self.graphs.run(batch)
+            return self.graphs.run(batch, prev_tokens, src_rows)[0]
         bs = self.block_size
         ids: list[int] = []
         positions: list[int] = []
@@ -170,16 +211,22 @@ class NativeRunner:
         pos = torch.tensor(positions, dtype=torch.long, device=dev)
         meta.positions = pos
         cos, sin = (self.cos, self.sin) if self.model.fused else (self.cos[pos], self.sin[pos])
-        return self.model(torch.tensor(ids, dtype=torch.long, device=dev), cos, sin,
-                          self.kv_cache, meta, torch.tensor(logit_rows, dtype=torch.long, device=dev))
+        input_ids = torch.tensor(ids, dtype=torch.long, device=dev)
+        if prev_tokens is not None and src_rows and max(src_rows) >= 0:  # decode-only: row i is sequence i
+            src = torch.tensor(src_rows, dtype=torch.long, device=dev)
+            input_ids = torch.where(src >= 0, prev_tokens[src.clamp(min=0)], input_ids)
+        return self.model(input_ids, cos, sin, self.kv_cache, meta,
+                          torch.tensor(logit_rows, dtype=torch.long, device=dev))
 
 
 class DecodeGraphs:
     """CUDA graphs of a whole decode step, one per batch-size bucket; a batch is padded up to its bucket.
 
-    All inputs live in one device buffer `[max_bs, 4 + max_blocks]` (token, position, slot, context length,
-    block table) filled from one pinned host buffer with a single copy, so a step is: fill, copy, replay.
-    Padded rows write their K/V into a scratch block and attend to it alone.
+    All inputs live in one device buffer `[max_bs, 5 + max_blocks]` (token, position, slot, context length,
+    source row, block table) filled from one pinned host buffer with a single copy, so a step is: fill, copy,
+    replay. A row whose source row is >= 0 takes its token from `tokens[source row]`: the greedy tokens the
+    previous replay wrote there (argmax runs inside the graph), so a step can be launched before the host has
+    seen the previous step's tokens. Padded rows write their K/V into a scratch block and attend to it alone.
     """
 
     def __init__(self, runner: NativeRunner, max_num_seqs: int, scratch_block: int):
@@ -189,13 +236,24 @@ class DecodeGraphs:
         self.scratch = scratch_block
         bs = runner.block_size
         self.max_blocks = -(-(runner.max_model_len + 1) // bs)
-        width = 4 + self.max_blocks
-        self.host = torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=True)
-        self.host_np = self.host.numpy()
+        width = TABLE_COL + self.max_blocks
+        # two pinned staging buffers, alternated: with overlapped steps the host fills step n+1's inputs while
+        # step n's copy may still be queued behind the running graph
+        self.hosts = [torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=True) for _ in range(2)]
+        self.hosts_np = [h.numpy() for h in self.hosts]
+        self.flip = 0
+        self.host, self.host_np = self.hosts[0], self.hosts_np[0]
         self.buf = torch.zeros(self.max_bs, width, dtype=torch.long, device=runner.device)
+        self.tokens = torch.zeros(self.max_bs, dtype=torch.long, device=runner.device)  # sampled, fed forward
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
         self.pool = None
+        self.counter = torch.zeros(1, dtype=torch.int32, device=runner.device)  # GEMV epilogue ticket
+        self.rows = torch.arange(self.max_bs, device=runner.device)
+        self.bs1_plans = dict(BS1_PLANS)
+        self.bs1_choice = "cublas"
+        self.bs1_timings: dict[str, object] = {}
+        self.tile_timings: dict[str, object] = {}
         self._pad(0)
         self.buf.copy_(self.host)
         self.capture_all()
@@ -206,57 +264,142 @@ class DecodeGraphs:
         h[start:, 1] = 0
         h[start:, 2] = self.scratch * self.runner.block_size
         h[start:, 3] = 1
-        h[start:, 4] = self.scratch
+        h[start:, 4] = -1
+        h[start:, TABLE_COL] = self.scratch
 
-    def _forward(self, n: int) -> torch.Tensor:
+    def _forward(self, n: int, plan: dict | None = None) -> torch.Tensor:
+        """plan None: the model's own (cuBLAS) step; else the batch-1 GEMV step with these tiles."""
         r = self.runner
         buf = self.buf[:n]
         pos = buf[:, 1]
-        meta = AttentionMetadata(slot_mapping=buf[:, 2], decode_rows=torch.arange(n, device=r.device),
-                                 decode_block_tables=buf[:, 4:], decode_context_lens=buf[:, 3], prefills=[],
+        meta = AttentionMetadata(slot_mapping=buf[:, 2], decode_rows=self.rows[:n],
+                                 decode_block_tables=buf[:, TABLE_COL:], decode_context_lens=buf[:, 3], prefills=[],
                                  block_size=r.block_size, sliding_window=r.spec.sliding_window, decode_only=True,
                                  positions=pos)
         cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
-        return r.model(buf[:, 0], cos, sin, r.kv_cache, meta, None)
+        if plan is None:
+            src = buf[:, 4]
+            ids = torch.where(src >= 0, self.tokens[src.clamp(min=0)], buf[:, 0])
+            logits = r.model(ids, cos, sin, r.kv_cache, meta, None)
+        else:
+            logits = forward_bs1(r.model, buf, self.tokens, cos, sin, r.kv_cache, meta, self.counter, plan)
+        argmax_rows(logits, out=self.tokens[:n])
+        return logits
+
+    def _capture(self, n: int, plan: dict | None = None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        for _ in range(2):  # warm-up (Triton compiles, cuBLAS picks kernels) outside the capture
+            self._forward(n, plan)
+        torch.cuda.synchronize(self.runner.device)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            logits = self._forward(n, plan)
+        if self.pool is None:
+            self.pool = g.pool()
+        return g, logits
+
+    def _replay_ms(self, g: torch.cuda.CUDAGraph, reps: int = 30) -> float:
+        for _ in range(3):
+            g.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            g.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / reps
 
     @torch.inference_mode()
     def capture_all(self) -> None:
         for n in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
-            for _ in range(2):  # warm-up (Triton compiles, cuBLAS picks kernels) outside the capture
-                self._forward(n)
-            torch.cuda.synchronize(self.runner.device)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                self.logits[n] = self._forward(n)
-            if self.pool is None:
-                self.pool = g.pool()
-            self.graphs[n] = g
+            self.graphs[n], self.logits[n] = self._capture(n)
+        if 1 in self.graphs and getattr(self.runner, "quant", None) is None and bs1_eligible(self.runner.model) and \
+                os.environ.get("LMSMITH_DECODE_GEMV", "1") != "0":
+            self._pick_bs1()
         torch.cuda.synchronize(self.runner.device)
 
-    def run(self, batch: list[ScheduledSeq]) -> torch.Tensor:
+    def _pick_bs1(self) -> None:
+        """Capture the batch-1 step with the GEMV kernels too (tile shapes tuned per projection, a few mixes
+        with cuBLAS, then attention split counts) and keep the graph that replays fastest. Timed on one padded
+        row attending to a 256-token context (the scratch block, repeated), compared on the same logits."""
+        r = self.runner
+        ctx = min(256, self.max_blocks * r.block_size - 1)
+        h = self.host_np
+        h[0, 3] = ctx
+        h[0, TABLE_COL:TABLE_COL + -(-ctx // r.block_size)] = self.scratch
+        self.buf.copy_(self.host)
+        best = self._replay_ms(self.graphs[1])
+        ref = self.logits[1].clone()
+        self.bs1_timings = {"cublas": round(best, 4)}
+
+        def attempt(name: str, plan: dict) -> None:
+            nonlocal best
+            try:
+                g, logits = self._capture(1, plan)
+            except Exception as e:  # a Triton/driver problem: keep what we have
+                self.bs1_timings[name] = f"failed: {type(e).__name__}"
+                return
+            ms = self._replay_ms(g)
+            err = ((logits - ref).norm() / ref.norm()).item()
+            if not err < 5e-2:  # same inputs, other kernels: only bf16 rounding may differ (a broken kernel: ~1)
+                self.bs1_timings[name] = f"rejected: relative error {err:.3g}"
+                return
+            self.bs1_timings[name] = round(ms, 4)
+            self.bs1_plans[name] = plan
+            if ms < best:
+                best, self.graphs[1], self.logits[1], self.bs1_choice = ms, g, logits, name
+
+        try:
+            tiles, self.tile_timings = tune_tiles(r.model, self.counter)
+        except Exception as e:  # keep the cuBLAS step
+            self.tile_timings = {"failed": f"{type(e).__name__}: {e}"[:200]}
+            tiles = None
+        if tiles is not None:
+            # the per-projection winners do not simply add up inside the whole graph: try a few mixes
+            head = {"qkv": None, "gate_up": None, "o_proj": None, "down": None, "lm_head": tiles["lm_head"]}
+            for name, plan in {"gemv-tuned": tiles, "head": head, "head+o_proj": {**head, "o_proj": tiles["o_proj"]},
+                               "head+down": {**head, "down": tiles["down"]}}.items():
+                attempt(name, plan)
+            base = self.bs1_plans.get(self.bs1_choice, head)
+            for k in (4, 8):  # coarser context splits: fewer programs, a smaller merge
+                attempt(f"{self.bs1_choice}+splits{k}", {**base, "attn_splits": k})
+        self._pad(0)
+        self.buf.copy_(self.host)
+
+    def run(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None = None,
+            src_rows: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns views of the graph's outputs (logits, greedy tokens): valid until the next replay."""
         n = len(batch)
         padded = next(b for b in self.buckets if b >= n)
         bs = self.runner.block_size
+        self.flip ^= 1
+        self.host, self.host_np = self.hosts[self.flip], self.hosts_np[self.flip]
         h = self.host_np
+        if src_rows is None:
+            src_rows = [-1] * n
+        elif prev_tokens is not None and prev_tokens.data_ptr() != self.tokens.data_ptr():
+            self.tokens[:prev_tokens.shape[0]].copy_(prev_tokens)  # sampled (not greedy) tokens
         for i, s in enumerate(batch):
             seq, p = s.seq, s.start
             table = seq.block_table
             row = h[i]
-            row[0] = seq.tokens[p]
+            src = src_rows[i]
+            row[0] = seq.tokens[p] if src < 0 else 0
             row[1] = p
             row[2] = table[p // bs] * bs + p % bs
             row[3] = p + 1
-            row[4:4 + len(table)] = table
+            row[4] = src
+            row[TABLE_COL:TABLE_COL + len(table)] = table
         self._pad(n)
         self.buf[:padded].copy_(self.host[:padded], non_blocking=True)
         self.graphs[padded].replay()
-        return self.logits[padded][:n]
+        return self.logits[padded][:n], self.tokens[:n]
 
 
 class HFRunner:
     """transformers-backed fallback: correct for any causal LM, but recomputes the whole sequence per token."""
 
     native = False
+    supports_overlap = False  # it reads every sequence's tokens on the host
 
     def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, reason: str):
         from lmsmith.models import load_model
@@ -288,8 +431,12 @@ class HFRunner:
 
 
 def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_model_len: int | None,
-                allow_fallback: bool = True) -> tuple[Any, ModelHandle, int]:
-    """Pick the native runner when the architecture is supported, else the transformers fallback."""
+                allow_fallback: bool = True, tensor_parallel_size: int = 1,
+                load_format: str = "auto") -> tuple[Any, ModelHandle, int]:
+    """Pick the native runner when the architecture is supported, else the transformers fallback.
+    `tensor_parallel_size` > 1 shards the native runner over that many GPUs (serve/parallel.py)."""
+    if load_format not in ("auto", "dummy"):
+        raise LmsmithError(f"unknown load_format {load_format!r}", "use 'auto' (the checkpoint) or 'dummy' (random weights)")
     mh = ModelHandle(ref)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = parse_dtype(dtype, dev)
@@ -305,8 +452,22 @@ def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_mode
     if is_quantized(mh.base.dir) and mh.is_adapter:
         raise LmsmithError(f"{mh.handle.ref} is an adapter on a quantized base, which cannot be merged",
                            "merge the adapter into the full-precision base, then quantize the merged model")
+    if tensor_parallel_size != 1:
+        from lmsmith.serve.parallel import TPRunner, check_tp
+
+        if reason is not None:
+            raise LmsmithError(f"tensor parallelism needs the native runner, but {reason}",
+                               "drop --tensor-parallel-size (the transformers fallback runs on one device)")
+        if tensor_parallel_size > 1 and is_quantized(mh.base.dir):
+            raise LmsmithError("tensor parallelism does not shard quantized weights yet",
+                               "drop --tensor-parallel-size, or shard the unquantized model")
+        check_tp(spec_from_config(mh.config), tensor_parallel_size, dev)
+        if tensor_parallel_size > 1:
+            return TPRunner(mh, torch_dtype, dev, limit, tensor_parallel_size, load_format), mh, limit
     if reason is None:
-        return NativeRunner(mh, torch_dtype, dev, limit), mh, limit
+        return NativeRunner(mh, torch_dtype, dev, limit, load_format=load_format), mh, limit
+    if load_format == "dummy":
+        raise LmsmithError("load_format='dummy' needs the native runner", reason)
     if not allow_fallback:
         raise LmsmithError(reason, "use a Llama/Mistral/Qwen2-family model")
     return HFRunner(mh, torch_dtype, dev, reason), mh, limit

@@ -1,7 +1,8 @@
 """Turns logits into tokens, per sequence: penalties, grammar mask, temperature, top-k/top-p/min-p, seeded draws.
 
 Each non-greedy sequence draws with its own `torch.Generator`, so a seeded request gives the same tokens
-whatever else is in the batch.
+whatever else is in the batch. `sample_on_device` is the same draw without reading anything back, for steps
+launched ahead of the host (the overlapped decode loop).
 """
 
 from __future__ import annotations
@@ -86,3 +87,26 @@ def sample(logits: torch.Tensor, seqs: list[Sequence], masks: list[torch.Tensor 
             rec = {"token_id": tok, "logprob": float(lp[tok]), "top_logprobs": top}
         records.append(rec)
     return tokens, records
+
+
+def overlappable(params) -> bool:
+    """Requests `sample_on_device` handles: no penalties (they read the host's token history), no logprobs.
+    Grammar-constrained requests are excluded by the engine."""
+    return not (params.repetition_penalty != 1.0 or params.frequency_penalty or params.presence_penalty
+                or params.wants_logprobs)
+
+
+def sample_on_device(logits: torch.Tensor, seqs: list[Sequence], greedy: torch.Tensor) -> torch.Tensor:
+    """Tokens [B] long on the logits' device, no host sync. `greedy` = argmax of each row (already computed).
+    Draws exactly as `sample` does (same ops, same generators), so seeded outputs do not depend on the path."""
+    if all(s.params.greedy for s in seqs):
+        return greedy
+    rows = []
+    for i, seq in enumerate(seqs):
+        p = seq.params
+        if p.greedy:
+            rows.append(greedy[i:i + 1])
+            continue
+        scaled = filter_logits(logits[i].clone() / p.temperature, p.top_k, p.top_p, p.min_p)
+        rows.append(torch.multinomial(torch.softmax(scaled, -1), 1, generator=seq.generator))
+    return torch.cat(rows)

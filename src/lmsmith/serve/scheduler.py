@@ -4,6 +4,10 @@ Running sequences go first (decode = 1 token, an unfinished prefill = its next c
 admitted while the budget, `max_num_seqs` and free KV blocks allow. When a running sequence needs a block and
 none is free, the most recently admitted sequence is preempted: its blocks are released and it recomputes
 later (its full blocks usually come back from the prefix cache).
+
+`schedule_decodes` is the overlapped loop's variant: it plans the next step while the previous one still runs
+on the GPU, so it can only say "every running sequence decodes one more token" (their newest tokens are not
+known yet); anything else (admissions, prefill chunks, preemption) waits for the in-flight step.
 """
 
 from __future__ import annotations
@@ -71,6 +75,28 @@ class Scheduler:
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self.free(seq)
+
+    def schedule_decodes(self, done) -> list[ScheduledSeq] | None:
+        """One decode token for every running sequence, except those `done(seq)` says have finished whatever
+        their pending token is (max_tokens, context length). None when the normal schedule may differ: a
+        sequence is mid-prefill, a waiting one could be admitted, the token budget is short, or the KV blocks
+        for the next slots are not free (preemption needs the real tokens)."""
+        if self.waiting and len(self.running) < self.max_num_seqs:
+            return None
+        seqs = []
+        need = 0
+        for seq in self.running:
+            if seq.num_computed != seq.num_tokens - 1:
+                return None
+            if done(seq):
+                continue
+            need += max(0, self.blocks.blocks_needed(seq.num_tokens) - len(seq.block_table))
+            seqs.append(seq)
+        if need > self.blocks.num_free or len(seqs) > self.max_num_batched_tokens:
+            return None
+        for seq in seqs:
+            self._grow(seq, 1)
+        return [ScheduledSeq(seq, seq.num_computed, 1) for seq in seqs]
 
     def schedule(self) -> list[ScheduledSeq]:
         budget = self.max_num_batched_tokens

@@ -1,0 +1,308 @@
+"""Batch-1 decode with Triton GEMVs: fewer, fuller kernels than cuBLAS + element-wise launches.
+
+At batch 1 every projection is a pure weight stream and each small kernel launch in the graph costs ~1.5 us.
+Measured on an H100 (bench/gemm_probe.py): cuBLAS runs the 1B model's down projection as split-K plus a
+reduction kernel, o_proj at ~1.35 TB/s, and lm_head's bf16 logits need a separate fp32 cast. Here:
+- `gemv`: y = x @ W.T, each program owns `block_n` rows and streams them `block_k` columns at a time (fp32
+  accumulation), output in any dtype (lm_head writes fp32 logits directly);
+- a SwiGLU prologue: the down projection reads gate/up and computes silu(g) * u on the fly (no silu kernel);
+- an add+RMSNorm epilogue: the last program to finish (an atomic ticket) adds the residual and normalizes the
+  whole row, which removes the separate add_rmsnorm launch after o_proj and after down;
+- a RoPE epilogue for qkv: the last program rotates q and k and writes k/v into the paged cache;
+- the embedding lookup (token picked on the GPU) fused with the first RMSNorm.
+`forward_bs1` is the whole decoder step at batch 1 built from these. `tune_tiles` times each projection's
+candidates (cuBLAS included for qkv and gate_up) on the real weights; DecodeGraphs captures the step with them
+next to the cuBLAS graph, checks the logits agree and keeps whichever replays faster on the device at hand
+(LMSMITH_DECODE_GEMV=0 keeps cuBLAS).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmsmith.serve import fused as F2
+from lmsmith.serve.attention import paged_attention
+from lmsmith.serve.paged_decode import available, paged_decode, triton
+
+if triton is not None:
+    import triton.language as tl
+
+    @triton.jit
+    def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_w,
+                     res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
+                     cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos,
+                     SILU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
+                     ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
+                     HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid = tl.program_id(0)
+        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+        rmask = rows < N
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            cmask = cols < K
+            if SILU:  # x = silu(gate) * up, rounded to the model dtype as the SwiGLU kernel does
+                g = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+                u = tl.load(x_ptr + K + cols, mask=cmask, other=0.0).to(tl.float32)
+                x = (g / (1.0 + tl.exp(-g)) * u).to(w_ptr.dtype.element_ty).to(tl.float32)
+            else:
+                x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :],
+                        mask=rmask[:, None] & cmask[None, :], other=0.0)
+            acc += w.to(tl.float32) * x[None, :]
+        y = tl.sum(acc, 1)
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
+        if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
+            tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
+            ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
+            if ticket == tl.num_programs(0) - 1:
+                hh = tl.arange(0, HP)
+                i = tl.arange(0, HALF_P)
+                im = i < HALF
+                m2 = (hh < H + KV)[:, None] & im[None, :]
+                pos = tl.load(pos_ptr).to(tl.int64)
+                slot = tl.load(slot_ptr).to(tl.int64)
+                c = tl.load(cos_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
+                sn = tl.load(sin_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
+                src = y_ptr + hh[:, None] * D + i[None, :]
+                x1 = tl.load(src, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+                x2 = tl.load(src + HALF, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+                o1 = x1 * c - x2 * sn
+                o2 = x2 * c + x1 * sn
+                isq = (hh < H)[:, None]
+                isk = (hh >= H)[:, None]
+                qd = q_ptr + hh[:, None] * D + i[None, :]
+                tl.store(qd, o1.to(q_ptr.dtype.element_ty), mask=m2 & isq)
+                tl.store(qd + HALF, o2.to(q_ptr.dtype.element_ty), mask=m2 & isq)
+                kd = kc_ptr + (slot * KV + (hh - H))[:, None] * D + i[None, :]
+                tl.store(kd, o1.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
+                tl.store(kd + HALF, o2.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
+                j = tl.arange(0, VP)
+                vm = j < KV * D
+                v = tl.load(y_ptr + (H + KV) * D + j, mask=vm, other=0.0, cache_modifier=".cg")
+                tl.store(vc_ptr + slot * KV * D + j, v, mask=vm)
+                tl.atomic_xchg(cnt_ptr, 0)
+        if NORM:
+            tl.debug_barrier()
+            ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
+            if ticket == tl.num_programs(0) - 1:  # the last program: residual add + RMSNorm of the whole row
+                c = tl.arange(0, NORM_BLOCK)
+                m = c < N
+                a = tl.load(y_ptr + c, mask=m, other=0.0, cache_modifier=".cg")
+                s = a + tl.load(res_ptr + c, mask=m, other=0.0)
+                tl.store(res_out_ptr + c, s, mask=m)
+                hf = s.to(tl.float32)
+                var = tl.sum(hf * hf, 0) / N
+                hn = (hf * tl.rsqrt(var + eps)).to(s.dtype)
+                nw = tl.load(nw_ptr + c, mask=m, other=0.0)
+                tl.store(h_ptr + c, (nw * hn).to(h_ptr.dtype.element_ty), mask=m)
+                tl.atomic_xchg(cnt_ptr, 0)  # ready for the next launch (kernels on a stream never overlap)
+
+
+    @triton.jit
+    def _embed_norm_kernel(buf_ptr, stride_buf, tokens_ptr, emb_ptr, stride_emb, nw_ptr, h_ptr, x_ptr, n, eps,
+                           BLOCK: tl.constexpr):
+        """Row r: token = tokens[src] if src >= 0 else the host's token (buf columns 0 and 4); x = its
+        embedding, h = RMSNorm(x) * w (as _add_rmsnorm_kernel without a residual)."""
+        r = tl.program_id(0).to(tl.int64)
+        src = tl.load(buf_ptr + r * stride_buf + 4)
+        tok = tl.load(buf_ptr + r * stride_buf)
+        if src >= 0:
+            tok = tl.load(tokens_ptr + src)
+        c = tl.arange(0, BLOCK)
+        m = c < n
+        x = tl.load(emb_ptr + tok * stride_emb + c, mask=m, other=0.0)
+        tl.store(x_ptr + r * n + c, x, mask=m)
+        hf = x.to(tl.float32)
+        var = tl.sum(hf * hf, 0) / n
+        hn = (hf * tl.rsqrt(var + eps)).to(x.dtype)
+        w = tl.load(nw_ptr + c, mask=m, other=0.0)
+        tl.store(h_ptr + r * n + c, (w * hn).to(h_ptr.dtype.element_ty), mask=m)
+
+
+def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_w: torch.Tensor, eps: float) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """DecodeGraphs' input rows -> (RMSNorm(embedding) * w, embedding), picking each row's token on the GPU."""
+    b, n = buf.shape[0], emb.shape[1]
+    x = torch.empty(b, n, dtype=emb.dtype, device=emb.device)
+    h = torch.empty_like(x)
+    _embed_norm_kernel[(b,)](buf, buf.stride(0), tokens, emb, emb.stride(0), norm_w, h, x, n, eps,
+                             BLOCK=triton.next_power_of_2(n), num_warps=4)
+    return h, x
+
+
+DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  # (rows, columns[, warps])
+CANDIDATE_TILES = {  # None: cuBLAS (F.linear, and the separate RoPE kernel for qkv)
+    "qkv": [None, (4, 1024, 4), (1, 2048, 4)],
+    "gate_up": [None, (2, 1024, 2), (1, 2048, 4)],
+    "o_proj": [(2, 2048, 4), (2, 1024, 2), (4, 2048, 8), (1, 2048, 4)],
+    "down": [(2, 2048, 4), (4, 2048, 8), (1, 2048, 4)],
+    "lm_head": [(1, 2048, 4), (2, 1024, 2), (4, 1024, 4)],
+}
+
+
+def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 4, block_k: int = 1024,
+         out_dtype: torch.dtype | None = None, silu: bool = False, norm: tuple | None = None,
+         rope: tuple | None = None, num_warps: int = 4):
+    """x [1, K] (with `silu`: [1, 2K] gate|up), w [N, K] -> y [1, N].
+    `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
+    weight, y + residual) computed by the last program, i.e. (y, h, new residual).
+    `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
+    q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot."""
+    n, k = w.shape
+    assert x.shape[0] == 1 and x.shape[1] == (2 * k if silu else k) and x.stride(-1) == 1 and w.stride(-1) == 1
+    y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
+    res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = y
+    eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
+    if norm is not None:
+        res, nw, eps, cnt = norm
+        h, res_out = torch.empty_like(res), torch.empty_like(res)
+    if rope is not None:
+        cos, sin, pos, slot, kc, vc, heads, kvh, d, cnt = rope
+        assert n == (heads + 2 * kvh) * d and kc.is_contiguous() and vc.is_contiguous()
+        q = torch.empty(1, heads, d, dtype=x.dtype, device=x.device)
+        stride_cos = cos.stride(0)
+    _gemv_kernel[(triton.cdiv(n, block_n),)](
+        x, w, y, n, k, w.stride(0), res, nw, h, res_out, cnt, eps,
+        cos, sin, pos, slot, q, kc, vc, stride_cos,
+        SILU=silu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
+        ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
+        HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4)
+    if rope is not None:
+        return q, y
+    return y if norm is None else (y, h, res_out)
+
+
+def bs1_eligible(model) -> bool:
+    """The GEMV step reads plain, unsharded, bias-free weights; anything else (quantized or tensor-parallel
+    layers, biases, fp32) keeps the cuBLAS step."""
+    s = model.spec
+    if triton is None or not model.fused or model.lm_head.weight.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    lin = [model.lm_head] + [m for layer in model.model.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+    if any(type(m) is not nn.Linear or m.bias is not None or not m.weight.is_contiguous() for m in lin):
+        return False
+    if model.lm_head.weight.shape != (s.vocab_size, s.hidden_size):
+        return False
+    return all(layer.self_attn.o_proj.weight.shape == (s.hidden_size, s.num_heads * s.head_dim)
+               and layer.mlp.down_proj.weight.shape == (s.hidden_size, s.intermediate_size)
+               and layer.self_attn.qkv_w is not None and layer.mlp.gu_w is not None for layer in model.model.layers)
+
+
+def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Tensor,
+                tiles: dict[str, tuple] | None = None) -> torch.Tensor:
+    """The fused decoder step of LlamaForCausalLM._forward_fused at one token, with the GEMV kernels above.
+    buf: DecodeGraphs' input rows [1, ...]; tokens: the device tokens its source column points into.
+    Returns fp32 logits [1, V]."""
+    t = {**DEFAULT_TILES, **(tiles or {})}
+    s = model.spec
+    layers = model.model.layers
+    ln = layers[0].input_layernorm
+    h, x = embed_norm(buf, tokens, model.model.embed_tokens.weight, ln.weight, ln.eps)
+    for i, layer in enumerate(layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        if t.get("qkv") is not None and attn.qkv_b is None:  # GEMV with RoPE + K/V cache write as its epilogue
+            q, qkv = _call(h, attn.qkv_w, t["qkv"], rope=(cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
+                                                          kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim,
+                                                          counter))
+            # rotated k and v are already in the cache, where paged_attention(write=False) reads them
+            k, v = qkv[:, s.num_heads * s.head_dim:].view(2, s.num_kv_heads, s.head_dim).unbind(0)
+        else:
+            qkv = F.linear(h, attn.qkv_w, attn.qkv_b)
+            q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
+                                        kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim)
+        if t.get("attn_splits") and meta.decode_only and available(q.device):
+            o = paged_decode(q, kv_cache[i, 0], kv_cache[i, 1], meta.decode_block_tables, meta.decode_context_lens,
+                             attn.scale, meta.sliding_window, splits=t["attn_splits"])
+        else:
+            o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
+        ln = layer.post_attention_layernorm
+        if t.get("o_proj") is None:  # cuBLAS and the separate add+RMSNorm kernel, as the model's own step
+            h, x = F2.add_rmsnorm(F.linear(o.reshape(1, -1), attn.o_proj.weight), x, ln.weight, ln.eps)
+        else:
+            _, h, x = _call(o.reshape(1, -1), attn.o_proj.weight, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
+        if t.get("gate_up") is not None and mlp.gu_b is None:
+            gu = _call(h, mlp.gu_w, t["gate_up"])
+        else:
+            gu = F.linear(h, mlp.gu_w, mlp.gu_b)
+        ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
+        if t.get("down") is None:
+            h, x = F2.add_rmsnorm(F.linear(F2.silu_mul(gu), mlp.down_proj.weight), x, ln.weight, ln.eps)
+        else:
+            _, h, x = _call(gu, mlp.down_proj.weight, t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
+    return _call(h, model.lm_head.weight, t["lm_head"], out_dtype=torch.float32)
+
+
+def _call(x, w, tile: tuple, **kw):
+    return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4, **kw)
+
+
+def _time_graph(fn, reps: int = 5) -> float:
+    fn()  # compile
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    g.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        g.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
+@torch.inference_mode()
+def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str, float]]:
+    """Per projection, the fastest tile shape on this device: each candidate runs once per layer (every
+    layer's own weights, as in a step) inside a CUDA graph. Returns (tiles, {"proj@tile": ms})."""
+    s = model.spec
+    dev, dt = model.lm_head.weight.device, model.lm_head.weight.dtype
+    layers = model.model.layers
+    x_o = torch.randn(1, s.num_heads * s.head_dim, device=dev, dtype=dt)
+    gu = torch.randn(1, 2 * s.intermediate_size, device=dev, dtype=dt)
+    res = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
+    h = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
+    nw = layers[0].post_attention_layernorm.weight
+    kc = torch.zeros(2, 16, s.num_kv_heads, s.head_dim, device=dev, dtype=dt)
+    vc = torch.zeros_like(kc)
+    cos = torch.randn(8, s.head_dim, device=dev, dtype=dt)
+    pos = torch.tensor([3], device=dev)
+    slot = torch.tensor([5], device=dev)
+    hd = (s.num_heads, s.num_kv_heads, s.head_dim)
+
+    def qkv(tile):
+        for layer in layers:
+            w = layer.self_attn.qkv_w
+            if tile is None:
+                F2.rope_and_cache(F.linear(h, w), cos, cos, pos, slot, kc, vc, *hd)
+            else:
+                _call(h, w, tile, rope=(cos, cos, pos, slot, kc, vc, *hd, counter))
+
+    jobs = {
+        "qkv": qkv,
+        "gate_up": lambda tile: [F.linear(h, layer.mlp.gu_w) if tile is None else _call(h, layer.mlp.gu_w, tile)
+                                 for layer in layers],
+        "o_proj": lambda tile: [_call(x_o, layer.self_attn.o_proj.weight, tile, norm=(res, nw, 1e-5, counter))
+                                for layer in layers],
+        "down": lambda tile: [_call(gu, layer.mlp.down_proj.weight, tile, silu=True, norm=(res, nw, 1e-5, counter))
+                              for layer in layers],
+        "lm_head": lambda tile: _call(h, model.lm_head.weight, tile, out_dtype=torch.float32),
+    }
+    tiles, timings = {}, {}
+    for name, job in jobs.items():
+        best = None
+        for tile in CANDIDATE_TILES[name]:
+            try:
+                ms = _time_graph(lambda: job(tile))
+            except Exception:  # a tile that does not compile here
+                continue
+            timings[f"{name}@{'x'.join(map(str, tile)) if tile else 'cublas'}"] = round(ms, 4)
+            if best is None or ms < best:
+                best, tiles[name] = ms, tile
+    return tiles, timings
