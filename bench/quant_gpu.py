@@ -163,7 +163,7 @@ def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, st
             wall = args.new_tokens / r["tok_s"]
             metrics[f"{key}_decode_only_bs1_tok_s"] = round((args.new_tokens - 1) / (wall - r["ttft_p50_ms"] / 1000), 2)
             metrics[f"{key}_ttft_ms"] = round(r["ttft_p50_ms"], 2)
-            notes[key] = f"runs {r['runs_tok_s']}"
+            notes[key] = f"runs {r['runs_tok_s']}, batch-1 graph: {r.get('bs1_graph') or 'quantized linears (cuBLAS/Triton)'}"
             print(f"engine {m}: {r}", file=sys.stderr, flush=True)
             gc.collect()
             torch.cuda.empty_cache()
