@@ -5,6 +5,12 @@ The model is a transformers Llama of a real shape (default: Llama-3.2-1B) with i
 optionally torch.compile), so the numbers isolate what the weight format buys at batch 1.
 
     python bench/quant_gpu.py --shape llama-3.2-1b --out bench/results/quant_gpu-h100.json
+
+`--engine` measures our serving engine instead (native runner, CUDA graphs, quantized checkpoints written
+by `save_quantized` from the same random-init model, quantized on the GPU): batch-1 decode for each method,
+side by side with bf16 in one run. A method `X:Y` quantizes the body with X and the lm_head with Y.
+
+    python bench/quant_gpu.py --engine --methods bf16,int8,int4,fp8,int4:int8 --out bench/results/quant_engine-h100.json
 """
 
 from __future__ import annotations
@@ -96,6 +102,76 @@ def ppl_deltas(ref: str, text_path: Path, methods: list[str]) -> dict[str, float
     return out
 
 
+def engine_decode(model_dir: Path, prompt_len: int, new_tokens: int, repeats: int, max_num_seqs: int) -> dict:
+    """Batch-1 decode tok/s of the engine (median over `repeats` single-prompt runs after a warm-up)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serve_gpu import ours, prompts
+
+    batch = prompts(repeats, prompt_len, 1000)
+    return ours(model_dir, [[p] for p in batch], new_tokens, max_num_seqs=max_num_seqs)
+
+
+def engine_logits_agreement(dirs: dict[str, Path], n_tokens: int = 256) -> dict[str, float]:
+    """Next-token agreement and logit error of each quantized engine vs the bf16 one, teacher-forced on random
+    tokens (the random-init model has no meaningful perplexity; real-model deltas: tests/compress)."""
+    from lmsmith.compress.perplexity_engine import engine_logits
+
+    ids = torch.randint(10, 1000, (n_tokens,), generator=torch.Generator().manual_seed(1)).tolist()
+    ref = engine_logits(str(dirs["bf16"]), ids, dtype="bfloat16")
+    out: dict[str, float] = {}
+    for m, d in dirs.items():
+        if m == "bf16":
+            continue
+        lg = engine_logits(str(d), ids, dtype="bfloat16")
+        key = m.replace(":", "_head_")
+        out[f"{key}_top1_agree_pct"] = round(100 * (lg.argmax(-1) == ref.argmax(-1)).float().mean().item(), 2)
+        out[f"{key}_logit_rel_err"] = round(((lg - ref).norm() / ref.norm()).item(), 4)
+        torch.cuda.empty_cache()
+    return out
+
+
+def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serve_gpu import build_model_dir
+
+    from lmsmith.compress.quantize import quantize_model_
+    from lmsmith.compress.storage import save_quantized
+    from lmsmith.models import load_model
+
+    metrics: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = build_model_dir(args.shape, Path(tmp) / "bf16", torch.bfloat16)
+        dirs = {"bf16": src}
+        for m in methods:
+            if m == "bf16":
+                continue
+            body, _, head = m.partition(":")
+            model = load_model(str(src), dtype="bfloat16", device="cuda")
+            spec = quantize_model_(model, body, args.group_size if body == "int4" else None, lm_head_method=head or None)
+            dirs[m] = save_quantized(model, src, Path(tmp) / m.replace(":", "_"), spec, dtype=torch.bfloat16)
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+        for m, d in dirs.items():
+            key = m.replace(":", "_head_")
+            r = engine_decode(d, args.prompt_len, args.new_tokens, args.repeats, args.max_num_seqs)
+            metrics[f"{key}_decode_bs1_tok_s"] = round(r["tok_s"], 2)
+            # the same runs without the prefill: (tokens - 1) / (wall - TTFT)
+            wall = args.new_tokens / r["tok_s"]
+            metrics[f"{key}_decode_only_bs1_tok_s"] = round((args.new_tokens - 1) / (wall - r["ttft_p50_ms"] / 1000), 2)
+            metrics[f"{key}_ttft_ms"] = round(r["ttft_p50_ms"], 2)
+            notes[key] = f"runs {r['runs_tok_s']}, batch-1 graph: {r.get('bs1_graph') or 'quantized linears (cuBLAS/Triton)'}"
+            print(f"engine {m}: {r}", file=sys.stderr, flush=True)
+            gc.collect()
+            torch.cuda.empty_cache()
+        if not args.skip_agreement:
+            metrics.update(engine_logits_agreement(dirs))
+    return metrics, notes
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="llama-3.2-1b", help="a shape preset of lmsmith.ops.planner.SHAPES")
@@ -108,6 +184,9 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (mode=max-autotune-no-cudagraphs)")
     ap.add_argument("--ppl-model", default=None, help="also measure perplexity deltas of this model ref/path on the text")
     ap.add_argument("--ppl-text", default=str(Path(__file__).resolve().parents[1] / "tests/compress/data/english_sample.txt"))
+    ap.add_argument("--engine", action="store_true", help="measure our serving engine (native runner) instead of HF generate")
+    ap.add_argument("--max-num-seqs", type=int, default=16, help="--engine: graph buckets captured (1..this)")
+    ap.add_argument("--skip-agreement", action="store_true", help="--engine: skip the logit agreement check")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quant_gpu.json"))
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -122,6 +201,8 @@ def main() -> int:
     if "fp8" in methods and not fp8_supported(torch.device("cuda")):
         print("skipping fp8: needs compute capability >= 8.9", file=sys.stderr)
         methods.remove("fp8")
+    if args.engine:
+        return engine_main(args, methods)
     static = not args.no_static_cache
     base = build_model(args.shape, torch.bfloat16)
     vocab = base.config.vocab_size
@@ -170,6 +251,36 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {out}")
+    return 0
+
+
+def engine_main(args, methods: list[str]) -> int:
+    import transformers
+
+    import lmsmith
+
+    metrics, notes = run_engine(args, methods)
+    base = metrics.get("bf16_decode_bs1_tok_s")
+    for k in list(metrics):
+        if k.endswith("_decode_bs1_tok_s") and "_only_" not in k and not k.startswith("bf16") and base:
+            metrics[k.replace("_decode_bs1_tok_s", "_speedup_vs_bf16")] = round(metrics[k] / base, 3)
+    if args.ppl_model:
+        metrics.update(ppl_deltas(args.ppl_model, Path(args.ppl_text), [m for m in methods if ":" not in m]))
+    result = {
+        "benchmark": "quant_engine",
+        "device": torch.cuda.get_device_name(0),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
+                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()},
+        "shape": args.shape, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+        "int4_group_size": args.group_size, "engine": "native runner, CUDA graphs", "runs": notes,
+        "metrics": metrics,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
     return 0
 
 

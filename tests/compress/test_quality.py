@@ -37,3 +37,25 @@ def test_default_model_int8_perplexity_within_one_percent(default_model_dir):
     # reported rather than guarded tightly (measured on this sample: int4 g32 +0.2%, fp8 emulated +2.5%)
     assert deltas["int4"] < 5.0
     assert deltas["fp8"] < 5.0
+
+
+@pytest.mark.slow
+def test_default_model_engine_path_perplexity(default_model_dir, tmp_path):
+    """The same guard through the serving engine (fused quantized layers, the engine's attention): int8 within
+    1% of the engine's unquantized perplexity; int4 (g32, int8 lm_head) reported and loosely bounded."""
+    from lmsmith.compress.perplexity_engine import engine_perplexity
+    from lmsmith.compress.storage import quantize_to_dir
+
+    text = SAMPLE.read_text()
+    results = {"none": engine_perplexity(str(default_model_dir), text, dtype="float32", device="cpu")}
+    for name, method, kw in (("int8", "int8", {}), ("int4+int8head", "int4", {"group_size": 32, "lm_head_method": "int8"})):
+        qdir = tmp_path / name
+        quantize_to_dir(default_model_dir, qdir, method, **kw)
+        results[name] = engine_perplexity(str(qdir), text, dtype="float32", device="cpu")
+    base = results["none"].ppl
+    deltas = {m: 100 * (r.ppl / base - 1) for m, r in results.items()}
+    print("\nengine-path perplexity:", {m: round(r.ppl, 3) for m, r in results.items()},
+          "delta %:", {m: round(d, 2) for m, d in deltas.items()})
+    assert results["none"].tokens > 900 and 1 < base < 50
+    assert abs(deltas["int8"]) < 1.0
+    assert deltas["int4+int8head"] < 5.0

@@ -114,3 +114,43 @@ def test_quantized_version_serves_through_the_engine(tiny_ref):
     model = load_model("q8", device="cpu")
     ref = model.generate(torch.tensor([prompt]), max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=2)
     assert out[0].outputs[0].token_ids == ref[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("method", ["int8", "fp8"])
+def test_save_load_round_trip_is_exact(tmp_path, method):
+    """Same bytes in, same logits out (fp8 through its CPU emulation). A model cast with `.to(bfloat16)` would
+    not compare equal: that also rounds RoPE's inv_freq buffer, which a model built in bf16 keeps in fp32."""
+    from transformers import AutoModelForCausalLM
+
+    from lmsmith.compress.quantize import set_backend
+    from lmsmith.compress.storage import build_empty, read_state, save_quantized
+    from lmsmith.tiny import build_tiny, tiny_model
+
+    src = build_tiny(tmp_path / "tiny", "llama")
+    fp32 = tiny_model("llama", hidden_size=128, intermediate_size=256)
+    model = AutoModelForCausalLM.from_config(fp32.config, dtype=torch.bfloat16)
+    model.load_state_dict(fp32.state_dict())
+    ids = torch.randint(3, 500, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        spec = quantize_model_(model, method, allow_cpu_fp8=True)
+        set_backend(model, "reference")
+        after = model(ids).logits
+    model.config.save_pretrained(src)
+    save_quantized(model, src, tmp_path / "q", spec)
+    loaded = build_empty(tmp_path / "q", torch.bfloat16)  # load_quantized's steps (it refuses fp8 on a CPU)
+    quantize_model_(loaded, method, allow_cpu_fp8=True, empty=True)
+    loaded.load_state_dict(read_state(tmp_path / "q"), strict=False)
+    loaded.tie_weights()
+    set_backend(loaded, "reference")
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, after)
+    inv = dict(loaded.named_buffers())["model.rotary_emb.inv_freq"]
+    assert inv.dtype == torch.float32 and fp32.to(torch.bfloat16).model.rotary_emb.inv_freq.dtype == torch.bfloat16
+
+
+def test_cli_lm_head_method(tiny_ref, registry, capsys):
+    assert main(["compress", "quantize", tiny_ref, "--method", "int4", "--lm-head", "int8", "--output-name", "q4h8"]) == 0
+    mv = registry.get(capsys.readouterr().out.strip())
+    cfg = json.loads((mv.dir / "config.json").read_text())["quantization"]
+    assert cfg["method"] == "int4" and cfg["lm_head_method"] == "int8" and "lm_head" in cfg["modules"]
+    assert isinstance(load_model(mv.ref, device="cpu").lm_head, Int8Linear)

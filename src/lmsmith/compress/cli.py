@@ -29,7 +29,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     text = read_text(args.eval_text) if args.eval_text else None  # fail on a bad path before the slow part
     mv, spec = register_quantized(args.ref, args.output_name, args.method, args.group_size, args.symmetric,
-                                  args.include_lm_head, command=args.command_line)
+                                  args.include_lm_head, command=args.command_line, lm_head_method=args.lm_head)
     parent = Registry().resolve(args.ref, verify=False)
     parent_size = sum(p.stat().st_size for p in parent.dir.glob("*.safetensors"))
     metrics: dict[str, float] = {"size_bytes": mv.size, "parent_size_bytes": parent_size}
@@ -81,6 +81,11 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-lm-head", action="store_true", help="also quantize lm_head (kept full precision by default)")
 
 
+def add_lm_head_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lm-head", choices=METHODS, default=None, metavar="METHOD",
+                   help="quantize lm_head with its own method, e.g. int8 beside int4 layers (implies --include-lm-head)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compress", help="quantize models and measure what it costs in quality")
     csub = p.add_subparsers(dest="compress_command", metavar="COMMAND", parser_class=type(p))
@@ -90,6 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
     q.add_argument("--method", required=True, choices=METHODS, help="int8 (per channel), int4 (group-wise), fp8 (e4m3, GPU)")
     add_quant_args(q)
+    add_lm_head_arg(q)
     q.add_argument("--output-name", required=True, help="registry name of the quantized model")
     q.add_argument("--eval-text", metavar="FILE", help="also measure perplexity before/after on this text (stored as metrics)")
     q.set_defaults(func=cmd_quantize)

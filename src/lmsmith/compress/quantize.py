@@ -44,6 +44,7 @@ class QuantSpec:
     group_size: int | None = None  # int4 only
     symmetric: bool = False  # int4 only (int8 and fp8 are always symmetric)
     include_lm_head: bool = False
+    lm_head_method: str | None = None  # with include_lm_head: the lm_head's method (None: the same as `method`)
     skip: list[str] = field(default_factory=list)
     quant_method: str = QUANT_METHOD
     modules: list[str] = field(default_factory=list)  # filled in: the linears that were swapped
@@ -55,6 +56,13 @@ class QuantSpec:
     def from_dict(cls, d: dict[str, Any]) -> "QuantSpec":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+    def for_module(self, name: str, heads: set[str]) -> "QuantSpec":
+        """The spec of one module: the lm_head may use its own method (int8 logits beside int4 layers)."""
+        if name in heads and self.lm_head_method and self.lm_head_method != self.method:
+            group = self.group_size if self.lm_head_method == "int4" else None
+            return QuantSpec(method=self.lm_head_method, group_size=group, symmetric=self.symmetric)
+        return self
 
 
 def check_method(method: str) -> str:
@@ -199,8 +207,36 @@ def fp8_cpu_error() -> LmsmithError:
 
 
 # ------------------------------------------------------------------------------------- modules
+# CUDA dispatch, from bench/quant_kernels.py on an H100 (torch 2.11, Triton 3.6; microseconds per
+# Llama-3.2-1B projection, bench/results/quant_kernels-h100.json):
+# - int8: our Triton GEMV up to 64 rows (gate_up at M=1: 11.5 us vs bf16 25.3); beyond it a one-launch Triton
+#   dequantize + cuBLAS ("triton"), since aten._weight_int8pack_mm is a slow generic kernel on CUDA
+#   (65 us at M=1 for qkv, 1.2 ms for the lm_head).
+# - int4: tinygemm up to TINYGEMM_MAX_M rows (M=1: 3.4-11 us per projection, 3-4x faster than our Triton int4
+#   GEMV, which only runs where tinygemm cannot); beyond, PyTorch dequantize + cuBLAS ("torch": tinygemm at
+#   M=256 is 5-18x slower than bf16, and our Triton int4 dequantize kernel measured slower than PyTorch's ops).
+# - fp8: Triton GEMV (fp8 weights, 16-bit activations) up to 16 rows; beyond, per-token e4m3 activations and
+#   `_scaled_mm` (w8a8 on the fp8 tensor cores: 10-25 us even at M=256, faster than bf16 there).
+#   FP8_SMALL_M = "scaled_mm" keeps w8a8 at every M.
+CUDA_LARGE_M: dict[str, str] = {"int8": "triton", "int4": "torch"}
+TRITON_MAX_M: dict[str, int] = {"int8": 64, "int4": 16, "fp8": 16}
+TINYGEMM_MAX_M = 128
+FP8_SMALL_M = "triton"
+
+
+def use_triton(x2d: torch.Tensor, method: str) -> bool:
+    from lmsmith.compress import kernels
+
+    return (x2d.shape[0] <= TRITON_MAX_M.get(method, 0) and kernels.available(x2d)
+            and _KERNELS.get(("triton_wq", method), True))
+
+
 class QuantLinear(nn.Module):
-    """Base of the quantized linears: nn.Linear's interface, quantized storage, kernel dispatch."""
+    """Base of the quantized linears: nn.Linear's interface, quantized storage, kernel dispatch.
+
+    Kernel layouts derived from the stored state (tinygemm packing, scales in the activation dtype) are built
+    by `prepare(device, dtype)`: engines call it at load time, so nothing is created inside a CUDA graph
+    capture; elsewhere they are built on first use. Moving the module or loading a state drops them."""
 
     method = ""
 
@@ -212,6 +248,15 @@ class QuantLinear(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device), requires_grad=False)
         else:
             self.register_parameter("bias", None)
+        self._packed: tuple[Any, dict[str, torch.Tensor]] | None = None  # ((device, dtype), derived tensors)
+        self._register_load_state_dict_pre_hook(self._drop_packed)
+
+    def _drop_packed(self, *args: Any, **kwargs: Any) -> None:
+        self._packed = None
+
+    def _apply(self, fn, recurse=True):  # .to()/.cuda() invalidate the derived layouts
+        self._packed = None
+        return super()._apply(fn, recurse)
 
     @property
     def weight_dtype(self) -> torch.dtype:
@@ -220,21 +265,74 @@ class QuantLinear(nn.Module):
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def build_layouts(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The tensors the kernels want for activations of `dtype` on `device` (subclasses)."""
+        return {}
+
+    @torch.no_grad()
+    def prepare(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        device = torch.device(device) if device is not None else self.qweight.device
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" must key the same layouts
+            device = torch.device("cuda", torch.cuda.current_device())
+        dtype = dtype or self.scales.dtype
+        key = (device, dtype)
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, self.build_layouts(device, dtype))
+        return self._packed[1]
+
+    def layouts(self, x2d: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.prepare(x2d.device, compute_dtype(x2d))
+
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantize(x.dtype), self.bias)
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
-        """[M, K] -> [M, N] with a fused kernel, or None when none applies."""
+        """[M, K] -> [M, N] with a fused kernel (bias not added), or None when none applies."""
+        return None
+
+    def triton_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        """[M, K] -> [M, N] with bias, one Triton launch at decode sizes, or None."""
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "auto":
             shape = x.shape
-            y = self.fast_matmul(x.reshape(-1, self.in_features))
-            if y is not None:
-                y = y.reshape(*shape[:-1], self.out_features)
-                return y if self.bias is None else y + self.bias
+            x2d = x.reshape(-1, self.in_features)
+            if use_triton(x2d, self.method):
+                y = self.triton_matmul(x2d)
+                if y is not None:
+                    return y.reshape(*shape[:-1], self.out_features)
+            large_path = CUDA_LARGE_M.get(self.method) if x.device.type == "cuda" else None
+            limit = TINYGEMM_MAX_M if self.method == "int4" else TRITON_MAX_M.get(self.method, 0)
+            if large_path is not None and x2d.shape[0] > limit:
+                w = self.fast_dequantize(x2d) if large_path == "triton" else None
+                if w is not None:
+                    return F.linear(x, w, self.bias)
+            else:
+                y = self.fast_matmul(x2d)
+                if y is not None:
+                    y = y.reshape(*shape[:-1], self.out_features)
+                    return y if self.bias is None else y + self.bias
         return self.reference_forward(x)
+
+    def fast_dequantize(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        """The weight in the activation dtype in one Triton launch (large-M CUDA path), or None."""
+        from lmsmith.compress import kernels
+
+        if not kernels.available(x2d) or not _KERNELS.get(("triton_dq", self.method), True):
+            return None
+        st = self.layouts(x2d)
+        try:
+            if self.method == "int4":
+                return kernels.dequantize(self.qweight, st["s32"], st["m32"], self.in_features, x2d.dtype, "int4",
+                                          self.group_size)
+            return kernels.dequantize(self.qweight, st["scales32"], None, self.in_features, x2d.dtype, self.method)
+        except Exception as e:  # pragma: no cover - depends on the Triton build
+            import warnings
+
+            _KERNELS[("triton_dq", self.method)] = False
+            warnings.warn(f"Triton {self.method} dequantize failed ({str(e).splitlines()[0]}); using PyTorch ops instead")
+            return None
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -242,6 +340,17 @@ class QuantLinear(nn.Module):
     @property
     def weight_bytes(self) -> int:
         return sum(b.numel() * b.element_size() for n, b in self.named_buffers() if not n.startswith("_"))
+
+
+def _triton_call(method: str, fn, *args, **kwargs) -> torch.Tensor | None:
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # a Triton build that rejects the kernel: warn once, use PyTorch's kernels
+        import warnings
+
+        _KERNELS[("triton_wq", method)] = False
+        warnings.warn(f"Triton {method} kernel failed ({str(e).splitlines()[0]}); using PyTorch's kernels instead")
+        return None
 
 
 class Int8Linear(QuantLinear):
@@ -269,6 +378,16 @@ class Int8Linear(QuantLinear):
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         return dequantize_int8(self.qweight, self.scales, dtype or self.scales.dtype)
 
+    def build_layouts(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        s = self.scales.to(device)
+        return {"scales": s.to(dtype).contiguous(), "scales32": s.float().contiguous()}
+
+    def triton_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        from lmsmith.compress.kernels import wq_matmul
+
+        bias = None if self.bias is None else self.bias.to(x2d.dtype)
+        return _triton_call("int8", wq_matmul, x2d, self.qweight, self.layouts(x2d)["scales32"], None, bias)
+
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         if x2d.dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int8pack_mm", x2d.device):
             return None
@@ -276,7 +395,7 @@ class Int8Linear(QuantLinear):
             return None  # the CUDA kernel takes 16-bit activations only
         dt = compute_dtype(x2d)
         try:
-            y = torch.ops.aten._weight_int8pack_mm(x2d.to(dt).contiguous(), self.qweight, self.scales.to(dt))
+            y = torch.ops.aten._weight_int8pack_mm(x2d.to(dt).contiguous(), self.qweight, self.layouts(x2d)["scales"])
         except RuntimeError as e:
             kernel_failed("_weight_int8pack_mm", x2d.device, e)
             return None
@@ -287,7 +406,7 @@ class Int4Linear(QuantLinear):
     """Group-wise 4-bit weight, two values per byte; scales (and zero points if asymmetric) per group.
 
     Saved state: `qweight` uint8 [N, K/2], `scales` [N, K/g], float `zeros` [N, K/g] (asymmetric only).
-    The kernels' tinygemm layout is derived from it on first use on a device (`_packed`, not saved)."""
+    The kernels' layouts (tinygemm packing; scale/offset pairs) are derived from it by `prepare`."""
 
     method = "int4"
 
@@ -305,15 +424,6 @@ class Int4Linear(QuantLinear):
             self.zeros = None
         else:
             self.register_buffer("zeros", torch.full((out_features, groups), 8.0, dtype=dtype, device=device))
-        self._packed: tuple[Any, torch.Tensor, torch.Tensor] | None = None  # (key, weight, scales_and_zeros)
-        self._register_load_state_dict_pre_hook(self._drop_packed)
-
-    def _drop_packed(self, *args: Any, **kwargs: Any) -> None:
-        self._packed = None
-
-    def _apply(self, fn, recurse=True):  # .to()/.cuda() invalidate the kernel layout
-        self._packed = None
-        return super()._apply(fn, recurse)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128, symmetric: bool = False) -> "Int4Linear":
@@ -340,33 +450,50 @@ class Int4Linear(QuantLinear):
                 return tiles
         return None
 
-    def _kernel_state(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The weight in the tinygemm layout and its [K/g, N, 2] scales-and-zeros, built once per device/dtype."""
-        key = (device, dtype)
-        if self._packed is not None and self._packed[0] == key:
-            return self._packed[1], self._packed[2]
+    def build_layouts(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """tinygemm: the weight in its layout and [K/g, N, 2] scales-and-offsets; Triton: float32 s and m
+        with w = q * s + m (m = -zero * s)."""
+        out: dict[str, torch.Tensor] = {}
+        s = self.scales.to(device).float()
+        z = int4_zero_points(s, None if self.zeros is None else self.zeros.to(device))
+        if device.type == "cuda":
+            out["s32"] = s.contiguous()
+            out["m32"] = (-z * s).contiguous()
+        weight = self._tinygemm_weight(device, dtype)
+        if weight is not None:
+            # ours: w = (q - z) * s;  tinygemm: w = (q - 8) * s + m  =>  m = (8 - z) * s
+            sz = torch.stack([s, (8.0 - z) * s], dim=-1).transpose(0, 1).contiguous().to(dtype)
+            out["weight"], out["sz"] = weight, sz
+        return out
+
+    def _tinygemm_weight(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+        q = unpack_int4(self.qweight.to(device)).to(torch.int32)
         if device.type == "cuda":
             tiles = self._inner_k_tiles()
             if (dtype != torch.bfloat16 or tiles is None or self.out_features % 8
                     or not has_kernel("_weight_int4pack_mm", device)):
                 return None
-            q = unpack_int4(self.qweight).to(torch.int32)
             try:
-                weight = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
+                return torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), tiles)
             except RuntimeError as e:
                 kernel_failed("_weight_int4pack_mm", device, e)
                 return None
-        else:
-            if dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int4pack_mm_for_cpu", device):
-                return None
-            q = unpack_int4(self.qweight).to(torch.int32)
-            weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-        # ours: w = (q - z) * s;  tinygemm: w = (q - 8) * s + m  =>  m = (8 - z) * s
-        s = self.scales.float()
-        m = (8.0 - int4_zero_points(s, self.zeros)) * s
-        sz = torch.stack([s, m], dim=-1).transpose(0, 1).contiguous().to(dtype)
-        self._packed = (key, weight, sz)
-        return weight, sz
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int4pack_mm_for_cpu", device):
+            return None
+        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+
+    def _kernel_state(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        st = self.prepare(device, dtype)
+        return (st["weight"], st["sz"]) if "weight" in st else None
+
+    def triton_matmul(self, x2d: torch.Tensor, force_triton: bool = False) -> torch.Tensor | None:
+        from lmsmith.compress.kernels import wq_matmul
+
+        st = self.layouts(x2d)
+        if "weight" in st and not force_triton:
+            return None  # tinygemm is faster at every M (see CUDA_LARGE_M)
+        bias = None if self.bias is None else self.bias.to(x2d.dtype)
+        return _triton_call("int4", wq_matmul, x2d, self.qweight, st["s32"], st["m32"], bias, self.group_size)
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         dt = compute_dtype(x2d)
@@ -387,8 +514,10 @@ class Int4Linear(QuantLinear):
 class Fp8Linear(QuantLinear):
     """float8_e4m3fn weight with per-output-channel scales; activations quantized per token at run time.
 
-    The weight is held as its raw bytes (uint8) so that `model.to(dtype)` cannot cast it away; the matmul
-    is `torch._scaled_mm` (row-wise scales, bfloat16 out) on GPUs with fp8 tensor cores only."""
+    The weight is held as its raw bytes (uint8) so that `model.to(dtype)` cannot cast it away. The matmul is
+    `torch._scaled_mm` (row-wise scales, M padded to 16, activation scaling fused into one Triton launch) on
+    GPUs with fp8 tensor cores; at decode sizes (M <= 16) by default a Triton GEMV that reads the fp8 weight
+    and keeps the activation in 16 bits (`FP8_SMALL_M`)."""
 
     method = "fp8"
 
@@ -416,6 +545,10 @@ class Fp8Linear(QuantLinear):
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         return dequantize_fp8(self.weight_fp8, self.scales, dtype or torch.float32)
 
+    def build_layouts(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        s = self.scales.to(device).float()
+        return {"scales32": s.contiguous(), "scale_b": s[None, :].contiguous()}
+
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same math as the kernel: per-token fp8 activations times fp8 weights, accumulated in float32."""
         xq, xs = quantize_activations_fp8(x.reshape(-1, self.in_features))
@@ -428,18 +561,34 @@ class Fp8Linear(QuantLinear):
             raise fp8_cpu_error()
         return super().forward(x)
 
+    def triton_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
+        if FP8_SMALL_M != "triton" or not fp8_supported(x2d.device):
+            return None
+        from lmsmith.compress.kernels import wq_matmul
+
+        bias = None if self.bias is None else self.bias.to(x2d.dtype)
+        return _triton_call("fp8", wq_matmul, x2d, self.qweight, self.layouts(x2d)["scales32"], None, bias, kind="fp8")
+
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         if (not fp8_supported(x2d.device) or not _KERNELS.get(("_scaled_mm_fp8", x2d.device.type), True)
                 or self.in_features % 16 or self.out_features % 16):
             return None
-        xq, xs = quantize_activations_fp8(x2d)
+        from lmsmith.compress import kernels
+
+        m = x2d.shape[0]
+        if kernels.available(x2d):
+            xq, xs = kernels.fp8_quantize_rows(x2d)  # one launch, rows padded to 16 (cuBLASLt's fp8 rule)
+        else:
+            xq, xs = quantize_activations_fp8(x2d)
+            if m % 16:
+                xq, xs = F.pad(xq.view(torch.uint8), (0, 0, 0, 16 - m % 16)).view(torch.float8_e4m3fn), F.pad(xs, (0, 0, 0, 16 - m % 16), value=1.0)
         try:
-            y = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.scales.float()[None, :],
+            y = torch._scaled_mm(xq, self.weight_fp8.t(), scale_a=xs, scale_b=self.layouts(x2d)["scale_b"],
                                  out_dtype=torch.bfloat16)
         except RuntimeError as e:
             kernel_failed("_scaled_mm_fp8", x2d.device, e)
             return None
-        return y.to(x2d.dtype)
+        return y[:m].to(x2d.dtype)
 
 
 QUANT_CLASSES: dict[str, type[QuantLinear]] = {"int8": Int8Linear, "int4": Int4Linear, "fp8": Fp8Linear}
@@ -476,27 +625,34 @@ def auto_group_size(in_features: list[int]) -> int:
 
 
 def plan(model: nn.Module, method: str, group_size: int | None = None, symmetric: bool = False,
-         include_lm_head: bool = False, skip: list[str] | tuple[str, ...] = ()) -> QuantSpec:
+         include_lm_head: bool = False, skip: list[str] | tuple[str, ...] = (), lm_head_method: str | None = None
+         ) -> QuantSpec:
     """Validate the request against the model and fill in the spec (group size, module list)."""
     check_method(method)
+    if lm_head_method is not None:
+        check_method(lm_head_method)
+        include_lm_head = True
     targets = list(target_linears(model, include_lm_head, skip))
     if not targets:
         raise LmsmithError("the model has no nn.Linear layers to quantize")
+    heads = output_linear_names(model)
     spec = QuantSpec(method=method, symmetric=symmetric if method == "int4" else True,
-                     include_lm_head=include_lm_head, skip=list(skip), modules=[n for n, _ in targets])
-    if method == "int4":
+                     include_lm_head=include_lm_head, skip=list(skip), modules=[n for n, _ in targets],
+                     lm_head_method=lm_head_method if lm_head_method != method else None)
+    int4_targets = [(n, m) for n, m in targets if spec.for_module(n, heads).method == "int4"]
+    if int4_targets:
         if group_size is None:
-            group_size = auto_group_size([m.in_features for _, m in targets])
+            group_size = auto_group_size([m.in_features for _, m in int4_targets])
         check_group_size(group_size)
-        bad = [(n, m.in_features) for n, m in targets if m.in_features % group_size]
+        bad = [(n, m.in_features) for n, m in int4_targets if m.in_features % group_size]
         if bad:
             name, k = bad[0]
-            fits = [g for g in GROUP_SIZES if all(m.in_features % g == 0 for _, m in targets)]
+            fits = [g for g in GROUP_SIZES if all(m.in_features % g == 0 for _, m in int4_targets)]
             raise LmsmithError(f"int4 group size {group_size} does not divide in_features={k} of {name}",
                                f"use --group-size {max(fits)}" if fits else "use --method int8 for this model")
         spec.group_size = group_size
-    elif group_size is not None and method != "int4":
-        pass  # group size only applies to int4; accepted and ignored for the other methods
+    if "int4" not in (method, lm_head_method):
+        spec.symmetric = True  # int8 and fp8 are always symmetric
     return spec
 
 
@@ -523,15 +679,19 @@ def model_device(model: nn.Module) -> torch.device:
 
 def quantize_model_(model: nn.Module, method: str, group_size: int | None = None, symmetric: bool = False,
                     include_lm_head: bool = False, skip: list[str] | tuple[str, ...] = (),
-                    allow_cpu_fp8: bool = False, empty: bool = False, progress: bool = False) -> QuantSpec:
+                    allow_cpu_fp8: bool = False, empty: bool = False, progress: bool = False,
+                    lm_head_method: str | None = None) -> QuantSpec:
     """Replace the model's nn.Linear layers in place with quantized ones; returns the spec it applied.
 
     lm_head (and anything whose name contains a `skip` entry) stays in full precision unless
-    `include_lm_head`. `empty=True` only swaps in modules of the right shapes (loading a saved model).
-    fp8 runs on CUDA only; `allow_cpu_fp8` lets an offline conversion quantize on the CPU anyway."""
-    spec = plan(model, method, group_size, symmetric, include_lm_head, skip)
-    if method == "fp8" and not allow_cpu_fp8 and not fp8_supported(model_device(model)):
+    `include_lm_head` (or `lm_head_method` names its own method: int8 logits beside int4 layers keep the
+    quality while the biggest matrix of a small model still shrinks). `empty=True` only swaps in modules of
+    the right shapes (loading a saved model). fp8 runs on CUDA only; `allow_cpu_fp8` lets an offline
+    conversion quantize on the CPU anyway."""
+    spec = plan(model, method, group_size, symmetric, include_lm_head, skip, lm_head_method)
+    if "fp8" in (method, lm_head_method) and not allow_cpu_fp8 and not fp8_supported(model_device(model)):
         raise fp8_cpu_error()
+    heads = output_linear_names(model)
     targets = [(n, m) for n, m in model.named_modules() if n in set(spec.modules)]
     if progress:
         from lmsmith.progress import task
@@ -542,7 +702,8 @@ def quantize_model_(model: nn.Module, method: str, group_size: int | None = None
     with ctx as tick, torch.no_grad():
         for name, linear in targets:
             dtype = linear.weight.dtype
-            new = empty_module(linear, spec, dtype) if empty else make_module(linear, spec)
+            mspec = spec.for_module(name, heads)
+            new = empty_module(linear, mspec, dtype) if empty else make_module(linear, mspec)
             model.set_submodule(name, new)
             if tick is not None:
                 tick(1, info=name)
@@ -567,11 +728,16 @@ def set_backend(model: nn.Module, backend: str) -> None:
 
 @torch.no_grad()
 def prepare_for_inference(model: nn.Module, dtype: torch.dtype | None = None) -> None:
-    """Build the kernels' weight layouts now (not inside the first decode step or a CUDA graph capture)."""
-    device = model_device(model)
+    """Build the kernels' weight layouts for activations of `dtype` now (not inside the first decode step
+    or a CUDA graph capture). Default dtype: the model's floating parameters'."""
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     for _, m in quantized_modules(model):
-        if isinstance(m, Int4Linear) and m.backend == "auto":
-            m._kernel_state(device, dtype or compute_dtype(m.scales))
+        device = m.qweight.device
+        cdt = CPU_FP32_COMPUTE_DTYPE if (device.type == "cpu" and dtype == torch.float32
+                                         and CPU_FP32_COMPUTE_DTYPE is not None) else dtype
+        if m.backend == "auto":
+            m.prepare(device, cdt)
 
 
 @torch.no_grad()
@@ -606,5 +772,5 @@ def concat_linears(linears: list[nn.Module]) -> nn.Module:
         for name, _ in fused.named_buffers(recurse=False):
             getattr(fused, name).copy_(torch.cat([getattr(m, name) for m in linears]))
     if bias is not None:
-        fused.bias.copy_(bias)
+        fused.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)  # keeps the parts' dtype
     return fused

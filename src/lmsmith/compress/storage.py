@@ -117,7 +117,7 @@ def load_quantized(model_dir: str | Path, dtype: torch.dtype = torch.float32, de
         raise fp8_cpu_error()
     model = build_empty(model_dir, dtype)
     quantize_model_(model, spec.method, spec.group_size, spec.symmetric, spec.include_lm_head, spec.skip,
-                    allow_cpu_fp8=True, empty=True)
+                    allow_cpu_fp8=True, empty=True, lm_head_method=spec.lm_head_method)
     if set(spec.modules) != {n for n, m in model.named_modules() if hasattr(m, "qweight")}:
         raise LmsmithError(f"{model_dir}: the quantized layers in config.json do not match the model's layers",
                            "re-run `lmsmith compress quantize` on the source model")
@@ -131,13 +131,13 @@ def load_quantized(model_dir: str | Path, dtype: torch.dtype = torch.float32, de
     if tied and not spec.include_lm_head and hasattr(model, "tie_weights"):
         model.tie_weights()
     model = model.to(device).eval()
-    prepare_for_inference(model)
+    prepare_for_inference(model, dtype)
     return model
 
 
 def quantize_to_dir(source_dir: Path, out_dir: Path, method: str, group_size: int | None = None,
-                    symmetric: bool = False, include_lm_head: bool = False, skip: tuple[str, ...] = ()
-                    ) -> tuple[QuantSpec, nn.Module]:
+                    symmetric: bool = False, include_lm_head: bool = False, skip: tuple[str, ...] = (),
+                    lm_head_method: str | None = None) -> tuple[QuantSpec, nn.Module]:
     """Quantize the HF model in `source_dir` (weights read in float32) into `out_dir`."""
     from lmsmith.models import load_model, parse_dtype
 
@@ -149,13 +149,14 @@ def quantize_to_dir(source_dir: Path, out_dir: Path, method: str, group_size: in
     save_dtype = parse_dtype(stored) if isinstance(stored, str) and stored != "auto" else torch.float32
     model = load_model(str(source_dir), dtype=torch.float32, device="cpu")
     spec = quantize_model_(model, method, group_size, symmetric, include_lm_head, skip, allow_cpu_fp8=True,
-                           progress=True)
+                           progress=True, lm_head_method=lm_head_method)
     save_quantized(model, source_dir, out_dir, spec, dtype=save_dtype)
     return spec, model
 
 
 def register_quantized(ref: str, name: str, method: str, group_size: int | None = None, symmetric: bool = False,
-                       include_lm_head: bool = False, command: str | None = None, metrics: dict[str, Any] | None = None):
+                       include_lm_head: bool = False, command: str | None = None, metrics: dict[str, Any] | None = None,
+                       lm_head_method: str | None = None):
     """Quantize a registered (or path) model and register the result with lineage (stage "compress")."""
     from lmsmith.ops.registry import Lineage, Registry
 
@@ -165,10 +166,34 @@ def register_quantized(ref: str, name: str, method: str, group_size: int | None 
         raise LmsmithError(f"{handle.ref} is an adapter", "merge it first (`lmsmith train merge`) and quantize the merged model")
     with tempfile.TemporaryDirectory(dir=registry.tmp) as tmp:
         out = Path(tmp) / name
-        spec, _ = quantize_to_dir(handle.dir, out, method, group_size, symmetric, include_lm_head)
+        spec, _ = quantize_to_dir(handle.dir, out, method, group_size, symmetric, include_lm_head,
+                                  lm_head_method=lm_head_method)
         config = {k: v for k, v in spec.to_dict().items() if k != "modules"}
         config["num_quantized_modules"] = len(spec.modules)
         mv = registry.register(out, name, lineage=Lineage(parent=handle.ref, stage="compress", command=command,
                                                           config=config),
                                tags={"quantization": method}, metrics=metrics or {})
     return mv, spec
+
+
+def read_spec(model_dir: str | Path) -> QuantSpec | None:
+    """The quantization spec of a model directory, or None when it is not lmsmith-quantized."""
+    cfg = Path(model_dir) / "config.json"
+    if not cfg.exists():
+        return None
+    section = quant_section(json.loads(cfg.read_text()))
+    return QuantSpec.from_dict(section) if section is not None else None
+
+
+def swap_in_quantized(model: nn.Module, spec: QuantSpec, device: torch.device) -> None:
+    """Give an engine's own model (HF parameter names) the empty quantized linears of a saved checkpoint,
+    ready for `load_state_dict(..., assign=True)`."""
+    if "fp8" in (spec.method, spec.lm_head_method) and not fp8_supported(device):
+        raise LmsmithError(f"fp8 weights need a CUDA GPU with compute capability >= 8.9 (this checkpoint is fp8, "
+                           f"the engine runs on {device.type})", "serve an int8 or int4 version on this device")
+    applied = quantize_model_(model, spec.method, spec.group_size, spec.symmetric, spec.include_lm_head, spec.skip,
+                              allow_cpu_fp8=True, empty=True, lm_head_method=spec.lm_head_method)
+    if set(applied.modules) != set(spec.modules):
+        extra = sorted(set(spec.modules) ^ set(applied.modules))
+        raise LmsmithError(f"the quantized layers in config.json do not match the model's layers (e.g. {extra[0]})",
+                           "re-run `lmsmith compress quantize` on the source model")

@@ -119,17 +119,27 @@ class Attention(nn.Module):
         self.scale = s.head_dim ** -0.5
         self.qkv_w: torch.Tensor | None = None
         self.qkv_b: torch.Tensor | None = None
+        self.qkv_proj: nn.Module | None = None  # quantized checkpoints: one fused quantized linear
 
     def fuse(self) -> None:
+        if type(self.q_proj) is not nn.Linear:  # quantized: concatenated along the output dim, still quantized
+            from lmsmith.compress.quantize import concat_linears
+
+            self.qkv_proj = concat_linears([self.q_proj, self.k_proj, self.v_proj])
+            del self.q_proj, self.k_proj, self.v_proj
+            return
         self.qkv_w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]).detach()
         if self.s.qkv_bias:
             self.qkv_b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]).detach()
         del self.q_proj, self.k_proj, self.v_proj
 
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.qkv_w, self.qkv_b) if self.qkv_proj is None else self.qkv_proj(x)
+
     def forward_fused(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
         """cos/sin: the full tables; RoPE and the K/V cache write are one kernel."""
         s = self.s
-        qkv = F.linear(x, self.qkv_w, self.qkv_b)
+        qkv = self.qkv(x)
         q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, k_cache, v_cache,
                                     s.num_heads, s.num_kv_heads, s.head_dim)
         o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, write=False)
@@ -138,7 +148,7 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, k_cache, v_cache, meta: AttentionMetadata) -> torch.Tensor:
         s = self.s
         t = x.shape[0]
-        qkv = F.linear(x, self.qkv_w, self.qkv_b)
+        qkv = self.qkv(x)
         q, k, v = qkv.split([s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim], -1)
         q = q.view(t, s.num_heads, s.head_dim)
         k = k.view(t, s.num_kv_heads, s.head_dim)
@@ -158,19 +168,29 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(s.intermediate_size, s.hidden_size, bias=s.mlp_bias)
         self.gu_w: torch.Tensor | None = None
         self.gu_b: torch.Tensor | None = None
+        self.gate_up_proj: nn.Module | None = None  # quantized checkpoints
 
     def fuse(self) -> None:
+        if type(self.gate_proj) is not nn.Linear:
+            from lmsmith.compress.quantize import concat_linears
+
+            self.gate_up_proj = concat_linears([self.gate_proj, self.up_proj])
+            del self.gate_proj, self.up_proj
+            return
         self.gu_w = torch.cat([self.gate_proj.weight, self.up_proj.weight]).detach()
         if self.gate_proj.bias is not None:
             self.gu_b = torch.cat([self.gate_proj.bias, self.up_proj.bias]).detach()
         del self.gate_proj, self.up_proj
 
+    def gate_up(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.gu_w, self.gu_b) if self.gate_up_proj is None else self.gate_up_proj(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, self.gu_w, self.gu_b).chunk(2, dim=-1)
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down_proj(F.silu(gate) * up)
 
     def forward_fused(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F2.silu_mul(F.linear(x, self.gu_w, self.gu_b)))
+        return self.down_proj(F2.silu_mul(self.gate_up(x)))
 
 
 class DecoderLayer(nn.Module):

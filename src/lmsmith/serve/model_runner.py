@@ -18,6 +18,8 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import base_of, parse_dtype, quiet_transformers
 from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
+from lmsmith.compress.quantize import prepare_for_inference
+from lmsmith.compress.storage import read_spec, swap_in_quantized
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import bs1_eligible, forward_bs1, tune_tiles
 from lmsmith.models import is_quantized
@@ -49,7 +51,9 @@ def read_state_dict(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tens
     for f in weight_files(model_dir):
         with safe_open(str(f), framework="pt", device="cpu") as fh:
             for name in fh.keys():
-                sd[name] = fh.get_tensor(name).to(dtype)
+                t = fh.get_tensor(name)
+                # quantized weights and their float32 scales/zero points stay as stored
+                sd[name] = t.to(dtype) if t.is_floating_point() and not name.endswith((".scales", ".zeros")) else t
     return sd
 
 
@@ -98,13 +102,21 @@ class NativeRunner:
             model = LlamaForCausalLM(self.spec)
             if tp is not None:
                 parallel.parallelize(model, full_spec, tp)
+        self.quant = read_spec(mh.base.dir) if load_format != "dummy" else None
+        if self.quant is not None:
+            if tp is not None:
+                raise LmsmithError("tensor parallelism does not shard quantized weights yet",
+                                   "serve the quantized model on one GPU, or shard the unquantized model")
+            swap_in_quantized(model, self.quant, device)
         if load_format == "dummy":
             from lmsmith.serve.parallel import dummy_weights
 
             model = dummy_weights(model, dtype, device, seed=0 if tp is None else tp.rank)
         else:
             sd = mh.state_dict(dtype) if tp is None else parallel.shard_state_dict(mh, tp, dtype)
-            if self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
+            if "lm_head.qweight" in sd:
+                pass  # a quantized lm_head: the embedding stays full precision for the lookups
+            elif self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
                 sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
             missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
             missing = [m for m in missing if not m.endswith("rotary_emb.inv_freq")]
@@ -114,6 +126,8 @@ class NativeRunner:
             del sd
             model = model.to(device)
         model.fuse()  # after the move: fused weights are plain tensors, which .to() would not carry
+        if self.quant is not None:
+            prepare_for_inference(model, dtype)  # kernel layouts now, never inside a CUDA graph capture
         if tp is not None:
             parallel.add_reduce_hooks(model, tp)
         self.model = model.eval()
@@ -310,7 +324,7 @@ class DecodeGraphs:
     def capture_all(self) -> None:
         for n in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
             self.graphs[n], self.logits[n] = self._capture(n)
-        if 1 in self.graphs and bs1_eligible(self.runner.model) and \
+        if 1 in self.graphs and getattr(self.runner, "quant", None) is None and bs1_eligible(self.runner.model) and \
                 os.environ.get("LMSMITH_DECODE_GEMV", "1") != "0":
             self._pick_bs1()
         torch.cuda.synchronize(self.runner.device)
@@ -447,16 +461,18 @@ def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_mode
                                f"use at most {limit}")
         limit = max_model_len
     reason = unsupported_reason(mh.config)
-    if reason is None and is_quantized(mh.base.dir):
-        # our quantized linears are swapped into a transformers model by load_model; the native runner
-        # does not read packed weights yet
-        reason = "weight-quantized checkpoints run on the transformers path"
+    if is_quantized(mh.base.dir) and mh.is_adapter:
+        raise LmsmithError(f"{mh.handle.ref} is an adapter on a quantized base, which cannot be merged",
+                           "merge the adapter into the full-precision base, then quantize the merged model")
     if tensor_parallel_size != 1:
         from lmsmith.serve.parallel import TPRunner, check_tp
 
         if reason is not None:
             raise LmsmithError(f"tensor parallelism needs the native runner, but {reason}",
                                "drop --tensor-parallel-size (the transformers fallback runs on one device)")
+        if tensor_parallel_size > 1 and is_quantized(mh.base.dir):
+            raise LmsmithError("tensor parallelism does not shard quantized weights yet",
+                               "drop --tensor-parallel-size, or shard the unquantized model")
         check_tp(spec_from_config(mh.config), tensor_parallel_size, dev)
         if tensor_parallel_size > 1:
             return TPRunner(mh, torch_dtype, dev, limit, tensor_parallel_size, load_format), mh, limit
