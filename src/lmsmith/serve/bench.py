@@ -1,9 +1,15 @@
 """`lmsmith bench serve`: a load generator for any OpenAI-compatible server (ours, vLLM, ...).
 
 It sends streaming /v1/completions requests with synthetic prompts and a fixed output length
-(`ignore_eos`, so every request generates exactly `--output-len` tokens), `--concurrency` at a time,
+(`ignore_eos`, so every request generates exactly its output length), `--concurrency` at a time,
 optionally arriving as a Poisson process at `--rate` requests/s, and reports request throughput,
 output tokens/s, and TTFT / TPOT / ITL percentiles, the way vLLM's benchmark_serving does.
+
+Workloads (`--dataset`): `fixed` (every request `--prompt-len` in, `--output-len` out) or `sharegpt-mix`,
+a seeded ShareGPT-like mix of lengths (log-normal prompt and output lengths with the medians
+`--prompt-len`/`--output-len`, clipped), so no data set has to be downloaded. Prompts are synthetic
+text calibrated to the server's tokenizer, or random token ids (`--token-ids`: exact lengths, any
+tokenizer, what a random-init model needs).
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ import numpy as np
 from lmsmith.errors import LmsmithError
 
 PROBE_WORDS = 40
+DATASETS = ("fixed", "sharegpt-mix")
+# ShareGPT conversations (vLLM's benchmark filter) have long-tailed lengths: roughly log-normal with
+# sigma ~1 for prompts and ~0.8 for outputs; the medians are the --prompt-len / --output-len arguments
+MIX_SIGMA = {"prompt": 1.0, "output": 0.8}
+MIX_CLIP = {"prompt": (4, 1024), "output": (4, 1024)}
+TOKEN_ID_RANGE = (100, 32000)  # inside every real vocabulary; clear of the usual special tokens
 WORDS = ("praha brno ostrava plzeň warszawa kraków ljubljana maribor river mountain city language model token "
          "train serve data report quality fast slow green blue house bridge castle music").split()
 
@@ -32,6 +44,28 @@ class Result:
     output_tokens: int = 0
     prompt_tokens: int = 0
     error: str = ""
+
+
+def request_lengths(dataset: str, requests: int, prompt_len: int, output_len: int, seed: int
+                    ) -> list[tuple[int, int]]:
+    """(prompt tokens, output tokens) per request; the same for the same arguments and seed."""
+    if dataset not in DATASETS:
+        raise LmsmithError(f"unknown dataset {dataset!r}", f"use one of: {', '.join(DATASETS)}")
+    if dataset == "fixed":
+        return [(prompt_len, output_len)] * requests
+    rng = np.random.default_rng(seed)
+
+    def draw(median: int, kind: str) -> np.ndarray:
+        lo, hi = MIX_CLIP[kind]
+        x = rng.lognormal(np.log(median), MIX_SIGMA[kind], size=requests)
+        return np.clip(np.rint(x), lo, hi).astype(int)
+
+    return list(zip(draw(prompt_len, "prompt").tolist(), draw(output_len, "output").tolist()))
+
+
+def token_id_prompt(n: int, rng: random.Random, high: int = TOKEN_ID_RANGE[1]) -> list[int]:
+    low = min(TOKEN_ID_RANGE[0], high // 4)
+    return [rng.randrange(low, high) for _ in range(n)]
 
 
 def synthetic_prompt(n_words: int, rng: random.Random) -> str:
@@ -94,7 +128,8 @@ async def calibrate_words(client, base: str, headers: dict, model: str, prompt_l
 
 async def run_load(url: str, model: str | None, requests: int, concurrency: int, rate: float | None,
                    prompt_len: int, output_len: int, api_key: str | None, seed: int = 0,
-                   on_done=None) -> tuple[list[Result], float]:
+                   on_done=None, dataset: str = "fixed", token_ids: bool = False,
+                   token_id_max: int = TOKEN_ID_RANGE[1]) -> tuple[list[Result], float]:
     import httpx
 
     base = url.rstrip("/")
@@ -111,19 +146,23 @@ async def run_load(url: str, model: str | None, requests: int, concurrency: int,
             except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
                 raise LmsmithError(f"cannot list models at {base}/v1/models: {e}",
                                    "is the server running? pass --model NAME if it has no /v1/models") from None
-        words = await calibrate_words(client, base, headers, model, prompt_len, rng)
+        lengths = request_lengths(dataset, requests, prompt_len, output_len, seed)
+        if token_ids:
+            prompts: list = [token_id_prompt(n, rng, token_id_max) for n, _ in lengths]
+        else:
+            words = await calibrate_words(client, base, headers, model, prompt_len, rng)
+            prompts = [synthetic_prompt(max(1, round(words * n / prompt_len)), rng) for n, _ in lengths]
         sem = asyncio.Semaphore(concurrency)
 
-        async def task(i: int, prompt: str) -> Result:
+        async def task(i: int, prompt: str | list[int]) -> Result:
             async with sem:
-                body = {"model": model, "prompt": prompt, "max_tokens": output_len, "temperature": 0.0,
+                body = {"model": model, "prompt": prompt, "max_tokens": lengths[i][1], "temperature": 0.0,
                         "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
                 res = await one_request(client, base + "/v1/completions", headers, body)
             if on_done:
                 on_done()
             return res
 
-        prompts = [synthetic_prompt(words, rng) for _ in range(requests)]
         t0 = time.perf_counter()
         tasks = []
         for i, p in enumerate(prompts):
@@ -162,8 +201,13 @@ def summarize(results: list[Result], duration: float) -> dict:
 
 def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float | None = None,
                 prompt_len: int = 128, output_len: int = 64, model: str | None = None, api_key: str | None = None,
-                seed: int = 0, progress: bool = True) -> dict:
+                seed: int = 0, progress: bool = True, dataset: str = "fixed", token_ids: bool = False,
+                token_id_max: int = TOKEN_ID_RANGE[1]) -> dict:
     """Run the load and return the summary (see `summarize`)."""
+    if dataset not in DATASETS:
+        raise LmsmithError(f"unknown --dataset {dataset!r}", f"use one of: {', '.join(DATASETS)}")
+    if token_ids and token_id_max < 2:
+        raise LmsmithError(f"--token-id-max must be at least 2, got {token_id_max}", "pass the model's vocabulary size")
     for name, v in (("--requests", requests), ("--concurrency", concurrency), ("--prompt-len", prompt_len),
                     ("--output-len", output_len)):
         if v < 1:
@@ -175,13 +219,18 @@ def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float 
     if progress:
         with task(f"{requests} requests, concurrency {concurrency}", total=requests) as bar:
             results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
-                                                     api_key, seed, on_done=lambda: bar(1)))
+                                                     api_key, seed, on_done=lambda: bar(1), dataset=dataset,
+                                                     token_ids=token_ids, token_id_max=token_id_max))
     else:
         results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
-                                                 api_key, seed))
+                                                 api_key, seed, dataset=dataset, token_ids=token_ids,
+                                                 token_id_max=token_id_max))
     summary = summarize(results, duration)
     summary["config"] = dict(url=url, requests=requests, concurrency=concurrency, rate=rate, prompt_len=prompt_len,
-                             output_len=output_len)
+                             output_len=output_len, dataset=dataset, seed=seed, token_ids=token_ids)
+    if dataset == "sharegpt-mix":
+        summary["config"]["mix"] = {"distribution": "log-normal", "sigma": MIX_SIGMA, "clip": MIX_CLIP,
+                                    "median": {"prompt": prompt_len, "output": output_len}}
     return summary
 
 

@@ -44,6 +44,8 @@ class EngineStatsCollector:
             "lmsmith_prefix_cache_queries": ("prefix-cache lookups (blocks)", queries),
             "lmsmith_prefix_cache_hits": ("prefix-cache hits (blocks)", hits),
             "lmsmith_preemptions": ("sequences preempted for lack of KV memory", s.get("preemptions", 0)),
+            "lmsmith_engine_steps": ("engine steps (one batched forward each)", s.get("engine_steps", 0)),
+            "lmsmith_engine_step_seconds": ("wall time spent inside engine steps", s.get("engine_step_seconds", 0.0)),
         }
         for name, (doc, value) in counters.items():
             c = CounterMetricFamily(name, doc)
