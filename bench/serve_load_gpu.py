@@ -46,15 +46,23 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise SystemExit(f"the server was not ready within {timeout:.0f} s")
 
 
-def engine_counters(url: str) -> tuple[float, float]:
-    """(engine steps, seconds inside steps) from the server's Prometheus text."""
+PHASES = ("admit", "queue", "prefill", "deliver")
+
+
+def server_counters(url: str) -> dict[str, float]:
+    """Engine steps, seconds inside steps and the TTFT phase sums/counts from the server's Prometheus text."""
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    vals = {}
-    for name in ("lmsmith_engine_steps_total", "lmsmith_engine_step_seconds_total"):
-        m = re.search(rf"^{name} (\S+)$", text, re.M)
-        vals[name] = float(m.group(1)) if m else 0.0
-    return vals["lmsmith_engine_steps_total"], vals["lmsmith_engine_step_seconds_total"]
+
+    def value(pattern: str) -> float:
+        m = re.search(rf"^{pattern} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    vals = {"steps": value("lmsmith_engine_steps_total"), "step_s": value("lmsmith_engine_step_seconds_total")}
+    for ph in PHASES:
+        vals[f"{ph}_sum"] = value(rf'lmsmith_ttft_phase_seconds_sum\{{phase="{ph}"\}}')
+        vals[f"{ph}_count"] = value(rf'lmsmith_ttft_phase_seconds_count\{{phase="{ph}"\}}')
+    return vals
 
 
 def main() -> int:
@@ -128,22 +136,27 @@ def main() -> int:
         if "c1" not in args.skip:
             runs.append(("c1", dict(requests=4, concurrency=1, prompt_len=args.prompt_len, output_len=args.output_len)))
         for name, kw in runs:
-            steps0, secs0 = engine_counters(url)
+            before = server_counters(url)
             s = bench_serve(url, **common, **kw)
-            steps1, secs1 = engine_counters(url)
+            after = server_counters(url)
+            d = {k: after[k] - before[k] for k in after}
             workloads[name] = s["config"] | {"duration_s": round(s["duration_s"], 2)}
             for k in ("ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "itl_p50_ms",
                       "itl_p99_ms", "e2e_p50_ms", "output_tok_per_s", "request_throughput", "errors"):
                 base, _, _ = k.rpartition("_ms")
                 key = f"{base}_ms_{name}" if k.endswith("_ms") else f"{k}_{name}"
                 metrics[key] = s[k]
-            if steps1 > steps0:
-                metrics[f"engine_step_ms_{name}"] = 1000 * (secs1 - secs0) / (steps1 - steps0)
-                metrics[f"engine_busy_frac_{name}"] = (secs1 - secs0) / s["duration_s"]
+            if d["steps"] > 0:
+                metrics[f"engine_step_ms_{name}"] = 1000 * d["step_s"] / d["steps"]
+                metrics[f"engine_busy_frac_{name}"] = d["step_s"] / s["duration_s"]
+            for ph in PHASES:  # mean TTFT split, server side
+                if d[f"{ph}_count"] > 0:
+                    metrics[f"ttft_{ph}_mean_ms_{name}"] = 1000 * d[f"{ph}_sum"] / d[f"{ph}_count"]
             print(f"{name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
                   f"{s['tpot_p50_ms']:.2f} ms p99 {s['tpot_p99_ms']:.2f} ms, {s['output_tok_per_s']:.0f} output tok/s, "
-                  f"engine step {metrics.get(f'engine_step_ms_{name}', float('nan')):.2f} ms, errors {s['errors']}",
-                  flush=True)
+                  f"engine step {metrics.get(f'engine_step_ms_{name}', float('nan')):.2f} ms, errors {s['errors']}; TTFT "
+                  + ", ".join(f"{ph} {metrics.get(f'ttft_{ph}_mean_ms_{name}', float('nan')):.1f}" for ph in PHASES)
+                  + " ms (mean)", flush=True)
             for e in s.get("error_examples", []):
                 print("  error:", e, flush=True)
     finally:

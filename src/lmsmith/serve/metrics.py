@@ -63,6 +63,10 @@ class ServerMetrics:
                               buckets=_TPOT_BUCKETS, registry=r)
         self.e2e = Histogram("lmsmith_e2e_request_latency_seconds", "end-to-end request latency",
                              buckets=_LATENCY_BUCKETS, registry=r)
+        # where the time to first token goes: HTTP handler -> engine (admit), waiting for a batch slot
+        # (queue), the prefill step(s) (prefill), engine thread -> event loop -> response (deliver)
+        self.ttft_phase = Histogram("lmsmith_ttft_phase_seconds", "time to first token by phase", ["phase"],
+                                    buckets=_LATENCY_BUCKETS, registry=r)
         self.requests = Counter("lmsmith_requests", "HTTP requests by endpoint and status code",
                                 ["endpoint", "status"], registry=r)
         self.finished = Counter("lmsmith_request_finish", "finished sequences by finish reason",
@@ -82,6 +86,10 @@ class ServerMetrics:
         self.generation_tokens.inc(generation_tokens)
         for reason in finish_reasons:
             self.finished.labels(reason or "unknown").inc()
+
+    def observe_ttft_phases(self, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.ttft_phase.labels(phase).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
