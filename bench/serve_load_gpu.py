@@ -58,7 +58,9 @@ def server_counters(url: str) -> dict[str, float]:
         m = re.search(rf"^{pattern} (\S+)$", text, re.M)
         return float(m.group(1)) if m else 0.0
 
-    vals = {"steps": value("lmsmith_engine_steps_total"), "step_s": value("lmsmith_engine_step_seconds_total")}
+    vals = {"steps": value("lmsmith_engine_steps_total"), "step_s": value("lmsmith_engine_step_seconds_total"),
+            "ttft_sum": value("lmsmith_time_to_first_token_seconds_sum"),
+            "ttft_count": value("lmsmith_time_to_first_token_seconds_count")}
     for ph in PHASES:
         vals[f"{ph}_sum"] = value(rf'lmsmith_ttft_phase_seconds_sum\{{phase="{ph}"\}}')
         vals[f"{ph}_count"] = value(rf'lmsmith_ttft_phase_seconds_count\{{phase="{ph}"\}}')
@@ -149,6 +151,9 @@ def main() -> int:
             if d["steps"] > 0:
                 metrics[f"engine_step_ms_{name}"] = 1000 * d["step_s"] / d["steps"]
                 metrics[f"engine_busy_frac_{name}"] = d["step_s"] / s["duration_s"]
+            if d["ttft_count"] > 0:  # handler start -> first token out; the client's TTFT adds HTTP and parsing
+                metrics[f"ttft_server_mean_ms_{name}"] = 1000 * d["ttft_sum"] / d["ttft_count"]
+                metrics[f"ttft_client_mean_ms_{name}"] = s["ttft_mean_ms"]
             for ph in PHASES:  # mean TTFT split, server side
                 if d[f"{ph}_count"] > 0:
                     metrics[f"ttft_{ph}_mean_ms_{name}"] = 1000 * d[f"{ph}_sum"] / d[f"{ph}_count"]
@@ -156,6 +161,7 @@ def main() -> int:
                   f"{s['tpot_p50_ms']:.2f} ms p99 {s['tpot_p99_ms']:.2f} ms, {s['output_tok_per_s']:.0f} output tok/s, "
                   f"engine step {metrics.get(f'engine_step_ms_{name}', float('nan')):.2f} ms, errors {s['errors']}; TTFT "
                   + ", ".join(f"{ph} {metrics.get(f'ttft_{ph}_mean_ms_{name}', float('nan')):.1f}" for ph in PHASES)
+                  + f"; server-side TTFT {metrics.get(f'ttft_server_mean_ms_{name}', float('nan')):.1f}"
                   + " ms (mean)", flush=True)
             for e in s.get("error_examples", []):
                 print("  error:", e, flush=True)

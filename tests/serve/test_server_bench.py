@@ -54,3 +54,15 @@ def test_bench_serve_token_ids_with_length_mix(server):
     assert s["errors"] == 0 and s["prompt_tokens"] == sum(p for p, _ in lengths)  # exact: ids, not text
     assert s["output_tokens"] == sum(o for _, o in lengths)
     assert s["config"]["seed"] == 3 and s["config"]["dataset"] == "sharegpt-mix" and s["config"]["mix"]["sigma"]
+
+
+def test_bench_serve_httpx_fallback(server, monkeypatch):
+    import lmsmith.serve.bench as B
+
+    monkeypatch.setattr(B, "USE_AIOHTTP", False)
+    s = B.bench_serve(server.url, requests=3, concurrency=3, prompt_len=6, output_len=4, api_key=API_KEY,
+                      progress=False, token_ids=True, token_id_max=400)
+    assert s["config"]["client"] == "httpx" and (s["completed"], s["output_tokens"], s["prompt_tokens"]) == (3, 12, 18)
+    bad = B.bench_serve(server.url, requests=2, concurrency=2, prompt_len=5, output_len=3, model="no-such-model",
+                        api_key=API_KEY, progress=False)
+    assert bad["errors"] == 2 and "404" in bad["error_examples"][0]
