@@ -118,7 +118,17 @@ def main() -> int:
     metrics: dict[str, float] = {}
     workloads: dict[str, dict] = {}
     try:
-        wait_ready(url, proc, timeout=300)
+        try:
+            wait_ready(url, proc, timeout=300)
+        except SystemExit as e:  # e.g. another stage's CLI import failing on this machine: serve() directly
+            print(f"{e}; retrying with lmsmith.serve.server.serve() directly", flush=True)
+            opts = cmd[cmd.index("--port"):]
+            kw = dict(zip([o.lstrip("-").replace("-", "_") for o in opts[::2]], opts[1::2]))
+            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()}
+            code = f"from lmsmith.serve.server import serve; serve({str(model_dir)!r}, **{kw!r})"
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env)
+            cmd = [sys.executable, "-c", code]
+            wait_ready(url, proc, timeout=300)
         metrics["server_start_s"] = time.perf_counter() - t
         common = dict(model="bench", token_ids=True, token_id_max=vocab, progress=False, seed=args.seed)
         # warm-up: kernels, CUDA graphs of every batch bucket, prefill shapes, on other prompts
@@ -185,7 +195,8 @@ def main() -> int:
         "metrics": {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
         "workload": {"model": args.model or f"random-init {args.shape}", "dtype": args.dtype,
                      "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
-                     "prompts": "token-id arrays on /v1/completions, stream, ignore_eos", "runs": workloads},
+                     "prompts": "token-id arrays on /v1/completions, stream, ignore_eos", "runs": workloads,
+                     "server_command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))},
     }
     print(json.dumps(result["metrics"], indent=2))
     if args.out:
