@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
-SIDES = ("ours", "int8", "int4", "hf", "hf_bf16", "llamacpp")
+SIDES = ("ours", "ours_bf16", "int8", "int4", "hf", "hf_bf16", "llamacpp")
 
 # runs inside the llama-cpp-python interpreter: argv = gguf, threads, new tokens, repeats, token ids (JSON)
 LLAMACPP_SCRIPT = r"""
@@ -163,7 +163,7 @@ def main() -> int:
     ids = list(tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
                                        tokenize=True, return_dict=True)["input_ids"])
     tmp = tempfile.TemporaryDirectory()
-    dirs = {"ours": model_dir}
+    dirs = {"ours": model_dir, "ours_bf16": model_dir}
     quant = {"int8": ("int8", None), "int4": ("int4", args.group_size)}
     for side, (method, gs) in quant.items():
         if side in args.sides:
@@ -178,8 +178,8 @@ def main() -> int:
             dirs[side] = str(out)
 
     def once(side: str) -> tuple[float, list[int]]:
-        if side in ("ours", "int8", "int4"):
-            return engine_decode(dirs[side], ids, args.new_tokens, args.dtype)
+        if side in ("ours", "ours_bf16", "int8", "int4"):
+            return engine_decode(dirs[side], ids, args.new_tokens, "bfloat16" if side == "ours_bf16" else args.dtype)
         return hf_decode(model_dir, ids, args.new_tokens, getattr(torch, args.dtype) if side == "hf" else torch.bfloat16)
 
     local = [s for s in args.sides if s != "llamacpp"]
@@ -194,7 +194,7 @@ def main() -> int:
             tokens.setdefault(side, toks)
             print(f"round {r + 1}: {side} {rate:.1f} tok/s", flush=True)
 
-    names = {"ours": "decode_tok_s", "int8": "int8_decode_tok_s", "int4": "int4_decode_tok_s", "hf": "hf_decode_tok_s",
+    names = {"ours": "decode_tok_s", "ours_bf16": "bf16_decode_tok_s", "int8": "int8_decode_tok_s", "int4": "int4_decode_tok_s", "hf": "hf_decode_tok_s",
              "hf_bf16": "hf_bf16_decode_tok_s", "llamacpp": "llamacpp_q4_1_decode_tok_s"}
     metrics: dict[str, float | int] = {names[s]: round(statistics.median(v), 2) for s, v in rates.items()}
     notes = []
@@ -219,6 +219,8 @@ def main() -> int:
                 metrics[f"greedy_agree_{side}"] = agree(tokens["ours"], toks)
     if "ours" in rates and "hf" in rates:
         metrics["speedup_vs_hf"] = round(metrics["decode_tok_s"] / metrics["hf_decode_tok_s"], 2)
+    if "ours_bf16" in rates and "hf_bf16" in rates:
+        metrics["bf16_speedup_vs_hf_bf16"] = round(metrics["bf16_decode_tok_s"] / metrics["hf_bf16_decode_tok_s"], 2)
     for side in ("int8", "int4"):
         if side in rates and "llamacpp_q4_1_decode_tok_s" in metrics:
             metrics[f"{side}_vs_llamacpp"] = round(metrics[names[side]] / metrics["llamacpp_q4_1_decode_tok_s"], 3)
@@ -228,8 +230,7 @@ def main() -> int:
 
     import lmsmith
 
-    runner = {side: type(_ENGINES[(d, args.dtype)].runner).__name__ for side, d in dirs.items()
-              if (d, args.dtype) in _ENGINES}
+    runner = {side: type(e.runner).__name__ for side, d in dirs.items() for (dd, _), e in _ENGINES.items() if dd == d}
     result = {
         "benchmark": "serve_cpu",
         "device": f"cpu ({args.threads} threads, {platform.processor() or platform.machine()})",
