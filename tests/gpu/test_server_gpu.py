@@ -21,9 +21,10 @@ def A_math(q, k, v, mask) -> torch.Tensor:
 
 
 def test_prefix_hit_attention_runs_flash_and_matches_the_mask():
-    """A chunk after cached tokens attends bottom-right causally through flash attention, the kernel a full
-    prefill uses; the math backend a boolean mask forces rounds bf16 differently (greedy answers flipped with
-    the prefix cache on the H100)."""
+    """A chunk after cached tokens attends bottom-right causally through flash attention (no materialized
+    [heads, n, ctx] score matrix as with the boolean mask and the math backend). Neither path is bit-identical
+    to the same rows of a full prefill (H100: both 1.95e-3 max, one bf16 ulp), which is why the server test
+    compares requests that take the same path."""
     import lmsmith.serve.attention as A
 
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -41,7 +42,7 @@ def test_prefix_hit_attention_runs_flash_and_matches_the_mask():
     gap = (full[:, :, 128:].float() - out.float()).abs().max().item()
     print(f"prefix-hit vs full prefill attention: max |diff| {gap:.2e} (math backend with a mask: "
           f"{(full[:, :, 128:].float() - A_math(q, k, v, mask)).abs().max().item():.2e})")
-    assert gap < 1e-2
+    assert gap < 1e-2  # H100 (2026-11-23): 1.95e-03, the same as the math backend
 
 
 def test_server_on_cuda(tiny_dir):
@@ -58,10 +59,11 @@ def test_server_on_cuda(tiny_dir):
         # like with like: this first request puts the prompt's full blocks into the prefix cache, so the two
         # compared requests both reuse them and compute the same remaining tokens (a full prefill and a
         # prefix-hit prefill run GEMMs of other shapes; a random model's near-tied bf16 logits can flip)
+        fixed = {"ignore_eos": True}  # the random model may sample EOS early (it did after 8 tokens on the H100)
         client.chat.completions.create(model="tiny", messages=msgs, max_tokens=1, temperature=0)
-        r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=16, temperature=0)
+        r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=16, temperature=0, extra_body=fixed)
         streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-            model="tiny", messages=msgs, max_tokens=16, temperature=0, stream=True))
+            model="tiny", messages=msgs, max_tokens=16, temperature=0, stream=True, extra_body=fixed))
         assert streamed == r.choices[0].message.content and r.usage.completion_tokens == 16
         assert r.usage.prompt_tokens_details.cached_tokens > 0
         schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99}},

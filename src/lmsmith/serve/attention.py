@@ -124,9 +124,9 @@ _LOWER_RIGHT_OK = True
 
 def _lower_right_causal(q, k, v, scale: float, gqa: bool) -> torch.Tensor | None:
     """A chunk after cached tokens (prefix-cache hit, later prefill chunk) on the GPU: causal attention aligned to
-    the bottom right, which flash attention runs natively. The boolean-mask alternative forces the math backend,
-    whose bf16 rounding differs from the flash kernel a full prefill uses (greedy answers then depend on whether
-    the prompt hit the prefix cache) and which materializes a [heads, n, ctx] score matrix."""
+    the bottom right, which flash attention runs natively; the boolean-mask alternative forces the math backend,
+    which materializes a [heads, n, ctx] score matrix. (Neither is bit-identical to the same rows of a full
+    prefill: on an H100 both differ by one bf16 ulp, so greedy text may depend on prefix-cache hits.)"""
     global _LOWER_RIGHT_OK
     if not (_LOWER_RIGHT_OK and q.is_cuda):
         return None
