@@ -194,8 +194,9 @@ def main() -> int:
             tokens.setdefault(side, toks)
             print(f"round {r + 1}: {side} {rate:.1f} tok/s", flush=True)
 
-    names = {"ours": "decode_tok_s", "ours_bf16": "bf16_decode_tok_s", "int8": "int8_decode_tok_s", "int4": "int4_decode_tok_s", "hf": "hf_decode_tok_s",
-             "hf_bf16": "hf_bf16_decode_tok_s", "llamacpp": "llamacpp_q4_1_decode_tok_s"}
+    names = {"ours": "decode_tok_s", "ours_bf16": "bf16_decode_tok_s", "int8": "int8_decode_tok_s",
+             "int4": "int4_decode_tok_s", "hf": "hf_decode_tok_s", "hf_bf16": "hf_bf16_decode_tok_s",
+             "llamacpp": "llamacpp_q4_1_decode_tok_s"}
     metrics: dict[str, float | int] = {names[s]: round(statistics.median(v), 2) for s, v in rates.items()}
     notes = []
     versions = {}
@@ -244,6 +245,10 @@ def main() -> int:
                      "rates_tok_s": {s: [round(x, 2) for x in v] for s, v in rates.items()}},
         "metrics": metrics,
     }
+    slow = [s for s in ("int8", "int4") if runner.get(s) == "HFRunner"]
+    if slow:
+        notes.append(f"{'/'.join(slow)} ran on the engine's transformers fallback, which recomputes the whole "
+                     "sequence per token (this engine does not load quantized checkpoints natively)")
     if notes:
         result["note"] = "; ".join(notes)
     out = Path(args.out)
