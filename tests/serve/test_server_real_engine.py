@@ -102,3 +102,17 @@ def test_no_5xx_for_fuzzed_bodies_on_the_real_engine(real):
     from server_fuzz import fuzz_no_5xx
 
     fuzz_no_5xx(real.url, None, examples=40)
+
+
+def test_metrics_split_ttft_and_count_engine_steps(real, oai):
+    import re
+    import urllib.request
+
+    oai.completions.create(model="tiny", prompt=[5, 6, 7, 8], max_tokens=3, temperature=0)
+    text = urllib.request.urlopen(real.url + "/metrics").read().decode()
+    for phase in ("admit", "queue", "prefill", "deliver"):
+        m = re.search(rf'lmsmith_ttft_phase_seconds_count\{{phase="{phase}"\}} (\S+)', text)
+        assert m and float(m.group(1)) >= 1, phase
+    steps = float(re.search(r"^lmsmith_engine_steps_total (\S+)$", text, re.M).group(1))
+    busy = float(re.search(r"^lmsmith_engine_step_seconds_total (\S+)$", text, re.M).group(1))
+    assert steps >= 3 and busy > 0

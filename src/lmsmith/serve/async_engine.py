@@ -57,7 +57,9 @@ class AsyncEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stats: dict = _safe_stats(engine)
+        self.steps = 0  # engine steps run, and their wall time: TPOT minus step time is the server's overhead
+        self.step_seconds = 0.0
+        self._stats: dict = self._snapshot()
         self.error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -130,10 +132,11 @@ class AsyncEngine:
             for cmd in commands:
                 self._apply(cmd)
             if not eng.has_unfinished():
-                self._stats = _safe_stats(eng)
+                self._stats = self._snapshot()
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
+            t = time.perf_counter()
             try:
                 outputs = eng.step()
             except Exception as e:  # an engine bug: fail the requests in flight, keep serving
@@ -141,9 +144,14 @@ class AsyncEngine:
                 self.error = f"{type(e).__name__}: {e}"
                 self._fail_all(EngineFailed(self.error))
                 continue
-            self._stats = _safe_stats(eng)
+            self.step_seconds += time.perf_counter() - t
+            self.steps += 1
+            self._stats = self._snapshot()
             if outputs:
                 self._loop.call_soon_threadsafe(self._dispatch, outputs)
+
+    def _snapshot(self) -> dict:
+        return _safe_stats(self.engine) | {"engine_steps": self.steps, "engine_step_seconds": self.step_seconds}
 
     def _apply(self, cmd: tuple) -> None:
         if cmd[0] == "abort":

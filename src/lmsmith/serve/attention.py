@@ -110,11 +110,34 @@ def _prefill_chunks(q, k, v, k_cache, v_cache, out, chunks: list[PrefillChunk], 
         vals = vals.transpose(0, 1).unsqueeze(0)
         if c.pos_start == 0 and (window is None or ctx <= window):
             o = F.scaled_dot_product_attention(qc, keys, vals, is_causal=True, scale=scale, enable_gqa=gqa)
+        elif window is None and (o := _lower_right_causal(qc, keys, vals, scale, gqa)) is not None:
+            pass
         else:
             qpos = torch.arange(c.pos_start, ctx, device=q.device)
             mask = _window_mask(qpos, ctx, window, q.device)
             o = F.scaled_dot_product_attention(qc, keys, vals, attn_mask=mask[None, None], scale=scale, enable_gqa=gqa)
         out[rows] = o.squeeze(0).transpose(0, 1)
+
+
+_LOWER_RIGHT_OK = True
+
+
+def _lower_right_causal(q, k, v, scale: float, gqa: bool) -> torch.Tensor | None:
+    """A chunk after cached tokens (prefix-cache hit, later prefill chunk) on the GPU: causal attention aligned to
+    the bottom right, which flash attention runs natively; the boolean-mask alternative forces the math backend,
+    which materializes a [heads, n, ctx] score matrix. (Neither is bit-identical to the same rows of a full
+    prefill: on an H100 both differ by one bf16 ulp, so greedy text may depend on prefix-cache hits.)"""
+    global _LOWER_RIGHT_OK
+    if not (_LOWER_RIGHT_OK and q.is_cuda):
+        return None
+    from torch.nn.attention.bias import causal_lower_right
+
+    try:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(q.shape[-2], k.shape[-2]),
+                                              scale=scale, enable_gqa=gqa)
+    except (RuntimeError, TypeError, ValueError):  # an older torch or an unsupported shape: the mask path
+        _LOWER_RIGHT_OK = False
+        return None
 
 
 def _batched_fresh_prefill(q, k, v, out, meta: AttentionMetadata, scale: float, gqa: bool) -> list[PrefillChunk]:

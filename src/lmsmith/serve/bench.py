@@ -1,24 +1,39 @@
 """`lmsmith bench serve`: a load generator for any OpenAI-compatible server (ours, vLLM, ...).
 
 It sends streaming /v1/completions requests with synthetic prompts and a fixed output length
-(`ignore_eos`, so every request generates exactly `--output-len` tokens), `--concurrency` at a time,
+(`ignore_eos`, so every request generates exactly its output length), `--concurrency` at a time,
 optionally arriving as a Poisson process at `--rate` requests/s, and reports request throughput,
 output tokens/s, and TTFT / TPOT / ITL percentiles, the way vLLM's benchmark_serving does.
+
+Workloads (`--dataset`): `fixed` (every request `--prompt-len` in, `--output-len` out) or `sharegpt-mix`,
+a seeded ShareGPT-like mix of lengths (log-normal prompt and output lengths with the medians
+`--prompt-len`/`--output-len`, clipped), so no data set has to be downloaded. Prompts are synthetic
+text calibrated to the server's tokenizer, or random token ids (`--token-ids`: exact lengths, any
+tokenizer, what a random-init model needs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
 
 import numpy as np
 
 from lmsmith.errors import LmsmithError
 
 PROBE_WORDS = 40
+DATASETS = ("fixed", "sharegpt-mix")
+# ShareGPT conversations (vLLM's benchmark filter) have long-tailed lengths: roughly log-normal with
+# sigma ~1 for prompts and ~0.8 for outputs; the medians are the --prompt-len / --output-len arguments
+MIX_SIGMA = {"prompt": 1.0, "output": 0.8}
+MIX_CLIP = {"prompt": (4, 1024), "output": (4, 1024)}
+TOKEN_ID_RANGE = (100, 32000)
+USE_AIOHTTP = True  # False: always httpx (tests of the fallback)  # inside every real vocabulary; clear of the usual special tokens
 WORDS = ("praha brno ostrava plzeň warszawa kraków ljubljana maribor river mountain city language model token "
          "train serve data report quality fast slow green blue house bridge castle music").split()
 
@@ -34,23 +49,113 @@ class Result:
     error: str = ""
 
 
+def request_lengths(dataset: str, requests: int, prompt_len: int, output_len: int, seed: int
+                    ) -> list[tuple[int, int]]:
+    """(prompt tokens, output tokens) per request; the same for the same arguments and seed."""
+    if dataset not in DATASETS:
+        raise LmsmithError(f"unknown dataset {dataset!r}", f"use one of: {', '.join(DATASETS)}")
+    if dataset == "fixed":
+        return [(prompt_len, output_len)] * requests
+    rng = np.random.default_rng(seed)
+
+    def draw(median: int, kind: str) -> np.ndarray:
+        lo, hi = MIX_CLIP[kind]
+        x = rng.lognormal(np.log(median), MIX_SIGMA[kind], size=requests)
+        return np.clip(np.rint(x), lo, hi).astype(int)
+
+    return list(zip(draw(prompt_len, "prompt").tolist(), draw(output_len, "output").tolist()))
+
+
+def token_id_prompt(n: int, rng: random.Random, high: int = TOKEN_ID_RANGE[1]) -> list[int]:
+    low = min(TOKEN_ID_RANGE[0], high // 4)
+    return [rng.randrange(low, high) for _ in range(n)]
+
+
 def synthetic_prompt(n_words: int, rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n_words))  # the word mix keeps tokens per word steady
 
 
-async def one_request(client, url: str, headers: dict, body: dict) -> Result:
-    import httpx
+class HTTP:
+    """The load generator's HTTP client: aiohttp when installed, else httpx.
 
+    httpx's pool issues a burst of concurrent streaming requests slowly (32 requests spread over ~0.8 s on a
+    busy 2-core machine, against ~30 ms for aiohttp), which would land in the measured TTFT, so aiohttp
+    (what vLLM's benchmark uses) is preferred."""
+
+    def __init__(self, concurrency: int):
+        self.concurrency = concurrency
+        try:
+            import aiohttp
+        except ImportError:
+            aiohttp = None
+        if not USE_AIOHTTP:
+            aiohttp = None
+        self.aiohttp = aiohttp
+        self.name = "aiohttp" if aiohttp else "httpx"
+
+    async def __aenter__(self) -> "HTTP":
+        if self.aiohttp:
+            a = self.aiohttp
+            self.session = a.ClientSession(connector=a.TCPConnector(limit=self.concurrency + 4),
+                                           timeout=a.ClientTimeout(total=600, sock_connect=10))
+            self.errors: tuple = (a.ClientError, OSError, asyncio.TimeoutError)
+        else:
+            import httpx
+
+            self.session = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0),
+                                             limits=httpx.Limits(max_connections=self.concurrency + 4))
+            self.errors = (httpx.HTTPError, OSError)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.aiohttp:
+            await self.session.close()
+        else:
+            await self.session.aclose()
+
+    async def request_json(self, method: str, url: str, headers: dict, body: dict | None = None) -> tuple[int, Any]:
+        """(status, parsed JSON or None)."""
+        if self.aiohttp:
+            async with self.session.request(method, url, json=body, headers=headers) as r:
+                text = await r.text()
+                status = r.status
+        else:
+            r = await self.session.request(method, url, json=body, headers=headers)
+            text, status = r.text, r.status_code
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, None
+
+    async def stream_lines(self, url: str, headers: dict, body: dict, on_status) -> AsyncIterator[str]:
+        """POST and yield the response's lines; `on_status(status, read_body)` may stop early by returning text."""
+        if self.aiohttp:
+            async with self.session.post(url, json=body, headers=headers) as r:
+                if r.status != 200:
+                    on_status(r.status, (await r.read()).decode(errors="replace"))
+                    return
+                async for raw in r.content:
+                    yield raw.decode().rstrip("\r\n")
+        else:
+            async with self.session.stream("POST", url, json=body, headers=headers) as r:
+                if r.status_code != 200:
+                    on_status(r.status_code, (await r.aread()).decode(errors="replace"))
+                    return
+                async for line in r.aiter_lines():
+                    yield line
+
+
+async def one_request(http: HTTP, url: str, headers: dict, body: dict) -> Result:
     t0 = time.perf_counter()
     last = None
     res = Result(ok=False)
+
+    def bad_status(status: int, text: str) -> None:
+        res.error = f"HTTP {status}: {text[:200]}"
+
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as r:
-            if r.status_code != 200:
-                text = (await r.aread()).decode(errors="replace")
-                res.error = f"HTTP {r.status_code}: {text[:200]}"
-                return res
-            async for line in r.aiter_lines():
+        async with contextlib.aclosing(http.stream_lines(url, headers, body, bad_status)) as lines:
+            async for line in lines:
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 data = json.loads(line[6:])
@@ -67,8 +172,10 @@ async def one_request(client, url: str, headers: dict, body: dict) -> Result:
                     else:
                         res.itl.append(now - last)
                     last = now
-    except (httpx.HTTPError, OSError) as e:
+    except http.errors as e:
         res.error = f"{type(e).__name__}: {e}"
+        return res
+    if res.error:
         return res
     res.e2e = time.perf_counter() - t0
     res.ok = last is not None
@@ -77,16 +184,14 @@ async def one_request(client, url: str, headers: dict, body: dict) -> Result:
     return res
 
 
-async def calibrate_words(client, base: str, headers: dict, model: str, prompt_len: int, rng: random.Random) -> int:
+async def calibrate_words(http: HTTP, base: str, headers: dict, model: str, prompt_len: int, rng: random.Random) -> int:
     """Words per prompt so that prompts are about `prompt_len` tokens in the server's tokenizer."""
-    import httpx
-
     probe = synthetic_prompt(PROBE_WORDS, random.Random(rng.random()))
     try:
-        r = await client.post(base + "/v1/completions", headers=headers,
-                              json={"model": model, "prompt": probe, "max_tokens": 1})
-        tokens = r.json()["usage"]["prompt_tokens"] if r.status_code == 200 else None
-    except (httpx.HTTPError, KeyError, ValueError):
+        status, data = await http.request_json("POST", base + "/v1/completions", headers,
+                                               {"model": model, "prompt": probe, "max_tokens": 1})
+        tokens = data["usage"]["prompt_tokens"] if status == 200 else None
+    except (*http.errors, KeyError, TypeError):
         tokens = None
     per_word = tokens / PROBE_WORDS if tokens else 1.0
     return max(1, round(prompt_len / per_word))
@@ -94,36 +199,39 @@ async def calibrate_words(client, base: str, headers: dict, model: str, prompt_l
 
 async def run_load(url: str, model: str | None, requests: int, concurrency: int, rate: float | None,
                    prompt_len: int, output_len: int, api_key: str | None, seed: int = 0,
-                   on_done=None) -> tuple[list[Result], float]:
-    import httpx
-
+                   on_done=None, dataset: str = "fixed", token_ids: bool = False,
+                   token_id_max: int = TOKEN_ID_RANGE[1]) -> tuple[list[Result], float]:
     base = url.rstrip("/")
     base = base[:-3] if base.endswith("/v1") else base
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     rng = random.Random(seed)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0),
-                                 limits=httpx.Limits(max_connections=concurrency + 4)) as client:
+    async with HTTP(concurrency) as client:
         if model is None:
             try:
-                r = await client.get(base + "/v1/models", headers=headers)
-                r.raise_for_status()
-                model = r.json()["data"][0]["id"]
-            except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
+                status, data = await client.request_json("GET", base + "/v1/models", headers)
+                if status != 200:
+                    raise ValueError(f"HTTP {status}")
+                model = data["data"][0]["id"]
+            except (*client.errors, KeyError, IndexError, TypeError, ValueError) as e:
                 raise LmsmithError(f"cannot list models at {base}/v1/models: {e}",
                                    "is the server running? pass --model NAME if it has no /v1/models") from None
-        words = await calibrate_words(client, base, headers, model, prompt_len, rng)
+        lengths = request_lengths(dataset, requests, prompt_len, output_len, seed)
+        if token_ids:
+            prompts: list = [token_id_prompt(n, rng, token_id_max) for n, _ in lengths]
+        else:
+            words = await calibrate_words(client, base, headers, model, prompt_len, rng)
+            prompts = [synthetic_prompt(max(1, round(words * n / prompt_len)), rng) for n, _ in lengths]
         sem = asyncio.Semaphore(concurrency)
 
-        async def task(i: int, prompt: str) -> Result:
+        async def task(i: int, prompt: str | list[int]) -> Result:
             async with sem:
-                body = {"model": model, "prompt": prompt, "max_tokens": output_len, "temperature": 0.0,
+                body = {"model": model, "prompt": prompt, "max_tokens": lengths[i][1], "temperature": 0.0,
                         "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
                 res = await one_request(client, base + "/v1/completions", headers, body)
             if on_done:
                 on_done()
             return res
 
-        prompts = [synthetic_prompt(words, rng) for _ in range(requests)]
         t0 = time.perf_counter()
         tasks = []
         for i, p in enumerate(prompts):
@@ -162,8 +270,13 @@ def summarize(results: list[Result], duration: float) -> dict:
 
 def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float | None = None,
                 prompt_len: int = 128, output_len: int = 64, model: str | None = None, api_key: str | None = None,
-                seed: int = 0, progress: bool = True) -> dict:
+                seed: int = 0, progress: bool = True, dataset: str = "fixed", token_ids: bool = False,
+                token_id_max: int = TOKEN_ID_RANGE[1]) -> dict:
     """Run the load and return the summary (see `summarize`)."""
+    if dataset not in DATASETS:
+        raise LmsmithError(f"unknown --dataset {dataset!r}", f"use one of: {', '.join(DATASETS)}")
+    if token_ids and token_id_max < 2:
+        raise LmsmithError(f"--token-id-max must be at least 2, got {token_id_max}", "pass the model's vocabulary size")
     for name, v in (("--requests", requests), ("--concurrency", concurrency), ("--prompt-len", prompt_len),
                     ("--output-len", output_len)):
         if v < 1:
@@ -175,13 +288,19 @@ def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float 
     if progress:
         with task(f"{requests} requests, concurrency {concurrency}", total=requests) as bar:
             results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
-                                                     api_key, seed, on_done=lambda: bar(1)))
+                                                     api_key, seed, on_done=lambda: bar(1), dataset=dataset,
+                                                     token_ids=token_ids, token_id_max=token_id_max))
     else:
         results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
-                                                 api_key, seed))
+                                                 api_key, seed, dataset=dataset, token_ids=token_ids,
+                                                 token_id_max=token_id_max))
     summary = summarize(results, duration)
     summary["config"] = dict(url=url, requests=requests, concurrency=concurrency, rate=rate, prompt_len=prompt_len,
-                             output_len=output_len)
+                             output_len=output_len, dataset=dataset, seed=seed, token_ids=token_ids,
+                             client=HTTP(concurrency).name)
+    if dataset == "sharegpt-mix":
+        summary["config"]["mix"] = {"distribution": "log-normal", "sigma": MIX_SIGMA, "clip": MIX_CLIP,
+                                    "median": {"prompt": prompt_len, "output": output_len}}
     return summary
 
 

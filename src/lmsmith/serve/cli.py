@@ -96,7 +96,8 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
     summary = bench_serve(args.url, requests=args.requests, concurrency=args.concurrency, rate=args.rate,
                           prompt_len=args.prompt_len, output_len=args.output_len, model=args.model,
-                          api_key=args.api_key, seed=args.seed, progress=not args.json)
+                          api_key=args.api_key, seed=args.seed, progress=not args.json, dataset=args.dataset,
+                          token_ids=args.token_ids, token_id_max=args.token_id_max)
     if args.json:
         sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
     else:
@@ -116,7 +117,12 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--output-len", type=int, default=64, help="tokens generated per request (EOS ignored)")
     s.add_argument("--model", help="model name (default: the server's first /v1/models entry)")
     s.add_argument("--api-key", help="bearer token, if the server needs one")
-    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts")
+    s.add_argument("--dataset", default="fixed", choices=["fixed", "sharegpt-mix"],
+                   help="fixed lengths, or a seeded ShareGPT-like log-normal length mix (medians --prompt-len/--output-len)")
+    s.add_argument("--token-ids", action="store_true",
+                   help="send prompts as random token-id arrays (exact lengths; for random-init models)")
+    s.add_argument("--token-id-max", type=int, default=32000, help="with --token-ids: ids are drawn below this")
+    s.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts and of the length mix")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_bench_serve)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])

@@ -74,7 +74,9 @@ class _Handler:
         self.s, self.body = state, body
         self.id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         self.t0 = time.monotonic()
+        self.wall0 = time.time()  # the engine's request metrics are wall-clock times
         self.t_first: float | None = None
+        self.first_metrics: Any = None
         self.prompt_tokens = 0
         self.cached_tokens = 0
 
@@ -137,6 +139,8 @@ class _Handler:
     def note_output(self, out: Any) -> None:
         if self.t_first is None and getattr(out, "new_token_ids", None):
             self.t_first = time.monotonic()
+            self.first_metrics = getattr(out, "metrics", None)
+            self.wall_first = time.time()
         if out.prompt_token_ids is not None and getattr(out, "index", 0) == 0:
             self.cached_tokens = max(self.cached_tokens, int(getattr(out, "num_cached_tokens", 0) or 0))
 
@@ -148,6 +152,12 @@ class _Handler:
         tpot = (now - self.t_first) / (per_choice - 1) if self.t_first is not None and per_choice > 1 else None
         self.s.metrics.observe_request(ttft, tpot, now - self.t0, self.prompt_tokens, gen,
                                        [c.finish_reason or "abort" for c in choices])
+        m = self.first_metrics
+        arrived, scheduled, first = (getattr(m, k, None) for k in ("arrival_time", "first_scheduled_time",
+                                                                     "first_token_time"))
+        if None not in (arrived, scheduled, first):
+            self.s.metrics.observe_ttft_phases({"admit": arrived - self.wall0, "queue": scheduled - arrived,
+                                                "prefill": first - scheduled, "deliver": self.wall_first - first})
 
     def usage(self, choices: list[ChoiceState]) -> P.Usage:
         gen = sum(len(c.token_ids) for c in choices)
@@ -566,15 +576,11 @@ class CompletionHandler(_Handler):
             return sse(P.Completion(id=self.id, model=b.model, choices=[
                 P.CompletionChoice(index=index, text=text, finish_reason=reason, logprobs=logprobs)]))
 
-        tasks = [asyncio.ensure_future(pump(k, h)) for k, h in enumerate(handles)]
-        offsets = {}
-        try:
-            if b.echo:
-                for k, prep in enumerate(prepared):
-                    for j in range(n):
-                        head = self.prompt_text(k, prep)
-                        offsets[(k, j)] = len(head)
-                        yield chunk(k * n + j, head)
+        async def merged() -> AsyncIterator[tuple[int, Any]]:
+            if len(handles) == 1:  # the common case: no pump task and queue hop per token
+                async for out in handles[0]:
+                    yield 0, out
+                return
             live = len(handles)
             while live:
                 k, out = await queue.get()
@@ -583,6 +589,18 @@ class CompletionHandler(_Handler):
                     continue
                 if isinstance(out, BaseException):
                     raise out
+                yield k, out
+
+        tasks = [asyncio.ensure_future(pump(k, h)) for k, h in enumerate(handles)] if len(handles) > 1 else []
+        offsets = {}
+        try:
+            if b.echo:
+                for k, prep in enumerate(prepared):
+                    for j in range(n):
+                        head = self.prompt_text(k, prep)
+                        offsets[(k, j)] = len(head)
+                        yield chunk(k * n + j, head)
+            async for k, out in merged():
                 self.note_output(out)
                 j = getattr(out, "index", 0) or 0
                 c = states[k][j]

@@ -44,6 +44,8 @@ class EngineStatsCollector:
             "lmsmith_prefix_cache_queries": ("prefix-cache lookups (blocks)", queries),
             "lmsmith_prefix_cache_hits": ("prefix-cache hits (blocks)", hits),
             "lmsmith_preemptions": ("sequences preempted for lack of KV memory", s.get("preemptions", 0)),
+            "lmsmith_engine_steps": ("engine steps (one batched forward each)", s.get("engine_steps", 0)),
+            "lmsmith_engine_step_seconds": ("wall time spent inside engine steps", s.get("engine_step_seconds", 0.0)),
         }
         for name, (doc, value) in counters.items():
             c = CounterMetricFamily(name, doc)
@@ -61,6 +63,10 @@ class ServerMetrics:
                               buckets=_TPOT_BUCKETS, registry=r)
         self.e2e = Histogram("lmsmith_e2e_request_latency_seconds", "end-to-end request latency",
                              buckets=_LATENCY_BUCKETS, registry=r)
+        # where the time to first token goes: HTTP handler -> engine (admit), waiting for a batch slot
+        # (queue), the prefill step(s) (prefill), engine thread -> event loop -> response (deliver)
+        self.ttft_phase = Histogram("lmsmith_ttft_phase_seconds", "time to first token by phase", ["phase"],
+                                    buckets=_LATENCY_BUCKETS, registry=r)
         self.requests = Counter("lmsmith_requests", "HTTP requests by endpoint and status code",
                                 ["endpoint", "status"], registry=r)
         self.finished = Counter("lmsmith_request_finish", "finished sequences by finish reason",
@@ -80,6 +86,10 @@ class ServerMetrics:
         self.generation_tokens.inc(generation_tokens)
         for reason in finish_reasons:
             self.finished.labels(reason or "unknown").inc()
+
+    def observe_ttft_phases(self, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.ttft_phase.labels(phase).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

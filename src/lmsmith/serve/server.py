@@ -57,7 +57,7 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     install_error_handlers(app)
     app.add_middleware(_StatusCounter, metrics=state.metrics)
 
-    def auth(request: Request) -> None:
+    async def auth(request: Request) -> None:  # async: a sync dependency would hop to a worker thread per request
         if not state.api_key:
             return
         header = request.headers.get("authorization", "")
