@@ -106,7 +106,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
 
 def register_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks (`lmsmith bench serve`: load-test an OpenAI-compatible server)")
+    p = sub.add_parser("bench", help="benchmarks: `bench offline` (the engine on a fixed request set), `bench serve` (load-test a server)")
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=type(p))
     s = bsub.add_parser("serve", help="load-test a running server: throughput, TTFT/TPOT/ITL percentiles")
     s.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
@@ -125,4 +125,37 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts and of the length mix")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_bench_serve)
+    o = bsub.add_parser("offline", help="the engine's throughput on a fixed request set (no server): tok/s, TTFT")
+    o.add_argument("model", help="model ref or path")
+    o.add_argument("--requests", type=int, default=256, help="requests, all submitted at once")
+    o.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (random token ids; the mix's median)")
+    o.add_argument("--output-len", type=int, default=256, help="tokens generated per request, EOS ignored (the mix's median)")
+    o.add_argument("--dataset", default="fixed", choices=["fixed", "sharegpt-mix"],
+                   help="fixed lengths, or a seeded ShareGPT-like log-normal length mix")
+    o.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")
+    o.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
+    o.add_argument("--device", help="cuda, cpu, ... (default: the best available)")
+    o.add_argument("--max-num-seqs", type=int, default=256, help="sequences decoded together at most")
+    o.add_argument("--max-num-batched-tokens", type=int, default=8192, help="tokens per engine step at most")
+    o.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    o.add_argument("--tensor-parallel-size", "--tp", type=int, default=1, help="GPUs to shard the model over")
+    o.add_argument("--json", action="store_true", help="print the summary as JSON")
+    o.set_defaults(func=cmd_bench_offline)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def cmd_bench_offline(args: argparse.Namespace) -> int:
+    import json as _json
+
+    from lmsmith.serve.bench_offline import bench_offline, print_offline
+
+    summary = bench_offline(args.model, requests=args.requests, prompt_len=args.prompt_len,
+                            output_len=args.output_len, dataset=args.dataset, seed=args.seed, dtype=args.dtype,
+                            progress=not args.json, device=args.device, max_num_seqs=args.max_num_seqs,
+                            max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+                            tensor_parallel_size=args.tensor_parallel_size)
+    if args.json:
+        sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
+    else:
+        print_offline(summary)
+    return 0
