@@ -10,15 +10,14 @@ Also records how many greedy tokens each quantized model shares with fp32 and th
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -72,9 +71,6 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quant_cpu.json"))
     args = ap.parse_args()
 
-    import transformers
-
-    import lmsmith
     from lmsmith.compress.quantize import quantize_model_
     from lmsmith.models import load_model, load_tokenizer
 
@@ -122,22 +118,9 @@ def main() -> int:
     metrics["new_tokens"] = args.new_tokens
     metrics["repeats"] = args.repeats
     metrics["torch_threads"] = torch.get_num_threads()
-    result = {
-        "benchmark": "quant_cpu",
-        "device": f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; shared machine)",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()},
-        "model": ref, "prompt": PROMPT, "quantization": specs,
-        "note": "HF generate, batch 1, greedy, fixed output length, KV cache; medians of interleaved repeats",
-        "metrics": metrics,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {out}")
+    write_result(args.out, make_result(
+        "quant_cpu", metrics, "cpu", model=ref, prompt=PROMPT, quantization=specs,
+        note="HF generate, batch 1, greedy, fixed output length, KV cache; medians of interleaved repeats"))
     return 0
 
 

@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -192,9 +191,6 @@ def main() -> int:
     if not torch.cuda.is_available():
         sys.exit("error: this benchmark needs a CUDA GPU (see bench/quant_cpu.py for the CPU one)")
 
-    import transformers
-
-    import lmsmith
     from lmsmith.compress.quantize import fp8_supported, prepare_for_inference, quantize_model_
 
     methods = [m for m in args.methods.split(",") if m]
@@ -235,29 +231,13 @@ def main() -> int:
             metrics[f"{m}_speedup_vs_bf16"] = round(metrics[f"{m}_decode_bs1_tok_s"] / metrics["bf16_decode_bs1_tok_s"], 3)
     if args.ppl_model:
         metrics.update(ppl_deltas(args.ppl_model, Path(args.ppl_text), methods))
-    result = {
-        "benchmark": "quant_gpu",
-        "device": torch.cuda.get_device_name(0),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
-                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()},
-        "shape": args.shape, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "static_cache": static,
-        "compile": args.compile, "int4_group_size": args.group_size, "kernels": kernels,
-        "metrics": metrics,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(args.out, make_result(
+        "quant_gpu", metrics, "cuda", shape=args.shape, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+        static_cache=static, compile=args.compile, int4_group_size=args.group_size, kernels=kernels))
     return 0
 
 
 def engine_main(args, methods: list[str]) -> int:
-    import transformers
-
-    import lmsmith
 
     metrics, notes = run_engine(args, methods)
     base = metrics.get("bf16_decode_bs1_tok_s")
@@ -266,21 +246,9 @@ def engine_main(args, methods: list[str]) -> int:
             metrics[k.replace("_decode_bs1_tok_s", "_speedup_vs_bf16")] = round(metrics[k] / base, 3)
     if args.ppl_model:
         metrics.update(ppl_deltas(args.ppl_model, Path(args.ppl_text), [m for m in methods if ":" not in m]))
-    result = {
-        "benchmark": "quant_engine",
-        "device": torch.cuda.get_device_name(0),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
-                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()},
-        "shape": args.shape, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-        "int4_group_size": args.group_size, "engine": "native runner, CUDA graphs", "runs": notes,
-        "metrics": metrics,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, make_result(
+        "quant_engine", metrics, "cuda", shape=args.shape, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+        int4_group_size=args.group_size, engine="native runner, CUDA graphs", runs=notes))
     return 0
 
 

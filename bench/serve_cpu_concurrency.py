@@ -9,15 +9,14 @@ Writes bench/results/serve_cpu_concurrency.json ({"benchmark": "serve_cpu_concur
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 QUESTIONS = [
     "What is the capital of France?", "Explain photosynthesis in one sentence.", "Name three colors.",
@@ -90,9 +89,6 @@ def main() -> int:
             hf_tokens += out.shape[1] - len(ids)
         hf_s = time.perf_counter() - t0
 
-    import transformers
-
-    import lmsmith
 
     metrics = {
         "requests": args.requests, "output_len": args.output_len,
@@ -105,20 +101,7 @@ def main() -> int:
         "speedup": round((engine_tokens / engine_s) / (hf_tokens / hf_s), 2),
         "torch_threads": torch.get_num_threads(),
     }
-    result = {
-        "benchmark": "serve_cpu_concurrency",
-        "device": f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "lmsmith": getattr(lmsmith, "__version__", "0.1.0"), "python": platform.python_version()},
-        "model": args.model, "dtype": args.dtype, "metrics": metrics,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {out}")
+    write_result(args.out, make_result("serve_cpu_concurrency", metrics, "cpu", model=args.model, dtype=args.dtype))
     return 0
 
 
