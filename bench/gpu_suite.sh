@@ -25,8 +25,11 @@ case "${1:-all}" in
     step timeout 150 python3 bench/quant_gpu.py --shape llama-3.2-1b --repeats 2 --out "$OUT/quant_gpu-h100.json" ;;
   plan)
     step timeout 240 python3 bench/plan_check.py --out "$OUT" ;;
-  serve)
-    step timeout 240 python3 bench/serve_gpu.py --out "$OUT/serve_throughput-h100.json" ;;
+  serve)  # the serve_throughput figures: engine vs HF, quantized engine decode, the server under load (~5 min)
+    step timeout 240 python3 bench/serve_gpu.py --out "$OUT/serve_throughput-h100.json"
+    step timeout 120 python3 bench/quant_gpu.py --engine --methods bf16,int8,int4,fp8,int4:int8 --repeats 3 \
+      --skip-agreement --out "$OUT/quant_engine-h100.json"
+    step timeout 120 python3 bench/serve_load_gpu.py --out "$OUT/serve_load-h100.json" ;;
   scaling)  # on nvidia-h200-x2
     step timeout 240 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fsdp_gpu.py
     step timeout 300 python3 bench/train_scaling.py --gpus 2 --preset llama-3.2-1b --batch-size 4 --seq-len 2048 \
