@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from _result import make_result, write_result as save_result  # bench/_result.py: one result shape for all benchmarks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -189,31 +189,24 @@ def main() -> None:
 
 def write_result(args, ngpu: int, metrics: dict, details: dict, final: bool = False) -> None:
     import torch
-    import transformers
 
     metrics = dict(metrics)
     for a, b in (("8b_tp2", "8b_tp1"), ("8b_tp2_overlap", "8b_tp1"), ("tiny_tp2", "tiny_tp1")):
         for k in ("decode_bs1_tok_s", "offline_tok_s"):
             if f"{a}_{k}" in metrics and f"{b}_{k}" in metrics:
                 metrics[f"{a}_vs_tp1_{k.replace('_tok_s', '')}_speedup"] = metrics[f"{a}_{k}"] / metrics[f"{b}_{k}"]
-    result = {
-        "benchmark": "serve_tp",
-        "device": f"{ngpu}x {torch.cuda.get_device_name()}" if ngpu else "cpu",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(sys.argv),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version(), "nccl": _nccl_version()},
-        "metrics": {k: round(v, 3) for k, v in metrics.items()},
-        "workload": {"prompt_len": args.prompt_len, "decode_bs1_output_len": 128, "offline_requests": args.requests,
+    result = make_result(
+        "serve_tp", {k: round(v, 3) for k, v in metrics.items()},
+        f"{ngpu}x {torch.cuda.get_device_name()}" if ngpu else "cpu",
+        workload={"prompt_len": args.prompt_len, "decode_bs1_output_len": 128, "offline_requests": args.requests,
                      "offline_output_len": 256, "dtype": "bfloat16" if ngpu else "float32",
-                     "weights": "random, made on each GPU shard", "max_model_len": 1024},
-        "configs": details,
-    }
+                  "weights": "random, made on each GPU shard", "max_model_len": 1024},
+        configs=details)
+    result["versions"]["nccl"] = _nccl_version()
     if final:
         print(json.dumps(result, indent=2), flush=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        save_result(args.out, result, echo=False)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ shard by shard (an 8B model never exists whole on one GPU or in host memory).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -29,6 +27,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -210,22 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                "params": scaled.get("params", 0), "failed": scaled.get("failed", 0.0) + single.get("failed", 0.0)}
     metrics["efficiency"] = (metrics["per_gpu_tokens_per_s"] / metrics["single_gpu_tokens_per_s"]
                              if metrics["single_gpu_tokens_per_s"] else 0.0)
-    import transformers
-
-    result = {"benchmark": "train_scaling", "device": scaled.get("device", "?"),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python bench/train_scaling.py " + shlex.join(raw),
-              "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                           "transformers": transformers.__version__},
-              "preset": args.preset, "strategy": args.strategy, "ac": args.ac, "compile": args.compile,
-              "fused_loss": args.fused_loss, "metrics": metrics}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    result = make_result("train_scaling", metrics, scaled.get("device", "?"), raw, preset=args.preset,
+                         strategy=args.strategy, ac=args.ac, compile=args.compile, fused_loss=args.fused_loss)
     tag = "cuda" if scaled.get("device", "cpu") != "cpu" else "cpu"
-    path = out / f"train_scaling-{args.preset}-{args.gpus}x-{args.strategy}-{tag}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {path}", file=sys.stderr)
+    write_result(Path(args.out) / f"train_scaling-{args.preset}-{args.gpus}x-{args.strategy}-{tag}.json", result)
     return 0 if not metrics["failed"] else 1
 
 

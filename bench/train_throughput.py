@@ -12,17 +12,16 @@ bench/results/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import json
-import platform
-import shlex
 import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+
+from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -383,26 +382,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics[f"speedup_vs_hf_{m}"] = metrics[f"tokens_per_s_{m}"] / metrics[f"hf_tokens_per_s_{m}"]
     if "tokens_per_s_lora" in metrics and "trl_tokens_per_s_lora" in metrics:
         metrics["speedup_vs_trl_lora"] = metrics["tokens_per_s_lora"] / metrics["trl_tokens_per_s_lora"]
-    import transformers
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
-    for mod in ("peft", "trl"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    result = {"benchmark": "train_throughput", "device": dev_name,
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
-              "versions": versions, "preset": args.preset, "dtype": args.dtype, "metrics": metrics}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    result = make_result("train_throughput", metrics, device, argv, extra_versions=("peft", "trl"),
+                         preset=args.preset, dtype=args.dtype)
     tag = "cuda" if device.type == "cuda" else "cpu"
-    path = out / (args.name or f"train_throughput-{args.preset}-{tag}.json")
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result["metrics"], indent=2))
-    print(f"wrote {path}", file=sys.stderr)
+    write_result(Path(args.out) / (args.name or f"train_throughput-{args.preset}-{tag}.json"), result)
     return 0
 
 
