@@ -75,3 +75,18 @@ def test_cli_json_and_exit_codes(capsys, tiny_ref):
     assert "neither a shape preset" in capsys.readouterr().err
     with pytest.raises(LmsmithError):
         load_shape("nonexistent-shape")
+
+
+def test_cli_memory_and_mfu_defaults_follow_the_gpu(capsys):
+    import json
+
+    from lmsmith.cli import main
+
+    assert main(["plan", "train", "--model", "llama-3.2-1b", "--gpu", "h200", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["gpu_mem_gib"] == 139.0 and d["mfu"] == 0.5  # H200 memory; the loop's measured MFU
+    kv = {}
+    for gpu in ("h100", "h200"):
+        assert main(["plan", "serve", "--model", "llama-3.2-1b", "--gpu", gpu, "--json"]) == 0
+        kv[gpu] = json.loads(capsys.readouterr().out)["max_kv_tokens"]
+    assert 1.7 < kv["h200"] / kv["h100"] < 1.9  # 139 vs 79 GiB, less the same weights
