@@ -102,6 +102,9 @@ def worker(args) -> None:
     n_params_est = cfg.num_hidden_layers * 12 * cfg.hidden_size**2 + cfg.vocab_size * cfg.hidden_size
     meta = n_params_est > args.meta_init_above and env.world > 1 and args.strategy == "fsdp"
     model = build_model(cfg, device, meta, args.attn)
+    from lmsmith.train.attention import use_causal_attention
+
+    use_causal_attention(model)  # as lmsmith train does (mask-free causal SDPA)
     strategy = args.strategy if env.world > 1 else "none"
     on_gpu = device.type == "cuda"  # the loop's defaults: compile and fused loss on for CUDA
     args.compile = on_gpu if args.compile is None else args.compile

@@ -51,7 +51,7 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
     """Exactly what `lmsmith train` runs: the loop's prepare_model (fused head, activation checkpointing,
     per-block compile), its optimizer, autocast + SDPA kernel choice, and its step function."""
     from lmsmith.train import distributed as D
-    from lmsmith.train.attention import resolve_sdpa_backend, sdpa_context
+    from lmsmith.train.attention import resolve_sdpa_backend, sdpa_context, use_causal_attention
     from lmsmith.train.config import PretrainConfig
     from lmsmith.train.fused_loss import FusedCausalLMLoss
     from lmsmith.train.loop import apply_update, flops_per_token, forward_backward
@@ -60,6 +60,7 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
 
     model = build(args.preset, device, args.attn)
     model.config.use_cache = False
+    use_causal_attention(model)  # as build_model does: mask-free causal SDPA (only from --attn sdpa)
     cfg = PretrainConfig(model="bench", lr=1e-4, warmup_steps=0, lora_r=args.lora_r if mode == "lora" else None,
                          lora_dropout=args.lora_dropout, gradient_checkpointing=args.gradient_checkpointing,
                          ac=args.ac, compile=args.compile, fused_loss=args.fused_loss, sdpa_backend=args.sdpa_backend)

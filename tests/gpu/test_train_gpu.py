@@ -91,15 +91,13 @@ def test_packed_pretraining_without_cross_doc_attention_on_cuda(tiny_ref, tmp_pa
     assert recs[-1]["loss"] < recs[0]["loss"] and "eval_loss" in res.metrics
 
 
-def test_training_step_never_waits_for_the_gpu(tiny_ref, monkeypatch):
+def test_training_step_never_waits_for_the_gpu(tiny_ref):
     """forward_backward + optimizer step with the CUDA defaults (compile, fused loss) make no host-device
     sync: torch raises on any synchronizing call under sync_debug_mode 'error'.
 
-    HF's own mask code syncs once per forward (`find_packed_sequence_indices` ends in `.all()`; see
-    bench/results/train_profile_notes.md); it is stubbed here so the test checks lmsmith's code."""
-    import transformers.masking_utils as mu
-
-    monkeypatch.setattr(mu, "find_packed_sequence_indices", lambda position_ids: None)
+    HF's own mask code would sync once per forward (`find_packed_sequence_indices` ends in `.all()`; see
+    bench/results/train_profile_notes.md): build_model switches the model to mask-free causal attention
+    (train/attention.py), so transformers builds no mask and makes no such check."""
     from lmsmith.train import distributed as D
     from lmsmith.train.fused_loss import FusedCausalLMLoss
     from lmsmith.train.loop import apply_update, forward_backward
@@ -107,6 +105,7 @@ def test_training_step_never_waits_for_the_gpu(tiny_ref, monkeypatch):
 
     cfg = PretrainConfig(model=tiny_ref, data=[str(PROSE)], lr=1e-3, warmup_steps=0)
     built = build_model(cfg)
+    assert built.model.config._attn_implementation == "lmsmith_causal"
     model, head = D.prepare_model(built.model, D.DistEnv(device=built.device), compile=True, fused_loss=True)
     opt, sched = build_optimizer(model, cfg, 10, built.device)
     objective = FusedCausalLMLoss(head)

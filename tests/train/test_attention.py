@@ -11,7 +11,8 @@ import torch
 from lmsmith.data.packing import PackedRows
 from lmsmith.errors import LmsmithError
 from lmsmith.tiny import tiny_model
-from lmsmith.train.attention import DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context
+from lmsmith.train.attention import (CAUSAL_ATTENTION, DocumentMasks, causal_attention_supported, collate_docs,
+                                     doc_mask_mode, resolve_sdpa_backend, sdpa_context, use_causal_attention)
 
 
 def packed_docs(lengths: list[int], seed: int = 0) -> tuple[list[list[int]], PackedRows]:
@@ -52,3 +53,42 @@ def test_mask_mode_and_sdpa_backend_choice():
     with sdpa_context("math")():
         out = torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_causal_attention_equals_the_padding_mask_on_right_padded_rows(arch):
+    """No mask at all (so transformers makes no host sync) gives every real token of a right-padded batch what
+    the padding mask gives; the 4-D document mask still goes through transformers' own kernels."""
+    model = tiny_model(arch).eval()
+    torch.manual_seed(0)
+    ids = torch.randint(5, 200, (3, 24))
+    mask = torch.ones_like(ids)
+    mask[1, 17:] = 0
+    mask[2, 5:] = 0
+    docs, rows = packed_docs([7, 12, 5])
+    packed = DocumentMasks("dense")(collate_docs([rows[0]]))
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask).logits
+        ref_docs = model(**{k: packed[k] for k in ("input_ids", "attention_mask", "position_ids")}).logits
+        assert use_causal_attention(model) and model.config._attn_implementation == CAUSAL_ATTENTION
+        out = model(input_ids=ids, attention_mask=mask).logits
+        out_docs = model(**{k: packed[k] for k in ("input_ids", "attention_mask", "position_ids")}).logits
+    for i, n in enumerate([24, 17, 5]):
+        torch.testing.assert_close(out[i, :n], ref[i, :n], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out_docs, ref_docs, atol=1e-5, rtol=1e-4)
+
+
+def test_causal_attention_only_where_it_is_exact(tmp_path):
+    assert not causal_attention_supported(tiny_model("gemma2").config)  # sliding window + soft-capping
+    cfg = tiny_model("mistral").config
+    cfg.sliding_window = 8  # a window inside the context: causal attention would see too far back
+    assert not causal_attention_supported(cfg)
+    model = tiny_model("llama")
+    model.config._attn_implementation = "eager"
+    assert not use_causal_attention(model)  # an explicit choice is kept
+    model = tiny_model("llama").eval()
+    assert use_causal_attention(model)
+    with pytest.raises(LmsmithError, match="KV cache"):
+        model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3, do_sample=False)
+    model.save_pretrained(tmp_path)  # the training-only choice is not written into config.json
+    assert "lmsmith" not in (tmp_path / "config.json").read_text()

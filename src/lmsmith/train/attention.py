@@ -1,4 +1,10 @@
-"""Attention for packed training rows and the choice of SDPA kernel.
+"""Attention for training: sync-free causal attention, packed rows, and the choice of SDPA kernel.
+
+`causal` (the default on CUDA for Llama-family models) is scaled_dot_product_attention with `is_causal=True`
+and no mask at all. transformers builds no mask for an attention implementation it has no mask function for,
+and so skips the checks that read the GPU from the host once per forward (`find_packed_sequence_indices` and
+the all-ones padding test both end in `.all()`). Training batches are right-padded (or not padded), so causal
+attention gives every real token exactly what the padding mask would; padded positions carry no loss.
 
 Packed rows with `--no-cross-doc-attention` carry per-token document ids. On CUDA they become a
 flex-attention `BlockMask` (causal and within-document): the compiled flex kernel skips every block
@@ -13,6 +19,7 @@ from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmsmith.data.packing import block_causal_mask
@@ -36,6 +43,70 @@ def doc_mask_mode(device: torch.device) -> DocMaskMode:
     except ImportError:
         return "dense"
     return "flex"
+
+
+CAUSAL_ATTENTION = "lmsmith_causal"
+# architectures whose attention is plain causal softmax attention (no sliding window, soft-capping or sinks)
+CAUSAL_SAFE = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+def causal_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: Any, scaling: float | None = None, dropout: float = 0.0,
+                     **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function signature: q [B, H, T, D], k/v [B, KV, S, D] -> out [B, T, H, D]."""
+    if attention_mask is not None:  # a prepared 4-D mask (document masks): transformers' own kernels
+        from transformers.integrations.flex_attention import flex_attention_forward
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        from torch.nn.attention.flex_attention import BlockMask
+
+        fn = flex_attention_forward if isinstance(attention_mask, BlockMask) else sdpa_attention_forward
+        return fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    t, s = query.shape[-2], key.shape[-2]
+    if t != s:
+        raise LmsmithError("the training attention does not run with a KV cache",
+                           "call model.set_attn_implementation('sdpa') before generating with this model")
+    out = F.scaled_dot_product_attention(query, key, value, is_causal=t > 1, scale=scaling,
+                                         dropout_p=dropout if module.training else 0.0,
+                                         enable_gqa=key.shape[1] != query.shape[1])
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_causal() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(CAUSAL_ATTENTION, causal_attention)
+
+
+def causal_attention_supported(config: Any) -> bool:
+    """Plain causal attention reproduces this model's attention (no sliding window within reach, no soft-cap)."""
+    if getattr(config, "model_type", None) not in CAUSAL_SAFE:
+        return False
+    window = getattr(config, "sliding_window", None)
+    if window is not None and (getattr(config, "use_sliding_window", True) or config.model_type == "mistral"):
+        if window < getattr(config, "max_position_embeddings", 0):
+            return False
+    return getattr(config, "attn_logit_softcapping", None) is None
+
+
+def use_causal_attention(model: nn.Module) -> bool:
+    """Switch a supported HF model (under PEFT/DDP wrappers) to `causal_attention`; False when left as is."""
+    from lmsmith.train.distributed import _inner
+
+    inner = _inner(model)
+    cfg = getattr(inner, "config", None)
+    if cfg is None or not causal_attention_supported(cfg) or cfg._attn_implementation not in (None, "sdpa"):
+        return False
+    _register_causal()
+    setter = getattr(inner, "set_attn_implementation", None)
+    try:
+        if callable(setter):
+            setter(CAUSAL_ATTENTION)
+        else:
+            cfg._attn_implementation = CAUSAL_ATTENTION
+    except (ValueError, ImportError, KeyError):
+        return False
+    return cfg._attn_implementation == CAUSAL_ATTENTION
 
 
 def use_flex_attention(model: nn.Module) -> None:

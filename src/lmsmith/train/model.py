@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lmsmith.errors import LmsmithError
+from lmsmith.train.attention import use_causal_attention
 from lmsmith.models import load_tokenizer, quiet_transformers, resolve
 from lmsmith.train.config import TrainConfig
 
@@ -147,6 +148,8 @@ def build_model(cfg: TrainConfig, tokenizer: Any | None = None) -> Built:
         raise LmsmithError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
                            f"{model.get_input_embeddings().weight.shape[0]}", "use the model's own tokenizer")
     model.config.use_cache = False
+    # plain causal SDPA without a mask: transformers then skips its per-forward host syncs (train/attention.py)
+    use_causal_attention(model)
     if cfg.use_lora:
         model = apply_lora(model, cfg, device)
     if cfg.gradient_checkpointing:
