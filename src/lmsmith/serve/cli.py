@@ -58,12 +58,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from lmsmith.serve.server import serve
 
     serve(args.ref, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
-          served_model_name=args.served_model_name, max_num_seqs=args.max_num_seqs, max_queue=args.max_queue,
+          served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
-          dtype=args.dtype, device=args.device, max_num_batched_tokens=args.max_num_batched_tokens,
-          block_size=args.block_size, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len,
-          tensor_parallel_size=args.tensor_parallel_size)
+          **engine_kwargs(args))
     return 0
+
+
+ENGINE_ARGS = ("dtype", "device", "max_num_seqs", "max_num_batched_tokens", "block_size", "num_kv_blocks",
+               "max_model_len", "tensor_parallel_size")
+
+
+def add_engine_args(p: argparse.ArgumentParser, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+    """The engine's options, the same for `lmsmith serve` and `lmsmith bench offline`."""
+    p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--max-num-seqs", type=int, default=max_num_seqs, help="sequences in the running batch")
+    p.add_argument("--max-num-batched-tokens", type=int, default=max_num_batched_tokens,
+                   help="token budget per engine step")
+    p.add_argument("--block-size", type=int, default=16, help="KV-cache block size in tokens")
+    p.add_argument("--num-kv-blocks", type=int, help="KV-cache blocks (default: sized from free memory)")
+    p.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
+                   help="shard the model over this many GPUs of this node (Megatron-style, NCCL; default: 1)")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ENGINE_ARGS}
 
 
 def register_serve(sub: argparse._SubParsersAction) -> None:
@@ -73,18 +93,10 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (default: $LMSMITH_API_KEY, else none)")
     p.add_argument("--served-model-name", help="the name clients pass as `model` (default: REF)")
-    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences in the running batch")
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429s")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (0 = none)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
-    p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="token budget per engine step")
-    p.add_argument("--block-size", type=int, default=16, help="KV-cache block size in tokens")
-    p.add_argument("--num-kv-blocks", type=int, help="KV-cache blocks (default: sized from free memory)")
-    p.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
-    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
-                   help="shard the model over this many GPUs of this node (Megatron-style, NCCL; default: 1)")
+    add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -133,12 +145,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--dataset", default="fixed", choices=["fixed", "sharegpt-mix"],
                    help="fixed lengths, or a seeded ShareGPT-like log-normal length mix")
     o.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")
-    o.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
-    o.add_argument("--device", help="cuda, cpu, ... (default: the best available)")
-    o.add_argument("--max-num-seqs", type=int, default=256, help="sequences decoded together at most")
-    o.add_argument("--max-num-batched-tokens", type=int, default=8192, help="tokens per engine step at most")
-    o.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
-    o.add_argument("--tensor-parallel-size", "--tp", type=int, default=1, help="GPUs to shard the model over")
+    add_engine_args(o, max_num_seqs=256, max_num_batched_tokens=8192)
     o.add_argument("--json", action="store_true", help="print the summary as JSON")
     o.set_defaults(func=cmd_bench_offline)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
@@ -150,10 +157,8 @@ def cmd_bench_offline(args: argparse.Namespace) -> int:
     from lmsmith.serve.bench_offline import bench_offline, print_offline
 
     summary = bench_offline(args.model, requests=args.requests, prompt_len=args.prompt_len,
-                            output_len=args.output_len, dataset=args.dataset, seed=args.seed, dtype=args.dtype,
-                            progress=not args.json, device=args.device, max_num_seqs=args.max_num_seqs,
-                            max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
-                            tensor_parallel_size=args.tensor_parallel_size)
+                            output_len=args.output_len, dataset=args.dataset, seed=args.seed,
+                            progress=not args.json, **engine_kwargs(args))
     if args.json:
         sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
     else:
