@@ -19,6 +19,8 @@ import torch
 
 from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
+from lmsmith.compress.quantize import linear_weight_bytes
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 PROMPT = "Write a short paragraph about the history of bread."
@@ -46,18 +48,6 @@ def decode_once(model, inputs: dict, new_tokens: int) -> tuple[float, float, lis
                              stopping_criteria=StoppingCriteriaList([clock]), pad_token_id=model.config.eos_token_id)
     steps = len(clock.times) - 1
     return steps / (clock.times[-1] - clock.times[0]), clock.times[0] - t0, out[0, inputs["input_ids"].shape[1]:].tolist()
-
-
-def linear_weight_bytes(model) -> int:
-    from lmsmith.compress.quantize import QuantLinear
-
-    total = 0
-    for m in model.modules():
-        if isinstance(m, QuantLinear):
-            total += m.weight_bytes
-        elif type(m) is torch.nn.Linear and m is not model.get_output_embeddings():
-            total += m.weight.numel() * m.weight.element_size()
-    return total
 
 
 def main() -> int:

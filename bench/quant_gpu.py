@@ -27,6 +27,8 @@ import torch
 
 from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
+from lmsmith.compress.quantize import linear_weight_bytes
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
@@ -65,18 +67,6 @@ def decode(model, prompt: torch.Tensor, new_tokens: int, static: bool) -> float:
         model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                        stopping_criteria=StoppingCriteriaList([clock]), pad_token_id=2, **kw)
     return (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
-
-
-def weight_bytes(model) -> int:
-    from lmsmith.compress.quantize import QuantLinear
-
-    total = 0
-    for m in model.modules():
-        if isinstance(m, QuantLinear):
-            total += m.weight_bytes
-        elif type(m) is torch.nn.Linear and m is not model.get_output_embeddings():
-            total += m.weight.numel() * m.weight.element_size()
-    return total
 
 
 def ppl_deltas(ref: str, text_path: Path, methods: list[str]) -> dict[str, float]:
@@ -220,7 +210,7 @@ def main() -> int:
         decode(model, prompt, 16, static)  # warm-up (compile, kernel layouts, cache allocation)
         runs = [decode(model, prompt, args.new_tokens, static) for _ in range(args.repeats)]
         metrics[f"{m}_decode_bs1_tok_s"] = round(statistics.median(runs), 2)
-        metrics[f"{m}_linear_weight_gb"] = round(weight_bytes(model) / 1e9, 3)
+        metrics[f"{m}_linear_weight_gb"] = round(linear_weight_bytes(model) / 1e9, 3)
         print(f"{m}: {metrics[f'{m}_decode_bs1_tok_s']} tok/s ({runs})", file=sys.stderr)
         if m != "bf16":
             del model

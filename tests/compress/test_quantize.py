@@ -202,3 +202,16 @@ def test_concat_linears_fuses_projections_exactly(method: str):
         assert torch.allclose(fused(x), torch.cat([p(x) for p in parts], -1), atol=1e-5)
     with pytest.raises(LmsmithError, match="one type"):
         Q.concat_linears([parts[0], nn.Linear(64, 8)])
+
+
+def test_linear_weight_bytes_counts_quantized_storage_without_the_head():
+    from lmsmith.tiny import tiny_model
+
+    model = tiny_model("llama")
+    head = model.get_output_embeddings().weight
+    linears = [m for m in model.modules() if type(m) is nn.Linear and m is not model.get_output_embeddings()]
+    fp32 = Q.linear_weight_bytes(model)
+    assert fp32 == sum(m.weight.numel() * 4 for m in linears) and head.numel() > 0
+    Q.quantize_model_(model, "int8")
+    scales = sum(m.weight.shape[0] * 4 for m in linears)  # one fp32 scale per output channel
+    assert Q.linear_weight_bytes(model) == sum(m.weight.numel() for m in linears) + scales  # a byte per weight

@@ -774,3 +774,16 @@ def concat_linears(linears: list[nn.Module]) -> nn.Module:
     if bias is not None:
         fused.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)  # keeps the parts' dtype
     return fused
+
+
+def linear_weight_bytes(model: nn.Module) -> int:
+    """Bytes of the linear layers' weights, quantized or not, without the output embedding (lm_head): what a
+    weight-only quantization shrinks (reported by the quantization benchmarks)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    total = 0
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            total += m.weight_bytes
+        elif type(m) is nn.Linear and m is not head:
+            total += m.weight.numel() * m.weight.element_size()
+    return total

@@ -33,14 +33,20 @@ def _compute_dtype(x: torch.Tensor, w: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, w.dtype)
 
 
-def _chunk_grad_inplace(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int,
-                        need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Summed loss of one chunk and d(loss)/d(logits), reusing one fp32 buffer (the eager path)."""
+def _chunk_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int):
+    """Summed cross-entropy of one chunk, plus what its gradient needs: (loss, fp32 logits, lse, valid, safe)."""
     lf = logits.float()
     valid = labels != ignore_index
     safe = torch.where(valid, labels, 0)
     lse = torch.logsumexp(lf, dim=-1)
     loss = torch.where(valid, lse - lf.gather(1, safe[:, None]).squeeze(1), 0.0).sum()
+    return loss, lf, lse, valid, safe
+
+
+def _chunk_grad_inplace(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int,
+                        need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed loss of one chunk and d(loss)/d(logits), reusing one fp32 buffer (the eager path)."""
+    loss, lf, lse, valid, safe = _chunk_loss(logits, labels, ignore_index)
     if not need_grad:
         return loss, None
     # d(loss)/d(logits) = softmax - onehot, zero on ignored rows
@@ -54,11 +60,7 @@ def _chunk_grad_pure(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
                      need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The same math written for torch.compile: one reduction pass and one pointwise pass over the
     (bf16) logits, no fp32 copy of the chunk in memory."""
-    lf = logits.float()
-    valid = labels != ignore_index
-    safe = torch.where(valid, labels, 0)
-    lse = torch.logsumexp(lf, dim=-1)
-    loss = torch.where(valid, lse - lf.gather(1, safe[:, None]).squeeze(1), 0.0).sum()
+    loss, lf, lse, valid, safe = _chunk_loss(logits, labels, ignore_index)
     if not need_grad:
         return loss, None
     p = torch.exp(lf - lse[:, None])
