@@ -241,13 +241,10 @@ def _call(x, w, tile: tuple, **kw):
     return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4, **kw)
 
 
-def _time_graph(fn, reps: int = 5) -> float:
-    fn()  # compile
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
+def replay_ms(g: torch.cuda.CUDAGraph, reps: int, warmup: int = 1) -> float:
+    """Mean milliseconds of one replay of a captured graph (CUDA events, after `warmup` replays)."""
+    for _ in range(warmup):
+        g.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(reps):
@@ -255,6 +252,15 @@ def _time_graph(fn, reps: int = 5) -> float:
     end.record()
     end.synchronize()
     return start.elapsed_time(end) / reps
+
+
+def _time_graph(fn, reps: int = 5) -> float:
+    fn()  # compile
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return replay_ms(g, reps)
 
 
 @torch.inference_mode()

@@ -21,7 +21,7 @@ from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.compress.quantize import prepare_for_inference
 from lmsmith.compress.storage import read_spec, swap_in_quantized
 from lmsmith.serve.fused import argmax_rows
-from lmsmith.serve.gemv import bs1_eligible, forward_bs1, tune_tiles
+from lmsmith.serve.gemv import bs1_eligible, forward_bs1, replay_ms, tune_tiles
 from lmsmith.models import is_quantized
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
 from lmsmith.serve.scheduler import ScheduledSeq
@@ -310,15 +310,7 @@ class DecodeGraphs:
         return g, logits
 
     def _replay_ms(self, g: torch.cuda.CUDAGraph, reps: int = 30) -> float:
-        for _ in range(3):
-            g.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            g.replay()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / reps
+        return replay_ms(g, reps, warmup=3)
 
     @torch.inference_mode()
     def capture_all(self) -> None:
