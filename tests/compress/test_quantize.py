@@ -215,3 +215,20 @@ def test_linear_weight_bytes_counts_quantized_storage_without_the_head():
     Q.quantize_model_(model, "int8")
     scales = sum(m.weight.shape[0] * 4 for m in linears)  # one fp32 scale per output channel
     assert Q.linear_weight_bytes(model) == sum(m.weight.numel() for m in linears) + scales  # a byte per weight
+
+
+def test_int8_weight_at_an_unaligned_offset_runs_the_cpu_kernel():
+    """safetensors can hand out a weight at an odd address; PyTorch's AVX-512 int8 kernel crashed (SIGSEGV) on
+    it, so the module keeps an aligned copy for the kernel and the result is unchanged."""
+    q = Int8Linear.from_linear(linear())
+    buf = torch.empty(q.qweight.numel() + 64, dtype=torch.int8)
+    off = next(i for i in range(1, 64) if (buf.data_ptr() + i) % 64)
+    q.qweight = buf[off:off + q.qweight.numel()].view_as(q.qweight).copy_(q.qweight)
+    assert q.qweight.data_ptr() % 64
+    x = torch.randn(3, 256, dtype=torch.bfloat16)
+    with torch.no_grad():
+        fast = q.to(torch.bfloat16)(x)
+        q.backend = "reference"
+        ref = q(x)
+    assert q.qweight.data_ptr() % 64 == 0
+    assert rel_err(fast, ref) < 0.01

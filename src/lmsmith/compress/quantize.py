@@ -162,6 +162,7 @@ def quantize_activations_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 # than a plain fp32 matmul on AVX2), so float32 activations are fed to them in bfloat16 and the result cast
 # back. Set to None to use the kernels' (exact but slow) float32 path.
 CPU_FP32_COMPUTE_DTYPE: torch.dtype | None = torch.bfloat16
+CPU_ALIGN = 64  # bytes: the alignment PyTorch's CPU allocator gives, which its vectorized int8 kernel assumes
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -379,6 +380,10 @@ class Int8Linear(QuantLinear):
         return dequantize_int8(self.qweight, self.scales, dtype or self.scales.dtype)
 
     def build_layouts(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        if device.type == "cpu" and self.qweight.device.type == "cpu" and self.qweight.data_ptr() % CPU_ALIGN:
+            # PyTorch's AVX-512 int8 kernel reads the weight with aligned loads and crashes (SIGSEGV) on a
+            # tensor that safetensors placed at an odd offset: keep an aligned copy (the allocator aligns to 64)
+            self.qweight = self.qweight.contiguous().clone()
         s = self.scales.to(device)
         return {"scales": s.to(dtype).contiguous(), "scales32": s.float().contiguous()}
 
