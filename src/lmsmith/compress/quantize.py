@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -165,10 +165,13 @@ CPU_FP32_COMPUTE_DTYPE: torch.dtype | None = torch.bfloat16
 CPU_ALIGN = 64  # bytes: the alignment PyTorch's CPU allocator gives, which its vectorized int8 kernel assumes
 
 
+def cpu_compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The activation dtype PyTorch's CPU int8/int4 kernels get for activations of `dtype`."""
+    return CPU_FP32_COMPUTE_DTYPE if dtype == torch.float32 and CPU_FP32_COMPUTE_DTYPE is not None else dtype
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    if x.device.type == "cpu" and x.dtype == torch.float32 and CPU_FP32_COMPUTE_DTYPE is not None:
-        return CPU_FP32_COMPUTE_DTYPE
-    return x.dtype
+    return cpu_compute_dtype(x.dtype) if x.device.type == "cpu" else x.dtype
 
 
 _KERNELS: dict[tuple[str, str], bool] = {}  # (op, device type) -> usable; plain dict so torch.compile reads it
@@ -287,6 +290,21 @@ class QuantLinear(nn.Module):
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.dequantize(x.dtype), self.bias)
 
+    def cpu_kernel(self, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """`x2d -> y2d` (bias added) calling PyTorch's CPU kernel directly on the prepared layouts, or None.
+
+        `forward` re-checks backend, device, dtype and layouts on every call (~35 us of Python per call on a
+        CPU, longer than the int4 kernel itself at batch 1); a decode loop binds this once instead."""
+        return None
+
+    def _bind(self, op, dtype: torch.dtype, *args: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        cdt, bias = cpu_compute_dtype(dtype), self.bias
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = op(x.to(cdt), *args).to(dtype)
+            return y if bias is None else y.add_(bias)
+        return run
+
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         """[M, K] -> [M, N] with a fused kernel (bias not added), or None when none applies."""
         return None
@@ -392,6 +410,14 @@ class Int8Linear(QuantLinear):
 
         bias = None if self.bias is None else self.bias.to(x2d.dtype)
         return _triton_call("int8", wq_matmul, x2d, self.qweight, self.layouts(x2d)["scales32"], None, bias)
+
+    def cpu_kernel(self, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        cpu = torch.device("cpu")
+        if self.backend != "auto" or self.qweight.device != cpu or dtype not in (torch.float32, torch.bfloat16) \
+                or not has_kernel("_weight_int8pack_mm", cpu):
+            return None
+        st = self.prepare(cpu, cpu_compute_dtype(dtype))
+        return self._bind(torch.ops.aten._weight_int8pack_mm, dtype, self.qweight, st["scales"])
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         if x2d.dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int8pack_mm", x2d.device):
@@ -499,6 +525,15 @@ class Int4Linear(QuantLinear):
             return None  # tinygemm is faster at every M (see CUDA_LARGE_M)
         bias = None if self.bias is None else self.bias.to(x2d.dtype)
         return _triton_call("int4", wq_matmul, x2d, self.qweight, st["s32"], st["m32"], bias, self.group_size)
+
+    def cpu_kernel(self, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        cpu = torch.device("cpu")
+        if self.backend != "auto" or self.qweight.device != cpu or dtype not in (torch.float32, torch.bfloat16):
+            return None
+        state = self._kernel_state(cpu, cpu_compute_dtype(dtype))
+        if state is None:
+            return None
+        return self._bind(torch.ops.aten._weight_int4pack_mm_for_cpu, dtype, state[0], self.group_size, state[1])
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         dt = compute_dtype(x2d)
@@ -739,8 +774,7 @@ def prepare_for_inference(model: nn.Module, dtype: torch.dtype | None = None) ->
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     for _, m in quantized_modules(model):
         device = m.qweight.device
-        cdt = CPU_FP32_COMPUTE_DTYPE if (device.type == "cpu" and dtype == torch.float32
-                                         and CPU_FP32_COMPUTE_DTYPE is not None) else dtype
+        cdt = cpu_compute_dtype(dtype) if device.type == "cpu" else dtype
         if m.backend == "auto":
             m.prepare(device, cdt)
 

@@ -35,6 +35,10 @@ class AttentionMetadata:
     sliding_window: int | None = None
     decode_only: bool = False  # every row is a decode query (rows == arange(T)): the CUDA-graph path
     positions: torch.Tensor | None = None  # [T] (the fused RoPE kernel reads them on the GPU)
+    # CPU decode-only steps: each row's block table and context length as host lists, so the lean CPU step
+    # (`LlamaForCausalLM._forward_decode_cpu`) slices the cache without device index ops
+    host_tables: list[list[int]] | None = None
+    host_lens: list[int] | None = None
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -42,6 +46,30 @@ def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: t
     kv_heads, head_dim = k.shape[-2:]
     k_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, k)
     v_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, v)
+
+
+def cache_span(cache: torch.Tensor, table: list[int], ctx: int) -> torch.Tensor:
+    """The first `ctx` cached rows `[ctx, kv_heads, d]` of one sequence: a view of the cache when its blocks
+    are consecutive (the usual case for a lone sequence), else a gather."""
+    bs = cache.shape[1]
+    nb = -(-ctx // bs)
+    first = table[0]
+    if table[nb - 1] - first == nb - 1 and (nb < 3 or table[:nb] == list(range(first, first + nb))):
+        return cache[first:first + nb].flatten(0, 1)[:ctx]
+    return cache[table[:nb]].flatten(0, 1)[:ctx]
+
+
+def decode_attention_cpu(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, table: list[int], ctx: int,
+                         scale: float, window: int | None) -> torch.Tensor:
+    """One decode query `[heads, d]` against its `ctx` cached keys, as two batched matmuls per kv head group:
+    on a CPU that is 2-3x faster than SDPA's flash kernel at decode sizes (no per-call tiling set-up)."""
+    start = 0 if window is None else max(0, ctx - window)
+    k = cache_span(k_cache, table, ctx)[start:]
+    v = cache_span(v_cache, table, ctx)[start:]
+    kv, d = k.shape[1:]
+    s = torch.matmul(q.view(kv, -1, d), k.permute(1, 2, 0))  # [kv, group, n]
+    p = torch.softmax(s.float() * scale, dim=-1).to(v.dtype)
+    return torch.matmul(p, v.transpose(0, 1)).view(-1, d)
 
 
 def _window_mask(q_pos: torch.Tensor, k_len: int, window: int | None, device) -> torch.Tensor:

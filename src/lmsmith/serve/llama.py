@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmsmith.serve import fused as F2
-from lmsmith.serve.attention import AttentionMetadata, paged_attention
+from lmsmith.serve.attention import AttentionMetadata, decode_attention_cpu, paged_attention
 
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2"}
 STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
@@ -223,6 +223,8 @@ class LlamaForCausalLM(nn.Module):
         self.model = Backbone(s)
         self.lm_head = nn.Linear(s.hidden_size, s.vocab_size, bias=False)
         self.fused = False  # set by the runner on CUDA in bf16/fp16: Triton kernels for the element-wise stages
+        self.lean_cpu_decode = True  # decode-only CPU steps take `_forward_decode_cpu` (False: the general path)
+        self._cpu_fns: tuple | None = None  # (dtype, bound linears) of that step
 
     def fuse(self) -> None:
         for layer in self.model.layers:
@@ -235,6 +237,8 @@ class LlamaForCausalLM(nn.Module):
         Returns float32 logits for `logit_rows` only (None: every row)."""
         if self.fused:
             return self._forward_fused(input_ids, cos, sin, kv_cache, meta, logit_rows)
+        if meta.host_tables is not None and self.lean_cpu_decode:
+            return self._forward_decode_cpu(input_ids, cos, sin, kv_cache, meta, logit_rows)
         x = self.model.embed_tokens(input_ids)
         for i, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, kv_cache[i, 0], kv_cache[i, 1], meta)
@@ -256,3 +260,65 @@ class LlamaForCausalLM(nn.Module):
         if logit_rows is not None:
             h = h[logit_rows]
         return self.lm_head(h).float()
+
+    def _forward_decode_cpu(self, input_ids, cos, sin, kv_cache, meta, logit_rows):
+        """A decode-only step on the CPU (one new token per row), same math as `forward` in few ops.
+
+        On a CPU each small op costs ~1-2 us of dispatch, and the general path spends ~55 per layer (gathers,
+        masks, SDPA set-up, rotate_half's cat) against ~4 matmuls: at batch 1 that overhead was as large as
+        reading the int4 weights. Here a layer is ~20 ops: fp32 RMSNorm (bit-identical to `RMSNorm`), RoPE on q
+        and k at once with a roll and a pre-signed sin (bit-identical to rotate_half), the K/V write, attention
+        by two matmuls on a view of the cache, and in-place residual adds."""
+        s = self.spec
+        b, qd, kd = input_ids.shape[0], s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+        half = s.head_dim // 2
+        fns = self._cpu_linears(cos.dtype)
+        sign = torch.ones(s.head_dim, dtype=sin.dtype)
+        sign[:half] = -1
+        cos, sin = cos[:, None, :], (sin * sign)[:, None, :]
+        slots = meta.slot_mapping
+        x = self.model.embed_tokens(input_ids)
+        layers = self.model.layers
+        for i, layer in enumerate(layers):
+            attn = layer.self_attn
+            qkv_fn, o_fn, gu_fn, down_fn = fns[i]
+            kc, vc = kv_cache[i, 0], kv_cache[i, 1]
+            qkv = qkv_fn(_rms(x, layer.input_layernorm))
+            qk = qkv[:, :qd + kd].view(b, -1, s.head_dim)
+            qk = (qk * cos).add_(torch.roll(qk, half, -1).mul_(sin))
+            kc.view(-1, s.num_kv_heads, s.head_dim).index_copy_(0, slots, qk[:, s.num_heads:])
+            vc.view(-1, s.num_kv_heads, s.head_dim).index_copy_(0, slots, qkv[:, qd + kd:].view(b, -1, s.head_dim))
+            o = torch.cat([decode_attention_cpu(qk[r, :s.num_heads], kc, vc, meta.host_tables[r], meta.host_lens[r],
+                                                attn.scale, meta.sliding_window).view(1, qd) for r in range(b)]) \
+                if b > 1 else decode_attention_cpu(qk[0, :s.num_heads], kc, vc, meta.host_tables[0], meta.host_lens[0],
+                                                   attn.scale, meta.sliding_window).view(1, qd)
+            x = x + o_fn(o)
+            g, u = gu_fn(_rms(x, layer.post_attention_layernorm)).chunk(2, dim=-1)
+            x = x + down_fn(F.silu(g).mul_(u))
+        h = _rms(x if logit_rows is None else x[logit_rows], self.model.norm)
+        return fns[-1](h).float()
+
+    def _cpu_linears(self, dtype: torch.dtype) -> list:
+        """Per layer (qkv, o, gate_up, down) and then the lm_head, as direct kernel calls bound once: a
+        module's forward re-dispatches on every call, which at batch 1 costs as much as the matmul."""
+        if self._cpu_fns is None or self._cpu_fns[0] != dtype:
+            def bind(mod: nn.Module, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+                if mod is not None and (mod._forward_hooks or mod._forward_pre_hooks):
+                    return mod  # e.g. tensor parallelism's all-reduce after row-parallel projections
+                if mod is None or type(mod) is nn.Linear:
+                    w, b = (weight, bias) if mod is None else (mod.weight, mod.bias)
+                    return lambda x: F.linear(x, w, b)
+                kernel = getattr(mod, "cpu_kernel", None)
+                return (kernel(dtype) if kernel else None) or mod
+
+            fns = [(bind(l.self_attn.qkv_proj, l.self_attn.qkv_w, l.self_attn.qkv_b), bind(l.self_attn.o_proj),
+                    bind(l.mlp.gate_up_proj, l.mlp.gu_w, l.mlp.gu_b), bind(l.mlp.down_proj)) for l in self.model.layers]
+            self._cpu_fns = (dtype, fns + [bind(self.lm_head)])
+        return self._cpu_fns[1]
+
+
+def _rms(x: torch.Tensor, norm: RMSNorm) -> torch.Tensor:
+    """`norm(x)` in one fused kernel plus the weight: fp32 statistics, rounded to x's dtype before the weight."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.eps)
+    return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), None, norm.eps).to(x.dtype)

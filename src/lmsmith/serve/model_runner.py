@@ -220,6 +220,8 @@ class NativeRunner:
             meta.decode_block_tables = torch.tensor([t + [0] * (width - len(t)) for t in decode_tables],
                                                     dtype=torch.long, device=dev)
             meta.decode_context_lens = torch.tensor(decode_lens, dtype=torch.long, device=dev)
+            if dev.type == "cpu" and not prefills and len(logit_rows) == len(batch):
+                meta.host_tables, meta.host_lens = decode_tables, decode_lens  # the lean CPU decode step
         pos = torch.tensor(positions, dtype=torch.long, device=dev)
         meta.positions = pos
         cos, sin = (self.cos, self.sin) if self.model.fused else (self.cos[pos], self.sin[pos])
