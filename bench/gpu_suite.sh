@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements, in one go (one H100). Results land in $OUT (default bench/results).
+# The GPU measurements, in one go (one H100 or H200). Results land in $OUT (default bench/results).
 # Packages the GPU image lacks (pydantic, fastapi, llguidance, trl, ...) are installed from wheels in .whl/
 # when that folder exists (see README, "Performance").
 set -u
@@ -12,6 +12,9 @@ else
 fi
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 step() { echo "=== $*"; local t=$SECONDS; "$@"; echo "=== rc=$? in $((SECONDS - t)) s"; }
+# result files are named by the GPU they ran on (h100, h200, ...)
+TAG=${TAG:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -oiE 'h[0-9]{3}|a100|l40s' | tr 'A-Z' 'a-z')}
+TAG=${TAG:-gpu}
 case "${1:-all}" in
   tests)
     step timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu --ignore=tests/gpu/test_fsdp_gpu.py \
@@ -20,16 +23,18 @@ case "${1:-all}" in
     # one run, side by side: HF loop (full), ours full + LoRA (the loop's CUDA defaults), TRL SFTTrainer LoRA
     step timeout 420 python3 bench/train_throughput.py --preset llama-3.2-1b --modes full,lora --baseline \
       --baseline-modes full --trl --isolate --profile --steps 8 --warmup 3 --per-run-timeout 150 \
-      --name train_throughput-h100.json --out "$OUT" ;;
+      --name train_throughput-$TAG.json --out "$OUT" ;;
   quant)
-    step timeout 150 python3 bench/quant_gpu.py --shape llama-3.2-1b --repeats 2 --out "$OUT/quant_gpu-h100.json" ;;
+    step timeout 150 python3 bench/quant_gpu.py --shape llama-3.2-1b --repeats 2 --out "$OUT/quant_gpu-$TAG.json" ;;
   plan)
     step timeout 240 python3 bench/plan_check.py --out "$OUT" ;;
   serve)  # the serve_throughput figures: engine vs HF, quantized engine decode, the server under load (~5 min)
-    step timeout 240 python3 bench/serve_gpu.py --out "$OUT/serve_throughput-h100.json"
+    step timeout 240 python3 bench/serve_gpu.py --out "$OUT/serve_throughput-$TAG.json"
     step timeout 120 python3 bench/quant_gpu.py --engine --methods bf16,int8,int4,fp8,int4:int8 --repeats 3 \
-      --skip-agreement --out "$OUT/quant_engine-h100.json"
-    step timeout 120 python3 bench/serve_load_gpu.py --out "$OUT/serve_load-h100.json" ;;
+      --skip-agreement --out "$OUT/quant_engine-$TAG.json"
+    step timeout 120 python3 bench/serve_load_gpu.py --out "$OUT/serve_load-$TAG.json"
+    step python3 bench/merge_serving.py --throughput "$OUT/serve_throughput-$TAG.json" \
+      --quant "$OUT/quant_engine-$TAG.json" --load "$OUT/serve_load-$TAG.json" ;;
   scaling)  # on nvidia-h200-x2
     step timeout 240 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fsdp_gpu.py
     step timeout 300 python3 bench/train_scaling.py --gpus 2 --preset llama-3.2-1b --batch-size 4 --seq-len 2048 \

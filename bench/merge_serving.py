@@ -1,0 +1,63 @@
+"""Fold one GPU serving run into the issue's `serve_throughput` result.
+
+`bench/gpu_suite.sh serve` runs three benchmarks in one device call: serve_gpu.py (engine vs HF: batch-1 decode,
+256-request offline), quant_gpu.py --engine (quantized batch-1 decode) and serve_load_gpu.py (the server under
+load). This adds the quantized and under-load figures to serve_gpu.py's file, prefixed as the issue names them
+(`int4_decode_bs1_tok_s`, `fp8_decode_bs1_tok_s`, `ttft_p50_ms_c32`, ...), and records where each came from.
+
+    python bench/merge_serving.py --throughput R/serve_throughput-h200.json --quant R/quant_engine-h200.json \
+        --load R/serve_load-h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# quant_engine metric -> serve_throughput metric
+QUANT_KEYS = {"bf16_decode_bs1_tok_s": "quant_run_bf16_decode_bs1_tok_s", "int8_decode_bs1_tok_s": None,
+              "int4_decode_bs1_tok_s": None, "fp8_decode_bs1_tok_s": None,
+              "int4_head_int8_decode_bs1_tok_s": "int4_lmhead_int8_decode_bs1_tok_s",
+              "int4_speedup_vs_bf16": None, "int4_head_int8_speedup_vs_bf16": "int4_lmhead_int8_speedup_vs_bf16",
+              "int8_speedup_vs_bf16": None, "fp8_speedup_vs_bf16": None}
+LOAD_KEYS = ("ttft_p50_ms_c32", "tpot_p50_ms_c32", "tpot_p99_ms_c32", "ttft_p99_ms_c32", "output_tok_per_s_c32",
+             "ttft_p50_ms_mix_c32", "tpot_p50_ms_mix_c32", "tpot_p99_ms_mix_c32", "ttft_admit_mean_ms_c32",
+             "ttft_prefill_mean_ms_c32")
+
+
+def merge(throughput: dict, quant: dict | None, load: dict | None) -> dict:
+    out = dict(throughput)
+    metrics = dict(out["metrics"])
+    sources = {"throughput": throughput.get("command")}
+    for name, part, keys in (("quant", quant, QUANT_KEYS), ("load", load, dict.fromkeys(LOAD_KEYS))):
+        if part is None:
+            continue
+        if part.get("device") != throughput.get("device"):
+            raise SystemExit(f"{name} ran on {part.get('device')!r}, the throughput run on {throughput.get('device')!r}: "
+                             "merge results of one device only")
+        for key, new in keys.items():
+            if key in part["metrics"]:
+                metrics[new or key] = part["metrics"][key]
+        sources[name] = part.get("command")
+    out["metrics"] = metrics
+    out["command"] = "; ".join(c for c in sources.values() if c)
+    out["sources"] = sources
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--throughput", required=True, type=Path, help="serve_gpu.py's result (updated in place)")
+    ap.add_argument("--quant", type=Path, help="quant_gpu.py --engine's result")
+    ap.add_argument("--load", type=Path, help="serve_load_gpu.py's result")
+    args = ap.parse_args()
+    read = lambda p: json.loads(p.read_text()) if p is not None and p.exists() else None  # noqa: E731
+    merged = merge(read(args.throughput), read(args.quant), read(args.load))
+    args.throughput.write_text(json.dumps(merged, indent=2) + "\n")
+    print(json.dumps(merged["metrics"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
