@@ -277,21 +277,21 @@ class LlamaForCausalLM(nn.Module):
         sign[:half] = -1
         cos, sin = cos[:, None, :], (sin * sign)[:, None, :]
         slots = meta.slot_mapping
+        flat = kv_cache.view(kv_cache.shape[0], 2, -1, s.num_kv_heads, s.head_dim).unbind(0)  # [layer] -> (k, v) slots
         x = self.model.embed_tokens(input_ids)
         layers = self.model.layers
         for i, layer in enumerate(layers):
             attn = layer.self_attn
             qkv_fn, o_fn, gu_fn, down_fn = fns[i]
-            kc, vc = kv_cache[i, 0], kv_cache[i, 1]
+            kc, vc = flat[i]
             qkv = qkv_fn(_rms(x, layer.input_layernorm))
             qk = qkv[:, :qd + kd].view(b, -1, s.head_dim)
             qk = (qk * cos).add_(torch.roll(qk, half, -1).mul_(sin))
-            kc.view(-1, s.num_kv_heads, s.head_dim).index_copy_(0, slots, qk[:, s.num_heads:])
-            vc.view(-1, s.num_kv_heads, s.head_dim).index_copy_(0, slots, qkv[:, qd + kd:].view(b, -1, s.head_dim))
-            o = torch.cat([decode_attention_cpu(qk[r, :s.num_heads], kc, vc, meta.host_tables[r], meta.host_lens[r],
-                                                attn.scale, meta.sliding_window).view(1, qd) for r in range(b)]) \
-                if b > 1 else decode_attention_cpu(qk[0, :s.num_heads], kc, vc, meta.host_tables[0], meta.host_lens[0],
-                                                   attn.scale, meta.sliding_window).view(1, qd)
+            kc.index_copy_(0, slots, qk[:, s.num_heads:])
+            vc.index_copy_(0, slots, qkv[:, qd + kd:].view(b, -1, s.head_dim))
+            heads = [decode_attention_cpu(qk[r, :s.num_heads], kc, vc, meta.host_tables[r], meta.host_lens[r],
+                                          attn.scale, meta.sliding_window, meta.block_size) for r in range(b)]
+            o = heads[0].view(1, qd) if b == 1 else torch.stack(heads).view(b, qd)
             x = x + o_fn(o)
             g, u = gu_fn(_rms(x, layer.post_attention_layernorm)).chunk(2, dim=-1)
             x = x + down_fn(F.silu(g).mul_(u))
