@@ -83,3 +83,34 @@ def test_lean_step_calls_the_quantized_kernels_directly(tmp_path, method: str, g
     # bound kernels, not the modules' forward: qkv, o, gate_up, down and the lm_head
     assert all(not isinstance(fn, torch.nn.Module) for fns in bound[:-1] for fn in fns) and \
         not isinstance(bound[-1], torch.nn.Module)
+
+
+def test_batched_fresh_prefill_matches_one_call_per_prompt():
+    """Equal-length first chunks share one causal SDPA call: back to back in the batch they are sliced (no
+    gather), elsewhere gathered; either way each prompt gets what attending alone gives."""
+    from lmsmith.serve.attention import AttentionMetadata, PrefillChunk, _batched_fresh_prefill, _prefill_chunks
+
+    torch.manual_seed(0)
+    lengths = [5, 5, 5, 7, 5, 4]  # rows 0-14: three 5s back to back; row 22: a 5 after a 7; a lone 4
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    t = sum(lengths)
+    q, k, v = torch.randn(t, 4, 8), torch.randn(t, 2, 8), torch.randn(t, 2, 8)
+    chunks = [PrefillChunk(s, n, 0, torch.tensor([i])) for i, (s, n) in enumerate(zip(starts, lengths))]
+    meta = AttentionMetadata(slot_mapping=torch.arange(t), decode_rows=None, decode_block_tables=None,
+                             decode_context_lens=None, prefills=chunks, block_size=16)
+    kc = vc = torch.zeros(8, 16, 2, 8)
+    want = torch.full_like(q, float("nan"))
+    _prefill_chunks(q, k, v, kc, vc, want, chunks, 0.35, True, None)
+    got = torch.full_like(q, float("nan"))
+    rest = _batched_fresh_prefill(q, k, v, got, meta, 0.35, True)
+    assert sorted(c.num_tokens for c in rest) == [4, 7]
+    groups, _ = meta.fresh_groups
+    assert [(n, count, type(rows).__name__) for n, count, rows in groups] == [(5, 4, "Tensor")]
+    _prefill_chunks(q, k, v, kc, vc, got, rest, 0.35, True, None)
+    torch.testing.assert_close(got, want)
+    # the three back-to-back chunks alone: a slice of the batch
+    meta.prefills, meta.fresh_groups = chunks[:3], None
+    got = torch.full_like(q, float("nan"))
+    assert _batched_fresh_prefill(q, k, v, got, meta, 0.35, True) == []
+    assert isinstance(meta.fresh_groups[0][0][2], slice)
+    torch.testing.assert_close(got[:15], want[:15])

@@ -21,7 +21,7 @@ class PrefillChunk:
     token_start: int  # row of its first query token in the flattened batch
     num_tokens: int
     pos_start: int  # position of its first query token (= tokens already in the cache)
-    block_table: torch.Tensor  # [num_blocks] long
+    block_table: torch.Tensor | None  # [num_blocks] long; None for a first chunk (pos_start 0), which needs none
 
 
 @dataclass
@@ -39,6 +39,7 @@ class AttentionMetadata:
     # (`LlamaForCausalLM._forward_decode_cpu`) slices the cache without device index ops
     host_tables: list[list[int]] | None = None
     host_lens: list[int] | None = None
+    fresh_groups: tuple | None = None  # `_batched_fresh_prefill`'s plan, made by the first layer, reused by the rest
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -173,20 +174,38 @@ def _lower_right_causal(q, k, v, scale: float, gqa: bool) -> torch.Tensor | None
 def _batched_fresh_prefill(q, k, v, out, meta: AttentionMetadata, scale: float, gqa: bool) -> list[PrefillChunk]:
     """First chunks of equal length attend only to themselves: one causal SDPA call per length (flash attention)
     instead of one per prompt. Returns the chunks left for the per-chunk path."""
+    if meta.fresh_groups is None:  # once per step, not per layer
+        meta.fresh_groups = _fresh_groups(meta, q.device)
+    groups, rest = meta.fresh_groups
+    for n, count, idx in groups:
+        qb, kb, vb = (t[idx].view(count, n, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, scale=scale, enable_gqa=gqa)
+        out[idx] = o.transpose(1, 2).reshape(count * n, *q.shape[1:])
+    return rest
+
+
+def _fresh_groups(meta: AttentionMetadata, device) -> tuple[list[tuple[int, int, slice | torch.Tensor]], list[PrefillChunk]]:
+    """([(length, count, rows)], chunks left): `rows` is a slice when the group's chunks sit back to back in the
+    batch (a burst of equal prompts: views, no gather), else an index tensor built on the host and copied once."""
     window = meta.sliding_window
-    groups: dict[int, list[PrefillChunk]] = {}
+    by_len: dict[int, list[PrefillChunk]] = {}
     rest = []
     for c in meta.prefills:
         if c.pos_start == 0 and (window is None or c.num_tokens <= window):
-            groups.setdefault(c.num_tokens, []).append(c)
+            by_len.setdefault(c.num_tokens, []).append(c)
         else:
             rest.append(c)
-    for n, cs in groups.items():
+    groups = []
+    for n, cs in by_len.items():
         if len(cs) == 1:
             rest.extend(cs)
             continue
-        idx = torch.cat([torch.arange(c.token_start, c.token_start + n) for c in cs]).to(q.device, non_blocking=True)
-        qb, kb, vb = (t[idx].view(len(cs), n, *t.shape[1:]).transpose(1, 2) for t in (q, k, v))
-        o = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, scale=scale, enable_gqa=gqa)
-        out[idx] = o.transpose(1, 2).reshape(len(cs) * n, *q.shape[1:])
-    return rest
+        cs.sort(key=lambda c: c.token_start)
+        first = cs[0].token_start
+        if all(c.token_start == first + i * n for i, c in enumerate(cs)):
+            rows: slice | torch.Tensor = slice(first, first + len(cs) * n)
+        else:
+            rows = torch.cat([torch.arange(c.token_start, c.token_start + n) for c in cs])
+            rows = rows.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else rows.to(device)
+        groups.append((n, len(cs), rows))
+    return groups, rest

@@ -206,7 +206,9 @@ class NativeRunner:
                 decode_lens.append(start + 1)
             else:
                 nb = -(-(start + n) // bs)
-                prefills.append(PrefillChunk(row, n, start, torch.tensor(table[:nb], dtype=torch.long, device=self.device)))
+                # a first chunk attends to its own fresh K/V: no block table on the device (one copy less per prompt)
+                bt = torch.tensor(table[:nb], dtype=torch.long, device=self.device) if start else None
+                prefills.append(PrefillChunk(row, n, start, bt))
             if s.samples:
                 logit_rows.append(row + n - 1)
         dev = self.device
