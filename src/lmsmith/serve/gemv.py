@@ -5,18 +5,19 @@ Measured on an H100 (bench/gemm_probe.py): cuBLAS runs the 1B model's down proje
 reduction kernel, o_proj at ~1.35 TB/s, and lm_head's bf16 logits need a separate fp32 cast. Here:
 - `gemv`: y = x @ W.T, each program owns `block_n` rows and streams them `block_k` columns at a time (fp32
   accumulation), output in any dtype (lm_head writes fp32 logits directly);
-- a SwiGLU prologue: the down projection reads gate/up and computes silu(g) * u on the fly (no silu kernel);
+- a SwiGLU epilogue for gate_up: each program owns matching gate and up rows and writes silu(gate) * up (no
+  SwiGLU kernel, and down reads the activation as any input);
 - an add+RMSNorm epilogue: the last program to finish (an atomic ticket) adds the residual and normalizes the
   whole row, which removes the separate add_rmsnorm launch after o_proj and after down;
 - a RoPE epilogue for qkv: the last program rotates q and k and writes k/v into the paged cache;
 - the embedding lookup (token picked on the GPU) fused with the first RMSNorm.
 The kernel also reads quantized weights as stored and dequantizes them in registers: int8 (`Int8Linear`, one
-scale per output channel) and packed int4 (`Int4Linear`, per-group scale and offset), with the same prologue and
+scale per output channel) and packed int4 (`Int4Linear`, per-group scale and offset), with the same
 epilogues, so a quantized model's batch-1 step has the same few launches (its own step runs tinygemm or the int8
 GEMV per projection plus the separate add+RMSNorm / RoPE / SwiGLU kernels). Any mix works: int4 layers with an
 int8 or 16-bit lm_head.
 `forward_bs1` is the whole decoder step at batch 1 built from these. `tune_tiles` times each projection's
-candidates (the model's own kernel included for qkv and gate_up: cuBLAS, tinygemm) on the real weights;
+candidates (the model's own kernel included: cuBLAS, tinygemm, with the separate kernels) on the real weights;
 DecodeGraphs captures the step with them next to the model's own graph, checks the logits agree and keeps
 whichever replays faster on the device at hand (LMSMITH_DECODE_GEMV=0 keeps the model's own step).
 """
@@ -35,18 +36,6 @@ if triton is not None:
     import triton.language as tl
 
     @triton.jit
-    def _act(x_ptr, cols, cmask, K, SILU: tl.constexpr):
-        """The GEMV's input at `cols` in float32; with SILU x is [gate | up] and this is silu(gate) * up, rounded to
-        the activation dtype as the SwiGLU kernel does."""
-        if SILU:
-            g = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-            u = tl.load(x_ptr + K + cols, mask=cmask, other=0.0).to(tl.float32)
-            x = (g / (1.0 + tl.exp(-g)) * u).to(x_ptr.dtype.element_ty).to(tl.float32)
-        else:
-            x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-        return x
-
-    @triton.jit
     def _magic_f32(v):
         """int32 v in [0, 2**23) -> the float32 2**23 + v, exactly: v goes into the mantissa of 2**23 (one logic
         op; the caller subtracts 2**23). The int-to-float instruction runs at a quarter of the FP32 rate, which
@@ -58,7 +47,7 @@ if triton is not None:
                      res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
                      cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos,
                      WQ: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr,
-                     SILU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
+                     GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
                      ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
                      HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -66,43 +55,60 @@ if triton is not None:
         s[N]; 4 packed int4 [N, K/2] (element 2j in the low nibble of byte j) with w = q * s + m per group of
         GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
         min(BLOCK_K, GROUP): each sub-block lies in one group, so the scale and offset apply once per sub-block
-        to sum(q * x) and sum(x) instead of once per weight."""
+        to sum(q * x) and sum(x) instead of once per weight.
+        GLU: the weight is [gate; up] (2N rows) and y = silu(gate) * up: a program reads gate row r and up row
+        N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation."""
         pid = tl.program_id(0)
-        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        rmask = rows < N
-        wrow = w_ptr + rows.to(tl.int64) * stride_w
+        if GLU:
+            ROWS: tl.constexpr = 2 * BLOCK_N
+            rr = tl.arange(0, ROWS)
+            rows = pid * BLOCK_N + rr // 2
+            rmask = rows < N
+            wrows = rows + (rr % 2) * N
+        else:
+            ROWS: tl.constexpr = BLOCK_N
+            rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+            rmask = rows < N
+            wrows = rows
+        wrow = w_ptr + wrows.to(tl.int64) * stride_w
         if WQ == 4:
             R: tl.constexpr = BLOCK_K // SUB
             G = K // GROUP
             sub = tl.arange(0, R)
-            acc4 = tl.zeros([BLOCK_N, R], tl.float32)
+            acc4 = tl.zeros([ROWS, R], tl.float32)
             for b0 in range(0, K // 2, BLOCK_K // 2):  # bytes, so the loads' alignment stays visible
                 kk = 2 * b0 + sub * SUB  # first column of each sub-block
                 live = kk < K  # K is a multiple of GROUP, hence of SUB: a sub-block is all in or all out
-                x = _act(x_ptr, kk[:, None] + tl.arange(0, SUB)[None, :], live[:, None], K, SILU)  # [R, SUB]
+                x = tl.load(x_ptr + kk[:, None] + tl.arange(0, SUB)[None, :], mask=live[:, None],
+                            other=0.0).to(tl.float32)  # [R, SUB]
                 p = tl.load(wrow[:, None, None] + (b0 + sub * (SUB // 2))[None, :, None]
                             + tl.arange(0, SUB // 2)[None, None, :],
                             mask=rmask[:, None, None] & live[None, :, None], other=0).to(tl.int32)
                 q = tl.interleave(_magic_f32(p & 15) - 8388608.0, _magic_f32(p >> 4) - 8388608.0)
                 sm = rmask[:, None] & live[None, :]
-                gi = rows[:, None] * G + (kk // GROUP)[None, :]
+                gi = wrows[:, None] * G + (kk // GROUP)[None, :]
                 s = tl.load(s_ptr + gi, mask=sm, other=0.0)
                 m = tl.load(m_ptr + gi, mask=sm, other=0.0)
                 acc4 += tl.sum(q * x[None, :, :], 2) * s + m * tl.sum(x, 1)[None, :]
             y = tl.sum(acc4, 1)
         else:
-            acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+            acc = tl.zeros([ROWS, BLOCK_K], tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 cols = k0 + tl.arange(0, BLOCK_K)
                 cmask = cols < K
-                x = _act(x_ptr, cols, cmask, K, SILU)
+                x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
                 w = tl.load(wrow[:, None] + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0)
                 if WQ == 8:  # int8 bits as offset binary (value + 128): masked zeros come out as 0 as well
                     w = _magic_f32(w.to(tl.int32) ^ 0x80) - 8388736.0
                 acc += w.to(tl.float32) * x[None, :]
             y = tl.sum(acc, 1)
             if WQ == 8:
-                y = y * tl.load(s_ptr + rows, mask=rmask, other=0.0)
+                y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
+        if GLU:  # gate and up rounded to the activation dtype first, as the model's own gate_up + SwiGLU kernels do
+            g, u = tl.split(tl.reshape(y.to(x_ptr.dtype.element_ty).to(tl.float32), (BLOCK_N, 2)))
+            y = g / (1.0 + tl.exp(-g)) * u
+            rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+            rmask = rows < N
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
         if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
             tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
@@ -187,14 +193,14 @@ DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  
 CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own kernel is always timed too
     "dense": {
         "qkv": [(4, 1024, 4), (1, 2048, 4)],
-        "gate_up": [(2, 1024, 2), (1, 2048, 4)],
+        "gate_up": [(1, 1024, 2), (1, 2048, 4), (2, 1024, 4)],  # output rows: a gate and an up row each
         "o_proj": [(2, 2048, 4), (2, 1024, 2), (4, 2048, 8), (1, 2048, 4)],
         "down": [(2, 2048, 4), (4, 2048, 8), (1, 2048, 4)],
         "lm_head": [(1, 2048, 4), (2, 1024, 2), (4, 1024, 4)],
     },
     # a quarter (int4) or half (int8) of a 16-bit row's bytes: more rows per program for the same 16-32 bytes
-    # per thread and load, and fewer programs re-reading (and, for down, re-computing) the input vector
-    "int4": {"*": [(4, 1024, 4), (8, 1024, 4), (16, 512, 4), (16, 1024, 8), (8, 2048, 8)]},
+    # per thread and load, and fewer programs re-reading the input vector
+    "int4": {"*": [(4, 1024, 4), (8, 1024, 4), (16, 512, 4), (16, 1024, 8), (32, 512, 8), (8, 2048, 8)]},
     "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (8, 1024, 8), (1, 2048, 4), (4, 2048, 8)]},
 }
 WQ_CODES = {"dense": 0, "int8": 8, "int4": 4}  # the kernel's WQ switch
@@ -234,17 +240,20 @@ def _operands(w, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 
 def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int = 1024,
-         out_dtype: torch.dtype | None = None, silu: bool = False, norm: tuple | None = None,
+         out_dtype: torch.dtype | None = None, glu: bool = False, norm: tuple | None = None,
          rope: tuple | None = None, num_warps: int = 4):
-    """x [1, K] (with `silu`: [1, 2K] gate|up), w [N, K]: a 16-bit weight tensor, or a bias-free nn.Linear,
-    Int8Linear or Int4Linear (read in its stored form) -> y [1, N].
+    """x [1, K], w [N, K]: a 16-bit weight tensor, or a bias-free nn.Linear, Int8Linear or Int4Linear (read in
+    its stored form) -> y [1, N]. `glu`: w is [gate; up] and y [1, N/2] = silu(x @ gate.T) * (x @ up.T).
     `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
     weight, y + residual) computed by the last program, i.e. (y, h, new residual).
     `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
     q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot."""
     wt, scales, offsets, kind, group = _operands(w, x.dtype)
     n, k = _shape(w)
-    assert x.shape[0] == 1 and x.shape[1] == (2 * k if silu else k) and x.stride(-1) == 1 and wt.stride(-1) == 1
+    assert x.shape[0] == 1 and x.shape[1] == k and x.stride(-1) == 1 and wt.stride(-1) == 1
+    if glu:
+        assert n % 2 == 0 and norm is None and rope is None
+        n //= 2
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = y
     eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
@@ -260,7 +269,7 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int = 1024,
         x, wt, scales, offsets, y, n, k, wt.stride(0), res, nw, h, res_out, cnt, eps,
         cos, sin, pos, slot, q, kc, vc, stride_cos,
         WQ=WQ_CODES[kind], GROUP=group, SUB=min(block_k, group) if kind == "int4" else 1,
-        SILU=silu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
+        GLU=glu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
         ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
         HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4)
@@ -336,15 +345,15 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
             h, x = F2.add_rmsnorm(attn.o_proj(o.reshape(1, -1)), x, ln.weight, ln.eps)
         else:
             _, h, x = _call(o.reshape(1, -1), attn.o_proj, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
-        if t.get("gate_up") is not None and _fused_in(gate_up_weight(mlp), mlp.gu_b):
-            gu = _call(h, gate_up_weight(mlp), t["gate_up"])
+        if t.get("gate_up") is not None and _fused_in(gate_up_weight(mlp), mlp.gu_b):  # SwiGLU as its epilogue
+            act = _call(h, gate_up_weight(mlp), t["gate_up"], glu=True)
         else:
-            gu = mlp.gate_up(h)
+            act = F2.silu_mul(mlp.gate_up(h))
         ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
         if t.get("down") is None:
-            h, x = F2.add_rmsnorm(mlp.down_proj(F2.silu_mul(gu)), x, ln.weight, ln.eps)
+            h, x = F2.add_rmsnorm(mlp.down_proj(act), x, ln.weight, ln.eps)
         else:
-            _, h, x = _call(gu, mlp.down_proj, t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
+            _, h, x = _call(act, mlp.down_proj, t["down"], norm=(x, ln.weight, ln.eps, counter))
     if t.get("lm_head") is None:
         return model.lm_head(h).float()
     return _call(h, model.lm_head, t["lm_head"], out_dtype=torch.float32)
@@ -396,7 +405,7 @@ def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str
     dev, dt = emb.device, emb.dtype
     layers = model.model.layers
     x_o = torch.randn(1, s.num_heads * s.head_dim, device=dev, dtype=dt)
-    gu = torch.randn(1, 2 * s.intermediate_size, device=dev, dtype=dt)
+    act = torch.randn(1, s.intermediate_size, device=dev, dtype=dt)
     res = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
     h = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
     nw = layers[0].post_attention_layernorm.weight
@@ -424,14 +433,14 @@ def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str
     def down(tile):
         for layer in layers:
             if tile is None:
-                F2.add_rmsnorm(layer.mlp.down_proj(F2.silu_mul(gu)), res, nw, 1e-5)
+                F2.add_rmsnorm(layer.mlp.down_proj(act), res, nw, 1e-5)
             else:
-                _call(gu, layer.mlp.down_proj, tile, silu=True, norm=(res, nw, 1e-5, counter))
+                _call(act, layer.mlp.down_proj, tile, norm=(res, nw, 1e-5, counter))
 
     jobs = {
         "qkv": qkv,
-        "gate_up": lambda tile: [layer.mlp.gate_up(h) if tile is None else _call(h, gate_up_weight(layer.mlp), tile)
-                                 for layer in layers],
+        "gate_up": lambda tile: [F2.silu_mul(layer.mlp.gate_up(h)) if tile is None
+                                 else _call(h, gate_up_weight(layer.mlp), tile, glu=True) for layer in layers],
         "o_proj": o_proj,
         "down": down,
         "lm_head": lambda tile: model.lm_head(h).float() if tile is None else _call(h, model.lm_head, tile,
