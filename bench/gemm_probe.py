@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from lmsmith.compress.quantize import Int4Linear, Int8Linear  # noqa: E402
 from lmsmith.ops.planner import SHAPES  # noqa: E402
-from lmsmith.serve.gemv import CANDIDATE_TILES, gemv  # noqa: E402
+from lmsmith.serve.gemv import CANDIDATE_TILES, _call  # noqa: E402
 from lmsmith.serve.paged_decode import triton  # noqa: E402
 
 
@@ -113,9 +113,12 @@ def main() -> None:
                 ref = F.linear(x, qs[0].dequantize(torch.float32).to(x.dtype)).float()
                 own = (lambda: nxt(qs).fast_matmul(x)) if kind == "int4" else (lambda: nxt(qs).triton_matmul(x))
                 variants = {"tinygemm" if kind == "int4" else "wq_triton": own}
-                tiles = CANDIDATE_TILES[kind]["*"]
-            for bn, bk, nw in tiles:
-                variants[f"triton_gemv_{bn}x{bk}w{nw}"] = (lambda bn=bn, bk=bk, nw=nw: gemv(x, nxt(ws), bn, bk, num_warps=nw))
+                table = CANDIDATE_TILES[kind]
+                tiles = [t[:3] if name == "gate_up" else t for t in table.get(name, table["*"]) if len(t) < 5]
+                if name != "gate_up":  # tensor-core tiles of gate_up want its SwiGLU pairs (engine tuning times them)
+                    tiles += [t for t in table.get(name, table["*"]) if len(t) == 5]
+            for tile in tiles:
+                variants["triton_gemv_" + "x".join(map(str, tile))] = (lambda tile=tile: _call(x, nxt(ws), tile))
             for vname, fn in variants.items():
                 try:
                     it["i"] = copies - 1
