@@ -114,9 +114,7 @@ def main() -> None:
                 own = (lambda: nxt(qs).fast_matmul(x)) if kind == "int4" else (lambda: nxt(qs).triton_matmul(x))
                 variants = {"tinygemm" if kind == "int4" else "wq_triton": own}
                 table = CANDIDATE_TILES[kind]
-                tiles = [t[:3] if name == "gate_up" else t for t in table.get(name, table["*"]) if len(t) < 5]
-                if name != "gate_up":  # tensor-core tiles of gate_up want its SwiGLU pairs (engine tuning times them)
-                    tiles += [t for t in table.get(name, table["*"]) if len(t) == 5]
+                tiles = table.get(name, table["*"])
             for tile in tiles:
                 variants["triton_gemv_" + "x".join(map(str, tile))] = (lambda tile=tile: _call(x, nxt(ws), tile))
             for vname, fn in variants.items():

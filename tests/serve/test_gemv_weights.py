@@ -24,8 +24,7 @@ def test_weight_kind_covers_stored_forms():
 def test_tile_candidates_follow_the_weight_kind():
     lin = nn.Linear(256, 64, bias=False)
     q4 = Int4Linear.from_linear(lin, 64)
-    assert tile_candidates("down", q4) == [None] + CANDIDATE_TILES["int4"]["down"]
-    assert tile_candidates("lm_head", q4) == [None] + CANDIDATE_TILES["int4"]["*"]
+    assert tile_candidates("down", q4) == [None] + CANDIDATE_TILES["int4"]["*"]
     assert tile_candidates("lm_head", Int8Linear.from_linear(lin)) == [None] + CANDIDATE_TILES["int8"]["*"]
     assert tile_candidates("qkv", lin.to(torch.bfloat16)) == [None] + CANDIDATE_TILES["dense"]["qkv"]
     assert tile_candidates("qkv", lin.weight.to(torch.bfloat16), bias=torch.zeros(64)) == [None]  # a qkv bias

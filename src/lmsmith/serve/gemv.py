@@ -24,8 +24,6 @@ whichever replays faster on the device at hand (LMSMITH_DECODE_GEMV=0 keeps the 
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
@@ -45,25 +43,19 @@ if triton is not None:
         return (v | 0x4B000000).to(tl.float32, bitcast=True)
 
     @triton.jit
-    def _gemv_kernel(x_ptr, w_ptr, s_ptr, m_ptr, y_ptr, acc_ptr, N, K, KC, stride_w,
+    def _gemv_kernel(x_ptr, w_ptr, s_ptr, m_ptr, y_ptr, N, K, stride_w,
                      res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
                      cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos,
-                     WQ: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr, DOT: tl.constexpr,
-                     SPLIT: tl.constexpr, GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
+                     WQ: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr,
+                     GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
                      ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
                      HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """WQ selects how the weight is stored: 0 a 16-bit [N, K] matrix; 8 int8 [N, K] (read as uint8) times
         s[N]; 4 packed int4 [N, K/2] (element 2j in the low nibble of byte j) with w = q * s + m per group of
-        GROUP inputs (s, m float32 [N, K/GROUP]).
-        DOT=False: CUDA-core FMAs. int4 tiles are [rows, BLOCK_K / SUB, SUB] with SUB = min(BLOCK_K, GROUP):
-        each sub-block lies in one group, so scale and offset apply once per sub-block to sum(q * x) and sum(x).
-        DOT=True: tensor cores. x is row 0 of a 16-row operand and the tile, dequantized to the activation dtype
-        in registers, the other (its FMAs and the input's conversions leave the CUDA cores; int4 needs BLOCK_K <=
-        GROUP: one scale per row and step).
-        SPLIT > 1: program (i, j) covers columns [j * KC, (j + 1) * KC) and adds its partial rows into the fp32
-        `acc` (zero on entry, zeroed again by the last program, which writes y): more programs for short-N
-        weights (o_proj, down, qkv), whose row blocks alone do not fill the GPU.
+        GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
+        min(BLOCK_K, GROUP): each sub-block lies in one group, so the scale and offset apply once per sub-block
+        to sum(q * x) and sum(x) instead of once per weight.
         GLU: the weight is [gate; up] (2N rows) and y = silu(gate) * up: a program reads gate row r and up row
         N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation."""
         pid = tl.program_id(0)
@@ -79,38 +71,14 @@ if triton is not None:
             rmask = rows < N
             wrows = rows
         wrow = w_ptr + wrows.to(tl.int64) * stride_w
-        kb = tl.program_id(1) * KC  # this program's columns: [kb, ke), KC a multiple of BLOCK_K (and of GROUP)
-        ke = tl.minimum(kb + KC, K)
-        if DOT:
-            acc16 = tl.zeros([16, ROWS], tl.float32)
-            x_row0 = (tl.arange(0, 16) == 0)[:, None]
-            for k0 in range(kb, ke, BLOCK_K):
-                cols = k0 + tl.arange(0, BLOCK_K)
-                cmask = cols < ke
-                x16 = tl.load(x_ptr + tl.zeros([16, 1], tl.int32) + cols[None, :], mask=x_row0 & cmask[None, :],
-                              other=0.0)
-                if WQ == 4:  # one group per row and step: w = q * s + m with q in the mantissa of 2**23
-                    hb = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-                    p = tl.load(wrow[:, None] + hb[None, :], mask=rmask[:, None] & (2 * hb < ke)[None, :],
-                                other=0).to(tl.int32)
-                    gi = wrows * (K // GROUP) + k0 // GROUP
-                    s = tl.load(s_ptr + gi, mask=rmask, other=0.0)[:, None]
-                    m = tl.load(m_ptr + gi, mask=rmask, other=0.0)[:, None]
-                    w = tl.interleave((_magic_f32(p & 15) - 8388608.0) * s + m, (_magic_f32(p >> 4) - 8388608.0) * s + m)
-                else:
-                    w = tl.load(wrow[:, None] + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0)
-                    if WQ == 8:
-                        w = _magic_f32(w.to(tl.int32) ^ 0x80) - 8388736.0
-                acc16 = tl.dot(x16, tl.trans(w.to(x_ptr.dtype.element_ty)), acc16)
-            y = tl.sum(acc16, 0)  # rows 1..15 of x are zero
-        elif WQ == 4:
+        if WQ == 4:
             R: tl.constexpr = BLOCK_K // SUB
             G = K // GROUP
             sub = tl.arange(0, R)
             acc4 = tl.zeros([ROWS, R], tl.float32)
-            for b0 in range(kb // 2, ke // 2, BLOCK_K // 2):  # bytes, so the loads' alignment stays visible
+            for b0 in range(0, K // 2, BLOCK_K // 2):  # bytes, so the loads' alignment stays visible
                 kk = 2 * b0 + sub * SUB  # first column of each sub-block
-                live = kk < ke  # K is a multiple of GROUP, hence of SUB: a sub-block is all in or all out
+                live = kk < K  # K is a multiple of GROUP, hence of SUB: a sub-block is all in or all out
                 x = tl.load(x_ptr + kk[:, None] + tl.arange(0, SUB)[None, :], mask=live[:, None],
                             other=0.0).to(tl.float32)  # [R, SUB]
                 p = tl.load(wrow[:, None, None] + (b0 + sub * (SUB // 2))[None, :, None]
@@ -125,74 +93,67 @@ if triton is not None:
             y = tl.sum(acc4, 1)
         else:
             acc = tl.zeros([ROWS, BLOCK_K], tl.float32)
-            for k0 in range(kb, ke, BLOCK_K):
+            for k0 in range(0, K, BLOCK_K):
                 cols = k0 + tl.arange(0, BLOCK_K)
-                cmask = cols < ke
+                cmask = cols < K
                 x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
                 w = tl.load(wrow[:, None] + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0)
                 if WQ == 8:  # int8 bits as offset binary (value + 128): masked zeros come out as 0 as well
                     w = _magic_f32(w.to(tl.int32) ^ 0x80) - 8388736.0
                 acc += w.to(tl.float32) * x[None, :]
             y = tl.sum(acc, 1)
-        if WQ == 8:
-            y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
+            if WQ == 8:
+                y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
         if GLU:  # gate and up rounded to the activation dtype first, as the model's own gate_up + SwiGLU kernels do
             g, u = tl.split(tl.reshape(y.to(x_ptr.dtype.element_ty).to(tl.float32), (BLOCK_N, 2)))
             y = g / (1.0 + tl.exp(-g)) * u
             rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
             rmask = rows < N
-        if SPLIT > 1:
-            tl.atomic_add(acc_ptr + rows, y, mask=rmask, sem="relaxed")
-        else:
-            tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
-        if SPLIT > 1 or ROPE or NORM:  # the last program to finish (an atomic ticket) completes the row
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
+        if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
             tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
             ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
-            if ticket == tl.num_programs(0) * tl.num_programs(1) - 1:
-                if SPLIT > 1:  # the summed partials -> y; acc back to zero for the next launch
-                    c = tl.arange(0, NORM_BLOCK)
-                    cm = c < N
-                    a = tl.load(acc_ptr + c, mask=cm, other=0.0, cache_modifier=".cg")
-                    tl.store(y_ptr + c, a.to(y_ptr.dtype.element_ty), mask=cm)
-                    tl.store(acc_ptr + c, tl.zeros_like(a), mask=cm)
-                    tl.debug_barrier()
-                if ROPE:  # y = q|k|v of one token: RoPE on q and k, k and v into the paged cache
-                    hh = tl.arange(0, HP)
-                    i = tl.arange(0, HALF_P)
-                    im = i < HALF
-                    m2 = (hh < H + KV)[:, None] & im[None, :]
-                    pos = tl.load(pos_ptr).to(tl.int64)
-                    slot = tl.load(slot_ptr).to(tl.int64)
-                    c = tl.load(cos_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
-                    sn = tl.load(sin_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
-                    src = y_ptr + hh[:, None] * D + i[None, :]
-                    x1 = tl.load(src, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
-                    x2 = tl.load(src + HALF, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
-                    o1 = x1 * c - x2 * sn
-                    o2 = x2 * c + x1 * sn
-                    isq = (hh < H)[:, None]
-                    isk = (hh >= H)[:, None]
-                    qd = q_ptr + hh[:, None] * D + i[None, :]
-                    tl.store(qd, o1.to(q_ptr.dtype.element_ty), mask=m2 & isq)
-                    tl.store(qd + HALF, o2.to(q_ptr.dtype.element_ty), mask=m2 & isq)
-                    kd = kc_ptr + (slot * KV + (hh - H))[:, None] * D + i[None, :]
-                    tl.store(kd, o1.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
-                    tl.store(kd + HALF, o2.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
-                    j = tl.arange(0, VP)
-                    vm = j < KV * D
-                    v = tl.load(y_ptr + (H + KV) * D + j, mask=vm, other=0.0, cache_modifier=".cg")
-                    tl.store(vc_ptr + slot * KV * D + j, v, mask=vm)
-                if NORM:  # residual add + RMSNorm of the whole row
-                    c = tl.arange(0, NORM_BLOCK)
-                    m = c < N
-                    a = tl.load(y_ptr + c, mask=m, other=0.0, cache_modifier=".cg")
-                    s = a + tl.load(res_ptr + c, mask=m, other=0.0)
-                    tl.store(res_out_ptr + c, s, mask=m)
-                    hf = s.to(tl.float32)
-                    var = tl.sum(hf * hf, 0) / N
-                    hn = (hf * tl.rsqrt(var + eps)).to(s.dtype)
-                    nw = tl.load(nw_ptr + c, mask=m, other=0.0)
-                    tl.store(h_ptr + c, (nw * hn).to(h_ptr.dtype.element_ty), mask=m)
+            if ticket == tl.num_programs(0) - 1:
+                hh = tl.arange(0, HP)
+                i = tl.arange(0, HALF_P)
+                im = i < HALF
+                m2 = (hh < H + KV)[:, None] & im[None, :]
+                pos = tl.load(pos_ptr).to(tl.int64)
+                slot = tl.load(slot_ptr).to(tl.int64)
+                c = tl.load(cos_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
+                sn = tl.load(sin_ptr + pos * stride_cos + i, mask=im, other=0.0).to(tl.float32)[None, :]
+                src = y_ptr + hh[:, None] * D + i[None, :]
+                x1 = tl.load(src, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+                x2 = tl.load(src + HALF, mask=m2, other=0.0, cache_modifier=".cg").to(tl.float32)
+                o1 = x1 * c - x2 * sn
+                o2 = x2 * c + x1 * sn
+                isq = (hh < H)[:, None]
+                isk = (hh >= H)[:, None]
+                qd = q_ptr + hh[:, None] * D + i[None, :]
+                tl.store(qd, o1.to(q_ptr.dtype.element_ty), mask=m2 & isq)
+                tl.store(qd + HALF, o2.to(q_ptr.dtype.element_ty), mask=m2 & isq)
+                kd = kc_ptr + (slot * KV + (hh - H))[:, None] * D + i[None, :]
+                tl.store(kd, o1.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
+                tl.store(kd + HALF, o2.to(kc_ptr.dtype.element_ty), mask=m2 & isk)
+                j = tl.arange(0, VP)
+                vm = j < KV * D
+                v = tl.load(y_ptr + (H + KV) * D + j, mask=vm, other=0.0, cache_modifier=".cg")
+                tl.store(vc_ptr + slot * KV * D + j, v, mask=vm)
+                tl.atomic_xchg(cnt_ptr, 0)
+        if NORM:
+            tl.debug_barrier()
+            ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
+            if ticket == tl.num_programs(0) - 1:  # the last program: residual add + RMSNorm of the whole row
+                c = tl.arange(0, NORM_BLOCK)
+                m = c < N
+                a = tl.load(y_ptr + c, mask=m, other=0.0, cache_modifier=".cg")
+                s = a + tl.load(res_ptr + c, mask=m, other=0.0)
+                tl.store(res_out_ptr + c, s, mask=m)
+                hf = s.to(tl.float32)
+                var = tl.sum(hf * hf, 0) / N
+                hn = (hf * tl.rsqrt(var + eps)).to(s.dtype)
+                nw = tl.load(nw_ptr + c, mask=m, other=0.0)
+                tl.store(h_ptr + c, (nw * hn).to(h_ptr.dtype.element_ty), mask=m)
                 tl.atomic_xchg(cnt_ptr, 0)  # ready for the next launch (kernels on a stream never overlap)
 
 
@@ -229,7 +190,7 @@ def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_
 
 
 DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  # (rows, columns[, warps])
-CANDIDATE_TILES = {  # per weight kind and projection; the model's own kernel is always timed too
+CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own kernel is always timed too
     "dense": {
         "qkv": [(4, 1024, 4), (1, 2048, 4)],
         "gate_up": [(1, 1024, 2), (1, 2048, 4), (2, 1024, 4)],  # output rows: a gate and an up row each
@@ -237,22 +198,10 @@ CANDIDATE_TILES = {  # per weight kind and projection; the model's own kernel is
         "down": [(2, 2048, 4), (4, 2048, 8), (1, 2048, 4)],
         "lm_head": [(1, 2048, 4), (2, 1024, 2), (4, 1024, 4)],
     },
-    # quantized: (rows, columns, warps[, K splits[, "dot"]]). CUDA-core tiles spend ~6 ALU ops per int4 weight
-    # (H200: ~1.1 TB/s, below tinygemm); tensor-core tiles ("dot") leave only the dequantization to the ALUs.
-    # o_proj, down and qkv have few rows: K splits give the GPU enough programs.
-    "int4": {
-        "qkv": [(4, 1024, 4), (8, 2048, 8), (4, 1024, 4, 2), (16, 128, 4, 4, "dot"), (16, 128, 4, 8, "dot"),
-                (32, 128, 4, 4, "dot")],
-        "o_proj": [(4, 1024, 4), (8, 2048, 8), (4, 1024, 4, 2), (16, 128, 4, 4, "dot"), (16, 128, 4, 8, "dot"),
-                   (32, 128, 8, 8, "dot")],
-        "gate_up": [(4, 1024, 4), (8, 1024, 4), (8, 128, 4, 1, "dot"), (16, 128, 4, 1, "dot"),
-                    (32, 128, 8, 1, "dot"), (16, 64, 4, 1, "dot")],
-        "down": [(4, 1024, 4), (4, 1024, 4, 4), (16, 128, 4, 8, "dot"), (16, 128, 4, 16, "dot"),
-                 (32, 128, 8, 8, "dot")],
-        "*": [(16, 512, 4), (32, 512, 8), (32, 128, 4, 1, "dot"), (64, 128, 8, 1, "dot")],
-    },
-    "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (8, 1024, 8), (1, 2048, 4), (4, 2048, 8), (16, 256, 4, 1, "dot"),
-                   (32, 256, 4, 1, "dot"), (64, 256, 8, 1, "dot"), (32, 512, 8, 1, "dot")]},
+    # a quarter (int4) or half (int8) of a 16-bit row's bytes: more columns per program for the same 16-32 bytes
+    # per thread and load (the winners of each projection on an H200, bench/results/quant_engine-h200.json)
+    "int4": {"*": [(4, 1024, 4), (8, 1024, 4), (8, 2048, 8)]},
+    "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (4, 2048, 8)]},
 }
 WQ_CODES = {"dense": 0, "int8": 8, "int4": 4}  # the kernel's WQ switch
 
@@ -290,47 +239,24 @@ def _operands(w, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.
     return w.qweight.view(torch.uint8), lay["scales32"], lay["scales32"], kind, 1
 
 
-SPLIT_ACC = 1 << 17  # floats of the split-K accumulator: rows of the largest split projection
-_WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split-K's fp32 accumulator and ticket, zero between launches (the last program re-zeroes them). Made
-    once per device, at the first split call: tuning and the warm-ups run before any CUDA-graph capture, and a
-    captured graph keeps these addresses, so they are never replaced."""
-    if device not in _WORKSPACES:
-        _WORKSPACES[device] = (torch.zeros(SPLIT_ACC, dtype=torch.float32, device=device),
-                               torch.zeros(1, dtype=torch.int32, device=device))
-    return _WORKSPACES[device]
-
-
 def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int = 1024,
          out_dtype: torch.dtype | None = None, glu: bool = False, norm: tuple | None = None,
-         rope: tuple | None = None, num_warps: int = 4, split: int = 1, dot: bool = False):
+         rope: tuple | None = None, num_warps: int = 4):
     """x [1, K], w [N, K]: a 16-bit weight tensor, or a bias-free nn.Linear, Int8Linear or Int4Linear (read in
     its stored form) -> y [1, N]. `glu`: w is [gate; up] and y [1, N/2] = silu(x @ gate.T) * (x @ up.T).
     `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
     weight, y + residual) computed by the last program, i.e. (y, h, new residual).
     `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
-    q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot.
-    `split`: programs per row block along K (fp32 partial sums); `dot`: tensor-core tiles (block_n rows, or
-    gate+up pairs, >= 16; int4 columns capped at the group size)."""
+    q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot."""
     wt, scales, offsets, kind, group = _operands(w, x.dtype)
     n, k = _shape(w)
     assert x.shape[0] == 1 and x.shape[1] == k and x.stride(-1) == 1 and wt.stride(-1) == 1
     if glu:
-        assert n % 2 == 0 and norm is None and rope is None and split == 1
+        assert n % 2 == 0 and norm is None and rope is None
         n //= 2
-    if dot:
-        assert (2 if glu else 1) * block_n >= 16 and block_k >= 16
-        if kind == "int4":
-            block_k = min(block_k, group)  # one group per row and step
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
-    res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = acc = y
+    res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = y
     eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
-    if split > 1:
-        assert n <= SPLIT_ACC
-        acc, cnt = _workspace(x.device)
     if norm is not None:
         res, nw, eps, cnt = norm
         h, res_out = torch.empty_like(res), torch.empty_like(res)
@@ -339,13 +265,11 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int = 1024,
         assert n == (heads + 2 * kvh) * d and kc.is_contiguous() and vc.is_contiguous()
         q = torch.empty(1, heads, d, dtype=x.dtype, device=x.device)
         stride_cos = cos.stride(0)
-    kc_cols = triton.cdiv(triton.cdiv(k, split), block_k) * block_k  # columns per split: whole tiles (and groups)
-    _gemv_kernel[(triton.cdiv(n, block_n), triton.cdiv(k, kc_cols))](
-        x, wt, scales, offsets, y, acc, n, k, kc_cols, wt.stride(0), res, nw, h, res_out, cnt, eps,
+    _gemv_kernel[(triton.cdiv(n, block_n),)](
+        x, wt, scales, offsets, y, n, k, wt.stride(0), res, nw, h, res_out, cnt, eps,
         cos, sin, pos, slot, q, kc, vc, stride_cos,
-        WQ=WQ_CODES[kind], GROUP=group, SUB=min(block_k, group) if kind == "int4" else 1, DOT=dot, SPLIT=split,
-        GLU=glu, NORM=norm is not None,
-        NORM_BLOCK=triton.next_power_of_2(n) if norm is not None or split > 1 else 16,
+        WQ=WQ_CODES[kind], GROUP=group, SUB=min(block_k, group) if kind == "int4" else 1,
+        GLU=glu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
         ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
         HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4)
@@ -436,9 +360,7 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
 
 
 def _call(x, w, tile: tuple, **kw):
-    """tile: (rows, columns[, warps[, K splits[, "dot"]]])."""
-    return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4,
-                split=tile[3] if len(tile) > 3 else 1, dot=len(tile) > 4 and tile[4] == "dot", **kw)
+    return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4, **kw)
 
 
 def replay_ms(g: torch.cuda.CUDAGraph, reps: int, warmup: int = 1) -> float:
@@ -471,10 +393,7 @@ def tile_candidates(name: str, w, bias=None) -> list:
     if kind is None:
         return [None]
     table = CANDIDATE_TILES[kind]
-    tiles = table.get(name, table.get("*", []))
-    if os.environ.get("LMSMITH_GEMV_SPLIT_DOT", "1") == "0":  # CUDA-core tiles without K splits only
-        tiles = [t for t in tiles if len(t) <= 3]
-    return [None] + tiles
+    return [None] + table.get(name, table.get("*", []))
 
 
 @torch.inference_mode()
