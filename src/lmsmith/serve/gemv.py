@@ -423,26 +423,22 @@ def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str
             else:
                 _call(h, qkv_weight(layer.self_attn), tile, rope=(cos, cos, pos, slot, kc, vc, *hd, counter))
 
-    def o_proj(tile):
-        for layer in layers:
-            if tile is None:
-                F2.add_rmsnorm(layer.self_attn.o_proj(x_o), res, nw, 1e-5)
-            else:
-                _call(x_o, layer.self_attn.o_proj, tile, norm=(res, nw, 1e-5, counter))
-
-    def down(tile):
-        for layer in layers:
-            if tile is None:
-                F2.add_rmsnorm(layer.mlp.down_proj(act), res, nw, 1e-5)
-            else:
-                _call(act, layer.mlp.down_proj, tile, norm=(res, nw, 1e-5, counter))
+    def normed(x_in, proj):
+        """A projection followed by add+RMSNorm: its own kernel and the norm kernel, or the GEMV's epilogue."""
+        def job(tile):
+            for layer in layers:
+                if tile is None:
+                    F2.add_rmsnorm(proj(layer)(x_in), res, nw, 1e-5)
+                else:
+                    _call(x_in, proj(layer), tile, norm=(res, nw, 1e-5, counter))
+        return job
 
     jobs = {
         "qkv": qkv,
         "gate_up": lambda tile: [F2.silu_mul(layer.mlp.gate_up(h)) if tile is None
                                  else _call(h, gate_up_weight(layer.mlp), tile, glu=True) for layer in layers],
-        "o_proj": o_proj,
-        "down": down,
+        "o_proj": normed(x_o, lambda layer: layer.self_attn.o_proj),
+        "down": normed(act, lambda layer: layer.mlp.down_proj),
         "lm_head": lambda tile: model.lm_head(h).float() if tile is None else _call(h, model.lm_head, tile,
                                                                                    out_dtype=torch.float32),
     }
