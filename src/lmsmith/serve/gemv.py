@@ -15,7 +15,9 @@ The kernel also reads quantized weights as stored and dequantizes them in regist
 scale per output channel) and packed int4 (`Int4Linear`, per-group scale and offset), with the same
 epilogues, so a quantized model's batch-1 step has the same few launches (its own step runs tinygemm or the int8
 GEMV per projection plus the separate add+RMSNorm / RoPE / SwiGLU kernels). Any mix works: int4 layers with an
-int8 or 16-bit lm_head.
+int8 or 16-bit lm_head. Measured on an H200, the int4 tiles stream ~1.1 TB/s (about six ALU ops per weight) and
+lose to tinygemm, so tuning keeps tinygemm there; int8 wins on qkv, o_proj and down
+(bench/results/quant_engine_notes.md).
 `forward_bs1` is the whole decoder step at batch 1 built from these. `tune_tiles` times each projection's
 candidates (the model's own kernel included: cuBLAS, tinygemm, with the separate kernels) on the real weights;
 DecodeGraphs captures the step with them next to the model's own graph, checks the logits agree and keeps
