@@ -1,8 +1,10 @@
 """Batch-1 decode GEMMs of a model shape, each way we could run them, timed inside CUDA graphs (launch cost
 excluded, as in the decode graph): cuBLAS through F.linear / torch.mm on the transposed weight, and a Triton
-GEMV over a few tile shapes. Prints microseconds and TB/s per (projection, variant).
+GEMV over a few tile shapes. Prints microseconds and TB/s (of the weight bytes as stored) per (projection, variant).
+`--weights int4,int8`: the same projections quantized (int4 group `--group-size`): the quantized linear's own
+kernel (tinygemm / the int8 Triton GEMV) against the batch-1 GEMV reading the stored weight, over its tiles.
 
-    python bench/gemm_probe.py --shape llama-3.2-1b --out /tmp/gemm.json
+    python bench/gemm_probe.py --shape llama-3.2-1b --weights bf16,int4,int8 --out /tmp/gemm.json
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from lmsmith.compress.quantize import Int4Linear, Int8Linear  # noqa: E402
 from lmsmith.ops.planner import SHAPES  # noqa: E402
-from lmsmith.serve.gemv import gemv  # noqa: E402
+from lmsmith.serve.gemv import CANDIDATE_TILES, _call  # noqa: E402
 from lmsmith.serve.paged_decode import triton  # noqa: E402
 
 
@@ -42,10 +45,40 @@ def timed(fn, reps: int = 50) -> float:
     return start.elapsed_time(end) * 1000 / (5 * reps)
 
 
+def quantized(w: torch.Tensor, kind: str, group: int):
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+    lin.weight.data.copy_(w)
+    q = Int4Linear.from_linear(lin, group) if kind == "int4" else Int8Linear.from_linear(lin)
+    q.prepare(w.device, w.dtype)
+    return q
+
+
+def kernel_report() -> None:
+    """Registers and spills of each compiled GEMV variant (Triton's cache of the kernel; best effort)."""
+    from lmsmith.serve import gemv as G
+
+    try:
+        for caches in G._gemv_kernel.device_caches.values():
+            for key, ck in caches[0].items():
+                ck._init_handles()
+                names = ck.src.fn.arg_names
+                consts = {}
+                for k, v in ck.src.constants.items():  # keyed by name or by (argument index,)
+                    i = k[0] if isinstance(k, tuple) else k
+                    consts[names[i] if isinstance(i, int) else i] = v
+                tag = {k: consts.get(k) for k in ("WQ", "GROUP", "BLOCK_N", "BLOCK_K", "SILU", "NORM", "ROPE")}
+                print(f"gemv kernel {tag} warps={ck.metadata.num_warps} regs={ck.n_regs} spills={ck.n_spills} "
+                      f"shared={ck.metadata.shared}", flush=True)
+    except Exception as e:  # Triton internals differ between versions
+        print(f"kernel report unavailable: {type(e).__name__}: {e}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--weights", default="bf16", help="comma list of bf16, int4, int8")
+    ap.add_argument("--group-size", type=int, default=128, help="int4 group size")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     s = SHAPES[args.shape]
@@ -56,46 +89,57 @@ def main() -> None:
     shapes = {"qkv": ((heads + 2 * kv) * d, h), "o_proj": (h, h), "gate_up": (2 * inter, h), "down": (h, inter),
               "lm_head": (s["vocab_size"], h)}
     results: dict[str, float] = {}
-    for name, (n, k) in shapes.items():
-        copies = max(1, int(200e6 // (n * k * 2)))  # > L2 (50 MB) between reuses of one weight
-        ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
-        wts = [w.t().contiguous() for w in ws]
-        x = torch.randn(args.batch, k, device="cuda", dtype=torch.bfloat16)
-        it = {"i": 0}
+    for kind in args.weights.split(","):
+        for name, (n, k) in shapes.items():
+            stored = n * k * {"bf16": 2, "int8": 1, "int4": 0.5}[kind]
+            copies = max(1, int(200e6 // stored))  # > L2 (50-60 MB) between reuses of one weight
+            ws = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
+            x = torch.randn(args.batch, k, device="cuda", dtype=torch.bfloat16)
+            it = {"i": 0}
 
-        def nxt(lst):
-            it["i"] = (it["i"] + 1) % copies
-            return lst[it["i"]]
+            def nxt(lst):
+                it["i"] = (it["i"] + 1) % copies
+                return lst[it["i"]]
 
-        variants = {
-            "F.linear": lambda: F.linear(x, nxt(ws)),
-            "mm_wT_contig": lambda: torch.mm(x, nxt(wts)),
-        }
-        for bn, bk, nw in ((4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (4, 2048, 8), (2, 1024, 2), (1, 2048, 4)):
-            variants[f"triton_gemv_{bn}x{bk}w{nw}"] = (lambda bn=bn, bk=bk, nw=nw: gemv(x, nxt(ws), bn, bk, num_warps=nw))
-        ref = F.linear(x, ws[0]).float()
-        for vname, fn in variants.items():
-            try:
-                if vname.startswith("triton"):
+            if kind == "bf16":
+                wts = [w.t().contiguous() for w in ws]
+                ref = F.linear(x, ws[0]).float()
+                variants = {"F.linear": lambda: F.linear(x, nxt(ws)), "mm_wT_contig": lambda: torch.mm(x, nxt(wts))}
+                tiles = [(4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (4, 2048, 8), (2, 1024, 2), (1, 2048, 4)]
+            else:
+                qs = [quantized(w, kind, args.group_size) for w in ws]
+                del ws
+                ws = qs
+                ref = F.linear(x, qs[0].dequantize(torch.float32).to(x.dtype)).float()
+                own = (lambda: nxt(qs).fast_matmul(x)) if kind == "int4" else (lambda: nxt(qs).triton_matmul(x))
+                variants = {"tinygemm" if kind == "int4" else "wq_triton": own}
+                table = CANDIDATE_TILES[kind]
+                tiles = table.get(name, table["*"])
+            for tile in tiles:
+                variants["triton_gemv_" + "x".join(map(str, tile))] = (lambda tile=tile: _call(x, nxt(ws), tile))
+            for vname, fn in variants.items():
+                try:
                     it["i"] = copies - 1
                     got = fn().float()
                     err = ((got - ref).norm() / ref.norm()).item()
                     if err > 1e-2:
-                        print(f"{name} {vname}: wrong result (rel err {err:.3g})", flush=True)
+                        print(f"{name} {kind} {vname}: wrong result (rel err {err:.3g})", flush=True)
                         continue
-                us = timed(fn)
-            except Exception as e:  # a tile shape that does not fit: report, keep going
-                print(f"{name} {vname}: {type(e).__name__}: {str(e)[:200]}", flush=True)
-                continue
-            tbs = n * k * 2 / (us * 1e-6) / 1e12
-            results[f"{name}.{vname}.us"] = round(us, 2)
-            print(f"{name:8s} [{n}x{k}] {vname:22s} {us:8.2f} us  {tbs:5.2f} TB/s", flush=True)
-        del ws, wts
-        torch.cuda.empty_cache()
+                    us = timed(fn)
+                except Exception as e:  # a tile shape that does not fit: report, keep going
+                    print(f"{name} {kind} {vname}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+                    continue
+                tbs = stored / (us * 1e-6) / 1e12
+                results[f"{name}.{vname}.us" if kind == "bf16" else f"{name}.{kind}.{vname}.us"] = round(us, 2)
+                print(f"{name:8s} {kind:4s} [{n}x{k}] {vname:22s} {us:8.2f} us  {tbs:5.2f} TB/s", flush=True)
+            del ws
+            torch.cuda.empty_cache()
+    kernel_report()
     out = {"benchmark": "gemm_probe", "device": torch.cuda.get_device_name(),
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": "python " + " ".join(sys.argv),
            "versions": {"torch": torch.__version__, "triton": getattr(triton, "__version__", None)},
-           "metrics": results, "workload": {"shape": args.shape, "batch": args.batch, "dtype": "bfloat16"}}
+           "metrics": results, "workload": {"shape": args.shape, "batch": args.batch, "weights": args.weights,
+                                            "int4_group_size": args.group_size}}
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 

@@ -119,7 +119,7 @@ def engine_logits_agreement(dirs: dict[str, Path], n_tokens: int = 256) -> dict[
     return out
 
 
-def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, str], dict[str, dict]]:
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -131,6 +131,7 @@ def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, st
 
     metrics: dict[str, float] = {}
     notes: dict[str, str] = {}
+    bs1: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         src = build_model_dir(args.shape, Path(tmp) / "bf16", torch.bfloat16)
         dirs = {"bf16": src}
@@ -152,13 +153,18 @@ def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, st
             wall = args.new_tokens / r["tok_s"]
             metrics[f"{key}_decode_only_bs1_tok_s"] = round((args.new_tokens - 1) / (wall - r["ttft_p50_ms"] / 1000), 2)
             metrics[f"{key}_ttft_ms"] = round(r["ttft_p50_ms"], 2)
-            notes[key] = f"runs {r['runs_tok_s']}, batch-1 graph: {r.get('bs1_graph') or 'quantized linears (cuBLAS/Triton)'}"
+            notes[key] = f"runs {r['runs_tok_s']}, batch-1 graph: {r.get('bs1_graph') or 'the model step'}"
+            # the batch-1 step choice: graph replay ms of each candidate step, and of each projection's tiles
+            bs1[key] = {"choice": r.get("bs1_graph"), "replay_ms": r.get("bs1_graph_ms"), "tiles_ms": r.get("bs1_tiles_ms")}
+            chosen = (r.get("bs1_graph_ms") or {}).get(r.get("bs1_graph"))
+            if isinstance(chosen, (int, float)):
+                metrics[f"{key}_bs1_step_replay_ms"] = chosen
             print(f"engine {m}: {r}", file=sys.stderr, flush=True)
             gc.collect()
             torch.cuda.empty_cache()
         if not args.skip_agreement:
             metrics.update(engine_logits_agreement(dirs))
-    return metrics, notes
+    return metrics, notes, bs1
 
 
 def main() -> int:
@@ -229,16 +235,21 @@ def main() -> int:
 
 def engine_main(args, methods: list[str]) -> int:
 
-    metrics, notes = run_engine(args, methods)
+    metrics, notes, bs1 = run_engine(args, methods)
     base = metrics.get("bf16_decode_bs1_tok_s")
+    base_only = metrics.get("bf16_decode_only_bs1_tok_s")
     for k in list(metrics):
-        if k.endswith("_decode_bs1_tok_s") and "_only_" not in k and not k.startswith("bf16") and base:
+        if k.startswith("bf16"):
+            continue
+        if k.endswith("_decode_only_bs1_tok_s") and base_only:  # without the prefill (TTFT)
+            metrics[k.replace("_decode_only_bs1_tok_s", "_decode_only_speedup_vs_bf16")] = round(metrics[k] / base_only, 3)
+        elif k.endswith("_decode_bs1_tok_s") and base:
             metrics[k.replace("_decode_bs1_tok_s", "_speedup_vs_bf16")] = round(metrics[k] / base, 3)
     if args.ppl_model:
         metrics.update(ppl_deltas(args.ppl_model, Path(args.ppl_text), [m for m in methods if ":" not in m]))
     write_result(args.out, make_result(
         "quant_engine", metrics, "cuda", shape=args.shape, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-        int4_group_size=args.group_size, engine="native runner, CUDA graphs", runs=notes))
+        int4_group_size=args.group_size, engine="native runner, CUDA graphs", runs=notes, bs1_step=bs1))
     return 0
 
 

@@ -127,7 +127,7 @@ def test_equal_length_prompts_batched_prefill_parity(tiny):
 
 
 def test_bs1_gemv_step_matches_cublas_step_and_overlap_matches_sync(tiny):
-    """The batch-1 GEMV graph (fused SwiGLU prologue, add+RMSNorm epilogue) computes the cuBLAS step's logits;
+    """The batch-1 GEMV graph (fused SwiGLU and add+RMSNorm epilogues) computes the cuBLAS step's logits;
     the overlapped loop gives the synchronous loop's tokens on CUDA graphs (greedy and seeded sampling)."""
     engine = Engine(str(tiny["llama"]), device="cuda", max_num_seqs=4)
     graphs = engine.runner.graphs

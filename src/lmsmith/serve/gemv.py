@@ -5,23 +5,31 @@ Measured on an H100 (bench/gemm_probe.py): cuBLAS runs the 1B model's down proje
 reduction kernel, o_proj at ~1.35 TB/s, and lm_head's bf16 logits need a separate fp32 cast. Here:
 - `gemv`: y = x @ W.T, each program owns `block_n` rows and streams them `block_k` columns at a time (fp32
   accumulation), output in any dtype (lm_head writes fp32 logits directly);
-- a SwiGLU prologue: the down projection reads gate/up and computes silu(g) * u on the fly (no silu kernel);
+- a SwiGLU epilogue for gate_up: each program owns matching gate and up rows and writes silu(gate) * up (no
+  SwiGLU kernel, and down reads the activation as any input);
 - an add+RMSNorm epilogue: the last program to finish (an atomic ticket) adds the residual and normalizes the
   whole row, which removes the separate add_rmsnorm launch after o_proj and after down;
 - a RoPE epilogue for qkv: the last program rotates q and k and writes k/v into the paged cache;
 - the embedding lookup (token picked on the GPU) fused with the first RMSNorm.
+The kernel also reads quantized weights as stored and dequantizes them in registers: int8 (`Int8Linear`, one
+scale per output channel) and packed int4 (`Int4Linear`, per-group scale and offset), with the same
+epilogues, so a quantized model's batch-1 step has the same few launches (its own step runs tinygemm or the int8
+GEMV per projection plus the separate add+RMSNorm / RoPE / SwiGLU kernels). Any mix works: int4 layers with an
+int8 or 16-bit lm_head. Measured on an H200, the int4 tiles stream ~1.1 TB/s (about six ALU ops per weight) and
+lose to tinygemm, so tuning keeps tinygemm there; int8 wins on qkv, o_proj and down
+(bench/results/quant_engine_notes.md).
 `forward_bs1` is the whole decoder step at batch 1 built from these. `tune_tiles` times each projection's
-candidates (cuBLAS included for qkv and gate_up) on the real weights; DecodeGraphs captures the step with them
-next to the cuBLAS graph, checks the logits agree and keeps whichever replays faster on the device at hand
-(LMSMITH_DECODE_GEMV=0 keeps cuBLAS).
+candidates (the model's own kernel included: cuBLAS, tinygemm, with the separate kernels) on the real weights;
+DecodeGraphs captures the step with them next to the model's own graph, checks the logits agree and keeps
+whichever replays faster on the device at hand (LMSMITH_DECODE_GEMV=0 keeps the model's own step).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from lmsmith.compress.quantize import Int4Linear, Int8Linear
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import paged_attention
 from lmsmith.serve.paged_decode import available, paged_decode, triton
@@ -30,30 +38,79 @@ if triton is not None:
     import triton.language as tl
 
     @triton.jit
-    def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_w,
+    def _magic_f32(v):
+        """int32 v in [0, 2**23) -> the float32 2**23 + v, exactly: v goes into the mantissa of 2**23 (one logic
+        op; the caller subtracts 2**23). The int-to-float instruction runs at a quarter of the FP32 rate, which
+        would cap int4 weights at about half the memory bandwidth."""
+        return (v | 0x4B000000).to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _gemv_kernel(x_ptr, w_ptr, s_ptr, m_ptr, y_ptr, N, K, stride_w,
                      res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
                      cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos,
-                     SILU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
+                     WQ: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr,
+                     GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
                      ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
                      HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """WQ selects how the weight is stored: 0 a 16-bit [N, K] matrix; 8 int8 [N, K] (read as uint8) times
+        s[N]; 4 packed int4 [N, K/2] (element 2j in the low nibble of byte j) with w = q * s + m per group of
+        GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
+        min(BLOCK_K, GROUP): each sub-block lies in one group, so the scale and offset apply once per sub-block
+        to sum(q * x) and sum(x) instead of once per weight.
+        GLU: the weight is [gate; up] (2N rows) and y = silu(gate) * up: a program reads gate row r and up row
+        N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation."""
         pid = tl.program_id(0)
-        rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
-        rmask = rows < N
-        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            cols = k0 + tl.arange(0, BLOCK_K)
-            cmask = cols < K
-            if SILU:  # x = silu(gate) * up, rounded to the model dtype as the SwiGLU kernel does
-                g = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-                u = tl.load(x_ptr + K + cols, mask=cmask, other=0.0).to(tl.float32)
-                x = (g / (1.0 + tl.exp(-g)) * u).to(w_ptr.dtype.element_ty).to(tl.float32)
-            else:
+        if GLU:
+            ROWS: tl.constexpr = 2 * BLOCK_N
+            rr = tl.arange(0, ROWS)
+            rows = pid * BLOCK_N + rr // 2
+            rmask = rows < N
+            wrows = rows + (rr % 2) * N
+        else:
+            ROWS: tl.constexpr = BLOCK_N
+            rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+            rmask = rows < N
+            wrows = rows
+        wrow = w_ptr + wrows.to(tl.int64) * stride_w
+        if WQ == 4:
+            R: tl.constexpr = BLOCK_K // SUB
+            G = K // GROUP
+            sub = tl.arange(0, R)
+            acc4 = tl.zeros([ROWS, R], tl.float32)
+            for b0 in range(0, K // 2, BLOCK_K // 2):  # bytes, so the loads' alignment stays visible
+                kk = 2 * b0 + sub * SUB  # first column of each sub-block
+                live = kk < K  # K is a multiple of GROUP, hence of SUB: a sub-block is all in or all out
+                x = tl.load(x_ptr + kk[:, None] + tl.arange(0, SUB)[None, :], mask=live[:, None],
+                            other=0.0).to(tl.float32)  # [R, SUB]
+                p = tl.load(wrow[:, None, None] + (b0 + sub * (SUB // 2))[None, :, None]
+                            + tl.arange(0, SUB // 2)[None, None, :],
+                            mask=rmask[:, None, None] & live[None, :, None], other=0).to(tl.int32)
+                q = tl.interleave(_magic_f32(p & 15) - 8388608.0, _magic_f32(p >> 4) - 8388608.0)
+                sm = rmask[:, None] & live[None, :]
+                gi = wrows[:, None] * G + (kk // GROUP)[None, :]
+                s = tl.load(s_ptr + gi, mask=sm, other=0.0)
+                m = tl.load(m_ptr + gi, mask=sm, other=0.0)
+                acc4 += tl.sum(q * x[None, :, :], 2) * s + m * tl.sum(x, 1)[None, :]
+            y = tl.sum(acc4, 1)
+        else:
+            acc = tl.zeros([ROWS, BLOCK_K], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                cols = k0 + tl.arange(0, BLOCK_K)
+                cmask = cols < K
                 x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
-            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :],
-                        mask=rmask[:, None] & cmask[None, :], other=0.0)
-            acc += w.to(tl.float32) * x[None, :]
-        y = tl.sum(acc, 1)
+                w = tl.load(wrow[:, None] + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0)
+                if WQ == 8:  # int8 bits as offset binary (value + 128): masked zeros come out as 0 as well
+                    w = _magic_f32(w.to(tl.int32) ^ 0x80) - 8388736.0
+                acc += w.to(tl.float32) * x[None, :]
+            y = tl.sum(acc, 1)
+            if WQ == 8:
+                y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
+        if GLU:  # gate and up rounded to the activation dtype first, as the model's own gate_up + SwiGLU kernels do
+            g, u = tl.split(tl.reshape(y.to(x_ptr.dtype.element_ty).to(tl.float32), (BLOCK_N, 2)))
+            y = g / (1.0 + tl.exp(-g)) * u
+            rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+            rmask = rows < N
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
         if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
             tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
@@ -135,25 +192,70 @@ def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_
 
 
 DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  # (rows, columns[, warps])
-CANDIDATE_TILES = {  # None: cuBLAS (F.linear, and the separate RoPE kernel for qkv)
-    "qkv": [None, (4, 1024, 4), (1, 2048, 4)],
-    "gate_up": [None, (2, 1024, 2), (1, 2048, 4)],
-    "o_proj": [(2, 2048, 4), (2, 1024, 2), (4, 2048, 8), (1, 2048, 4)],
-    "down": [(2, 2048, 4), (4, 2048, 8), (1, 2048, 4)],
-    "lm_head": [(1, 2048, 4), (2, 1024, 2), (4, 1024, 4)],
+CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own kernel is always timed too
+    "dense": {
+        "qkv": [(4, 1024, 4), (1, 2048, 4)],
+        "gate_up": [(1, 1024, 2), (1, 2048, 4), (2, 1024, 4)],  # output rows: a gate and an up row each
+        "o_proj": [(2, 2048, 4), (2, 1024, 2), (4, 2048, 8), (1, 2048, 4)],
+        "down": [(2, 2048, 4), (4, 2048, 8), (1, 2048, 4)],
+        "lm_head": [(1, 2048, 4), (2, 1024, 2), (4, 1024, 4)],
+    },
+    # a quarter (int4) or half (int8) of a 16-bit row's bytes: more columns per program for the same 16-32 bytes
+    # per thread and load (the winners of each projection on an H200, bench/results/quant_engine-h200.json)
+    "int4": {"*": [(4, 1024, 4), (8, 1024, 4), (8, 2048, 8)]},
+    "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (4, 2048, 8)]},
 }
+WQ_CODES = {"dense": 0, "int8": 8, "int4": 4}  # the kernel's WQ switch
 
 
-def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 4, block_k: int = 1024,
-         out_dtype: torch.dtype | None = None, silu: bool = False, norm: tuple | None = None,
+def weight_kind(w) -> str | None:
+    """How the GEMV kernel reads a projection (a weight tensor or a linear module): "dense" (16-bit), "int8",
+    "int4" (as stored, dequantized in registers), or None where it cannot (fp8, fp32, a bias)."""
+    if isinstance(w, torch.Tensor):
+        return "dense" if w.dtype in (torch.bfloat16, torch.float16) and w.is_contiguous() else None
+    if w is None or getattr(w, "bias", None) is not None:
+        return None
+    if type(w) is nn.Linear:
+        return weight_kind(w.weight)
+    if isinstance(w, (Int4Linear, Int8Linear)) and w.qweight.is_contiguous():
+        return w.method
+    return None
+
+
+def _shape(w) -> tuple[int, int]:
+    return tuple(w.shape) if isinstance(w, torch.Tensor) else (w.out_features, w.in_features)
+
+
+def _operands(w, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, int]:
+    """(weight as stored, scales, offsets, kind, group size) of a projection; scales/offsets are the weight itself
+    where there are none (unused by the kernel)."""
+    kind = weight_kind(w)
+    if kind is None:
+        raise ValueError(f"the GEMV kernel cannot read {type(w).__name__} weights")
+    if kind == "dense":
+        w = w if isinstance(w, torch.Tensor) else w.weight
+        return w, w, w, kind, 1
+    lay = w.prepare(w.qweight.device, dtype)  # built at load time (prepare_for_inference): a dict lookup here
+    if kind == "int4":
+        return w.qweight, lay["s32"], lay["m32"], kind, w.group_size
+    return w.qweight.view(torch.uint8), lay["scales32"], lay["scales32"], kind, 1
+
+
+def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int = 1024,
+         out_dtype: torch.dtype | None = None, glu: bool = False, norm: tuple | None = None,
          rope: tuple | None = None, num_warps: int = 4):
-    """x [1, K] (with `silu`: [1, 2K] gate|up), w [N, K] -> y [1, N].
+    """x [1, K], w [N, K]: a 16-bit weight tensor, or a bias-free nn.Linear, Int8Linear or Int4Linear (read in
+    its stored form) -> y [1, N]. `glu`: w is [gate; up] and y [1, N/2] = silu(x @ gate.T) * (x @ up.T).
     `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
     weight, y + residual) computed by the last program, i.e. (y, h, new residual).
     `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
     q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot."""
-    n, k = w.shape
-    assert x.shape[0] == 1 and x.shape[1] == (2 * k if silu else k) and x.stride(-1) == 1 and w.stride(-1) == 1
+    wt, scales, offsets, kind, group = _operands(w, x.dtype)
+    n, k = _shape(w)
+    assert x.shape[0] == 1 and x.shape[1] == k and x.stride(-1) == 1 and wt.stride(-1) == 1
+    if glu:
+        assert n % 2 == 0 and norm is None and rope is None
+        n //= 2
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = y
     eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
@@ -166,9 +268,10 @@ def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 4, block_k: int = 1024
         q = torch.empty(1, heads, d, dtype=x.dtype, device=x.device)
         stride_cos = cos.stride(0)
     _gemv_kernel[(triton.cdiv(n, block_n),)](
-        x, w, y, n, k, w.stride(0), res, nw, h, res_out, cnt, eps,
+        x, wt, scales, offsets, y, n, k, wt.stride(0), res, nw, h, res_out, cnt, eps,
         cos, sin, pos, slot, q, kc, vc, stride_cos,
-        SILU=silu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
+        WQ=WQ_CODES[kind], GROUP=group, SUB=min(block_k, group) if kind == "int4" else 1,
+        GLU=glu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
         ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
         HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4)
@@ -177,26 +280,45 @@ def gemv(x: torch.Tensor, w: torch.Tensor, block_n: int = 4, block_k: int = 1024
     return y if norm is None else (y, h, res_out)
 
 
+def qkv_weight(attn):
+    """The fused q|k|v projection: a quantized linear (quantized checkpoints) or the concatenated weight."""
+    return attn.qkv_proj if attn.qkv_proj is not None else attn.qkv_w
+
+
+def gate_up_weight(mlp):
+    return mlp.gate_up_proj if mlp.gate_up_proj is not None else mlp.gu_w
+
+
+def _fused_in(w, bias=None) -> bool:
+    """Can a GEMV tile replace the model's own kernel for this fused projection (qkv / gate_up)?"""
+    return bias is None and weight_kind(w) is not None
+
+
 def bs1_eligible(model) -> bool:
-    """The GEMV step reads plain, unsharded, bias-free weights; anything else (quantized or tensor-parallel
-    layers, biases, fp32) keeps the cuBLAS step."""
+    """The GEMV step reads unsharded, bias-free 16-bit, int8 or int4 weights (any mix); anything else (fp8 or
+    tensor-parallel layers, biases on o_proj/down/lm_head, fp32) keeps the model's own step. qkv and gate_up
+    with a bias or in fp8 run the model's own kernels inside the GEMV step."""
     s = model.spec
-    if triton is None or not model.fused or model.lm_head.weight.dtype not in (torch.bfloat16, torch.float16):
+    if triton is None or not model.fused or model.model.embed_tokens.weight.dtype not in (torch.bfloat16, torch.float16):
         return False
-    lin = [model.lm_head] + [m for layer in model.model.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
-    if any(type(m) is not nn.Linear or m.bias is not None or not m.weight.is_contiguous() for m in lin):
+    if weight_kind(model.lm_head) is None or _shape(model.lm_head) != (s.vocab_size, s.hidden_size):
         return False
-    if model.lm_head.weight.shape != (s.vocab_size, s.hidden_size):
-        return False
-    return all(layer.self_attn.o_proj.weight.shape == (s.hidden_size, s.num_heads * s.head_dim)
-               and layer.mlp.down_proj.weight.shape == (s.hidden_size, s.intermediate_size)
-               and layer.self_attn.qkv_w is not None and layer.mlp.gu_w is not None for layer in model.model.layers)
+    for layer in model.model.layers:
+        o, down = layer.self_attn.o_proj, layer.mlp.down_proj
+        if weight_kind(o) is None or weight_kind(down) is None:
+            return False
+        if _shape(o) != (s.hidden_size, s.num_heads * s.head_dim) or _shape(down) != (s.hidden_size, s.intermediate_size):
+            return False
+        if qkv_weight(layer.self_attn) is None or gate_up_weight(layer.mlp) is None:
+            return False
+    return True
 
 
 def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Tensor,
                 tiles: dict[str, tuple] | None = None) -> torch.Tensor:
     """The fused decoder step of LlamaForCausalLM._forward_fused at one token, with the GEMV kernels above.
     buf: DecodeGraphs' input rows [1, ...]; tokens: the device tokens its source column points into.
+    A projection whose tile is None runs the model's own kernel (cuBLAS, tinygemm, the quantized linear's).
     Returns fp32 logits [1, V]."""
     t = {**DEFAULT_TILES, **(tiles or {})}
     s = model.spec
@@ -205,15 +327,15 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
     h, x = embed_norm(buf, tokens, model.model.embed_tokens.weight, ln.weight, ln.eps)
     for i, layer in enumerate(layers):
         attn, mlp = layer.self_attn, layer.mlp
-        if t.get("qkv") is not None and attn.qkv_b is None:  # GEMV with RoPE + K/V cache write as its epilogue
-            q, qkv = _call(h, attn.qkv_w, t["qkv"], rope=(cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
-                                                          kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim,
-                                                          counter))
+        if t.get("qkv") is not None and _fused_in(qkv_weight(attn), attn.qkv_b):
+            # GEMV with RoPE + K/V cache write as its epilogue
+            q, qkv = _call(h, qkv_weight(attn), t["qkv"], rope=(cos, sin, meta.positions, meta.slot_mapping,
+                                                                kv_cache[i, 0], kv_cache[i, 1], s.num_heads,
+                                                                s.num_kv_heads, s.head_dim, counter))
             # rotated k and v are already in the cache, where paged_attention(write=False) reads them
             k, v = qkv[:, s.num_heads * s.head_dim:].view(2, s.num_kv_heads, s.head_dim).unbind(0)
         else:
-            qkv = F.linear(h, attn.qkv_w, attn.qkv_b)
-            q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
+            q, k, v = F2.rope_and_cache(attn.qkv(h), cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
                                         kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim)
         if t.get("attn_splits") and meta.decode_only and available(q.device):
             o = paged_decode(q, kv_cache[i, 0], kv_cache[i, 1], meta.decode_block_tables, meta.decode_context_lens,
@@ -221,20 +343,22 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
         else:
             o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
         ln = layer.post_attention_layernorm
-        if t.get("o_proj") is None:  # cuBLAS and the separate add+RMSNorm kernel, as the model's own step
-            h, x = F2.add_rmsnorm(F.linear(o.reshape(1, -1), attn.o_proj.weight), x, ln.weight, ln.eps)
+        if t.get("o_proj") is None:  # the model's own matmul and the separate add+RMSNorm kernel
+            h, x = F2.add_rmsnorm(attn.o_proj(o.reshape(1, -1)), x, ln.weight, ln.eps)
         else:
-            _, h, x = _call(o.reshape(1, -1), attn.o_proj.weight, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
-        if t.get("gate_up") is not None and mlp.gu_b is None:
-            gu = _call(h, mlp.gu_w, t["gate_up"])
+            _, h, x = _call(o.reshape(1, -1), attn.o_proj, t["o_proj"], norm=(x, ln.weight, ln.eps, counter))
+        if t.get("gate_up") is not None and _fused_in(gate_up_weight(mlp), mlp.gu_b):  # SwiGLU as its epilogue
+            act = _call(h, gate_up_weight(mlp), t["gate_up"], glu=True)
         else:
-            gu = F.linear(h, mlp.gu_w, mlp.gu_b)
+            act = F2.silu_mul(mlp.gate_up(h))
         ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.model.norm
         if t.get("down") is None:
-            h, x = F2.add_rmsnorm(F.linear(F2.silu_mul(gu), mlp.down_proj.weight), x, ln.weight, ln.eps)
+            h, x = F2.add_rmsnorm(mlp.down_proj(act), x, ln.weight, ln.eps)
         else:
-            _, h, x = _call(gu, mlp.down_proj.weight, t["down"], silu=True, norm=(x, ln.weight, ln.eps, counter))
-    return _call(h, model.lm_head.weight, t["lm_head"], out_dtype=torch.float32)
+            _, h, x = _call(act, mlp.down_proj, t["down"], norm=(x, ln.weight, ln.eps, counter))
+    if t.get("lm_head") is None:
+        return model.lm_head(h).float()
+    return _call(h, model.lm_head, t["lm_head"], out_dtype=torch.float32)
 
 
 def _call(x, w, tile: tuple, **kw):
@@ -263,15 +387,27 @@ def _time_graph(fn, reps: int = 5) -> float:
     return replay_ms(g, reps)
 
 
+def tile_candidates(name: str, w, bias=None) -> list:
+    """The tiles tried for one projection, by its weight kind; None (the model's own kernel: cuBLAS, tinygemm,
+    the quantized linear's, with the separate add+RMSNorm / RoPE kernels) first, the only choice where the
+    GEMV cannot read the weight (fp8, a bias)."""
+    kind = weight_kind(w) if bias is None else None
+    if kind is None:
+        return [None]
+    table = CANDIDATE_TILES[kind]
+    return [None] + table.get(name, table.get("*", []))
+
+
 @torch.inference_mode()
 def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str, float]]:
     """Per projection, the fastest tile shape on this device: each candidate runs once per layer (every
     layer's own weights, as in a step) inside a CUDA graph. Returns (tiles, {"proj@tile": ms})."""
     s = model.spec
-    dev, dt = model.lm_head.weight.device, model.lm_head.weight.dtype
+    emb = model.model.embed_tokens.weight
+    dev, dt = emb.device, emb.dtype
     layers = model.model.layers
     x_o = torch.randn(1, s.num_heads * s.head_dim, device=dev, dtype=dt)
-    gu = torch.randn(1, 2 * s.intermediate_size, device=dev, dtype=dt)
+    act = torch.randn(1, s.intermediate_size, device=dev, dtype=dt)
     res = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
     h = torch.randn(1, s.hidden_size, device=dev, dtype=dt)
     nw = layers[0].post_attention_layernorm.weight
@@ -284,31 +420,43 @@ def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str
 
     def qkv(tile):
         for layer in layers:
-            w = layer.self_attn.qkv_w
             if tile is None:
-                F2.rope_and_cache(F.linear(h, w), cos, cos, pos, slot, kc, vc, *hd)
+                F2.rope_and_cache(layer.self_attn.qkv(h), cos, cos, pos, slot, kc, vc, *hd)
             else:
-                _call(h, w, tile, rope=(cos, cos, pos, slot, kc, vc, *hd, counter))
+                _call(h, qkv_weight(layer.self_attn), tile, rope=(cos, cos, pos, slot, kc, vc, *hd, counter))
+
+    def normed(x_in, proj):
+        """A projection followed by add+RMSNorm: its own kernel and the norm kernel, or the GEMV's epilogue."""
+        def job(tile):
+            for layer in layers:
+                if tile is None:
+                    F2.add_rmsnorm(proj(layer)(x_in), res, nw, 1e-5)
+                else:
+                    _call(x_in, proj(layer), tile, norm=(res, nw, 1e-5, counter))
+        return job
 
     jobs = {
         "qkv": qkv,
-        "gate_up": lambda tile: [F.linear(h, layer.mlp.gu_w) if tile is None else _call(h, layer.mlp.gu_w, tile)
-                                 for layer in layers],
-        "o_proj": lambda tile: [_call(x_o, layer.self_attn.o_proj.weight, tile, norm=(res, nw, 1e-5, counter))
-                                for layer in layers],
-        "down": lambda tile: [_call(gu, layer.mlp.down_proj.weight, tile, silu=True, norm=(res, nw, 1e-5, counter))
-                              for layer in layers],
-        "lm_head": lambda tile: _call(h, model.lm_head.weight, tile, out_dtype=torch.float32),
+        "gate_up": lambda tile: [F2.silu_mul(layer.mlp.gate_up(h)) if tile is None
+                                 else _call(h, gate_up_weight(layer.mlp), tile, glu=True) for layer in layers],
+        "o_proj": normed(x_o, lambda layer: layer.self_attn.o_proj),
+        "down": normed(act, lambda layer: layer.mlp.down_proj),
+        "lm_head": lambda tile: model.lm_head(h).float() if tile is None else _call(h, model.lm_head, tile,
+                                                                                   out_dtype=torch.float32),
     }
+    first = layers[0]
+    weights = {"qkv": (qkv_weight(first.self_attn), first.self_attn.qkv_b), "o_proj": (first.self_attn.o_proj, None),
+               "gate_up": (gate_up_weight(first.mlp), first.mlp.gu_b), "down": (first.mlp.down_proj, None),
+               "lm_head": (model.lm_head, None)}
     tiles, timings = {}, {}
     for name, job in jobs.items():
-        best = None
-        for tile in CANDIDATE_TILES[name]:
+        best, tiles[name] = None, None  # None: the model's own kernel (also where no tile compiles)
+        for tile in tile_candidates(name, *weights[name]):
             try:
                 ms = _time_graph(lambda: job(tile))
             except Exception:  # a tile that does not compile here
                 continue
-            timings[f"{name}@{'x'.join(map(str, tile)) if tile else 'cublas'}"] = round(ms, 4)
+            timings[f"{name}@{'x'.join(map(str, tile)) if tile else 'own'}"] = round(ms, 4)
             if best is None or ms < best:
                 best, tiles[name] = ms, tile
     return tiles, timings

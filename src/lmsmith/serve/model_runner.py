@@ -320,8 +320,8 @@ class DecodeGraphs:
     def capture_all(self) -> None:
         for n in reversed(self.buckets):  # largest first: the smaller graphs reuse its memory pool
             self.graphs[n], self.logits[n] = self._capture(n)
-        if 1 in self.graphs and getattr(self.runner, "quant", None) is None and bs1_eligible(self.runner.model) and \
-                os.environ.get("LMSMITH_DECODE_GEMV", "1") != "0":
+        # quantized models too (int4/int8 weights read as stored): bs1_eligible turns away what the GEMV cannot read
+        if 1 in self.graphs and bs1_eligible(self.runner.model) and os.environ.get("LMSMITH_DECODE_GEMV", "1") != "0":
             self._pick_bs1()
         torch.cuda.synchronize(self.runner.device)
 
