@@ -30,7 +30,7 @@ case "${1:-all}" in
     step timeout 240 python3 bench/plan_check.py --out "$OUT" ;;
   serve)  # the serve_throughput figures: engine vs HF, quantized engine decode, the server under load (~5 min)
     step timeout 240 python3 bench/serve_gpu.py --out "$OUT/serve_throughput-$TAG.json"
-    step timeout 120 python3 bench/quant_gpu.py --engine --methods bf16,int8,int4,fp8,int4:int8 --repeats 3 \
+    step timeout ${QUANT_TIMEOUT:-170} python3 bench/quant_gpu.py --engine --methods ${QUANT_METHODS:-bf16,int8,int4,fp8,int4:int8} --repeats 3 \
       --skip-agreement --out "$OUT/quant_engine-$TAG.json"
     step timeout 120 python3 bench/serve_load_gpu.py --out "$OUT/serve_load-$TAG.json"
     step python3 bench/merge_serving.py --throughput "$OUT/serve_throughput-$TAG.json" \
