@@ -29,7 +29,8 @@ LOAD_KEYS = ("ttft_p50_ms_c32", "tpot_p50_ms_c32", "tpot_p99_ms_c32", "ttft_p99_
 def merge(throughput: dict, quant: dict | None, load: dict | None) -> dict:
     out = dict(throughput)
     metrics = dict(out["metrics"])
-    sources = {"throughput": throughput.get("command")}
+    # a file merged before keeps its sources: merging again replaces parts, never repeats a command
+    sources = dict(throughput.get("sources") or {"throughput": throughput.get("command")})
     for name, part, keys in (("quant", quant, QUANT_KEYS), ("load", load, dict.fromkeys(LOAD_KEYS))):
         if part is None:
             continue

@@ -15,13 +15,14 @@ def result(benchmark: str, device: str, metrics: dict) -> dict:
             "versions": {"torch": "2.11"}, "metrics": metrics}
 
 
-def run(tmp_path: Path, quant_device: str = "NVIDIA H200") -> subprocess.CompletedProcess:
+def run(tmp_path: Path, quant_device: str = "NVIDIA H200", fresh: bool = True) -> subprocess.CompletedProcess:
     files = {"t": result("serve_throughput", "NVIDIA H200", {"decode_bs1_tok_s": 900.0}),
              "q": result("quant_engine", quant_device, {"int4_decode_bs1_tok_s": 1700.0, "fp8_decode_bs1_tok_s": 950.0,
                                                         "int4_head_int8_decode_bs1_tok_s": 1800.0}),
              "l": result("serve_load", "NVIDIA H200", {"ttft_p50_ms_c32": 40.0, "tpot_p99_ms_c32": 2.5, "other": 1})}
     for k, v in files.items():
-        (tmp_path / f"{k}.json").write_text(json.dumps(v))
+        if fresh or k != "t":
+            (tmp_path / f"{k}.json").write_text(json.dumps(v))
     return subprocess.run([sys.executable, str(ROOT / "bench" / "merge_serving.py"), "--throughput", str(tmp_path / "t.json"),
                            "--quant", str(tmp_path / "q.json"), "--load", str(tmp_path / "l.json")],
                           capture_output=True, text=True)
@@ -36,6 +37,9 @@ def test_merge_names_metrics_as_the_issue_does(tmp_path):
     assert m["int4_lmhead_int8_decode_bs1_tok_s"] == 1800.0
     assert m["ttft_p50_ms_c32"] == 40.0 and m["tpot_p99_ms_c32"] == 2.5 and "other" not in m
     assert out["benchmark"] == "serve_throughput" and set(out["sources"]) == {"throughput", "quant", "load"}
+    assert run(tmp_path, fresh=False).returncode == 0  # merging into a merged file (a re-run of one part) repeats no command
+    again = json.loads((tmp_path / "t.json").read_text())
+    assert again["command"].count("python quant_engine") == 1 and again["metrics"] == m
 
 
 def test_results_of_another_device_are_refused(tmp_path):
