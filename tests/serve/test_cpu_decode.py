@@ -74,10 +74,7 @@ def test_lean_step_calls_the_quantized_kernels_directly(tmp_path, method: str, g
         (out / f.name).write_bytes(f.read_bytes())
     engine = Engine(str(out), dtype="float32", device="cpu", max_num_seqs=4, enable_prefix_caching=False)
     lean, general = step_logits(engine, LENGTHS, TABLES)
-    # the kernels compute in bf16 either way; the lean step also keeps SwiGLU's product in bf16 (the down
-    # projection's kernel takes bf16), so the two agree to bf16 precision
-    assert (lean.argmax(-1) == general.argmax(-1)).all()
-    assert ((lean - general).norm() / general.norm()).item() < 1e-2
+    torch.testing.assert_close(lean, general, atol=1e-5, rtol=1e-4)
     model = engine.runner.model
     bound = model._cpu_linears(torch.float32)
     # bound kernels, not the modules' forward: qkv, o, gate_up, down and the lm_head

@@ -291,9 +291,7 @@ class QuantLinear(nn.Module):
         return F.linear(x, self.dequantize(x.dtype), self.bias)
 
     def cpu_kernel(self, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """`x2d -> y2d` calling PyTorch's CPU kernel directly on the prepared layouts, or None. The result is in
-        the kernel's compute dtype (bfloat16 for float32 activations: the next kernel takes it as it is, and
-        adding it to a float32 tensor promotes exactly), or in `dtype` with the bias added when there is one.
+        """`x2d -> y2d` (bias added) calling PyTorch's CPU kernel directly on the prepared layouts, or None.
 
         `forward` re-checks backend, device, dtype and layouts on every call (~35 us of Python per call on a
         CPU, longer than the int4 kernel itself at batch 1); a decode loop binds this once instead."""
@@ -301,9 +299,11 @@ class QuantLinear(nn.Module):
 
     def _bind(self, op, dtype: torch.dtype, *args: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         cdt, bias = cpu_compute_dtype(dtype), self.bias
-        if bias is None:
-            return lambda x: op(x.to(cdt), *args)
-        return lambda x: op(x.to(cdt), *args).to(dtype).add_(bias)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = op(x.to(cdt), *args).to(dtype)
+            return y if bias is None else y.add_(bias)
+        return run
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         """[M, K] -> [M, N] with a fused kernel (bias not added), or None when none applies."""

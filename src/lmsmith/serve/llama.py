@@ -225,7 +225,6 @@ class LlamaForCausalLM(nn.Module):
         self.fused = False  # set by the runner on CUDA in bf16/fp16: Triton kernels for the element-wise stages
         self.lean_cpu_decode = True  # decode-only CPU steps take `_forward_decode_cpu` (False: the general path)
         self._cpu_fns: tuple | None = None  # (dtype, bound linears) of that step
-        self._rope_perm: torch.Tensor | None = None
 
     def fuse(self) -> None:
         for layer in self.model.layers:
@@ -263,47 +262,41 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(h).float()
 
     def _forward_decode_cpu(self, input_ids, cos, sin, kv_cache, meta, logit_rows):
-        """A decode-only step on the CPU (one new token per row): the math of `forward` in fewer ops.
+        """A decode-only step on the CPU (one new token per row), same math as `forward` in few ops.
 
-        After each matmul streams its weights through the caches, every small op costs a few microseconds of
-        dispatch on a CPU, and the general path spends ~55 of them per layer (gathers, masks, SDPA set-up,
-        rotate_half's cat) against 4 matmuls: at batch 1 that was as long as reading the int4 weights. Here a
-        layer is ~30: fp32 RMSNorm in one kernel (bit-identical to `RMSNorm`), RoPE of q and k as one small
-        matmul with this step's rotation matrix, the K/V write, attention as two batched matmuls on a view of
-        the cache, quantized kernels called directly (their 16-bit outputs feed the next kernel or are added
-        to the fp32 residual as they are)."""
+        On a CPU each small op costs ~1-2 us of dispatch, and the general path spends ~55 per layer (gathers,
+        masks, SDPA set-up, rotate_half's cat) against ~4 matmuls: at batch 1 that overhead was as large as
+        reading the int4 weights. Here a layer is ~20 ops: fp32 RMSNorm (bit-identical to `RMSNorm`), RoPE on q
+        and k at once with a roll and a pre-signed sin (bit-identical to rotate_half), the K/V write, attention
+        by two matmuls on a view of the cache, and in-place residual adds."""
         s = self.spec
         b, qd, kd = input_ids.shape[0], s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+        half = s.head_dim // 2
         fns = self._cpu_linears(cos.dtype)
-        rot = self._rope_matrices(cos, sin)
+        sign = torch.ones(s.head_dim, dtype=sin.dtype)
+        sign[:half] = -1
+        cos, sin = cos[:, None, :], (sin * sign)[:, None, :]
         slots = meta.slot_mapping
         flat = kv_cache.view(kv_cache.shape[0], 2, -1, s.num_kv_heads, s.head_dim).unbind(0)  # [layer] -> (k, v) slots
         x = self.model.embed_tokens(input_ids)
-        for i, layer in enumerate(self.model.layers):
+        layers = self.model.layers
+        for i, layer in enumerate(layers):
             attn = layer.self_attn
             qkv_fn, o_fn, gu_fn, down_fn = fns[i]
             kc, vc = flat[i]
-            qkv = qkv_fn(_rms(x, layer.input_layernorm)).to(x.dtype)
-            qk = torch.bmm(qkv[:, :qd + kd].view(b, -1, s.head_dim), rot)  # [b, heads + kv_heads, d], rotated
+            qkv = qkv_fn(_rms(x, layer.input_layernorm))
+            qk = qkv[:, :qd + kd].view(b, -1, s.head_dim)
+            qk = (qk * cos).add_(torch.roll(qk, half, -1).mul_(sin))
             kc.index_copy_(0, slots, qk[:, s.num_heads:])
             vc.index_copy_(0, slots, qkv[:, qd + kd:].view(b, -1, s.head_dim))
             heads = [decode_attention_cpu(qk[r, :s.num_heads], kc, vc, meta.host_tables[r], meta.host_lens[r],
                                           attn.scale, meta.sliding_window, meta.block_size) for r in range(b)]
-            x.add_(o_fn(heads[0].view(1, qd) if b == 1 else torch.stack(heads).view(b, qd)))
+            o = heads[0].view(1, qd) if b == 1 else torch.stack(heads).view(b, qd)
+            x = x + o_fn(o)
             g, u = gu_fn(_rms(x, layer.post_attention_layernorm)).chunk(2, dim=-1)
-            x.add_(down_fn(F.silu(g).mul_(u)))
+            x = x + down_fn(F.silu(g).mul_(u))
         h = _rms(x if logit_rows is None else x[logit_rows], self.model.norm)
         return fns[-1](h).float()
-
-    def _rope_matrices(self, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """[T, d, d] with `x @ R[t] == x * cos[t] + rotate_half(x) * sin[t]`: RoPE of every head in one matmul."""
-        d = cos.shape[-1]
-        if self._rope_perm is None or self._rope_perm.shape[0] != d or self._rope_perm.dtype != cos.dtype:
-            sign = torch.ones(d, dtype=cos.dtype)
-            sign[:d // 2] = -1
-            # row j of the permutation feeds output column (j + d/2) % d; rotate_half negates the first half
-            self._rope_perm = torch.roll(torch.eye(d, dtype=cos.dtype), d // 2, 1) * sign
-        return torch.diag_embed(cos).add_(self._rope_perm * sin[:, None, :])
 
     def _cpu_linears(self, dtype: torch.dtype) -> list:
         """Per layer (qkv, o, gate_up, down) and then the lm_head, as direct kernel calls bound once: a
