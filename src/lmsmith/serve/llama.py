@@ -262,13 +262,14 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(h).float()
 
     def _forward_decode_cpu(self, input_ids, cos, sin, kv_cache, meta, logit_rows):
-        """A decode-only step on the CPU (one new token per row), same math as `forward` in few ops.
+        """A decode-only step on the CPU (one new token per row), same math as `forward` in fewer ops.
 
-        On a CPU each small op costs ~1-2 us of dispatch, and the general path spends ~55 per layer (gathers,
-        masks, SDPA set-up, rotate_half's cat) against ~4 matmuls: at batch 1 that overhead was as large as
-        reading the int4 weights. Here a layer is ~20 ops: fp32 RMSNorm (bit-identical to `RMSNorm`), RoPE on q
-        and k at once with a roll and a pre-signed sin (bit-identical to rotate_half), the K/V write, attention
-        by two matmuls on a view of the cache, and in-place residual adds."""
+        On a CPU every small op costs a few microseconds of dispatch once the matmuls have streamed their weights
+        through the caches, and the general path spends ~55 per layer (gathers, masks, SDPA set-up, rotate_half's
+        cat) against 4 matmuls: at batch 1 that was as long as reading the int4 weights. Here a layer is ~30 ops:
+        fp32 RMSNorm in one kernel (bit-identical to `RMSNorm`), RoPE of q and k at once with a roll and a
+        pre-signed sin (bit-identical to rotate_half), the K/V write, attention as two batched matmuls on a view
+        of the cache, and the linears as kernel calls bound once (`_cpu_linears`)."""
         s = self.spec
         b, qd, kd = input_ids.shape[0], s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
         half = s.head_dim // 2
