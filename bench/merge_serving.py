@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 # quant_engine metric -> serve_throughput metric
@@ -35,7 +36,7 @@ def merge(throughput: dict, quant: dict | None, load: dict | None) -> dict:
         if part is None:
             continue
         if part.get("device") != throughput.get("device"):
-            raise SystemExit(f"{name} ran on {part.get('device')!r}, the throughput run on {throughput.get('device')!r}: "
+            raise SystemExit(f"error: {name} ran on {part.get('device')!r}, the throughput run on {throughput.get('device')!r}: "
                              "merge results of one device only")
         for key, new in keys.items():
             if key in part["metrics"]:
@@ -53,8 +54,22 @@ def main() -> int:
     ap.add_argument("--quant", type=Path, help="quant_gpu.py --engine's result")
     ap.add_argument("--load", type=Path, help="serve_load_gpu.py's result")
     args = ap.parse_args()
-    read = lambda p: json.loads(p.read_text()) if p is not None and p.exists() else None  # noqa: E731
-    merged = merge(read(args.throughput), read(args.quant), read(args.load))
+    def read(path: Path | None, required: bool = False) -> dict | None:
+        if path is None or not path.exists():
+            if required:
+                raise SystemExit(f"error: {path} does not exist: pass serve_gpu.py's result as --throughput")
+            if path is not None:
+                print(f"note: {path} does not exist; merging without it", file=sys.stderr)
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"error: {path} is not JSON ({e}): re-run the benchmark that writes it") from None
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+            raise SystemExit(f"error: {path} has no \"metrics\" object: is it a bench result file?")
+        return data
+
+    merged = merge(read(args.throughput, required=True), read(args.quant), read(args.load))
     args.throughput.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps(merged["metrics"], indent=2))
     return 0

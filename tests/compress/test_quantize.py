@@ -232,3 +232,17 @@ def test_int8_weight_at_an_unaligned_offset_runs_the_cpu_kernel():
         ref = q(x)
     assert q.qweight.data_ptr() % 64 == 0
     assert rel_err(fast, ref) < 0.01
+
+
+@pytest.mark.parametrize("make", [Int8Linear.from_linear, lambda l: Int4Linear.from_linear(l, 32)], ids=["int8", "int4"])
+def test_bound_cpu_kernel_matches_forward_with_bias(make):
+    """`cpu_kernel` (what the CPU decode step calls) computes what `forward` computes, bias included; a module
+    forced to the reference backend offers none."""
+    q = make(linear(bias=True))
+    x = torch.randn(3, 256)
+    fn = q.cpu_kernel(torch.float32)
+    with torch.no_grad():
+        torch.testing.assert_close(fn(x), q(x))
+    assert fn(x).dtype == torch.float32
+    q.backend = "reference"
+    assert q.cpu_kernel(torch.float32) is None

@@ -46,3 +46,15 @@ def test_results_of_another_device_are_refused(tmp_path):
     r = run(tmp_path, quant_device="NVIDIA H100 80GB HBM3")
     assert r.returncode != 0 and "one device only" in r.stderr
     assert "int4_decode_bs1_tok_s" not in json.loads((tmp_path / "t.json").read_text())["metrics"]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    script = str(ROOT / "bench" / "merge_serving.py")
+    r = subprocess.run([sys.executable, script, "--throughput", str(tmp_path / "none.json")], capture_output=True, text=True)
+    assert r.returncode != 0 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "bad.json").write_text("{not json")
+    r = subprocess.run([sys.executable, script, "--throughput", str(tmp_path / "bad.json")], capture_output=True, text=True)
+    assert r.returncode != 0 and "is not JSON" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "t.json").write_text(json.dumps({"benchmark": "x"}))
+    r = subprocess.run([sys.executable, script, "--throughput", str(tmp_path / "t.json")], capture_output=True, text=True)
+    assert r.returncode != 0 and "no \"metrics\"" in r.stderr

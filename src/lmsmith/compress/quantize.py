@@ -295,15 +295,23 @@ class QuantLinear(nn.Module):
 
         `forward` re-checks backend, device, dtype and layouts on every call (~35 us of Python per call on a
         CPU, longer than the int4 kernel itself at batch 1); a decode loop binds this once instead."""
-        return None
-
-    def _bind(self, op, dtype: torch.dtype, *args: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        cpu = torch.device("cpu")
+        if self.backend != "auto" or self.qweight.device != cpu or dtype not in (torch.float32, torch.bfloat16):
+            return None
         cdt, bias = cpu_compute_dtype(dtype), self.bias
+        call = self._cpu_call(cdt)
+        if call is None:
+            return None
+        op, args = call
 
         def run(x: torch.Tensor) -> torch.Tensor:
             y = op(x.to(cdt), *args).to(dtype)
             return y if bias is None else y.add_(bias)
         return run
+
+    def _cpu_call(self, cdt: torch.dtype) -> tuple[Any, tuple] | None:
+        """(CPU op, its arguments after the activation) for activations in `cdt`, or None (subclasses)."""
+        return None
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         """[M, K] -> [M, N] with a fused kernel (bias not added), or None when none applies."""
@@ -411,13 +419,12 @@ class Int8Linear(QuantLinear):
         bias = None if self.bias is None else self.bias.to(x2d.dtype)
         return _triton_call("int8", wq_matmul, x2d, self.qweight, self.layouts(x2d)["scales32"], None, bias)
 
-    def cpu_kernel(self, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    def _cpu_call(self, cdt: torch.dtype) -> tuple[Any, tuple] | None:
         cpu = torch.device("cpu")
-        if self.backend != "auto" or self.qweight.device != cpu or dtype not in (torch.float32, torch.bfloat16) \
-                or not has_kernel("_weight_int8pack_mm", cpu):
+        if not has_kernel("_weight_int8pack_mm", cpu):
             return None
-        st = self.prepare(cpu, cpu_compute_dtype(dtype))
-        return self._bind(torch.ops.aten._weight_int8pack_mm, dtype, self.qweight, st["scales"])
+        st = self.prepare(cpu, cdt)  # first: it may swap in an aligned qweight
+        return torch.ops.aten._weight_int8pack_mm, (self.qweight, st["scales"])
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         if x2d.dtype not in (torch.float32, torch.bfloat16, torch.float16) or not has_kernel("_weight_int8pack_mm", x2d.device):
@@ -526,14 +533,11 @@ class Int4Linear(QuantLinear):
         bias = None if self.bias is None else self.bias.to(x2d.dtype)
         return _triton_call("int4", wq_matmul, x2d, self.qweight, st["s32"], st["m32"], bias, self.group_size)
 
-    def cpu_kernel(self, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        cpu = torch.device("cpu")
-        if self.backend != "auto" or self.qweight.device != cpu or dtype not in (torch.float32, torch.bfloat16):
-            return None
-        state = self._kernel_state(cpu, cpu_compute_dtype(dtype))
+    def _cpu_call(self, cdt: torch.dtype) -> tuple[Any, tuple] | None:
+        state = self._kernel_state(torch.device("cpu"), cdt)
         if state is None:
             return None
-        return self._bind(torch.ops.aten._weight_int4pack_mm_for_cpu, dtype, state[0], self.group_size, state[1])
+        return torch.ops.aten._weight_int4pack_mm_for_cpu, (state[0], self.group_size, state[1])
 
     def fast_matmul(self, x2d: torch.Tensor) -> torch.Tensor | None:
         dt = compute_dtype(x2d)
