@@ -28,7 +28,8 @@ def test_formats_directories_and_cache(tok, tmp_path, lmsmith_home):
     write_jsonl(d / "shard-000.jsonl", [{"text": "Praha je hlavní město."}, {"text": "Paris is the capital."}])
     with gzip.open(d / "shard-001.jsonl.gz", "wt") as f:
         f.write(json.dumps({"text": "Warszawa jest stolicą Polski."}) + "\n")
-    (d / "manifest.json").write_text("{}")
+    (d / "manifest.json").write_text(json.dumps({"shards": [{"path": "shard-000.jsonl"}, {"path": "shard-001.jsonl.gz"}]}))
+    (d / "notes.jsonl").write_text("not listed in the manifest, so never read\n")
     import zstandard
 
     (tmp_path / "extra.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(b"one doc\n\nsecond doc\n"))

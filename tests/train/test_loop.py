@@ -229,3 +229,36 @@ def test_parquet_corpus(tiny_dir, tmp_path):
 
     pq.write_table(pa.table({"text": ["Praha je hlavní město.", "Paris is the capital."]}), tmp_path / "d.parquet")
     assert tokenize_corpus([str(tmp_path / "d.parquet")], load_tokenizer(str(tiny_dir)), quiet=True).n_docs == 2
+
+
+def test_clean_output_dir_trains_and_resumes_from_anywhere(tiny_dir, tmp_path, capsys, monkeypatch):
+    """`--data CLEAN_DIR` reads only the manifest's shards (not report.json); resume works from another
+    working directory (paths stored absolute) and refuses data that changed since the run started."""
+    from lmsmith.data.clean import CleanConfig, clean
+
+    work = tmp_path / "work"
+    work.mkdir()
+    raw = work / "raw.jsonl"
+    words = "the quick brown fox jumps over the lazy dog and then it runs home to sleep in the warm sun".split()
+    raw.write_text("".join(json.dumps({"text": " ".join(words[i:] + words[:i]) * 3}) + "\n" for i in range(16)))
+    clean(CleanConfig(inputs=[str(raw)], output=str(work / "clean"), lang=["en"], min_words=5, workers=1,
+                      near_dedup=False, exact_dedup=False, quality=False, progress=False))
+    assert (work / "clean" / "report.json").is_file()
+    monkeypatch.chdir(work)
+    run = tmp_path / "run"
+    args = ["train", "pretrain", "--model", str(tiny_dir), "--data", "clean/", "--steps", "2", "--seq-len", "32",
+            "--batch-size", "2", "--eval-fraction", "0", "--no-mlflow", "--no-plot", "--workers", "1",
+            "--run-dir", str(run), "--save-every", "1"]
+    assert main(args) == 0, capsys.readouterr().err
+    saved = (run / "config.yaml").read_text()
+    assert str(work / "clean") in saved
+    monkeypatch.chdir("/")
+    capsys.readouterr()
+    assert main(["train", "resume", str(run)]) == 0, capsys.readouterr().err
+    shard = sorted((work / "clean").glob("shard-*"))[0]
+    import gzip
+
+    with gzip.open(shard, "at") as f:
+        f.write(json.dumps({"text": "an extra document"}) + "\n")
+    assert main(["train", "resume", str(run)]) == 1
+    assert "training data changed" in capsys.readouterr().err

@@ -55,7 +55,9 @@ def resolve_files(specs: Iterable[str]) -> list[Path]:
     files: list[Path] = []
     for spec in specs:
         p = Path(spec).expanduser()
-        if p.is_dir():
+        if p.is_dir() and (p / "manifest.json").is_file():
+            files += manifest_shards(p)
+        elif p.is_dir():
             found = [q for q in sorted(p.rglob("*")) if q.is_file() and q.name != "manifest.json"
                      and not q.name.startswith(".") and _is_data(q)]
             if not found:
@@ -80,6 +82,23 @@ def resolve_files(specs: Iterable[str]) -> list[Path]:
     if not out:
         raise LmsmithError("no data files given", "pass --data FILE|GLOB|DIR")
     return out
+
+
+def manifest_shards(d: Path) -> list[Path]:
+    """The shards a `lmsmith data clean` output lists in its manifest: never its report or other files."""
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        shards = [d / s["path"] for s in manifest["shards"]]
+    except (ValueError, KeyError, TypeError) as e:
+        raise LmsmithError(f"{d / 'manifest.json'} is not a `lmsmith data clean` manifest ({e})",
+                           "pass the data files themselves, or re-run `lmsmith data clean`") from None
+    missing = [s for s in shards if not s.is_file()]
+    if missing:
+        raise LmsmithError(f"{d} lists {len(missing)} shard(s) that are missing, e.g. {missing[0].name}",
+                           "the cleaned corpus is incomplete: re-run the same `lmsmith data clean` command to finish it")
+    if not shards:
+        raise LmsmithError(f"{d / 'manifest.json'} lists no shards", "the cleaning kept no documents; check report.md")
+    return shards
 
 
 def _is_data(p: Path) -> bool:

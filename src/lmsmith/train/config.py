@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -92,13 +94,14 @@ class TrainConfig(Config):
     @field_validator("data", "eval_data", mode="before")
     @classmethod
     def _flatten(cls, v: Any) -> list[str]:
-        """Accept a string, a list, or a list of lists (repeated/comma-separated flags)."""
+        """Accept a string, a list, or a list of lists (repeated/comma-separated flags). Paths are made
+        absolute, so `train resume` works from any directory."""
         items = v if isinstance(v, list) else [v]
         out: list[str] = []
         for item in items:
             for x in item if isinstance(item, list) else str(item).split(","):
                 if str(x).strip():
-                    out.append(str(x).strip())
+                    out.append(os.path.abspath(os.path.expanduser(str(x).strip())))
         return out
 
     @property

@@ -9,6 +9,7 @@ full model), plots the curves and registers the model with lineage.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 import shutil
@@ -120,10 +121,26 @@ def check_resume(cfg: TrainConfig) -> str | None:
     return run_id
 
 
-def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, str]:
-    """Create the run directory (or reuse it on resume) and record the config in it."""
+def check_data_unchanged(run_dir: Path, refs: list) -> None:
+    """A resumed run must read the same bytes it started on: compare the data files' hashes."""
+    saved_path = run_dir / "data.json"
+    if not saved_path.is_file():  # runs from before data.json was recorded
+        return
+    saved = {d["path"]: d["sha256"] for d in json.loads(saved_path.read_text())}
+    now = {r.path: r.sha256 for r in refs}
+    changed = sorted(p for p in saved.keys() | now.keys() if saved.get(p) != now.get(p))
+    if changed:
+        raise LmsmithError(f"cannot resume {run_dir}: the training data changed since the run started "
+                           f"({len(changed)} file(s), e.g. {changed[0]})",
+                           "restore the original files, or start a new run")
+
+
+def prepare_run_dir(cfg: TrainConfig, refs: list | None = None) -> tuple[Path, str]:
+    """Create the run directory (or reuse it on resume) and record the config and data hashes in it."""
     if cfg.resume:
-        return Path(cfg.run_dir), check_resume(cfg)  # type: ignore[arg-type,return-value]
+        run_id = check_resume(cfg)
+        check_data_unchanged(Path(cfg.run_dir), refs or [])  # type: ignore[arg-type]
+        return Path(cfg.run_dir), run_id  # type: ignore[arg-type,return-value]
     run_id = new_run_id(cfg.task)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else lmsmith_home() / "runs" / run_id
     if (run_dir / "config.yaml").exists():
@@ -132,6 +149,7 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, str]:
     data = cfg.model_dump(mode="json")
     data["_run_id"] = run_id
     (run_dir / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (run_dir / "data.json").write_text(json.dumps([r.model_dump() for r in refs or []], indent=1))
     return run_dir, run_id
 
 
@@ -276,7 +294,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     tokenizer = load_tokenizer_for(cfg)
     # all data errors surface here, before the model is even loaded (rank 0 fills the token cache first)
     data = D.main_first(env, lambda: build_data(cfg, tokenizer))
-    run_dir, run_id = D.on_main(env, lambda: prepare_run_dir(cfg))
+    run_dir, run_id = D.on_main(env, lambda: prepare_run_dir(cfg, data.refs))
     if env.enabled:
         cfg = cfg.model_copy(update={"device": str(env.device)})
     built = build_model(cfg, tokenizer)
