@@ -131,3 +131,34 @@ def test_demo_eval_step_compares_base_and_model(tiny_ref, registry, tmp_path):
     assert {r["task"] for r in res["rows"]} == {"cs_facts", "cs_answers", "cs_needle"}
     assert res["a"] == tiny_ref and res["b"] == other
     assert "eval/cs_facts/acc" in registry.get(other).metrics
+
+
+def test_compare_pairs_items_and_refuses_different_settings(tiny_ref, tasks, tmp_path, capsys):
+    """12 items 0-shot vs 20 items 3-shot measure different things: refused (or warned with
+    --allow-mismatch); different --limit only: scores are over the shared items, with a warning."""
+    mc = [{"q": f"{i} + 1 = ?", "choices": [str(i), str(i + 1), "x"], "answer": 1} for i in range(24)]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(x) + "\n" for x in mc))
+    task = str(tmp_path / "mc.yaml")
+    base = ["eval", tiny_ref, "--tasks", task, "--no-registry", "--json"]
+    assert main(base + ["--limit", "12", "--num-fewshot", "0", "--run-dir", str(tmp_path / "a")]) == 0
+    assert main(base + ["--limit", "20", "--num-fewshot", "3", "--run-dir", str(tmp_path / "b")]) == 0
+    assert main(base + ["--limit", "20", "--num-fewshot", "0", "--run-dir", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--run-dir", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "evaluated differently" in err and "num_fewshot 0 vs 3" in err and "--allow-mismatch" in err
+    assert main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--allow-mismatch", "--json",
+                 "--run-dir", str(tmp_path / "y")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(any("num_fewshot" in w for w in r["warnings"]) for r in rows)
+    assert main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "c"), "--json",
+                 "--run-dir", str(tmp_path / "z")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    acc = next(r for r in rows if r["metric"] == "acc")
+    ra, rc = (json.loads((tmp_path / d / "results.json").read_text())["results"][0] for d in "ac")
+    assert acc["n"] == 12 and acc["n_a"] == 12 and acc["n_b"] == 20
+    shared = {it["id"] for it in ra["items"]}
+    assert acc["b"] == pytest.approx(sum(it["acc"] for it in rc["items"] if it["id"] in shared) / 12)
+    assert acc["a"] == pytest.approx(ra["metrics"]["acc"])
+    assert any("12 items both runs scored" in w for w in acc["warnings"])
+    assert all("prompt" in it for it in ra["items"])

@@ -58,6 +58,8 @@ def compare_parser():
     p.add_argument("ref_b")
     add_run_args(p)
     add_backend_args(p)
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="compare runs whose tasks, few-shot settings or prompts differ (warned in the report)")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -149,7 +151,7 @@ def run_compare(a: argparse.Namespace) -> int:
     from lmsmith.evaluate.harness import compare
 
     res = compare(a.ref_a, a.ref_b, a.tasks, run_dir=a.run_dir, seed=a.seed, num_fewshot=a.num_fewshot, limit=a.limit,
-                  **backend_kwargs(a))
+                  allow_mismatch=a.allow_mismatch, **backend_kwargs(a))
     if a.json:
         out.print_json(json.dumps(no_nan(res["rows"]), default=str))
     else:
@@ -169,8 +171,10 @@ def print_compare(res: dict) -> None:
     for r in res["rows"]:
         sig = r["p_value"] is not None and r["p_value"] < 0.05
         t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",
-                  ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"]))
+                  ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"] or "-"))
     out.print(t)
+    for w in sorted({w for r in res["rows"] for w in r.get("warnings", [])}):
+        console.print(f"[yellow]warning: {w}")
 
 
 def run_judge(a: argparse.Namespace) -> int:

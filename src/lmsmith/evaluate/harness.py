@@ -67,34 +67,67 @@ def per_item(result: dict[str, Any], metric: str) -> dict[Any, float]:
             for it in result["items"] if metric in it}
 
 
-def compare_payloads(a: dict[str, Any], b: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
-    """Per task and metric: both scores, the difference (b - a) and its significance on the paired items
-    (McNemar for 0/1 outcomes, paired bootstrap otherwise)."""
+# Settings that change what is measured: two runs that differ in any of them measure different things.
+COMPARABLE_SETTINGS = ("path", "num_fewshot", "fewshot_seed", "target_delimiter", "fewshot_delimiter",
+                       "generation_kwargs")
+
+
+def setting_mismatches(ra: dict[str, Any], rb: dict[str, Any]) -> list[str]:
+    """What differs between two runs of one task: its settings, and the prompts of the items they share."""
+    ca, cb = ra.get("config") or {}, rb.get("config") or {}
+    out = [f"{ra['task']}: {k} {ca.get(k)!r} vs {cb.get(k)!r}" for k in COMPARABLE_SETTINGS if ca.get(k) != cb.get(k)]
+    pa = {it["id"]: it["prompt"] for it in ra["items"] if "id" in it and "prompt" in it}
+    pb = {it["id"]: it["prompt"] for it in rb["items"] if "id" in it and "prompt" in it}
+    differ = [k for k in set(pa) & set(pb) if pa[k] != pb[k]]
+    if differ:
+        out.append(f"{ra['task']}: the prompts differ on {len(differ)} of the shared items")
+    return out
+
+
+def compare_payloads(a: dict[str, Any], b: dict[str, Any], seed: int = 0,
+                     allow_mismatch: bool = False) -> list[dict[str, Any]]:
+    """Per task and metric: both scores on the items both runs scored (paired by id), the difference (b - a)
+    and its significance (McNemar for 0/1 outcomes, paired bootstrap otherwise). Runs whose settings or
+    prompts differ measure different things: refused unless `allow_mismatch` (then each row says why)."""
     rows = []
     by_task_b = {r["task"]: r for r in b["results"]}
-    for ra in a["results"]:
-        rb = by_task_b.get(ra["task"])
-        if rb is None:
-            continue
+    shared = [(ra, by_task_b[ra["task"]]) for ra in a["results"] if ra["task"] in by_task_b]
+    if not shared:
+        raise LmsmithError("the two runs share no task", "evaluate both on the same --tasks")
+    mismatches = [m for ra, rb in shared for m in setting_mismatches(ra, rb)]
+    if mismatches and not allow_mismatch:
+        raise LmsmithError("the two runs were evaluated differently: " + "; ".join(mismatches),
+                           "re-run both with the same --tasks/--num-fewshot, or pass --allow-mismatch to compare anyway")
+    for ra, rb in shared:
+        notes = setting_mismatches(ra, rb)
         for metric, va in ra["metrics"].items():
             if metric.endswith("_stderr") or metric not in rb["metrics"]:
                 continue
             row = {"task": ra["task"], "metric": metric, "a": va, "b": rb["metrics"][metric],
-                   "delta": rb["metrics"][metric] - va, "p_value": None, "test": None, "n": ra["n"]}
+                   "delta": rb["metrics"][metric] - va, "p_value": None, "test": None, "n": None,
+                   "n_a": ra["n"], "n_b": rb["n"], "warnings": list(notes)}
             ia, ib = per_item(ra, metric), per_item(rb, metric)
             common = sorted(set(ia) & set(ib), key=str)
             if common:
                 xa, xb = [ia[k] for k in common], [ib[k] for k in common]
+                row.update(a=float(np.mean(xa)), b=float(np.mean(xb)), delta=float(np.mean(xb) - np.mean(xa)),
+                           a_all=va, b_all=rb["metrics"][metric], n=len(common))
                 stat = M.mcnemar(xa, xb) if M.is_binary(xa + xb) else M.paired_bootstrap(xa, xb, seed=seed)
-                row.update({k: v for k, v in stat.items() if k != "delta"}, n=len(common))
+                row.update({k: v for k, v in stat.items() if k != "delta"})
+                if len(common) < max(len(ia), len(ib)):
+                    row["warnings"].append(f"compared on the {len(common)} items both runs scored "
+                                           f"(A scored {len(ia)}, B {len(ib)})")
+            elif ia or ib:
+                raise LmsmithError(f"{ra['task']}: the two runs scored no item in common",
+                                   "evaluate both on the same items (same task file and --limit)")
+            else:
+                row["warnings"].append("corpus-level metric: not paired by item")
             rows.append(row)
-    if not rows:
-        raise LmsmithError("the two runs share no task", "evaluate both on the same --tasks")
     return rows
 
 
 def compare(ref_a: str, ref_b: str, tasks: str | list[str] | None, *, run_dir: str | Path | None = None,
-            seed: int = 0, **eval_kwargs: Any) -> dict[str, Any]:
+            seed: int = 0, allow_mismatch: bool = False, **eval_kwargs: Any) -> dict[str, Any]:
     """Compare two models (refs, evaluated now) or two earlier runs (results.json / run dirs)."""
     payloads = []
     for ref in (ref_a, ref_b):
@@ -105,7 +138,7 @@ def compare(ref_a: str, ref_b: str, tasks: str | list[str] | None, *, run_dir: s
             console.print(f"[bold]evaluating {ref}")
             loaded = evaluate(ref, tasks, seed=seed, **eval_kwargs)
         payloads.append(loaded)
-    rows = compare_payloads(payloads[0], payloads[1], seed=seed)
+    rows = compare_payloads(payloads[0], payloads[1], seed=seed, allow_mismatch=allow_mismatch)
     out = report.new_run_dir(f"compare-{payloads[0]['model']}-vs-{payloads[1]['model']}", run_dir)
     result = {"a": payloads[0]["model"], "b": payloads[1]["model"], "a_run": payloads[0].get("run_dir"),
               "b_run": payloads[1].get("run_dir"), "rows": rows, "run_dir": str(out)}
@@ -122,8 +155,12 @@ def compare_markdown(result: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['task']} | {r['metric']} | {report.fmt(r['a'])} | {report.fmt(r['b'])} | {r['delta']:+.4f} | "
-                     f"{report.fmt(r['p_value'])} | {r['test'] or '-'} | {r['n']} |")
-    return "\n".join(lines) + "\n\np < 0.05: the difference is unlikely to be chance on these items.\n"
+                     f"{report.fmt(r['p_value'])} | {r['test'] or '-'} | {r['n'] if r['n'] is not None else '-'} |")
+    warnings = sorted({w for r in result["rows"] for w in r.get("warnings", [])})
+    lines += ["", "Scores are over the items both runs scored (paired by id); "
+              "p < 0.05: the difference is unlikely to be chance on these items."]
+    lines += [f"- warning: {w}" for w in warnings]
+    return "\n".join(lines) + "\n"
 
 
 def compare_plot(result: dict[str, Any], path: Path) -> Path:

@@ -72,20 +72,21 @@ def aggregate(items: list[dict[str, Any]], names: list[str]) -> dict[str, float]
 def run_multiple_choice(task: Task, backend: Backend) -> TaskResult:
     """lm-eval's method: one request per choice, continuation = target_delimiter + choice;
     acc = argmax of log-likelihoods, acc_norm = argmax of log-likelihood / characters of the choice."""
-    requests, spans = [], []
+    requests, spans, contexts = [], [], []
     for doc in task.docs:
         ctx, choices = task.context(doc), task.choices(doc)
         spans.append((len(requests), len(choices)))
+        contexts.append(ctx)
         requests += [(ctx, task.target_delimiter + c) for c in choices]
     with progress_task(f"{task.name}", len(requests)) as bar:
         lls = backend.loglikelihood(requests, progress=bar)
     items = []
-    for doc, (start, k) in zip(task.docs, spans):
+    for doc, (start, k), ctx in zip(task.docs, spans, contexts):
         choices, gold = task.choices(doc), task.target(doc)
         ll = np.array([lls[start + j][0] for j in range(k)])
         lengths = np.array([float(len(c)) for c in choices])
         pred, pred_norm = int(np.argmax(ll)), int(np.argmax(ll / lengths))
-        items.append({"id": doc.index, "gold": gold, "pred": pred, "pred_norm": pred_norm,
+        items.append({"id": doc.index, "prompt": ctx, "gold": gold, "pred": pred, "pred_norm": pred_norm,
                       "acc": float(pred == gold), "acc_norm": float(pred_norm == gold),
                       "loglikelihoods": [round(float(x), 5) for x in ll]})
     return TaskResult(task.name, task.kind, len(items), aggregate(items, task.metrics), items)
@@ -127,10 +128,11 @@ def run_generation(task: Task, backend: Backend, seed: int = 0) -> TaskResult:
     with progress_task(f"{task.name}", len(prompts)) as bar:
         preds = backend.generate(prompts, params, progress=bar)
     items = []
-    for doc, pred in zip(task.docs, preds):
+    for doc, pred, prompt in zip(task.docs, preds, prompts):
         target = task.target(doc)
         targets = target if isinstance(target, list) else [target]
-        items.append({"id": doc.index, "target": target, "prediction": pred, **score_generation(task, pred, targets)})
+        items.append({"id": doc.index, "prompt": prompt, "target": target, "prediction": pred,
+                      **score_generation(task, pred, targets)})
     return TaskResult(task.name, task.kind, len(items), aggregate(items, task.metrics), items)
 
 
