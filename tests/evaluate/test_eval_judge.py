@@ -172,3 +172,51 @@ def test_judge_input_missing_field(tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "q", "response_a": "x"}) + "\n")
     with pytest.raises(LmsmithError, match=re.escape("p.jsonl:1: missing field 'response_b'")):
         read_items(tmp_path / "p.jsonl", "pairwise")
+
+
+def test_judging_is_saved_even_when_no_human_label_matches(stub_url, tmp_path, capsys):
+    """Minutes of judging are never thrown away: judge.json is written before agreement is computed;
+    ids that match no label leave a one-line error naming where the verdicts are."""
+    from lmsmith.cli import main
+
+    items = [{"id": i, "prompt": f"q{i}", "response": "GOOD" if i % 2 else "bad"} for i in range(4)]
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    (tmp_path / "human.jsonl").write_text("".join(json.dumps({"id": f"other-{i}", "score": 3}) + "\n" for i in range(4)))
+    rc = main(["eval", "judge", "--endpoint", stub_url, "--api-model", "stub", "--input", str(tmp_path / "items.jsonl"),
+               "--human", str(tmp_path / "human.jsonl"), "--run-dir", str(tmp_path / "run")])
+    assert rc == 1
+    assert "verdicts saved in" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert [r["score"] for r in saved["items"]] == [2.0, 5.0, 2.0, 5.0]
+    assert saved["human_agreement"]["n"] == 0 and saved["human_agreement"]["labels_without_judged_item"] == 4
+    # a label file without ids fails before any judging (no run directory is made)
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"score": 3}) + "\n")
+    assert main(["eval", "judge", "--endpoint", stub_url, "--api-model", "stub", "--input", str(tmp_path / "items.jsonl"),
+                 "--human", str(tmp_path / "bad.jsonl"), "--run-dir", str(tmp_path / "run2")]) == 1
+    assert "needs an 'id'" in capsys.readouterr().err and not (tmp_path / "run2").exists()
+
+
+def test_judge_defaults_score_first_short_budget_and_chat_template():
+    from lmsmith.evaluate.judge import absolute_instruction
+
+    cfg = JudgeConfig(mode="absolute")
+    assert cfg.tokens == 64 and '{"score"' in absolute_instruction(cfg)
+    assert JudgeConfig(mode="pairwise").tokens == 256 and JudgeConfig(criteria=["x"]).tokens == 256
+    assert JudgeConfig(max_tokens=10).tokens == 10
+    assert parse_score('{"score": 4, "reason": "cut sho') == 4.0  # a verdict cut by the budget still parses
+
+
+def test_local_judge_uses_its_chat_template_when_it_has_one(tiny_ref, tiny_dir, tmp_path):
+    from lmsmith.evaluate.backends import make_backend
+
+    assert make_backend(tiny_ref, chat=None).chat is True
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_dir, plain)
+    cfg = json.loads((plain / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(cfg))
+    for f in plain.glob("*.jinja"):
+        f.unlink()
+    assert make_backend(str(plain), chat=None).chat is False

@@ -73,7 +73,8 @@ class HFBackend:
     supports_loglikelihood = True
 
     def __init__(self, ref: str, dtype: str = "auto", device: str | None = None, batch_size: int = 16,
-                 chat: bool = False, max_length: int | None = None):
+                 chat: bool | None = False, max_length: int | None = None):
+        """`chat=None`: use the model's chat template when it has one (what a judge wants)."""
         import torch
 
         from lmsmith.models import default_device, load_model, load_tokenizer
@@ -91,7 +92,9 @@ class HFBackend:
         self.info = ModelInfo(name=ref, layers=getattr(cfg, "num_hidden_layers", None),
                               kv_heads=getattr(cfg, "num_key_value_heads", None) or heads, head_dim=head_dim,
                               dtype_bytes=next(self.model.parameters()).element_size(), max_length=self.max_length)
-        if chat and not self.tok.chat_template:
+        if chat is None:
+            self.chat = bool(self.tok.chat_template)
+        elif chat and not self.tok.chat_template:
             raise LmsmithError(f"model {ref} has no chat template", "drop --chat")
 
     # ---- tokenization as lm-eval's hf backend does it
@@ -335,11 +338,12 @@ class OpenAIBackend:
 
 def make_backend(model: str | None = None, endpoint: str | None = None, api_model: str | None = None,
                  api_key: str | None = None, dtype: str = "auto", device: str | None = None, batch_size: int = 16,
-                 chat: bool = False) -> Backend:
+                 chat: bool | None = False) -> Backend:
+    """`chat=None`: chat format where the model has one (an endpoint: always)."""
     if endpoint:
         if not api_model:
             raise LmsmithError("--endpoint needs --api-model NAME", "the model name the server serves")
-        return OpenAIBackend(endpoint, api_model, api_key=api_key, chat=chat)
+        return OpenAIBackend(endpoint, api_model, api_key=api_key, chat=chat is not False)
     if not model:
         raise LmsmithError("no model given", "pass a model ref, or --endpoint URL --api-model NAME")
     return HFBackend(model, dtype=dtype, device=device, batch_size=batch_size, chat=chat)

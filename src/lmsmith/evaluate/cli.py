@@ -74,7 +74,8 @@ def judge_parser():
     p.add_argument("--criteria", help="comma-separated criteria scored separately (e.g. fluency,correctness)")
     p.add_argument("--rubric", help="rubric text or a path to a text file")
     p.add_argument("--human", help="JSONL of human labels (id + label/score) to measure agreement")
-    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="verdict length (default: 64 for score-only grading, 256 otherwise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir")
     p.add_argument("--json", action="store_true")
@@ -182,7 +183,8 @@ def run_judge(a: argparse.Namespace) -> int:
 
     from lmsmith.errors import LmsmithError
     from lmsmith.evaluate.backends import make_backend
-    from lmsmith.evaluate.judge import JudgeConfig, human_agreement, judge, read_items, write_judge_run
+    from lmsmith.evaluate.judge import (JudgeConfig, human_agreement, judge, read_human_labels, read_items,
+                                         write_judge_run)
     from lmsmith.evaluate.report import new_run_dir
 
     try:
@@ -196,14 +198,16 @@ def run_judge(a: argparse.Namespace) -> int:
                       categories=[c.strip() for c in (a.categories or "").split(",") if c.strip()],
                       criteria=[c.strip() for c in (a.criteria or "").split(",") if c.strip()])
     items = read_items(a.input, a.mode)
+    human = read_human_labels(a.human) if a.human else None  # a bad label file fails before any judging
     kw = backend_kwargs(a)
-    kw["chat"] = True
+    kw["chat"] = None  # the judge's chat template when it has one
     backend = make_backend(a.judge_model, **kw)
     result = judge(items, backend, cfg)
-    if a.human:
-        result["human_agreement"] = human_agreement(result, a.human, cfg)
     run_dir = new_run_dir(f"judge-{a.api_model or a.judge_model}", a.run_dir)
-    write_judge_run(run_dir, result)
+    write_judge_run(run_dir, result)  # the verdicts are saved before anything else can fail
+    if human is not None:
+        result["human_agreement"] = human_agreement(result, human, cfg)
+        write_judge_run(run_dir, result)
     summary = {**result["summary"], **({"human_agreement": result["human_agreement"]} if a.human else {})}
     if a.json:
         out.print_json(json.dumps(no_nan(summary), default=str))
@@ -214,6 +218,9 @@ def run_judge(a: argparse.Namespace) -> int:
         console.print(f"[yellow]{result['summary']['unparseable']} verdict(s) could not be parsed "
                       f"(ids {result['summary']['unparseable_ids'][:10]}); see {run_dir}/judge.json")
     console.print(f"report: {run_dir}/judge.md")
+    if human is not None and result["human_agreement"].get("error"):
+        raise LmsmithError(f"no agreement computed: {result['human_agreement']['error']} "
+                           f"(verdicts saved in {run_dir}/judge.json)", "the ids in --human must match the judged file's ids")
     return 0
 
 

@@ -50,8 +50,21 @@ class JudgeConfig:
     categories: list[str] = field(default_factory=list)  # absolute grading into categories instead of a scale
     criteria: list[str] = field(default_factory=list)  # per-criterion scores (each on the scale)
     rubric: str = ""
-    max_tokens: int = 256
+    max_tokens: int | None = None  # None: SCORE_ONLY_TOKENS for score-only grading, else 256
     seed: int = 0
+
+    @property
+    def score_only(self) -> bool:
+        return self.mode == "absolute" and not self.categories and not self.criteria
+
+    @property
+    def tokens(self) -> int:
+        return self.max_tokens or (SCORE_ONLY_TOKENS if self.score_only else 256)
+
+
+# A score-only verdict is `{"score": N, "reason": "<one sentence>"}`: the score comes first, so even a
+# verdict cut short by this budget parses.
+SCORE_ONLY_TOKENS = 64
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -64,6 +77,9 @@ def absolute_instruction(cfg: JudgeConfig) -> str:
     if cfg.criteria:
         crit = (f' Also score each criterion ({", ".join(cfg.criteria)}) from {lo} to {hi} under "criteria": '
                 '{"<criterion>": <score>, ...}.')
+    if not cfg.criteria:
+        return (f'Score the response from {lo} (worst) to {hi} (best). Answer with a JSON object '
+                f'{{"score": <{lo}-{hi}>, "reason": "<one short sentence>"}}.')
     return f'Score the response from {lo} (worst) to {hi} (best). Answer with a JSON object {{"reason": "<one sentence>", "score": <{lo}-{hi}>}}.{crit}'
 
 
@@ -101,7 +117,7 @@ def parse_score(text: str, scale: tuple[int, int] = (1, 5)) -> float | None:
     candidates: list[Any] = []
     if obj:
         candidates += [obj.get(k) for k in ("score", "rating", "grade", "hodnocení") if k in obj]
-    for pat in (r"\[\[\s*" + NUM + r"\s*\]\]", r"(?:score|rating|grade|hodnocení|skóre)\s*[:=]?\s*\**\s*" + NUM,
+    for pat in (r"\[\[\s*" + NUM + r"\s*\]\]", r"(?:score|rating|grade|hodnocení|skóre)[\"']?\s*[:=]?\s*\**\s*" + NUM,
                 r"^\s*" + NUM + r"\s*(?:/\s*\d+)?\s*$"):
         m = re.search(pat, text, flags=re.IGNORECASE | re.MULTILINE)
         if m:
@@ -220,7 +236,7 @@ def read_items(path: str | Path, mode: str) -> list[dict[str, Any]]:
 
 
 def judge(items: list[dict[str, Any]], backend: Backend, cfg: JudgeConfig) -> dict[str, Any]:
-    params = GenParams(max_tokens=cfg.max_tokens, temperature=0.0, seed=cfg.seed)
+    params = GenParams(max_tokens=cfg.tokens, temperature=0.0, seed=cfg.seed)
     if cfg.mode == "absolute":
         prompts = [absolute_prompt(it, cfg) for it in items]
     elif cfg.mode == "pairwise":
@@ -281,25 +297,34 @@ def summarize_pairwise(items: list[dict[str, Any]], outs: list[str], cfg: JudgeC
     return {"summary": summary, "items": rows}
 
 
-def human_agreement(result: dict[str, Any], human_path: str | Path, cfg: JudgeConfig) -> dict[str, Any]:
-    """Match judge verdicts to human labels by id; kappa + agreement for labels, Spearman/Kendall for scores."""
+def read_human_labels(human_path: str | Path) -> dict[str, Any]:
+    """Human labels by id; read (and checked) before any judging, so a bad file costs no judge time."""
     from lmsmith.evaluate.tasks import read_records
 
-    docs = read_records(Path(human_path).expanduser())
     human: dict[str, Any] = {}
-    for d in docs:
+    for d in read_records(Path(human_path).expanduser()):
         if "id" not in d.fields:
             raise LmsmithError(f"{d.source}: a human label needs an 'id' matching the judged item")
         label = next((d.fields[k] for k in ("label", "score", "verdict", "category") if k in d.fields), None)
         if label is None:
             raise LmsmithError(f"{d.source}: no human label", "give one of: label, score, verdict, category")
         human[str(d.fields["id"])] = label
+    return human
+
+
+def human_agreement(result: dict[str, Any], human: dict[str, Any], cfg: JudgeConfig) -> dict[str, Any]:
+    """Match judge verdicts to human labels by id; kappa + agreement for labels, Spearman/Kendall for scores.
+    Uses what is usable: unparseable verdicts and ids without a label are counted, not fatal."""
     key = "verdict" if cfg.mode == "pairwise" else ("category" if cfg.categories else "score")
+    judged = {str(r["id"]) for r in result["items"]}
     pairs = [(r[key], human[str(r["id"])]) for r in result["items"] if r["parsed"] and str(r["id"]) in human]
+    out: dict[str, Any] = {"n": len(pairs), "judged_without_label": len(judged - set(human)),
+                           "labels_without_judged_item": len(set(human) - judged),
+                           "unparseable_verdicts": sum(not r["parsed"] for r in result["items"])}
     if not pairs:
-        raise LmsmithError(f"no judged item has a human label in {human_path}", "the ids must match the judged file's ids")
+        out["error"] = "no parsed verdict has a human label with the same id"
+        return out
     judge_l, human_l = [p[0] for p in pairs], [p[1] for p in pairs]
-    out: dict[str, Any] = {"n": len(pairs)}
     if key == "score":
         hs = [float(h) for h in human_l]
         out.update(spearman=AG.spearman(judge_l, hs), kendall=AG.kendall(judge_l, hs),
