@@ -129,8 +129,10 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    dest = Registry().export(args.ref, args.dir)
-    out.print(f"exported {args.ref} to {dest}")
+    from lmsmith.ops.export import export_model
+
+    dest, what = export_model(args.ref, args.dir, merge=args.merge)
+    out.print(f"exported {args.ref} to {dest}: {what}")
     return 0
 
 
@@ -185,9 +187,11 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--force", action="store_true", help="remove even if adapters name it as their base")
     s.set_defaults(func=cmd_rm)
 
-    s = msub.add_parser("export", help="write a standalone HF directory with regular safetensors shards")
+    s = msub.add_parser("export", help="write a standalone HF directory that transformers loads (quantized models "
+                                       "dequantized; adapters standalone or --merge'd)")
     s.add_argument("ref")
     s.add_argument("dir")
+    s.add_argument("--merge", action="store_true", help="an adapter: write base + adapter merged into one model")
     s.set_defaults(func=cmd_export)
 
     s = msub.add_parser("gc", help="delete unreferenced blobs and leftovers of interrupted imports")
