@@ -6,11 +6,14 @@ import contextlib
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.table import Table
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 console = Console(stderr=True)  # progress and status go to stderr; results go to stdout
 out = Console(soft_wrap=True, highlight=False)
+if not out.is_terminal:  # a pipe or a CI log: rich would assume 80 columns and cut names short
+    out = Console(soft_wrap=True, highlight=False, width=100_000)
 
 
 def make_progress(transient: bool = False) -> Progress:
@@ -37,3 +40,11 @@ def task(description: str, total: int | None) -> Iterator[Callable[..., None]]:
 
         yield advance
 
+
+
+def table(*columns: str, **kwargs) -> Table:
+    """A rich table whose cells wrap instead of ending in '…': names, refs and ids must stay whole."""
+    t = Table(**kwargs)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    return t

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmsmith.progress import console, out
+from lmsmith.progress import console, out, table
 
 SUBCOMMANDS = ("compare", "judge", "tasks")
 
@@ -131,13 +131,10 @@ def no_nan(obj):
 
 
 def print_table(payload: dict) -> None:
-    from rich.table import Table
 
     from lmsmith.evaluate.report import fmt
 
-    t = Table(title=f"{payload['model']}")
-    for c in ("task", "n", "metric", "value", "± stderr"):
-        t.add_column(c)
+    t = table("task", "n", "metric", "value", "± stderr", title=f"{payload['model']}")
     for r in payload["results"]:
         for k, v in r["metrics"].items():
             if not k.endswith("_stderr"):
@@ -162,13 +159,10 @@ def run_compare(a: argparse.Namespace) -> int:
 
 
 def print_compare(res: dict) -> None:
-    from rich.table import Table
 
     from lmsmith.evaluate.report import fmt
 
-    t = Table(title=f"A = {res['a']}   B = {res['b']}   (p < 0.05 in bold)")
-    for c in ("task", "metric", "A", "B", "B - A", "p", "test", "n"):
-        t.add_column(c)
+    t = table("task", "metric", "A", "B", "B - A", "p", "test", "n", title=f"A = {res['a']}   B = {res['b']}   (p < 0.05 in bold)")
     for r in res["rows"]:
         sig = r["p_value"] is not None and r["p_value"] < 0.05
         t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",

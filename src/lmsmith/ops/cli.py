@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lmsmith.errors import LmsmithError
 from lmsmith.ops.registry import ModelVersion, Registry
-from lmsmith.progress import console, out
+from lmsmith.progress import console, out, table
 
 
 def human_bytes(n: float) -> str:
@@ -57,7 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not versions:
         console.print("no models registered yet: try `lmsmith models pull default`")
         return 0
-    t = Table("ref", "kind", "size", "new bytes", "created", "aliases", "parent", "stage")
+    t = table("ref", "kind", "size", "new bytes", "created", "aliases", "parent", "stage")
     for v in versions:
         t.add_row(v.ref, v.kind, human_bytes(v.size), human_bytes(v.stored_bytes), v.created, ",".join(v.aliases),
                   v.lineage.parent or v.base or "", v.lineage.stage)
@@ -71,7 +71,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2))
         return 0
-    t = Table(show_header=False, title=mv.ref)
+    t = table("key", "value", show_header=False, title=mv.ref)
     for key in ("kind", "base", "created", "path", "aliases"):
         if d.get(key):
             t.add_row(key, str(d[key]) if not isinstance(d[key], list) else ", ".join(d[key]))
@@ -142,9 +142,77 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from lmsmith.ops.runs import list_runs
+
+    runs = list_runs()
+    if args.json:
+        out.print_json(json.dumps(runs, default=str))
+        return 0
+    if not runs:
+        out.print("no runs yet (training and eval runs are kept under $LMSMITH_HOME/runs)")
+        return 0
+    t = table("run", "kind", "model", "status", "step", "loss", "registered")
+    for r in runs:
+        loss = r.get("loss")
+        t.add_row(r["id"], r.get("kind", ""), str(r.get("model") or ""), r.get("status", ""), str(r.get("step") or ""),
+                  f"{loss:.4f}" if isinstance(loss, (int, float)) else "", r.get("registered") or "")
+    out.print(t)
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    from lmsmith.ops.runs import describe, find_run
+
+    rec = describe(find_run(args.run))
+    if args.json:
+        out.print_json(json.dumps(rec, default=str))
+    else:
+        for k, v in rec.items():
+            out.print(f"{k}: {v}")
+    return 0
+
+
+def cmd_runs_rm(args: argparse.Namespace) -> int:
+    from lmsmith.ops.runs import remove_run
+
+    out.print(f"removed {remove_run(args.run)}")
+    return 0
+
+
+def cmd_runs_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from lmsmith.ops.runs import mlflow_ui_command
+
+    cmd = mlflow_ui_command(args.host, args.port)
+    console.print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(cmd)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     register_models(sub)
+    register_runs(sub)
     register_plan(sub)
+
+
+def register_runs(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("runs", help="training and eval runs: list, show, rm, and MLflow's UI over them")
+    rsub = p.add_subparsers(dest="runs_command", metavar="COMMAND", required=True)
+    s = rsub.add_parser("list", help="every run under $LMSMITH_HOME/runs, newest first")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs_list)
+    s = rsub.add_parser("show", help="one run: status, last step and loss, checkpoints, registered version, scores")
+    s.add_argument("run", help="run id (or a unique prefix of it), or its directory")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs_show)
+    s = rsub.add_parser("rm", help="delete a run directory (registered models stay in the registry)")
+    s.add_argument("run")
+    s.set_defaults(func=cmd_runs_rm)
+    s = rsub.add_parser("ui", help="MLflow's UI over lmsmith's tracking store (needs: pip install 'lmsmith[mlflow]')")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=5000)
+    s.set_defaults(func=cmd_runs_ui)
 
 
 def register_models(sub: argparse._SubParsersAction) -> None:
