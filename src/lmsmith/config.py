@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from lmsmith.errors import LmsmithError
+from lmsmith.errors import LmsmithError, did_you_mean
 
 C = TypeVar("C", bound="Config")
 
@@ -56,7 +56,8 @@ def build(cls: type[C], base: dict[str, Any], overrides: dict[str, Any], source:
         for err in e.errors():
             loc = ".".join(str(x) for x in err["loc"]) or "(root)"
             if err["type"] == "extra_forbidden":
-                parts.append(f"unknown option '{loc}'")
+                hint = did_you_mean(loc, list(cls.model_fields))
+                parts.append(f"unknown option '{loc}'" + (f" ({hint})" if hint else ""))
             elif err["type"] == "missing":
                 parts.append(f"missing required option '--{loc.replace('_', '-')}'")
             else:
@@ -87,6 +88,31 @@ def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
     return None, {"type": str}
 
 
+def number(kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """An argparse type for a bounded number: `--limit 0` is one clear usage error, not a silent 'all'."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got '{text}'") from None
+        if lo is not None and (v <= lo if lo_open else v < lo) or hi is not None and v > hi:
+            bound = " and ".join(b for b in ((f"> {lo:g}" if lo_open else f">= {lo:g}") if lo is not None else "",
+                                             f"<= {hi:g}" if hi is not None else "") if b)
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return v
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+POSITIVE_INT = number(int, 1)
+NONNEGATIVE_INT = number(int, 0)
+POSITIVE_FLOAT = number(float, 0, lo_open=True)
+NONNEGATIVE_FLOAT = number(float, 0)
+PORT = number(int, 1, 65535)
+
+
 def _csv(inner: Any):
     def parse(text: str) -> list[Any]:
         return [inner(x) if inner in (int, float) else x for x in text.split(",") if x != ""]
@@ -101,8 +127,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], position
                         help="read options from a YAML file; flags on the command line win")
     for name, field in cls.model_fields.items():
         help_text = (field.description or "").replace("%", "%%")
-        if not field.is_required() and field.default is not None and not isinstance(field.default, bool):
-            help_text += f" (default: {field.default})"
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        if default not in (None, "", [], ()) and not isinstance(default, bool):
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            help_text += f" (default: {shown})".replace("%", "%%")
         _, kwargs = _flag_type(field.annotation)
         if name in positional:
             kwargs.pop("action", None)

@@ -7,6 +7,7 @@ import json
 
 from rich.table import Table
 
+from lmsmith.config import POSITIVE_INT
 from lmsmith.compress.quantize import GROUP_SIZES, METHODS
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import console, out
@@ -105,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pp.add_argument("--text", required=True, metavar="FILE", help="UTF-8 text to score")
     pp.add_argument("--method", default="none", help="comma-separated: none,int8,int4,fp8 (first one is the baseline)")
     add_quant_args(pp)
-    pp.add_argument("--max-length", type=int, default=1024, help="context window per scored chunk")
+    pp.add_argument("--max-length", type=POSITIVE_INT, default=1024, help="context window per scored chunk")
     pp.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16")
     pp.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     pp.add_argument("--json", action="store_true")

@@ -334,6 +334,8 @@ def clean(cfg: CleanConfig) -> dict:
 
     if not cfg.output:
         raise LmsmithError("no output directory", "pass --output DIR")
+    if Path(cfg.output).exists() and not Path(cfg.output).is_dir():
+        raise LmsmithError(f"--output {cfg.output} is a file", "pass a directory (new, or one holding an unfinished run)")
     if not 0 < cfg.near_threshold <= 1 or not 0 <= cfg.langid_threshold <= 1:
         raise LmsmithError("thresholds must lie in (0, 1]", "check --near-threshold and --langid-threshold")
     if cfg.chunk_docs < 1 or cfg.workers < 1:

@@ -7,6 +7,7 @@ import json
 import shlex
 import sys
 
+from lmsmith.config import POSITIVE_INT
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import console, out
 
@@ -144,8 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = tsub.add_parser("train", help="train a byte-level BPE tokenizer with special tokens and a chat template")
     p.add_argument("--corpus", action="append", required=True, metavar="FILE", help=".txt or .jsonl (repeatable)")
     p.add_argument("--output", required=True, help="directory to save the HF tokenizer into")
-    p.add_argument("--vocab-size", type=int, default=32000)
-    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--vocab-size", type=POSITIVE_INT, default=32000)
+    p.add_argument("--min-frequency", type=POSITIVE_INT, default=2)
     p.add_argument("--special-tokens", default="", help="comma-separated (default: <|endoftext|>, ChatML and "
                    "tool-call tokens)")
     p.add_argument("--bos", default="<|im_start|>")
@@ -156,13 +157,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = tsub.add_parser("extend", help="add new tokens learned from a target-language corpus to a model")
     p.add_argument("ref", help="model ref or directory")
     p.add_argument("--corpus", required=True, help="target-language text (.txt or .jsonl)")
-    p.add_argument("--num-tokens", type=int, required=True, help="how many new tokens to add")
+    p.add_argument("--num-tokens", type=POSITIVE_INT, required=True, help="how many new tokens to add")
     p.add_argument("--output-name", required=True, help="registry name of the extended model")
     p.add_argument("--init", choices=["pieces", "mean"], default="pieces",
                    help="new rows = mean of the old pieces' embeddings, or mean of all rows")
     p.add_argument("--protect", help="text (e.g. English) whose tokenization must not change")
     p.add_argument("--eval-text", help="held-out target-language text to report fertility on")
-    p.add_argument("--min-frequency", type=int, default=2)
+    p.add_argument("--min-frequency", type=POSITIVE_INT, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_extend)
 

@@ -101,6 +101,28 @@ def manifest_shards(d: Path) -> list[Path]:
     return shards
 
 
+def text_bytes(path: Path) -> int:
+    """The bytes of text a file holds once decompressed (what tokenizing counts), cheaply: gzip stores
+    it in its last 4 bytes (mod 4 GiB), zstd in its frame header when known; else an estimate."""
+    size = path.stat().st_size
+    name = path.name.lower()
+    try:
+        if name.endswith(".gz") and size >= 18:
+            with open(path, "rb") as f:
+                f.seek(-4, os.SEEK_END)
+                isize = int.from_bytes(f.read(4), "little")
+            return isize if isize >= size else 4 * size
+        if name.endswith(".zst"):
+            import zstandard
+
+            with open(path, "rb") as f:
+                n = zstandard.frame_content_size(f.read(18))
+            return n if n > 0 else 4 * size
+    except (OSError, ValueError, ImportError):
+        pass
+    return size
+
+
 def _is_data(p: Path) -> bool:
     try:
         data_format(p)
@@ -237,12 +259,13 @@ def tokenize_corpus(specs: Iterable[str], tokenizer: Any, *, workers: int | None
     tmp = root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     stats: dict = {"bad_lines": 0}
-    total_bytes = sum(f.stat().st_size for f in files)
+    total_bytes = sum(text_bytes(f) for f in files)
     workers = max(1, min(workers or os.cpu_count() or 1, 8))
     if total_bytes < PARALLEL_MIN_BYTES:
         workers = 1
     starts: list[int] = []
     n = 0
+    bar_done = [0]
     try:
         with open(tmp / "tokens.bin", "wb") as out, task("tokenize", total=total_bytes) as bar:
             def consume(ids_batch: list[list[int]], size: int) -> None:
@@ -252,7 +275,8 @@ def tokenize_corpus(specs: Iterable[str], tokenizer: Any, *, workers: int | None
                     arr = np.asarray(ids + [eos], dtype=dtype)
                     out.write(arr.tobytes())
                     n += len(arr)
-                bar(size, info=f"{n:,} tokens")
+                bar(size, info=f"{n:,} tokens", total=max(total_bytes, bar_done[0] + size))
+                bar_done[0] += size
 
             if workers == 1:
                 _init_worker(tokenizer)

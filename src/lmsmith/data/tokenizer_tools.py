@@ -38,6 +38,8 @@ DEFAULT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>"
 def read_texts(path: str | Path, max_chars: int | None = None, text_field: str = "text") -> list[str]:
     """Documents of a .txt (paragraphs) or .jsonl[.gz] (`text` field) file, up to `max_chars` in all."""
     p = Path(path)
+    if p.is_dir():
+        raise LmsmithError(f"{p} is a directory", "pass one .txt or .jsonl file")
     if not p.is_file():
         raise LmsmithError(f"text file not found: {p}", "pass a .txt or .jsonl file")
     opener = gzip.open if p.suffix == ".gz" else open
@@ -49,9 +51,13 @@ def read_texts(path: str | Path, max_chars: int | None = None, text_field: str =
                 if not line.strip():
                     continue
                 try:
-                    t = json.loads(line)[text_field]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise LmsmithError(f"{p}:{lineno}: expected a JSON object with a '{text_field}' field") from None
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise LmsmithError(f"{p}:{lineno}: not valid JSON ({e.msg} at column {e.colno})",
+                                       "fix or remove that line") from None
+                t = rec.get(text_field) if isinstance(rec, dict) else None
+                if not isinstance(t, str):
+                    raise LmsmithError(f"{p}:{lineno}: expected a JSON object with a string '{text_field}' field") from None
                 texts.append(t)
                 total += len(t)
                 if max_chars and total >= max_chars:

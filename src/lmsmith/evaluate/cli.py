@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from lmsmith.config import NONNEGATIVE_INT, POSITIVE_INT
 from lmsmith.progress import console, out, table
 
 SUBCOMMANDS = ("compare", "judge", "tasks")
@@ -25,14 +26,14 @@ def add_backend_args(p: argparse.ArgumentParser, model_optional: bool = False) -
     p.add_argument("--api-key", help="API key for the endpoint (default: $OPENAI_API_KEY)")
     p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
     p.add_argument("--chat", action="store_true", help="wrap generation prompts in the model's chat template")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", help="comma-separated built-in task names or task YAML paths (see `lmsmith eval tasks`)")
-    p.add_argument("--num-fewshot", type=int, help="override every task's num_fewshot")
-    p.add_argument("--limit", type=int, help="evaluate only the first N items of each task")
+    p.add_argument("--num-fewshot", type=NONNEGATIVE_INT, help="override every task's num_fewshot")
+    p.add_argument("--limit", type=POSITIVE_INT, help="evaluate only the first N items of each task")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", help="where to write the report (default: $LMSMITH_HOME/runs/eval-...)")
 
@@ -74,7 +75,7 @@ def judge_parser():
     p.add_argument("--criteria", help="comma-separated criteria scored separately (e.g. fluency,correctness)")
     p.add_argument("--rubric", help="rubric text or a path to a text file")
     p.add_argument("--human", help="JSONL of human labels (id + label/score) to measure agreement")
-    p.add_argument("--max-tokens", type=int, default=None,
+    p.add_argument("--max-tokens", type=POSITIVE_INT, default=None,
                    help="verdict length (default: 64 for score-only grading, 256 otherwise)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir")
@@ -90,6 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if argv and argv[0] == "judge":
         return run_judge(judge_parser().parse_args(argv[1:]))
     if argv and argv[0] == "tasks":
+        _parser("lmsmith eval tasks", "List the built-in tasks (name, kind, what it measures).").parse_args(argv[1:])
         return run_list_tasks()
     return run_eval(eval_parser().parse_args(argv))
 

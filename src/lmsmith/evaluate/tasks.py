@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from lmsmith.errors import LmsmithError
+from lmsmith.errors import LmsmithError, did_you_mean
 
 KINDS = ("multiple_choice", "generation", "perplexity", "needle")
 DEFAULT_METRICS = {
@@ -300,7 +300,9 @@ def find_task(name_or_path: str) -> Path:
         return p
     builtins = builtin_tasks()
     if name_or_path not in builtins:
-        raise LmsmithError(f"unknown task '{name_or_path}'", f"built-in tasks: {', '.join(builtins)}; or give a path to a task YAML")
+        hint = did_you_mean(name_or_path, builtins)
+        raise LmsmithError(f"unknown task '{name_or_path}'" + (f"; {hint}" if hint else ""),
+                           f"built-in tasks: {', '.join(builtins)}; or give a path to a task YAML")
     return builtins[name_or_path]
 
 

@@ -8,6 +8,7 @@ import sys
 
 from rich.table import Table
 
+from lmsmith.config import PORT, POSITIVE_FLOAT, POSITIVE_INT, number
 from lmsmith.errors import LmsmithError
 from lmsmith.ops.registry import ModelVersion, Registry
 from lmsmith.progress import console, out, table
@@ -50,7 +51,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    versions = Registry().list(args.name) if args.name else Registry().list()
+    reg = Registry()
+    if args.name and args.name not in reg.names():
+        reg.get(args.name)  # raises: unknown model, with the closest name
+    versions = reg.list(args.name) if args.name else reg.list()
     if args.json:
         print(json.dumps([version_dict(v) for v in versions], indent=2))
         return 0
@@ -211,7 +215,7 @@ def register_runs(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_runs_rm)
     s = rsub.add_parser("ui", help="MLflow's UI over lmsmith's tracking store (needs: pip install 'lmsmith[mlflow]')")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=5000)
+    s.add_argument("--port", type=PORT, default=5000)
     s.set_defaults(func=cmd_runs_ui)
 
 
@@ -320,34 +324,34 @@ def register_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="capacity planning: memory per GPU and expected speed, before you rent GPUs")
     psub = p.add_subparsers(dest="plan_command", metavar="WHAT", required=True)
     for what in ("train", "serve"):
-        s = psub.add_parser(what, help=f"plan {what}ing (exit code 3 if it does not fit)")
+        s = psub.add_parser(what, help=f"plan {'training' if what == 'train' else 'serving'} (exit code 3 if it does not fit)")
         s.add_argument("--model", required=True, help="a shape preset (llama-3.2-1b, llama-3.1-8b, …), a config.json, or a model ref")
-        s.add_argument("--gpus", type=int, default=1)
-        s.add_argument("--gpu-mem", type=float, help="GiB per GPU (default: the --gpu's usable memory)")
+        s.add_argument("--gpus", type=POSITIVE_INT, default=1)
+        s.add_argument("--gpu-mem", type=POSITIVE_FLOAT, help="GiB per GPU (default: the --gpu's usable memory)")
         s.add_argument("--gpu", default="h100", choices=sorted(GPU_MEM_GIB),
                        help="the GPU: its peak FLOP/s, bandwidth and default memory")
         s.add_argument("--json", action="store_true")
         if what == "train":
-            s.add_argument("--seq-len", type=int, default=2048)
-            s.add_argument("--micro-batch", type=int, default=1)
+            s.add_argument("--seq-len", type=POSITIVE_INT, default=2048)
+            s.add_argument("--micro-batch", type=POSITIVE_INT, default=1)
             g = s.add_mutually_exclusive_group()
             g.add_argument("--fsdp", action="store_true", help="shard weights, grads and optimizer (default with >1 GPU)")
             g.add_argument("--ddp", action="store_true", help="replicate everything on every GPU")
             s.add_argument("--lora", action="store_true")
             s.add_argument("--qlora", action="store_true")
-            s.add_argument("--lora-r", type=int, default=16)
+            s.add_argument("--lora-r", type=POSITIVE_INT, default=16)
             s.add_argument("--ac", choices=["none", "selective", "full"], default="none", help="activation checkpointing")
             s.add_argument("--chunked-loss", action=argparse.BooleanOptionalAction, default=True,
                            help="cross-entropy in chunks, no full fp32 logits (default on, as `lmsmith train` on CUDA)")
             s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                            help="per-block torch.compile (default on, as `lmsmith train` on CUDA)")
-            s.add_argument("--mfu", type=float, default=0.50,
+            s.add_argument("--mfu", type=number(float, 0, 1, lo_open=True), default=0.50,
                            help="model FLOPs utilization to expect (the loop's CUDA defaults measured 51%% on an H100 for "
                                 "the Llama-3.2-1B shape: bench/results/train_throughput-h100.json)")
             s.set_defaults(func=cmd_plan_train)
         else:
             s.add_argument("--weight-dtype", default="bfloat16")
             s.add_argument("--kv-dtype", default="bfloat16")
-            s.add_argument("--context", type=int, default=8192)
-            s.add_argument("--concurrency", type=int, default=1)
+            s.add_argument("--context", type=POSITIVE_INT, default=8192)
+            s.add_argument("--concurrency", type=POSITIVE_INT, default=1)
             s.set_defaults(func=cmd_plan_serve)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, Field
 
-from lmsmith.errors import IntegrityError, LmsmithError
+from lmsmith.errors import IntegrityError, LmsmithError, did_you_mean
 from lmsmith.home import lmsmith_home
 from lmsmith.ops.store import LocalBlobStore, sha256_file
 
@@ -186,8 +186,10 @@ class Registry:
         name, sel = parse_ref(ref)
         versions = self._version_dirs(name)
         if not versions:
-            known = ", ".join(self.names()[:10]) or "none yet: try `lmsmith models pull default`"
-            raise LmsmithError(f"unknown model '{name}'", f"registered models: {known}")
+            names = self.names()
+            known = ", ".join(names[:10]) or "none yet: try `lmsmith models pull default`"
+            hint = did_you_mean(name, names)
+            raise LmsmithError(f"unknown model '{name}'" + (f"; {hint}" if hint else ""), f"registered models: {known}")
         if sel is None or sel == "latest":
             return self._read(name, versions[-1])
         if sel.isdigit():

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lmsmith.config import (NONNEGATIVE_FLOAT, NONNEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT,
+                            number)
+
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from lmsmith.serve.generate import generate_text, stream_to_stdout
@@ -15,6 +18,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         src = Path(args.json_schema)
+        if src.is_dir():
+            from lmsmith.errors import LmsmithError
+
+            raise LmsmithError(f"--json-schema {src} is a directory", "pass a JSON object or a path to a .json file")
         try:
             schema = json.loads(src.read_text() if src.exists() else args.json_schema)
         except json.JSONDecodeError as e:
@@ -36,15 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="apply the model's chat template")
     p.add_argument("--system", help="system message (with --chat)")
-    p.add_argument("--max-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--max-tokens", type=POSITIVE_INT, default=256)
+    p.add_argument("--temperature", type=NONNEGATIVE_FLOAT, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=number(float, 0, 1, lo_open=True), default=1.0)
+    p.add_argument("--top-k", type=NONNEGATIVE_INT, default=0, help="0 = off")
     p.add_argument("--stop", action="append", help="stop string (repeatable); it is not printed")
     p.add_argument("--json-schema", help="constrain the output to this JSON schema (inline JSON or a .json file)")
     p.add_argument("--seed", type=int)
     p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
-    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
+    p.add_argument("--tensor-parallel-size", "--tp", type=POSITIVE_INT, default=1,
                    help="shard the model over this many GPUs of this node (default: 1)")
     p.set_defaults(func=cmd_generate)
     register_serve(sub)
@@ -72,13 +79,13 @@ def add_engine_args(p: argparse.ArgumentParser, max_num_seqs: int, max_num_batch
     """The engine's options, the same for `lmsmith serve` and `lmsmith bench offline`."""
     p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--max-num-seqs", type=int, default=max_num_seqs, help="sequences in the running batch")
-    p.add_argument("--max-num-batched-tokens", type=int, default=max_num_batched_tokens,
+    p.add_argument("--max-num-seqs", type=POSITIVE_INT, default=max_num_seqs, help="sequences in the running batch")
+    p.add_argument("--max-num-batched-tokens", type=POSITIVE_INT, default=max_num_batched_tokens,
                    help="token budget per engine step")
-    p.add_argument("--block-size", type=int, default=16, help="KV-cache block size in tokens")
-    p.add_argument("--num-kv-blocks", type=int, help="KV-cache blocks (default: sized from free memory)")
-    p.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
-    p.add_argument("--tensor-parallel-size", "--tp", type=int, default=1,
+    p.add_argument("--block-size", type=POSITIVE_INT, default=16, help="KV-cache block size in tokens")
+    p.add_argument("--num-kv-blocks", type=POSITIVE_INT, help="KV-cache blocks (default: sized from free memory)")
+    p.add_argument("--max-model-len", type=POSITIVE_INT, help="context length (default: the model's)")
+    p.add_argument("--tensor-parallel-size", "--tp", type=POSITIVE_INT, default=1,
                    help="shard the model over this many GPUs of this node (Megatron-style, NCCL; default: 1)")
 
 
@@ -90,12 +97,12 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
     p.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=PORT, default=8000)
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (default: $LMSMITH_API_KEY, else none)")
     p.add_argument("--served-model-name", help="the name clients pass as `model` (default: REF)")
-    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429s")
-    p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (0 = none)")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
+    p.add_argument("--max-queue", type=POSITIVE_INT, default=256, help="requests waiting beyond the batch before 429s")
+    p.add_argument("--request-timeout", type=POSITIVE_FLOAT, default=600.0, help="seconds per request (0 = none)")
+    p.add_argument("--drain-timeout", type=NONNEGATIVE_FLOAT, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
@@ -122,26 +129,26 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK", parser_class=type(p))
     s = bsub.add_parser("serve", help="load-test a running server: throughput, TTFT/TPOT/ITL percentiles")
     s.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
-    s.add_argument("--requests", type=int, default=64, help="requests to send")
-    s.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
-    s.add_argument("--rate", type=float, help="Poisson arrival rate in requests/s (default: as fast as concurrency allows)")
-    s.add_argument("--prompt-len", type=int, default=128, help="prompt length in tokens (about: synthetic text calibrated on the server)")
-    s.add_argument("--output-len", type=int, default=64, help="tokens generated per request (EOS ignored)")
+    s.add_argument("--requests", type=POSITIVE_INT, default=64, help="requests to send")
+    s.add_argument("--concurrency", type=POSITIVE_INT, default=8, help="requests in flight at most")
+    s.add_argument("--rate", type=POSITIVE_FLOAT, help="Poisson arrival rate in requests/s (default: as fast as concurrency allows)")
+    s.add_argument("--prompt-len", type=POSITIVE_INT, default=128, help="prompt length in tokens (about: synthetic text calibrated on the server)")
+    s.add_argument("--output-len", type=POSITIVE_INT, default=64, help="tokens generated per request (EOS ignored)")
     s.add_argument("--model", help="model name (default: the server's first /v1/models entry)")
     s.add_argument("--api-key", help="bearer token, if the server needs one")
     s.add_argument("--dataset", default="fixed", choices=["fixed", "sharegpt-mix"],
                    help="fixed lengths, or a seeded ShareGPT-like log-normal length mix (medians --prompt-len/--output-len)")
     s.add_argument("--token-ids", action="store_true",
                    help="send prompts as random token-id arrays (exact lengths; for random-init models)")
-    s.add_argument("--token-id-max", type=int, default=32000, help="with --token-ids: ids are drawn below this")
+    s.add_argument("--token-id-max", type=POSITIVE_INT, default=32000, help="with --token-ids: ids are drawn below this")
     s.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts and of the length mix")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=cmd_bench_serve)
     o = bsub.add_parser("offline", help="the engine's throughput on a fixed request set (no server): tok/s, TTFT")
     o.add_argument("model", help="model ref or path")
-    o.add_argument("--requests", type=int, default=256, help="requests, all submitted at once")
-    o.add_argument("--prompt-len", type=int, default=128, help="prompt tokens (random token ids; the mix's median)")
-    o.add_argument("--output-len", type=int, default=256, help="tokens generated per request, EOS ignored (the mix's median)")
+    o.add_argument("--requests", type=POSITIVE_INT, default=256, help="requests, all submitted at once")
+    o.add_argument("--prompt-len", type=POSITIVE_INT, default=128, help="prompt tokens (random token ids; the mix's median)")
+    o.add_argument("--output-len", type=POSITIVE_INT, default=256, help="tokens generated per request, EOS ignored (the mix's median)")
     o.add_argument("--dataset", default="fixed", choices=["fixed", "sharegpt-mix"],
                    help="fixed lengths, or a seeded ShareGPT-like log-normal length mix")
     o.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from lmsmith.config import add_config_args, build, config_from_args
+from lmsmith.config import POSITIVE_INT, add_config_args, build, config_from_args
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import out
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=cmd_train, config_cls=cls)
     r = tsub.add_parser("resume", help="continue a run from its last checkpoint (exactly)")
     r.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
-    r.add_argument("--nproc", type=int, default=None, help="processes to resume on (default: as the run was started)")
+    r.add_argument("--nproc", type=POSITIVE_INT, default=None, help="processes to resume on (default: as the run was started)")
     r.set_defaults(func=cmd_resume)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
