@@ -90,3 +90,14 @@ def test_cli_memory_and_mfu_defaults_follow_the_gpu(capsys):
         assert main(["plan", "serve", "--model", "llama-3.2-1b", "--gpu", gpu, "--json"]) == 0
         kv[gpu] = json.loads(capsys.readouterr().out)["max_kv_tokens"]
     assert 1.7 < kv["h200"] / kv["h100"] < 1.9  # 139 vs 79 GiB, less the same weights
+
+
+def test_plan_serve_that_does_not_fit_says_why_and_what_would(capsys):
+    assert main(["plan", "serve", "--model", "llama-3.1-8b", "--context", "131072", "--concurrency", "16"]) == 3
+    text = capsys.readouterr().out
+    assert "on 1 x h100" in text and "DOES NOT FIT: needs 271.0 GiB per GPU" in text
+    assert "--gpus 4" in text and "--concurrency 3" in text
+    # each suggestion really fits
+    shape = Shape.from_config(SHAPES["llama-3.1-8b"])
+    assert plan_serve(shape, gpus=4, gpu_mem_gib=79, context=131072, concurrency=16)["fits"]
+    assert main(["plan", "serve", "--model", "llama-3.1-8b", "--context", "131072", "--concurrency", "3"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rich.table import Table
 
@@ -27,6 +28,23 @@ def version_dict(mv: ModelVersion) -> dict:
     d["ref"] = mv.ref
     d["size"] = mv.size
     return d
+
+
+def cmd_create_tiny(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from lmsmith.ops.registry import Lineage
+    from lmsmith.tiny import ARCH_CONFIGS, build_tiny
+
+    if args.arch not in ARCH_CONFIGS:
+        raise LmsmithError(f"unknown architecture '{args.arch}'", f"choose from {', '.join(sorted(ARCH_CONFIGS))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = build_tiny(Path(tmp) / args.name, args.arch, seed=args.seed)
+        mv = Registry().register(d, args.name, lineage=Lineage(stage="create-tiny", command=getattr(args, "command_line", None)),
+                                 tags={"tiny": args.arch})
+    out.print(f"registered {mv.ref}: a random-init {args.arch} model (2 layers, hidden 64) with a byte-level "
+              "BPE tokenizer and a chat template, for trying commands in seconds")
+    return 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -228,6 +246,12 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     s.set_defaults(func=cmd_pull)
 
+    s = msub.add_parser("create-tiny", help="register a tiny random-init model (seconds to train; for trying commands)")
+    s.add_argument("name")
+    s.add_argument("--arch", default="llama", help="llama, mistral, qwen2 or gemma2")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_create_tiny)
+
     s = msub.add_parser("import", help="register a HF model directory, a .gguf file, or pickle weights (converted safely)")
     s.add_argument("path")
     s.add_argument("--name", required=True, help="registry name; a new version is added if it exists")
@@ -304,19 +328,36 @@ def cmd_plan_train(args: argparse.Namespace) -> int:
 
 
 def cmd_plan_serve(args: argparse.Namespace) -> int:
-    from lmsmith.ops.planner import load_shape, plan_serve
+    from lmsmith.ops.planner import load_shape, plan_serve, serve_alternatives
 
     _default_gpu_mem(args)
     name, shape = load_shape(args.model)
     plan = plan_serve(shape, name=name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, weight_dtype=args.weight_dtype,
                       kv_dtype=args.kv_dtype, context=args.context, concurrency=args.concurrency, gpu=args.gpu)
+    if not plan["fits"]:
+        plan["suggestions"] = serve_alternatives(shape, plan)
     if args.json:
         print(json.dumps(plan, indent=2))
+        return 0 if plan["fits"] else 3
+    t = table("", "", show_header=False,
+              title=f"serving {name} on {plan['gpus']} x {plan['gpu']} ({plan['gpu_mem_gib']:g} GiB each, "
+                    f"{plan['usable_gib']:g} usable)")
+    rows = [("weights", f"{plan['weights_gib']:.2f} GiB per GPU ({plan['weight_dtype']})"),
+            ("KV cache", f"{plan['kv_cache_gib']:.2f} GiB per GPU ({plan['kv_dtype']}, {plan['context']:,} tokens x "
+                         f"{plan['concurrency']} sequences, {plan['kv_bytes_per_token']:,.0f} bytes per token)"),
+            ("total", f"{plan['total_gib']:.2f} GiB per GPU of {plan['usable_gib']:g}"),
+            ("KV tokens that fit", f"{plan['max_kv_tokens']:,} ({plan['max_full_context_sequences']} full-context sequences)"),
+            ("batch-1 decode ceiling", f"{plan['decode_bs1_tok_s_upper_bound']:,} tokens/s (memory bandwidth / weight bytes)")]
+    for k, v in rows:
+        t.add_row(k, v)
+    out.print(t)
+    if plan["fits"]:
+        out.print("fits")
     else:
-        t = Table(show_header=False, title=f"serving {name}")
-        for k, v in plan.items():
-            t.add_row(k, f"{v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
-        out.print(t)
+        why, *options = plan["suggestions"]
+        out.print(f"DOES NOT FIT: {why}. What would fit:")
+        for o in options:
+            out.print(f"  - {o}")
     return 0 if plan["fits"] else 3
 
 

@@ -239,11 +239,44 @@ def plan_serve(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
     kv_need = kv_tok * context * concurrency
     budget = gpu_mem_gib * GiB * mem_fraction - weights
     max_tokens = int(max(budget, 0) // kv_tok)
+    fits = weights + kv_need <= gpu_mem_gib * GiB * mem_fraction
     return {
-        "model": name, "gpus": gpus, "weights_gib": round(weights / GiB, 2),
+        "model": name, "gpu": gpu, "gpus": gpus, "gpu_mem_gib": gpu_mem_gib, "usable_gib": round(gpu_mem_gib * mem_fraction, 2),
+        "weight_dtype": weight_dtype, "kv_dtype": kv_dtype, "context": context, "concurrency": concurrency,
+        "weights_gib": round(weights / GiB, 2),
         "kv_bytes_per_token": kv_tok, "kv_cache_gib": round(kv_need / GiB, 2),
-        "total_gib": round((weights + kv_need) / GiB, 2), "fits": weights + kv_need <= gpu_mem_gib * GiB * mem_fraction,
+        "total_gib": round((weights + kv_need) / GiB, 2), "fits": fits,
         "max_kv_tokens": max_tokens, "max_full_context_sequences": max_tokens // context,
         # decoding reads every weight once per step: the batch-1 ceiling is bandwidth / weight bytes
         "decode_bs1_tok_s_upper_bound": round(BANDWIDTH_TBS.get(gpu.lower(), 3.0) * 1e12 / weights),
     }
+
+
+def serve_alternatives(shape: Shape, plan: dict[str, Any], mem_fraction: float = 0.9) -> list[str]:
+    """When a serving plan does not fit: why, and the nearest settings that would (one change at a time)."""
+    kw = dict(name=plan["model"], gpus=plan["gpus"], gpu_mem_gib=plan["gpu_mem_gib"], weight_dtype=plan["weight_dtype"],
+              kv_dtype=plan["kv_dtype"], context=plan["context"], concurrency=plan["concurrency"], gpu=plan["gpu"],
+              mem_fraction=mem_fraction)
+    usable = plan["usable_gib"]
+    out = [f"needs {plan['total_gib']:.1f} GiB per GPU (weights {plan['weights_gib']:.1f} + KV cache "
+           f"{plan['kv_cache_gib']:.1f}) but {plan['gpu']} has {usable:.1f} GiB usable"]
+    for n in (2, 4, 8, 16):
+        if n > plan["gpus"] and plan_serve(shape, **{**kw, "gpus": n})["fits"]:
+            out.append(f"{n} GPUs with tensor parallelism (--gpus {n})")
+            break
+    for wd, kd in (("int8", plan["kv_dtype"]), ("fp8", "fp8"), ("int4", plan["kv_dtype"]), ("int4", "fp8")):
+        if DTYPE_BYTES[wd] < DTYPE_BYTES[plan["weight_dtype"]] and plan_serve(shape, **{**kw, "weight_dtype": wd, "kv_dtype": kd})["fits"]:
+            out.append(f"{wd} weights" + (f" and {kd} KV cache" if kd != plan["kv_dtype"] else "")
+                       + f" (--weight-dtype {wd}" + (f" --kv-dtype {kd}" if kd != plan["kv_dtype"] else "") + ")")
+            break
+    if plan["max_kv_tokens"] > 0:
+        ctx = plan["max_kv_tokens"] // plan["concurrency"]
+        if ctx >= 256:
+            out.append(f"a shorter context: up to {ctx:,} tokens at {plan['concurrency']} concurrent sequences "
+                       f"(--context {ctx})")
+        if plan["max_full_context_sequences"] >= 1:
+            out.append(f"fewer concurrent sequences: {plan['max_full_context_sequences']} at the full "
+                       f"{plan['context']:,}-token context (--concurrency {plan['max_full_context_sequences']})")
+    else:
+        out.append("the weights alone do not fit: more GPUs or lower-precision weights")
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import yaml
@@ -18,9 +19,20 @@ EXAMPLES = {
 }
 
 
-def _report(result) -> int:
+def _report(result, seconds: float) -> int:
     if result.interrupted:
         return 130
+    from lmsmith.progress import console
+    from lmsmith.train.tracking import read_metrics
+
+    m = result.metrics
+    evals = [r["loss"] for r in read_metrics(result.run_dir / "metrics.jsonl") if r.get("split") == "eval"]
+    parts = [f"{m.get('steps', result.step)} steps", f"{int(m.get('tokens', 0)):,} tokens", f"{seconds:.0f} s",
+             f"final train loss {m['train_loss']:.4f}" if m.get("train_loss") is not None else "",
+             f"best eval loss {min(evals):.4f}" if evals else ""]
+    console.print("done: " + ", ".join(p for p in parts if p) + f"; run {result.run_dir}")
+    if result.ref:
+        console.print(f"registered {result.ref}: try `lmsmith generate {result.ref} --prompt ...`")
     out.print(result.ref or str(result.output_dir))
     return 0
 
@@ -38,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args.config_cls, args)
     if needs_relaunch(cfg.nproc):  # --nproc N: the same command again, under torchrun
         return relaunch(int(cfg.nproc or 1), _argv(args))
-    return _report(train(cfg, getattr(args, "command_line", None)))
+    t0 = time.time()
+    return _report(train(cfg, getattr(args, "command_line", None)), time.time() - t0)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -60,7 +73,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     if needs_relaunch(cfg.nproc):
         return relaunch(int(cfg.nproc or 1), _argv(args))
-    return _report(train(cfg, getattr(args, "command_line", None)))
+    t0 = time.time()
+    return _report(train(cfg, getattr(args, "command_line", None)), time.time() - t0)
 
 
 def _tune(parser: argparse.ArgumentParser) -> None:

@@ -421,6 +421,8 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
         loss = evaluate(model, objective, data, cfg, device, amp, doc_masks)
         if loss is not None:
             tracker.log({"step": step, "split": "eval", "loss": loss, "ppl": math.exp(min(loss, 50))})
+            if env.is_main:
+                console.print(f"step {step}: eval loss {loss:.4f} (perplexity {math.exp(min(loss, 50)):.2f})")
         return loss
 
     if device.type == "cuda":
