@@ -145,3 +145,22 @@ def test_txt_input_blank_line_documents(tmp_path):
     report = clean(CleanConfig(inputs=[str(src)], output=str(tmp_path / "o"), lang=["cs"], min_words=20,
                                workers=1, progress=False))
     assert report["documents_in"] == 6 and report["documents_out"] == 6
+
+
+def test_short_texts_warning_and_skip_bad_lines(tmp_path, capsys):
+    """The default --min-words 50 dropping most of a short-text corpus is said, with the flag to loosen;
+    --skip-bad-lines skips and counts broken lines instead of stopping."""
+    src = tmp_path / "short.jsonl"
+    lines = [json.dumps({"text": p.split(". ")[0] + "."}) for p in paragraphs("cs")[:12]]
+    lines.insert(3, '{"text": broken')
+    lines.insert(5, '{"body": "no text"}')
+    src.write_text("\n".join(lines) + "\n")
+    assert main(["data", "clean", str(src), "--output", str(tmp_path / "a"), "--lang", "cs", "--workers", "1"]) == 1
+    assert "short.jsonl:4: not valid JSON" in capsys.readouterr().err
+    assert main(["data", "clean", str(src), "--output", str(tmp_path / "b"), "--lang", "cs", "--workers", "1",
+                 "--skip-bad-lines"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 2 bad line(s)" in err and "short.jsonl:4" in err
+    assert "quality removed" in err and "too_few_words" in err and "--min-words" in err
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["bad_lines"] == 2 and report["documents_in"] == 12 and report["warnings"]

@@ -49,6 +49,8 @@ class CleanConfig(QualityConfig):
     workers: int = Field(max(1, min(os.cpu_count() or 1, 8)), description="worker processes")
     chunk_docs: int = Field(2000, description="documents per work chunk and output shard (unit of resume)")
     text_field: str = Field("text", description="JSONL field holding the text")
+    skip_bad_lines: bool = Field(False, description="skip JSONL lines that are not JSON objects with the text field "
+                                 "(counted in the report) instead of stopping at the first one")
     txt_mode: Literal["blank-line", "line", "file"] = Field(
         "blank-line", description="how a .txt file splits into documents")
     normalize: bool = Field(True, description="Unicode normalization and whitespace fixes")
@@ -101,9 +103,35 @@ def list_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def iter_documents(files: list[Path], text_field: str = "text", txt_mode: str = "blank-line"
-                   ) -> Iterator[dict[str, Any]]:
-    """Yield {"id", "text", "lang"?} records one at a time from JSONL and text files."""
+# the option to loosen when one reason removes most of a corpus
+REASON_FLAGS = {"too_few_words": "--min-words", "too_many_words": "--max-words", "mean_word_length":
+                "--min-mean-word-length/--max-mean-word-length", "stop_words": "--min-stop-words",
+                "alpha_words": "--min-alpha-words", "terminal_punct_lines": "--min-terminal-punct-lines",
+                "dup_lines": "--max-dup-line-fraction", "dup_line_chars": "--max-dup-line-char-fraction",
+                "symbol_word_ratio": "--max-symbol-word-ratio", "bullet_lines": "--max-bullet-lines",
+                "ellipsis_lines": "--max-ellipsis-lines"}
+
+
+def heavy_filters(report: dict[str, Any], share: float = 0.5) -> list[str]:
+    """One line per step that removed more than `share` of the documents in, naming its main reason."""
+    out = []
+    n = max(report["documents_in"], 1)
+    for step, c in report["steps"].items():
+        removed = c.get("docs_in", 0) - c.get("docs_out", 0)
+        if removed / n > share:
+            reasons = report["reasons"].get(step, {})
+            top, count = max(reasons.items(), key=lambda kv: kv[1]) if reasons else (step, removed)
+            flag = REASON_FLAGS.get(top)
+            out.append(f"{step} removed {removed / n:.0%} of the documents (mostly '{top}': {count:,})"
+                       + (f"; if your texts are short or unusual, loosen {flag}" if flag else "")
+                       + "; examples in report.md")
+    return out
+
+
+def iter_documents(files: list[Path], text_field: str = "text", txt_mode: str = "blank-line",
+                   bad_lines: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield {"id", "text", "lang"?} records one at a time from JSONL and text files. With `bad_lines`
+    (a list), broken JSONL lines are recorded there as 'file:line' and skipped instead of raising."""
     for path in files:
         name = path.name
         with _open_text(path) as f:
@@ -114,11 +142,17 @@ def iter_documents(files: list[Path], text_field: str = "text", txt_mode: str = 
                     try:
                         rec = json.loads(line)
                     except json.JSONDecodeError as e:
+                        if bad_lines is not None:
+                            bad_lines.append(f"{path}:{lineno}")
+                            continue
                         raise LmsmithError(f"{path}:{lineno}: not valid JSON ({e.msg})",
-                                           "each line must be one JSON object") from None
+                                           "each line must be one JSON object, or pass --skip-bad-lines") from None
                     if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str):
+                        if bad_lines is not None:
+                            bad_lines.append(f"{path}:{lineno}")
+                            continue
                         raise LmsmithError(f"{path}:{lineno}: no string field '{text_field}'",
-                                           "set --text-field to the field that holds the text")
+                                           "set --text-field to the field that holds the text, or pass --skip-bad-lines")
                     yield {"id": str(rec.get("id", f"{name}:{lineno}")), "text": rec[text_field],
                            **({"lang": rec["lang"]} if isinstance(rec.get("lang"), str) else {})}
             elif txt_mode == "file":
@@ -359,13 +393,15 @@ def clean(cfg: CleanConfig) -> dict:
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pool = ctx.Pool(cfg.workers) if cfg.workers > 1 else None
     pending: deque = deque()
+    bad_lines: list[str] | None = [] if cfg.skip_bad_lines else None
     with task("clean", None) as bar:
         def collect(res: dict) -> None:
             results[res["index"]] = res
             bar(res["docs"], info=f"{sum(r['docs'] for r in results.values()) / max(time.time() - t0, 1e-9):.0f} docs/s")
 
         try:
-            for index, docs in enumerate(_chunks(iter_documents(files, cfg.text_field, cfg.txt_mode), cfg.chunk_docs)):
+            docs_iter = iter_documents(files, cfg.text_field, cfg.txt_mode, bad_lines)
+            for index, docs in enumerate(_chunks(docs_iter, cfg.chunk_docs)):
                 n_docs += len(docs)
                 done = work / f"chunk-{index:05d}.done.json"
                 if done.exists():
@@ -381,6 +417,9 @@ def clean(cfg: CleanConfig) -> dict:
                     collect(pending.popleft().get())
             while pending:
                 collect(pending.popleft().get())
+        except KeyboardInterrupt:
+            raise LmsmithError(f"interrupted after {len(results)} finished chunk(s)",
+                               "run the same command again to resume: finished chunks are kept and skipped") from None
         finally:
             if pool is not None:
                 pool.terminate()
@@ -478,8 +517,10 @@ def clean(cfg: CleanConfig) -> dict:
         "docs_per_second": round(n_docs / max(elapsed, 1e-9), 1), "workers": cfg.workers,
         "near_dedup": ({**cluster_sizes(near.clusters), "bands": near.bands, "rows": near.rows,
                         "threshold": cfg.near_threshold} if near is not None else None),
+        "bad_lines": len(bad_lines or []), "bad_line_examples": (bad_lines or [])[:10],
         **tally.to_dict(),
     }
+    report["warnings"] = heavy_filters(report)
     _atomic_write(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
     (out / "report.md").write_text(report_markdown(report))
     if not cfg.keep_work:

@@ -28,6 +28,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
     else:
         out.print(f"{cfg.output}/manifest.json  ({report['documents_out']:,} documents; report: "
                   f"{cfg.output}/report.md)")
+    for w in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}")
+    if report["bad_lines"]:
+        console.print(f"[yellow]skipped {report['bad_lines']} bad line(s)[/], e.g. {report['bad_line_examples'][0]}")
     return 0
 
 
