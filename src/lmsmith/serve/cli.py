@@ -9,8 +9,40 @@ from lmsmith.config import (NONNEGATIVE_FLOAT, NONNEGATIVE_INT, PORT, POSITIVE_F
                             number)
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from lmsmith.serve.chat import ChatSettings, repl
+    from lmsmith.serve.engine import Engine
+
+    engine = Engine(args.ref, dtype=args.dtype, max_num_seqs=1)
+    try:
+        if not engine.tokenizer.chat_template:
+            from lmsmith.errors import LmsmithError
+
+            raise LmsmithError(f"{args.ref} has no chat template", "use `lmsmith generate` for plain completion")
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+        repl(engine, ChatSettings(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                                  seed=args.seed, system=args.system))
+    finally:
+        engine.close()
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from lmsmith.serve.generate import generate_text, stream_to_stdout
+
+    if args.prompt is None:  # `echo text | lmsmith generate MODEL`
+        if sys.stdin.isatty():
+            from lmsmith.errors import LmsmithError
+
+            raise LmsmithError("no prompt given", "pass --prompt TEXT, or pipe the prompt on stdin")
+        args.prompt = sys.stdin.read()
+        if not args.prompt.strip():
+            from lmsmith.errors import LmsmithError
+
+            raise LmsmithError("the prompt on stdin is empty", "pass --prompt TEXT")
 
     schema = None
     if args.json_schema:
@@ -40,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="complete a prompt (streams tokens as they arrive)")
     p.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", help="the prompt (default: read from stdin)")
     p.add_argument("--chat", action="store_true", help="apply the model's chat template")
     p.add_argument("--system", help="system message (with --chat)")
     p.add_argument("--max-tokens", type=POSITIVE_INT, default=256)
@@ -54,6 +86,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensor-parallel-size", "--tp", type=POSITIVE_INT, default=1,
                    help="shard the model over this many GPUs of this node (default: 1)")
     p.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("chat", help="talk to a model in the terminal (streamed; /reset, /system, /exit)")
+    c.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
+    c.add_argument("--system", help="system prompt")
+    c.add_argument("--max-tokens", type=POSITIVE_INT, default=512, help="longest answer")
+    c.add_argument("--temperature", type=NONNEGATIVE_FLOAT, default=0.7, help="0 = greedy")
+    c.add_argument("--top-p", type=number(float, 0, 1, lo_open=True), default=0.95)
+    c.add_argument("--seed", type=int)
+    c.add_argument("--dtype", default="auto")
+    c.set_defaults(func=cmd_chat)
     register_serve(sub)
     register_bench(sub)
 

@@ -13,9 +13,14 @@ def build_prompt(tok, prompt: str, chat: bool, system: str | None) -> list[int]:
         if system:
             raise LmsmithError("--system needs --chat", "add --chat, or put the instruction into --prompt")
         return tok(prompt)["input_ids"]
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return chat_ids(tok, messages)
+
+
+def chat_ids(tok, messages: list[dict]) -> list[int]:
+    """The prompt ids of a conversation, ready for the assistant's next turn."""
     if not tok.chat_template:
         raise LmsmithError("this model's tokenizer has no chat template", "drop --chat for plain completion")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
     return list(ids["input_ids"])
 
