@@ -156,3 +156,23 @@ def test_extend_default_model_cuts_czech_fertility_and_keeps_english_logits(defa
     assert new_tok(english, return_tensors="pt").input_ids.tolist() == ids.tolist()
     old, new = _logits(str(default_model_dir), ids), _logits(mv.ref, ids)
     torch.testing.assert_close(new[..., : old.shape[-1]], old, atol=1e-5, rtol=0)
+
+
+def test_check_tools_says_what_is_missing_and_add_special_fixes_it(tiny_ref, capsys, monkeypatch):
+    import lmsmith.data.special_tokens as ST
+
+    monkeypatch.setattr(ST, "TOOL_TAGS", ("<tool_call>", "</tool_call>", "<|python_tag|>"))
+    assert main(["tokenizer", "check", tiny_ref, "--tools"]) == 1
+    text = capsys.readouterr().out
+    assert "1 of 8 checks fail" in text and "<|python_tag|>" in text
+    assert f"lmsmith tokenizer add-special {tiny_ref} --tokens '<|python_tag|>'" in text
+    assert main(["tokenizer", "add-special", tiny_ref, "--tokens", "<|python_tag|>", "--output-name", "tiny-tools"]) == 0
+    capsys.readouterr()
+    assert main(["tokenizer", "check", "tiny-tools", "--tools"]) == 0
+    assert "ok: all 8 checks pass" in capsys.readouterr().out
+    # the old inputs give the same logits: only new rows were added
+    ids = torch.tensor([[5, 6, 7, 8]])
+    old, new = _logits(tiny_ref, ids), _logits("tiny-tools", ids)
+    assert new.shape[-1] == old.shape[-1] + 1 and torch.allclose(old, new[..., : old.shape[-1]], atol=1e-5)
+    assert main(["tokenizer", "add-special", "tiny-tools", "--tokens", "<|python_tag|>", "--output-name", "x"]) == 1
+    assert "already has" in capsys.readouterr().err

@@ -101,6 +101,15 @@ def cmd_extend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_add_special(args: argparse.Namespace) -> int:
+    from lmsmith.data.tokenizer_tools import add_special_tokens
+
+    mv, new = add_special_tokens(args.ref, args.tokens.split(","), args.output_name, command=_command_line())
+    console.print(f"added {len(new)} special token(s): {', '.join(new)}")
+    out.print(mv.ref)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from lmsmith.data.special_tokens import validate_special_tokens
     from lmsmith.data.tokenizer_tools import load_any_tokenizer
@@ -109,11 +118,21 @@ def cmd_check(args: argparse.Namespace) -> int:
                                      require_tools=args.tools)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-    else:
-        for c in report.checks:
-            mark = "[green]ok[/]" if c.ok else f"[red]{c.problem}[/]"
-            console.print(f"{c.role:12} {c.token!s:24} ids={c.ids} {mark}")
-    return 0 if report.ok else 1
+        return 0 if report.ok else 1
+    for c in report.checks:
+        mark = "[green]ok[/]" if c.ok else f"[red]{c.problem}[/]"
+        console.print(f"{c.role:12} {c.token!s:24} ids={c.ids} {mark}")
+    bad = [c for c in report.checks if not c.ok]
+    if not bad:
+        out.print(f"ok: all {len(report.checks)} checks pass")
+        return 0
+    out.print(f"{len(bad)} of {len(report.checks)} checks fail: " + "; ".join(report.problems()))
+    missing = [c.token for c in bad if c.role == "tool_tag" and c.token]
+    if missing:
+        out.print(f"add the tool-call tags as special tokens: lmsmith tokenizer add-special {args.tokenizer} "
+                  f"--tokens '{','.join(missing)}' --output-name NAME (then fine-tune on tool-call data, "
+                  "e.g. `lmsmith train sft` with tool_calls)")
+    return 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -170,6 +189,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-frequency", type=POSITIVE_INT, default=2)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_extend)
+
+    p = tsub.add_parser("add-special", help="add special tokens (e.g. tool-call tags) to a model; new rows = mean row")
+    p.add_argument("ref", help="model ref or directory")
+    p.add_argument("--tokens", required=True, help="comma-separated, e.g. '<tool_call>,</tool_call>'")
+    p.add_argument("--output-name", required=True, help="registry name of the result")
+    p.set_defaults(func=cmd_add_special)
 
     p = tsub.add_parser("check", help="validate EOS / chat header / tool-call special tokens")
     p.add_argument("tokenizer", help="model ref, model dir or tokenizer.json")

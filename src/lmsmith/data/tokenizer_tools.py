@@ -407,3 +407,46 @@ def extension_stats(old_dir: Path, new_dir: Path, corpus: list[str], eval_text: 
                                "report it with the tokenizer and the protected file")
         stats["protected_text_unchanged"] = True
     return stats
+
+
+def add_special_tokens(ref: str, tokens: list[str], output_name: str, command: str | None = None):
+    """Add `tokens` as special tokens (single ids, never split) to model `ref`: new embedding rows are the
+    mean of the old ones, so the model is unchanged on every old input; fine-tune it to use them.
+    Registers the result with lineage. Returns (version, the tokens that were new)."""
+    import torch
+
+    from lmsmith.models import load_model, load_tokenizer, resolve
+    from lmsmith.ops.registry import Lineage, Registry
+
+    tokens = [t for t in dict.fromkeys(t.strip() for t in tokens) if t]
+    if not tokens:
+        raise LmsmithError("no tokens given", "pass --tokens '<tool_call>,</tool_call>'")
+    registry = Registry()
+    handle = resolve(ref, registry)
+    if handle.kind == "adapter":
+        raise LmsmithError(f"{ref} is an adapter", "merge it first, or add the tokens to its base model")
+    tok = load_tokenizer(ref, registry)
+    vocab = tok.get_vocab()
+    new = [t for t in tokens if t not in vocab]
+    if not new:
+        raise LmsmithError(f"{ref} already has {', '.join(tokens)}", "check it with `lmsmith tokenizer check`")
+    tok.add_tokens(new, special_tokens=True)
+    config = json.loads((handle.dir / "config.json").read_text())
+    saved_dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    model = load_model(ref, dtype="float32", device="cpu", registry=registry)
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    rows = max(old_rows, len(tok))
+    if rows > old_rows:
+        model.resize_token_embeddings(rows, mean_resizing=False)
+        with torch.no_grad():
+            out_emb = model.get_output_embeddings()
+            for w in [model.get_input_embeddings().weight] + ([out_emb.weight] if out_emb is not None else []):
+                w[old_rows:] = w[:old_rows].mean(0)
+    with tempfile.TemporaryDirectory(prefix="lmsmith-special-") as tmp:
+        out = Path(tmp) / output_name
+        model.to(getattr(torch, saved_dtype) if hasattr(torch, str(saved_dtype)) else torch.float32)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        mv = registry.register(out, output_name, tags={"special_tokens_added": ",".join(new)}, lineage=Lineage(
+            parent=handle.ref, stage="add-special-tokens", command=command, config={"tokens": new}))
+    return mv, new
