@@ -162,3 +162,17 @@ def test_compare_pairs_items_and_refuses_different_settings(tiny_ref, tasks, tmp
     assert acc["a"] == pytest.approx(ra["metrics"]["acc"])
     assert any("12 items both runs scored" in w for w in acc["warnings"])
     assert all("prompt" in it for it in ra["items"])
+
+
+def test_models_show_keeps_every_eval_run_with_its_settings(tiny_ref, registry, tasks, tmp_path, capsys):
+    mc = tasks.split(",")[0]
+    assert main(["eval", tiny_ref, "--tasks", mc, "--limit", "3", "--run-dir", str(tmp_path / "r1")]) == 0
+    assert main(["eval", tiny_ref, "--tasks", mc, "--num-fewshot", "1", "--run-dir", str(tmp_path / "r2")]) == 0
+    evals = registry.get("tiny").evals
+    assert [e["run_dir"] for e in evals] == [str(tmp_path / "r1"), str(tmp_path / "r2")]
+    assert evals[0]["settings"]["limit"] == 3 and evals[0]["tasks"]["mini_mc"]["n"] == 3
+    assert evals[1]["tasks"]["mini_mc"]["num_fewshot"] == 1 and evals[1]["tasks"]["mini_mc"]["n"] == 6
+    capsys.readouterr()
+    assert main(["models", "show", "tiny"]) == 0
+    shown = capsys.readouterr().out
+    assert "eval runs of tiny@1" in shown and str(tmp_path / "r1") in shown and str(tmp_path / "r2") in shown

@@ -56,7 +56,8 @@ def evaluate(model: str | None, tasks: str | list[str], *, endpoint: str | None 
     payload["run_dir"] = str(out)
     payload["files"] = {k: str(v) for k, v in report.write_run(out, payload).items()}
     if attach and model and not endpoint:
-        payload["registry_ref"] = report.attach_to_registry(model, results, out)
+        payload["registry_ref"] = report.attach_to_registry(model, results, out, settings=payload["settings"],
+                                                            date=payload["date"])
     (out / "results.json").write_text(__import__("json").dumps(payload, indent=1, ensure_ascii=False, default=str) + "\n")
     return payload
 

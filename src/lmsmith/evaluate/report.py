@@ -122,14 +122,21 @@ def scores_plot(payload: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def attach_to_registry(ref: str, results: list[dict[str, Any]], run_dir: Path) -> str | None:
-    """Store the scores on the model version's metadata; a plain directory path has no metadata to update."""
+def attach_to_registry(ref: str, results: list[dict[str, Any]], run_dir: Path,
+                       settings: dict[str, Any] | None = None, date: str | None = None) -> str | None:
+    """Store the scores on the model version's metadata (latest as metrics, every run in its eval history
+    with its settings); a plain directory path has no metadata to update."""
     from lmsmith.ops.registry import Registry, looks_like_path
 
     if looks_like_path(ref) and not ("@" in ref and "/" not in ref):
         return None
     reg = Registry()
-    mv = reg.update(ref, metrics={**flat_scores(results), "eval/last_run": str(run_dir)})
+    run = {"date": date or datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_dir": str(run_dir),
+           "settings": settings or {},
+           "tasks": {r["task"]: {"n": r["n"], "num_fewshot": (r.get("config") or {}).get("num_fewshot"),
+                                 "metrics": {k: v for k, v in r["metrics"].items() if not k.endswith("_stderr")}}
+                     for r in results}}
+    mv = reg.update(ref, metrics={**flat_scores(results), "eval/last_run": str(run_dir)}, eval_run=run)
     return mv.ref
 
 

@@ -110,6 +110,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     for k, v in mv.metrics.items():
         t.add_row(f"metric {k}", json.dumps(v) if not isinstance(v, (int, float, str)) else str(v))
     out.print(t)
+    if mv.evals:
+        e = table("date", "task", "n", "few-shot", "limit", "scores", "run", title=f"eval runs of {mv.ref}")
+        for run in mv.evals:
+            for task, r in run["tasks"].items():
+                scores = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["metrics"].items())
+                e.add_row(run["date"], task, str(r["n"]), str(r.get("num_fewshot")),
+                          str(run.get("settings", {}).get("limit")), scores, run["run_dir"])
+        out.print(e)
     return 0
 
 

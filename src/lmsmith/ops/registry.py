@@ -74,6 +74,7 @@ class ModelVersion(BaseModel):
     lineage: Lineage = Field(default_factory=Lineage)
     tags: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    evals: list[dict[str, Any]] = Field(default_factory=list)  # every eval run: date, settings, scores, run dir
     aliases: list[str] = Field(default_factory=list)
     stored_bytes: int = 0  # bytes this version added to the store when registered
     path: str = ""  # the materialized directory (filled in on read)
@@ -371,13 +372,16 @@ class Registry:
             del aliases[alias]
             self._write_json(self.models_dir / name / "aliases.json", aliases)
 
-    def update(self, ref: str, *, metrics: dict[str, Any] | None = None, tags: dict[str, str] | None = None) -> ModelVersion:
-        """Merge metrics/tags into a version's metadata (e.g. evaluation scores)."""
+    def update(self, ref: str, *, metrics: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+               eval_run: dict[str, Any] | None = None) -> ModelVersion:
+        """Merge metrics/tags into a version's metadata; `eval_run` is appended to its eval history."""
         mv = self.get(ref)
         with self._lock(f"model-{mv.name}"):
             mv = self._read(mv.name, mv.version)
             mv.metrics.update(metrics or {})
             mv.tags.update(tags or {})
+            if eval_run is not None:
+                mv.evals.append(eval_run)
             self._write_json(mv.dir / META_FILE, json.loads(mv.model_dump_json(exclude={"path", "aliases"})))
         return self._read(mv.name, mv.version)
 
