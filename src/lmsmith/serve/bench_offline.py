@@ -32,8 +32,17 @@ def bench_offline(model: str, requests: int = 256, prompt_len: int = 128, output
     from lmsmith.serve.llm import LLM
     from lmsmith.serve.sampling_params import SamplingParams
 
+    import contextlib
+
+    from lmsmith.progress import console
+
+    def status(text: str):  # the slow parts before the timed run are not silent
+        return console.status(text) if progress else contextlib.nullcontext()
+
     lengths = request_lengths(dataset, requests, prompt_len, output_len, seed)
-    with LLM(model, dtype=dtype, **engine_kwargs) as llm:
+    with status(f"loading {model} into the engine …"):
+        llm = LLM(model, dtype=dtype, **engine_kwargs)
+    with llm:
         eng = llm.engine
         limit = eng.max_model_len
         clipped = 0
@@ -52,8 +61,9 @@ def bench_offline(model: str, requests: int = 256, prompt_len: int = 128, output
         params = [SamplingParams(max_tokens=o, temperature=0.0, ignore_eos=True) for _, o in lengths]
         warm_rng = random.Random(seed + 1)
         warm_n = min(requests, eng.scheduler.max_num_seqs)
-        llm.generate([token_id_prompt(max(1, min(prompt_len, limit - 5)), warm_rng, high) for _ in range(warm_n)],
-                     SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True), use_tqdm=False)
+        with status(f"warming up ({warm_n} requests: kernels compiled, CUDA graphs captured) …"):
+            llm.generate([token_id_prompt(max(1, min(prompt_len, limit - 5)), warm_rng, high) for _ in range(warm_n)],
+                         SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True), use_tqdm=False)
         eng.blocks.reset_prefix_cache()
         t0 = time.perf_counter()
         results = llm.generate(prompts, params, use_tqdm=progress)
