@@ -37,7 +37,8 @@ from lmsmith.errors import LmsmithError
 STEPS = ("normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup")
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".txt", ".txt.gz")
 # Options that do not change the result: a resumed run may change them.
-_VOLATILE = {"inputs", "output", "workers", "progress", "overwrite", "keep_work", "examples"}
+_VOLATILE = {"inputs", "output", "workers", "progress", "overwrite", "keep_work", "examples", "executor",
+             "ray_address", "num_cpus"}
 
 
 class CleanConfig(QualityConfig):
@@ -49,6 +50,11 @@ class CleanConfig(QualityConfig):
     workers: int = Field(max(1, min(os.cpu_count() or 1, 8)), description="worker processes")
     chunk_docs: int = Field(2000, description="documents per work chunk and output shard (unit of resume)")
     text_field: str = Field("text", description="JSONL field holding the text")
+    executor: Literal["local", "ray"] = Field("local", description="run the per-chunk steps in local worker "
+                                              "processes, or as Ray tasks (same output)")
+    ray_address: str | None = Field(None, description="Ray cluster to join: auto, ray://HOST:10001 or HOST:6379 "
+                                    "(default: start a local one)")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray cluster (default: all)")
     txt_mode: Literal["blank-line", "line", "file"] = Field(
         "blank-line", description="how a .txt file splits into documents")
     normalize: bool = Field(True, description="Unicode normalization and whitespace fixes")
@@ -276,17 +282,56 @@ def process_chunk(index: int, docs: list[dict], cfg: CleanConfig, work: Path) ->
     return result
 
 
+FAULT_ENV = "LMSMITH_CLEAN_FAULT"  # tests: "worker-exit:CHUNK" kills the worker on its first try of CHUNK
+
+
 def _worker(args: tuple) -> dict:
     index, docs, cfg_dict, work = args
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == f"worker-exit:{index}":
+        marker = Path(work) / f"fault-{index}"
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # a crashed worker: the executor must retry this chunk
     return process_chunk(index, docs, CleanConfig.model_validate(cfg_dict), Path(work))
 
 
+def _map_chunks(cfg: CleanConfig, chunks: Iterator[tuple]) -> Iterator[dict]:
+    """Run `_worker` over the chunks on the configured executor, results in chunk order, with at most
+    two chunks per worker in flight (memory stays bounded)."""
+    if cfg.executor == "ray":
+        from lmsmith.data import ray_executor
+
+        yield from ray_executor.ordered_map(_worker, ((a,) for a in chunks), max_in_flight=2 * ray_executor.cluster_cpus())
+        return
+    if cfg.workers == 1:
+        for args in chunks:
+            yield _worker(args)
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ctx.Pool(cfg.workers)
+    pending: deque = deque()
+    try:
+        for args in chunks:
+            pending.append(pool.apply_async(_worker, (args,)))
+            while len(pending) >= 2 * cfg.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
 def _write_jsonl_gz(path: Path, recs: list[dict], compress: bool = True) -> None:
+    """Atomic, and deterministic: no timestamp or name in the gzip header, so the same records give the
+    same bytes (and sha256) on every run and executor."""
     tmp = path.with_name(path.name + ".tmp")
-    opener = gzip.open(tmp, "wt", encoding="utf-8", compresslevel=3) if compress else open(tmp, "w", encoding="utf-8")
-    with opener as f:
-        for r in recs:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    with open(tmp, "wb") as raw:
+        binary = gzip.GzipFile(filename="", mode="wb", compresslevel=3, fileobj=raw, mtime=0) if compress else raw
+        with io.TextIOWrapper(binary, encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -354,15 +399,18 @@ def clean(cfg: CleanConfig) -> dict:
     results: dict[int, dict] = {}
     resumed = processed = n_docs = 0
     cfg_dict = cfg.model_dump()
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ctx.Pool(cfg.workers) if cfg.workers > 1 else None
-    pending: deque = deque()
+    if cfg.executor == "ray":
+        from lmsmith.data import ray_executor
+
+        ray_executor.connect(cfg.ray_address, cfg.num_cpus)
     with task("clean", None) as bar:
         def collect(res: dict) -> None:
             results[res["index"]] = res
             bar(res["docs"], info=f"{sum(r['docs'] for r in results.values()) / max(time.time() - t0, 1e-9):.0f} docs/s")
 
-        try:
+        def todo() -> Iterator[tuple]:
+            """The chunks still to process; finished ones (a `.done` marker) are collected, not redone."""
+            nonlocal n_docs, resumed, processed
             for index, docs in enumerate(_chunks(iter_documents(files, cfg.text_field, cfg.txt_mode), cfg.chunk_docs)):
                 n_docs += len(docs)
                 done = work / f"chunk-{index:05d}.done.json"
@@ -371,18 +419,13 @@ def clean(cfg: CleanConfig) -> dict:
                     collect(json.loads(done.read_text()))
                     continue
                 processed += 1
-                if pool is None:
-                    collect(process_chunk(index, docs, cfg, work))
-                    continue
-                pending.append(pool.apply_async(_worker, ((index, docs, cfg_dict, str(work)),)))
-                while len(pending) >= 2 * cfg.workers:  # backpressure: bounded chunks in flight
-                    collect(pending.popleft().get())
-            while pending:
-                collect(pending.popleft().get())
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+                yield (index, docs, cfg_dict, str(work))
+
+        kill_after = int(os.environ.get(FAULT_ENV, "").partition("driver-kill:")[2] or 0)
+        for res in _map_chunks(cfg, todo()):
+            collect(res)
+            if kill_after and len(results) >= kill_after:  # tests: the whole run dies mid-way
+                os.kill(os.getpid(), 9)
     if not results:
         raise LmsmithError("the inputs hold no documents", "check the files and --txt-mode / --text-field")
     t_local = time.time() - t0
