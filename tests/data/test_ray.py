@@ -113,3 +113,23 @@ def test_missing_cluster_is_one_clear_error(dup_corpus, tmp_path):
     assert res.returncode == 1
     err = res.stderr.strip().splitlines()
     assert err[-1].startswith("error: no Ray cluster answers at 127.0.0.1:1") and "ray start --head" in err[-1]
+
+
+def test_ray_tokenize_builds_the_same_cache_train_reads(ray_cluster, dup_corpus, tmp_path, tiny_ref, capsys):
+    from lmsmith.cli import main
+    from lmsmith.data.corpus import tokenize_corpus
+    from lmsmith.models import load_tokenizer
+
+    clean(_cfg(dup_corpus, tmp_path / "clean"))
+    tok = load_tokenizer(tiny_ref)
+    local = tokenize_corpus([str(tmp_path / "clean" / "shard-*")], tok, workers=1, cache_root=tmp_path / "local", quiet=True)
+    assert main(["data", "tokenize", str(tmp_path / "clean" / "shard-*"), "--tokenizer", tiny_ref, "--executor", "ray",
+                 "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    on_ray = Path(built["dir"])
+    assert on_ray.name == local.dir.name  # the same key: files' and tokenizer's hashes
+    assert (on_ray / "tokens.bin").read_bytes() == (local.dir / "tokens.bin").read_bytes()
+    assert (on_ray / "doc_starts.npy").read_bytes() == (local.dir / "doc_starts.npy").read_bytes()
+    # train finds it in its cache: no tokenizing again
+    again = tokenize_corpus([str(tmp_path / "clean" / "shard-*")], tok, quiet=True)
+    assert again.dir == on_ray
