@@ -277,7 +277,10 @@ def process_chunk(index: int, docs: list[dict], cfg: CleanConfig, work: Path) ->
              langs=np.array([r["lang"] for r in out_recs], dtype=object).astype(str),
              chars=np.array([len(r["text"]) for r in out_recs], dtype=np.int64))
     os.replace(str(stem) + ".tmp.npz", str(stem) + ".npz")
-    result = {"index": index, "docs": len(docs), "kept": len(out_recs), "tally": tally.to_dict()}
+    import resource
+
+    result = {"index": index, "docs": len(docs), "kept": len(out_recs), "tally": tally.to_dict(),
+              "worker_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     _atomic_write(stem.with_suffix(".done.json"), json.dumps(result))
     return result
 
@@ -516,6 +519,8 @@ def clean(cfg: CleanConfig) -> dict:
         "documents_in": n_docs, "documents_out": total_docs, "chars_out": total_chars,
         "chunks": len(results), "chunks_resumed": resumed, "chunks_processed": processed,
         "seconds": round(elapsed, 2), "seconds_per_document_steps": round(t_local, 2),
+        "peak_worker_rss_mb": max((r.get("worker_rss_mb", 0) for r in results.values()), default=0),
+        "executor": cfg.executor,
         "docs_per_second": round(n_docs / max(elapsed, 1e-9), 1), "workers": cfg.workers,
         "near_dedup": ({**cluster_sizes(near.clusters), "bands": near.bands, "rows": near.rows,
                         "threshold": cfg.near_threshold} if near is not None else None),
