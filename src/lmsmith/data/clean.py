@@ -37,7 +37,8 @@ from lmsmith.errors import LmsmithError
 STEPS = ("normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup")
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".txt", ".txt.gz")
 # Options that do not change the result: a resumed run may change them.
-_VOLATILE = {"inputs", "output", "workers", "progress", "overwrite", "keep_work", "examples"}
+_VOLATILE = {"inputs", "output", "workers", "progress", "overwrite", "keep_work", "examples", "executor",
+             "ray_address", "num_cpus"}
 
 
 class CleanConfig(QualityConfig):
@@ -51,6 +52,11 @@ class CleanConfig(QualityConfig):
     text_field: str = Field("text", description="JSONL field holding the text")
     skip_bad_lines: bool = Field(False, description="skip JSONL lines that are not JSON objects with the text field "
                                  "(counted in the report) instead of stopping at the first one")
+    executor: Literal["local", "ray"] = Field("local", description="run the per-chunk steps in local worker "
+                                              "processes, or as Ray tasks (same output)")
+    ray_address: str | None = Field(None, description="Ray cluster to join: auto, ray://HOST:10001 or HOST:6379 "
+                                    "(default: start a local one)")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray cluster (default: all)")
     txt_mode: Literal["blank-line", "line", "file"] = Field(
         "blank-line", description="how a .txt file splits into documents")
     normalize: bool = Field(True, description="Unicode normalization and whitespace fixes")
@@ -305,22 +311,64 @@ def process_chunk(index: int, docs: list[dict], cfg: CleanConfig, work: Path) ->
              langs=np.array([r["lang"] for r in out_recs], dtype=object).astype(str),
              chars=np.array([len(r["text"]) for r in out_recs], dtype=np.int64))
     os.replace(str(stem) + ".tmp.npz", str(stem) + ".npz")
-    result = {"index": index, "docs": len(docs), "kept": len(out_recs), "tally": tally.to_dict()}
+    import resource
+
+    result = {"index": index, "docs": len(docs), "kept": len(out_recs), "tally": tally.to_dict(),
+              "worker_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     _atomic_write(stem.with_suffix(".done.json"), json.dumps(result))
     return result
 
 
+FAULT_ENV = "LMSMITH_CLEAN_FAULT"  # tests: "worker-exit:CHUNK" kills the worker on its first try of CHUNK
+
+
 def _worker(args: tuple) -> dict:
     index, docs, cfg_dict, work = args
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == f"worker-exit:{index}":
+        marker = Path(work) / f"fault-{index}"
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # a crashed worker: the executor must retry this chunk
     return process_chunk(index, docs, CleanConfig.model_validate(cfg_dict), Path(work))
 
 
+def _map_chunks(cfg: CleanConfig, chunks: Iterator[tuple]) -> Iterator[dict]:
+    """Run `_worker` over the chunks on the configured executor, results in chunk order, with at most
+    two chunks per worker in flight (memory stays bounded)."""
+    if cfg.executor == "ray":
+        from lmsmith.data import ray_executor
+
+        yield from ray_executor.ordered_map(_worker, ((a,) for a in chunks), max_in_flight=2 * ray_executor.cluster_cpus())
+        return
+    if cfg.workers == 1:
+        for args in chunks:
+            yield _worker(args)
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ctx.Pool(cfg.workers)
+    pending: deque = deque()
+    try:
+        for args in chunks:
+            pending.append(pool.apply_async(_worker, (args,)))
+            while len(pending) >= 2 * cfg.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
 def _write_jsonl_gz(path: Path, recs: list[dict], compress: bool = True) -> None:
+    """Atomic, and deterministic: no timestamp or name in the gzip header, so the same records give the
+    same bytes (and sha256) on every run and executor."""
     tmp = path.with_name(path.name + ".tmp")
-    opener = gzip.open(tmp, "wt", encoding="utf-8", compresslevel=3) if compress else open(tmp, "w", encoding="utf-8")
-    with opener as f:
-        for r in recs:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    with open(tmp, "wb") as raw:
+        binary = gzip.GzipFile(filename="", mode="wb", compresslevel=3, fileobj=raw, mtime=0) if compress else raw
+        with io.TextIOWrapper(binary, encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -390,16 +438,19 @@ def clean(cfg: CleanConfig) -> dict:
     results: dict[int, dict] = {}
     resumed = processed = n_docs = 0
     cfg_dict = cfg.model_dump()
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ctx.Pool(cfg.workers) if cfg.workers > 1 else None
-    pending: deque = deque()
     bad_lines: list[str] | None = [] if cfg.skip_bad_lines else None
+    if cfg.executor == "ray":
+        from lmsmith.data import ray_executor
+
+        ray_executor.connect(cfg.ray_address, cfg.num_cpus)
     with task("clean", None) as bar:
         def collect(res: dict) -> None:
             results[res["index"]] = res
             bar(res["docs"], info=f"{sum(r['docs'] for r in results.values()) / max(time.time() - t0, 1e-9):.0f} docs/s")
 
-        try:
+        def todo() -> Iterator[tuple]:
+            """The chunks still to process; finished ones (a `.done` marker) are collected, not redone."""
+            nonlocal n_docs, resumed, processed
             docs_iter = iter_documents(files, cfg.text_field, cfg.txt_mode, bad_lines)
             for index, docs in enumerate(_chunks(docs_iter, cfg.chunk_docs)):
                 n_docs += len(docs)
@@ -409,21 +460,17 @@ def clean(cfg: CleanConfig) -> dict:
                     collect(json.loads(done.read_text()))
                     continue
                 processed += 1
-                if pool is None:
-                    collect(process_chunk(index, docs, cfg, work))
-                    continue
-                pending.append(pool.apply_async(_worker, ((index, docs, cfg_dict, str(work)),)))
-                while len(pending) >= 2 * cfg.workers:  # backpressure: bounded chunks in flight
-                    collect(pending.popleft().get())
-            while pending:
-                collect(pending.popleft().get())
+                yield (index, docs, cfg_dict, str(work))
+
+        kill_after = int(os.environ.get(FAULT_ENV, "").partition("driver-kill:")[2] or 0)
+        try:
+            for res in _map_chunks(cfg, todo()):
+                collect(res)
+                if kill_after and len(results) >= kill_after:  # tests: the whole run dies mid-way
+                    os.kill(os.getpid(), 9)
         except KeyboardInterrupt:
             raise LmsmithError(f"interrupted after {len(results)} finished chunk(s)",
                                "run the same command again to resume: finished chunks are kept and skipped") from None
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
     if not results:
         raise LmsmithError("the inputs hold no documents", "check the files and --txt-mode / --text-field")
     t_local = time.time() - t0
@@ -514,6 +561,8 @@ def clean(cfg: CleanConfig) -> dict:
         "documents_in": n_docs, "documents_out": total_docs, "chars_out": total_chars,
         "chunks": len(results), "chunks_resumed": resumed, "chunks_processed": processed,
         "seconds": round(elapsed, 2), "seconds_per_document_steps": round(t_local, 2),
+        "peak_worker_rss_mb": max((r.get("worker_rss_mb", 0) for r in results.values()), default=0),
+        "executor": cfg.executor,
         "docs_per_second": round(n_docs / max(elapsed, 1e-9), 1), "workers": cfg.workers,
         "near_dedup": ({**cluster_sizes(near.clusters), "bands": near.bands, "rows": near.rows,
                         "threshold": cfg.near_threshold} if near is not None else None),

@@ -135,6 +135,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmsmith.data.corpus import tokenize_corpus
+    from lmsmith.data.tokenizer_tools import load_any_tokenizer
+
+    corpus = tokenize_corpus(args.corpus, load_any_tokenizer(args.tokenizer), workers=args.workers,
+                             skip_bad_lines=args.skip_bad_lines, cache_root=Path(args.output) if args.output else None,
+                             executor=args.executor, ray_address=args.ray_address, num_cpus=args.num_cpus)
+    if args.json:
+        print(json.dumps({"dir": str(corpus.dir), "documents": corpus.n_docs, "tokens": corpus.n_tokens,
+                          "bad_lines": corpus.meta.get("bad_lines", 0)}, indent=2))
+    else:
+        out.print(str(corpus.dir))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from lmsmith.config import add_config_args
     from lmsmith.data.clean import CleanConfig
@@ -151,6 +168,19 @@ def register(sub: argparse._SubParsersAction) -> None:
             action.nargs = "+"
             action.type = str
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
+
+    p = dsub.add_parser("tokenize", help="build the memory-mapped token cache `lmsmith train` reads (locally or on Ray)")
+    p.add_argument("corpus", nargs="+", help="files, globs or directories (a `data clean` output reads its shards)")
+    p.add_argument("--tokenizer", required=True, help="model ref, model dir or tokenizer.json (the one you will train)")
+    p.add_argument("--output", help="cache root (default: $LMSMITH_HOME/cache/tokens, where `lmsmith train` looks; "
+                                    "entries are keyed by the files' and the tokenizer's hashes)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--ray-address", help="Ray cluster to join: auto, ray://HOST:10001 or HOST:6379 (default: a local one)")
+    p.add_argument("--num-cpus", type=POSITIVE_INT, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("--workers", type=POSITIVE_INT, help="local worker processes (default: up to 8)")
+    p.add_argument("--skip-bad-lines", action="store_true", help="skip broken JSONL lines (counted) instead of stopping")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tokenize)
 
     tok = sub.add_parser("tokenizer", help="tokenizer fertility, training and vocabulary extension")
     tsub = tok.add_subparsers(dest="tokenizer_command", metavar="COMMAND")

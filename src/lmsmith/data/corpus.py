@@ -223,6 +223,11 @@ def _encode_batch(texts: list[str]) -> list[list[int]]:
     return _WORKER_TOKENIZER(texts, add_special_tokens=False)["input_ids"]
 
 
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """One batch on a Ray worker (the tokenizer arrives once through Ray's object store)."""
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
 def _batches(files: list[Path], skip_bad_lines: bool, stats: dict) -> Iterator[tuple[list[str], int]]:
     buf: list[str] = []
     size = 0
@@ -238,8 +243,10 @@ def _batches(files: list[Path], skip_bad_lines: bool, stats: dict) -> Iterator[t
 
 
 def tokenize_corpus(specs: Iterable[str], tokenizer: Any, *, workers: int | None = None, skip_bad_lines: bool = False,
-                    cache_root: Path | None = None, quiet: bool = False) -> TokenCorpus:
-    """Tokenize files (or reuse the cached result) and return the memory-mapped corpus."""
+                    cache_root: Path | None = None, quiet: bool = False, executor: str = "local",
+                    ray_address: str | None = None, num_cpus: int | None = None) -> TokenCorpus:
+    """Tokenize files (or reuse the cached result) and return the memory-mapped corpus. `executor="ray"`
+    encodes the batches as Ray tasks; the cache entry (key, bytes) is the same as the local one's."""
     files = resolve_files(specs)
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -278,7 +285,24 @@ def tokenize_corpus(specs: Iterable[str], tokenizer: Any, *, workers: int | None
                 bar(size, info=f"{n:,} tokens", total=max(total_bytes, bar_done[0] + size))
                 bar_done[0] += size
 
-            if workers == 1:
+            if executor == "ray":
+                import ray
+
+                from lmsmith.data import ray_executor
+
+                ray_executor.connect(ray_address, num_cpus)
+                tok_ref = ray.put(tokenizer)
+                sizes_r: list[int] = []
+
+                def batches_r() -> Iterator[tuple]:
+                    for texts, size in _batches(files, skip_bad_lines, stats):
+                        sizes_r.append(size)
+                        yield (tok_ref, texts)
+
+                for i, ids_batch in enumerate(ray_executor.ordered_map(
+                        encode_texts, batches_r(), max_in_flight=2 * ray_executor.cluster_cpus())):
+                    consume(ids_batch, sizes_r[i])
+            elif workers == 1:
                 _init_worker(tokenizer)
                 for texts, size in _batches(files, skip_bad_lines, stats):
                     consume(_encode_batch(texts), size)
