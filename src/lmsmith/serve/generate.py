@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from lmsmith.data.chat import chat_ids
 from lmsmith.errors import LmsmithError
 
 
@@ -16,8 +17,7 @@ def build_prompt(tok, prompt: str, chat: bool, system: str | None) -> list[int]:
     if not tok.chat_template:
         raise LmsmithError("this model's tokenizer has no chat template", "drop --chat for plain completion")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-    return list(ids["input_ids"])
+    return chat_ids(tok, messages, add_generation_prompt=True)
 
 
 def generate_text(ref: str, prompt: str, *, chat: bool = False, system: str | None = None, max_tokens: int = 256,

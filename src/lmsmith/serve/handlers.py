@@ -17,6 +17,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmsmith.data import toolcalls
+from lmsmith.data.chat import encode_plain, encode_rendered, render_template
 from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
 from lmsmith.serve.api_errors import APIError, bad_request
@@ -34,6 +35,7 @@ class ServerState:
     api_key: str | None
     max_num_seqs: int
     tool_format: toolcalls.ToolFormat
+    prompt_special_tokens: bool = False  # /v1/completions: parse control tokens in prompt text (trusted clients)
     started: float = field(default_factory=time.time)
 
     @property
@@ -326,13 +328,13 @@ class ChatHandler(_Handler):
             messages.append(d)
         messages, tools_arg = toolcalls.prepare_messages(messages, plan.tools, template)
         try:
-            text = tok.apply_chat_template(messages, tools=tools_arg, add_generation_prompt=True, tokenize=False)
+            rendered = render_template(tok, messages, tools_arg, add_generation_prompt=True)
         except Exception as e:  # jinja errors: the template rejects this conversation (e.g. role order)
             raise bad_request(f"the chat template rejects these messages: {str(e).splitlines()[0]}",
                               "messages") from None
         extra: dict[str, Any] = {}
         if plan.forced:
-            text += toolcalls.forced_call_prefix(self.s.tool_format, plan.forced_name)
+            rendered.append_control(tok, toolcalls.forced_call_prefix(self.s.tool_format, plan.forced_name))
             extra["json_schema"] = toolcalls.forced_call_schema(self.s.tool_format, plan.functions,
                                                                 named=plan.forced_name is not None)
         elif b.response_format is not None and b.response_format.type == "json_object":
@@ -347,7 +349,7 @@ class ChatHandler(_Handler):
             extra.update(logprobs=True, top_logprobs=b.top_logprobs or 0)
         elif b.top_logprobs:
             raise bad_request("top_logprobs needs logprobs=true", "top_logprobs")
-        ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        ids = encode_rendered(tok, rendered)[0]  # control tokens only where the template wrote them
         max_tokens = self.check_length(ids, b.max_completion_tokens or b.max_tokens)
         self.prompt_tokens = len(ids)
         return Prepared(ids, self.sampling_params(max_tokens, **extra))
@@ -473,11 +475,13 @@ class CompletionHandler(_Handler):
         p = self.body.prompt
         tok = self.s.tokenizer
         if isinstance(p, str):
-            return [(p, list(tok(p)["input_ids"]))]
+            p = [p]
         if not p:
             raise bad_request("prompt is an empty list", "prompt")
-        if isinstance(p[0], str):
-            return [(s, list(tok(s)["input_ids"])) for s in p]
+        if isinstance(p[0], str):  # user text: control-token spellings stay text unless the operator opts in
+            if self.s.prompt_special_tokens:
+                return [(s, list(tok(s)["input_ids"])) for s in p]
+            return [(s, encode_plain(tok, s)) for s in p]
         lists = [p] if isinstance(p[0], int) else p
         out = []
         for ids in lists:

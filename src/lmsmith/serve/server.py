@@ -33,15 +33,18 @@ __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "fr
 
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
-               drain_timeout: float = 30.0) -> FastAPI:
-    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`)."""
+               drain_timeout: float = 30.0, prompt_special_tokens: bool = False) -> FastAPI:
+    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`).
+
+    `prompt_special_tokens`: let /v1/completions prompt text spell control tokens (trusted clients only)."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
     names |= {n.split("@")[0] for n in list(names)}
     state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats), model_name=model_name,
                         aliases=names, api_key=api_key, max_num_seqs=max_num_seqs,
-                        tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)))
+                        tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)),
+                        prompt_special_tokens=prompt_special_tokens)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -182,7 +185,7 @@ def _check_port(host: str, port: int) -> None:
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
-          **engine_kwargs: Any) -> None:
+          prompt_special_tokens: bool = False, **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
@@ -191,7 +194,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     with console.status(f"loading {ref}"):
         engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
-                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout)
+                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
+                     prompt_special_tokens=prompt_special_tokens)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
                   f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
     server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)
