@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import mmap
 import os
@@ -38,6 +39,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 META_FILE = "lmsmith.json"
 INDEX_FILE = "model.safetensors.index.json"
+SAFE_TENSOR_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # Files a model directory may carry that we never store (caches, VCS, the index we rebuild).
 SKIP_NAMES = {".git", ".gitattributes", "__pycache__", ".cache", META_FILE}
@@ -105,6 +107,16 @@ class PathModel(BaseModel):
     @property
     def dir(self) -> Path:
         return Path(self.path)
+
+
+def tensor_file_name(tname: str) -> str:
+    """The per-tensor file name: readable and injective. A name of safe characters is kept as is; any
+    other gets `_` for unsafe characters plus `~` and a hash of the full name (`~` never occurs in a
+    kept name, so two tensors can never share a file)."""
+    if SAFE_TENSOR_RE.fullmatch(tname):
+        return f"model-{tname}.safetensors"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", tname)[:100]
+    return f"model-{safe}~{hashlib.sha256(tname.encode()).hexdigest()[:32]}.safetensors"
 
 
 def now_iso() -> str:
@@ -304,6 +316,11 @@ class Registry:
             rel = p.relative_to(src).as_posix()
             if p in weight_files:
                 for tname, digest, size, fname in self._split_safetensors(p):
+                    if tname in weight_map:
+                        raise LmsmithError(f"tensor '{tname}' appears twice ({weight_map[tname]} and {p.name})",
+                                           "a model's shards must not repeat a tensor; fix or re-save the checkpoint")
+                    if fname in files:
+                        raise LmsmithError(f"tensor '{tname}' maps to file {fname}, which is already taken")
                     files[fname] = FileEntry(sha256=digest, size=size)
                     weight_map[tname] = fname
                     total_size += size
@@ -345,8 +362,7 @@ class Registry:
                     body = memoryview(mm)[8 + n + a: 8 + n + b] if mm else memoryview(b"")
                     digest = self.blobs.put_chunks([struct.pack("<Q", len(hb)), hb, body])
                     body.release()
-                    safe = re.sub(r"[^A-Za-z0-9._-]", "_", tname)
-                    yield tname, digest, 8 + len(hb) + (b - a), f"model-{safe}.safetensors"
+                    yield tname, digest, 8 + len(hb) + (b - a), tensor_file_name(tname)
             finally:
                 if mm:
                     mm.close()
