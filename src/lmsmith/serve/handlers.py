@@ -10,7 +10,9 @@ import asyncio
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, AsyncIterator
 
 from fastapi import Request
@@ -36,7 +38,19 @@ class ServerState:
     max_num_seqs: int
     tool_format: toolcalls.ToolFormat
     prompt_special_tokens: bool = False  # /v1/completions: parse control tokens in prompt text (trusted clients)
+    max_request_bytes: int = 8 * 1024 * 1024  # larger bodies get 413 before they are parsed
     started: float = field(default_factory=time.time)
+    # Templates and tokenization run here, off the event loop (one thread: a tokenizer is not shared
+    # between threads), so one big prompt cannot stall /health or other clients.
+    prep_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="lmsmith-prep"))
+
+    @cached_property
+    def max_chars_per_token(self) -> int:
+        """An upper bound on the characters one token covers (its longest vocabulary entry, twice for safety)."""
+        try:
+            return 2 * max(len(t) for t in self.tokenizer.get_vocab())
+        except Exception:
+            return 1024
 
     @property
     def tokenizer(self):
@@ -89,6 +103,16 @@ class _Handler:
                            param="model", code="model_not_found")
         if self.body.n > self.s.max_num_seqs:
             raise bad_request(f"n={self.body.n} is more than this server runs at once ({self.s.max_num_seqs})", "n")
+
+    async def off_loop(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.s.prep_pool, fn, *args)
+
+    def check_chars(self, n_chars: int, param: str) -> None:
+        """Refuse a prompt whose characters cannot fit the context before spending time tokenizing it."""
+        limit = self.s.max_model_len
+        if n_chars > limit * self.s.max_chars_per_token:
+            raise bad_request(f"the prompt has {n_chars:,} characters, more than the model's context of {limit} "
+                              "tokens can hold; shorten the prompt", param, code="context_length_exceeded")
 
     def check_length(self, ids: list[int], max_tokens: int | None, param: str = "messages") -> int:
         """The effective max_tokens; 400 when the prompt (plus the requested completion) exceeds the context."""
@@ -326,6 +350,8 @@ class ChatHandler(_Handler):
             if m.name:
                 d["name"] = m.name
             messages.append(d)
+        self.check_chars(sum(len(m.get("content") or "") + len(json.dumps(m.get("tool_calls") or ""))
+                             for m in messages), "messages")
         messages, tools_arg = toolcalls.prepare_messages(messages, plan.tools, template)
         try:
             rendered = render_template(tok, messages, tools_arg, add_generation_prompt=True)
@@ -357,7 +383,7 @@ class ChatHandler(_Handler):
     async def respond(self, request: Request):
         self.check_model()
         plan = self.plan_tools()
-        prep = self.prepare(plan)
+        prep = await self.off_loop(self.prepare, plan)
         handle = await self.admit(self.id, prep)
         if self.body.stream:
             return StreamingResponse(_stream_guard(self.stream(handle, plan), self), media_type="text/event-stream",
@@ -479,6 +505,8 @@ class CompletionHandler(_Handler):
         if not p:
             raise bad_request("prompt is an empty list", "prompt")
         if isinstance(p[0], str):  # user text: control-token spellings stay text unless the operator opts in
+            for s in p:
+                self.check_chars(len(s), "prompt")
             if self.s.prompt_special_tokens:
                 return [(s, list(tok(s)["input_ids"])) for s in p]
             return [(s, encode_plain(tok, s)) for s in p]
@@ -538,7 +566,7 @@ class CompletionHandler(_Handler):
 
     async def respond(self, request: Request):
         self.check_model()
-        prepared = self.prepare()
+        prepared = await self.off_loop(self.prepare)
         handles = await self.admit_all(prepared)
         if self.body.stream:
             return StreamingResponse(_stream_guard(self.stream(handles, prepared), self),
