@@ -80,3 +80,44 @@ def test_materialize_copy_fallback_creates_new_files_only(registry: Registry, tm
     fresh = tmp_path / "h"
     store.materialize(b, fresh)
     assert fresh.read_bytes() == b"blob b" and not list(tmp_path.glob(".blob-*"))
+
+
+# ----------------------------------------------------------------------------- item 8: links
+def _model_copy(tmp_path: Path, tiny_dir: Path) -> Path:
+    d = tmp_path / "model"
+    shutil.copytree(tiny_dir, d)
+    return d
+
+
+@pytest.mark.parametrize("how", ["import", "register"])
+def test_links_out_of_the_folder_are_refused(registry: Registry, tiny_dir: Path, tmp_path, how):
+    from lmsmith.ops.importers import import_model
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "notes.txt").write_text("private")
+    for name, target in (("passwd", secret), ("stuff", outside)):
+        d = _model_copy(tmp_path / name, tiny_dir)
+        os.symlink(target, d / name)
+        with pytest.raises(LmsmithError, match="symbolic links that lead outside"):
+            import_model(d, "m", registry=registry) if how == "import" else registry.register(d, "m")
+    assert registry.names() == []
+    assert not [p for p in (registry.home / "store").rglob("*") if p.is_file() and p.read_bytes() in (b"root:x:0:0", b"private")]
+
+
+def test_links_inside_the_folder_and_hf_cache_layout_are_fine(registry: Registry, tiny_dir: Path, tmp_path):
+    d = _model_copy(tmp_path, tiny_dir)
+    os.rename(d / "generation_config.json", d / "gen.json")
+    os.symlink(d / "gen.json", d / "generation_config.json")
+    assert "generation_config.json" in registry.register(d, "inside").files
+    snap = tmp_path / "hub" / "models--x--tiny" / "snapshots" / "abc"
+    blobs = tmp_path / "hub" / "models--x--tiny" / "blobs"
+    snap.mkdir(parents=True)
+    blobs.mkdir()
+    for f in tiny_dir.iterdir():
+        shutil.copy(f, blobs / f.name)
+        os.symlink(Path("../../blobs") / f.name, snap / f.name)
+    mv = registry.register(snap, "cached")
+    assert registry.verify(mv.ref) == [] and (mv.dir / "config.json").is_file()

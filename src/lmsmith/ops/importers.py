@@ -21,7 +21,8 @@ import torch
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.models import DTYPES, quiet_transformers
-from lmsmith.ops.registry import PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry
+from lmsmith.ops.registry import (PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry,
+                                  check_links)
 from lmsmith.ops.store import sha256_file
 from lmsmith.progress import console, task
 
@@ -100,6 +101,7 @@ def prepare_hf_dir(src: Path, stage: Path, dtype: str | None) -> None:
     from safetensors.torch import load_file, save_file
 
     check_config(src)
+    check_links(src)
     pickles = sorted(p for p in src.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
     tensors = sorted(p for p in src.iterdir() if p.suffix == ".safetensors")
     if not pickles and not tensors:

@@ -109,6 +109,32 @@ class PathModel(BaseModel):
         return Path(self.path)
 
 
+def check_links(src: Path) -> None:
+    """Refuse symbolic links that lead out of a directory being imported: a crafted model folder must not
+    pull /etc/passwd or a neighbouring folder into the registry (and out again on export). Links to files
+    inside the folder are fine, as are links of a Hugging Face cache snapshot into its `blobs/`."""
+    root = src.resolve()
+    allowed = [root]
+    if src.parent.name == "snapshots":  # ~/.cache/huggingface/hub/models--x--y/snapshots/REV -> ../../blobs/
+        allowed.append((src.parent.parent / "blobs").resolve())
+    bad: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(src):  # does not descend into linked directories
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            if not p.is_symlink():
+                continue
+            target = p.resolve()
+            rel = p.relative_to(src).as_posix()
+            if target.is_dir():
+                bad.append(f"{rel} (a link to the directory {target})")
+            elif not any(a == target or a in target.parents for a in allowed):
+                bad.append(f"{rel} -> {target}")
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise LmsmithError(f"{src} has symbolic links that lead outside it: {', '.join(bad[:5])}{more}",
+                           "copy the files the model needs into the folder itself, or remove the links")
+
+
 def tensor_file_name(tname: str) -> str:
     """The per-tensor file name: readable and injective. A name of safe characters is kept as is; any
     other gets `_` for unsafe characters plus `~` and a hash of the full name (`~` never occurs in a
@@ -274,6 +300,7 @@ class Registry:
         src = Path(src)
         if not src.is_dir():
             raise LmsmithError(f"not a directory: {src}")
+        check_links(src)
         for p in src.rglob("*"):
             if p.suffix in PICKLE_SUFFIXES and p.is_file():
                 raise LmsmithError(f"{p.name} is a pickle file", "convert it first: `lmsmith models import` does this safely")
