@@ -96,6 +96,25 @@ class _Handler:
         self.prompt_tokens = 0
         self.cached_tokens = 0
 
+    def check_text(self) -> None:
+        """400 for a lone surrogate ("\\ud800" is valid JSON but not text): it cannot be tokenized or echoed."""
+        def walk(x: Any, path: str) -> None:
+            if isinstance(x, str):
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise bad_request(f"{path or 'the request'} contains a lone surrogate (\\u{ord(x[e.start]):04x}), "
+                                      "which is not valid Unicode text", path or None) from None
+            elif isinstance(x, dict):
+                for k, v in x.items():
+                    walk(k, path)
+                    walk(v, f"{path}.{k}" if path else str(k))
+            elif isinstance(x, (list, tuple)):
+                for i, v in enumerate(x):
+                    walk(v, f"{path}.{i}" if path else str(i))
+
+        walk(self.body.model_dump(exclude_none=True, by_alias=True), "")
+
     def check_model(self) -> None:
         if self.body.model not in self.s.aliases:
             raise APIError(404, f"model '{self.body.model}' is not served here; this server serves "
@@ -381,6 +400,7 @@ class ChatHandler(_Handler):
         return Prepared(ids, self.sampling_params(max_tokens, **extra))
 
     async def respond(self, request: Request):
+        self.check_text()
         self.check_model()
         plan = self.plan_tools()
         prep = await self.off_loop(self.prepare, plan)
@@ -565,6 +585,7 @@ class CompletionHandler(_Handler):
         return lp
 
     async def respond(self, request: Request):
+        self.check_text()
         self.check_model()
         prepared = await self.off_loop(self.prepare)
         handles = await self.admit_all(prepared)
