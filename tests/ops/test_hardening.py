@@ -121,3 +121,69 @@ def test_links_inside_the_folder_and_hf_cache_layout_are_fine(registry: Registry
         os.symlink(Path("../../blobs") / f.name, snap / f.name)
     mv = registry.register(snap, "cached")
     assert registry.verify(mv.ref) == [] and (mv.dir / "config.json").is_file()
+
+
+# ----------------------------------------------------------------------------- item 11: names, gc, export, .bin
+def test_names_with_a_trailing_newline_or_unicode_digits_are_refused(registry: Registry, tiny_dir: Path):
+    with pytest.raises(LmsmithError, match="invalid model name"):
+        registry.register(tiny_dir, "tiny\n")
+    mv = registry.register(tiny_dir, "tiny")
+    with pytest.raises(LmsmithError, match="invalid alias|alias"):
+        registry.set_alias(mv.ref, "prod\n")
+    assert registry.get("tiny").aliases == {} or "prod\n" not in registry.get("tiny").aliases
+    with pytest.raises(LmsmithError, match="no alias '²'"):
+        registry.get("tiny@²")
+    with pytest.raises(LmsmithError, match="not a model reference"):
+        registry.get("tiny\n@1")
+
+
+def test_a_folder_here_does_not_shadow_a_registered_name(registry: Registry, tiny_dir: Path, tmp_path, monkeypatch,
+                                                         capsys):
+    mv = registry.register(tiny_dir, "tiny")
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_dir, tmp_path / "tiny")
+    got = registry.resolve("tiny")
+    assert Path(got.path) == mv.dir
+    assert "using the registered model" in capsys.readouterr().err
+    assert Path(registry.resolve("./tiny").path) == Path("./tiny")  # explicitly a path
+    shutil.copytree(tiny_dir, tmp_path / "other")
+    assert Path(registry.resolve("other").path) == Path("other")  # not registered: the folder
+
+
+def test_gc_reports_what_it_really_freed(registry: Registry, tiny_dir: Path):
+    registry.register(tiny_dir, "tiny")
+    crashed = registry.tmp / "v-deadbeef"  # a registration that crashed mid-staging
+    crashed.mkdir()
+    (crashed / "w").write_bytes(b"x" * 5000)
+    tmpblob = registry.blobs.tmp / "blob-abc"
+    tmpblob.write_bytes(b"y" * 3000)
+    converting = registry.tmp / "import-123"  # a conversion that may still run
+    converting.mkdir()
+    (converting / "w").write_bytes(b"z" * 7000)
+    d = registry.gc_details()
+    assert d["freed"] == 8000 and d["staging"] == 2 and not crashed.exists() and not tmpblob.exists()
+    assert converting.exists() and len(d["kept"]) == 1 and "import-123" in d["kept"][0]
+    assert registry.verify("tiny") == []
+
+
+def test_export_onto_a_file_is_a_clear_error(registry: Registry, tiny_dir: Path, tmp_path):
+    registry.register(tiny_dir, "tiny")
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    with pytest.raises(LmsmithError, match="it is a file"):
+        registry.export("tiny", f)
+    assert f.read_text() == "keep me"
+
+
+def test_legacy_non_zip_bin_weights_import(registry: Registry, tiny_dir: Path, tmp_path):
+    from lmsmith.ops.importers import import_model
+
+    d = tmp_path / "legacy"
+    d.mkdir()
+    for f in tiny_dir.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, d / f.name)
+    torch.save(load_file(tiny_dir / "model.safetensors"), d / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    mv = import_model(d, "legacy", registry=registry)
+    a = load_file(tiny_dir / "model.safetensors")
+    assert registry.verify(mv.ref) == [] and len([f for f in mv.files if f.startswith("model-")]) == len(a)

@@ -135,8 +135,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    freed = Registry().gc()
-    out.print(f"freed {human_bytes(freed)}")
+    d = Registry().gc_details()
+    out.print(f"freed {human_bytes(d['freed'])} ({d['blobs']} unreferenced blobs, {d['staging']} leftovers of "
+              "interrupted imports)")
+    for k in d["kept"]:
+        out.print(f"kept {k}")
     return 0
 
 

@@ -74,7 +74,8 @@ def check_config(path: Path) -> dict[str, Any]:
 
 def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # mmap only works for the zip format; older (legacy, non-zip) files load without it, still safely
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
         raise LmsmithError(

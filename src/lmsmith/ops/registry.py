@@ -35,8 +35,9 @@ from lmsmith.errors import IntegrityError, LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.ops.store import LocalBlobStore, sha256_file
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")  # \Z: `$` would accept a trailing newline
+ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
+VERSION_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: '²'.isdigit() is True but int('²') fails
 META_FILE = "lmsmith.json"
 INDEX_FILE = "model.safetensors.index.json"
 SAFE_TENSOR_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
@@ -153,6 +154,14 @@ def looks_like_path(ref: str) -> bool:
     return "/" in ref or ref.startswith(".") or ref.startswith("~") or Path(ref).exists()
 
 
+_SAID_SHADOWED: set[str] = set()
+
+
+def is_explicit_path(ref: str) -> bool:
+    """Written as a path (`./x`, `/x`, `~/x`, `a/b`): never a registry name."""
+    return "/" in ref or ref.startswith(".") or ref.startswith("~")
+
+
 def parse_ref(ref: str) -> tuple[str, str | None]:
     """Split `NAME`, `NAME@3`, `NAME@alias` into (name, selector)."""
     name, _, sel = ref.partition("@")
@@ -228,7 +237,7 @@ class Registry:
             raise LmsmithError(f"unknown model '{name}'", f"registered models: {known}")
         if sel is None or sel == "latest":
             return self._read(name, versions[-1])
-        if sel.isdigit():
+        if VERSION_RE.fullmatch(sel):
             if int(sel) not in versions:
                 raise LmsmithError(f"model '{name}' has no version {sel}", f"versions: {', '.join(map(str, versions))}")
             return self._read(name, int(sel))
@@ -239,8 +248,11 @@ class Registry:
         return self._read(name, aliases[sel])
 
     def resolve(self, ref: str, verify: bool = True) -> ModelVersion | PathModel:
-        """A registry ref or a path to a model directory. Registry versions are hash-checked."""
-        if looks_like_path(ref) and not ("@" in ref and "/" not in ref):
+        """A registry ref or a path to a model directory. Registry versions are hash-checked.
+
+        A bare word that is both a registered name and a folder here means the registered model (a
+        folder in the current directory must not silently shadow it); write `./NAME` for the folder."""
+        if looks_like_path(ref) and not ("@" in ref and "/" not in ref) and not self._shadowed(ref):
             p = Path(ref).expanduser()
             if not p.exists():
                 raise LmsmithError(f"model path does not exist: {p}")
@@ -257,6 +269,18 @@ class Registry:
         if verify:
             self.check(mv)
         return mv
+
+    def _shadowed(self, ref: str) -> bool:
+        """True when `ref` names both a folder here and a registered model: the registry wins, and we say so."""
+        if is_explicit_path(ref) or not NAME_RE.match(ref) or not self._version_dirs(ref):
+            return False
+        if ref not in _SAID_SHADOWED:
+            from lmsmith.progress import console
+
+            _SAID_SHADOWED.add(ref)
+            console.print(f"[yellow]'{ref}' is a registered model and a folder here: using the registered model "
+                          f"(write ./{ref} for the folder)")
+        return True
 
     # ---------------------------------------------------------------- integrity
     def verify(self, ref: str) -> list[str]:
@@ -441,21 +465,38 @@ class Registry:
 
     def gc(self) -> int:
         """Delete blobs no version references, and leftovers of crashed imports. Returns bytes freed."""
+        return self.gc_details()["freed"]
+
+    def gc_details(self) -> dict[str, Any]:
+        """gc, saying what it did: {"freed", "blobs", "staging", "kept": [staging left in place, with why]}."""
         with self._lock("store"):
             return self._gc_locked()
 
-    def _gc_locked(self) -> int:
+    def _gc_locked(self) -> dict[str, Any]:
         used = {e.sha256 for mv in self.list() for e in mv.files.values()}
-        freed = 0
+        freed = blobs = staging = 0
         for d in list(self.blobs.digests()):
             if d not in used:
                 freed += self.blobs.size(d)
+                blobs += 1
                 self.blobs.delete(d)
+        # Under the exclusive store lock no registration is running, so its staging (v-*) and blob temp
+        # files are leftovers of a crash. Model conversions (import-*) run outside the lock: only an
+        # hour-old one is surely dead; younger ones are reported, not counted as freed.
         cutoff = time.time() - 3600
+        kept: list[str] = []
         for p in list(self.tmp.iterdir()) + list(self.blobs.tmp.iterdir()):
-            if p.stat().st_mtime < cutoff or p.name.startswith("rm-"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        return freed
+            if p.name.startswith("import-") and p.stat().st_mtime >= cutoff:
+                kept.append(f"{p} (an import may still be converting; removed once an hour old)")
+                continue
+            size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if not p.exists():
+                freed += size
+                staging += 1
+            else:
+                kept.append(f"{p} (could not be removed)")
+        return {"freed": freed, "blobs": blobs, "staging": staging, "kept": kept}
 
     def export(self, ref: str, dest: str | Path, shard_bytes: int = 5 * 1024**3) -> Path:
         """Write a standalone HF directory with regular (consolidated) safetensors shards."""
@@ -464,6 +505,8 @@ class Registry:
 
         mv = self.resolve(ref)
         dest = Path(dest)
+        if dest.exists() and not dest.is_dir():
+            raise LmsmithError(f"cannot export to {dest}: it is a file", "give a new or empty directory")
         if dest.exists() and any(dest.iterdir()):
             raise LmsmithError(f"export directory {dest} is not empty", "choose a new or empty directory")
         tmp = dest.with_name(dest.name + f".tmp-{uuid.uuid4().hex[:8]}")
