@@ -187,3 +187,38 @@ def test_legacy_non_zip_bin_weights_import(registry: Registry, tiny_dir: Path, t
     mv = import_model(d, "legacy", registry=registry)
     a = load_file(tiny_dir / "model.safetensors")
     assert registry.verify(mv.ref) == [] and len([f for f in mv.files if f.startswith("model-")]) == len(a)
+
+
+# ----------------------------------------------------------------------------- item 12: malformed safetensors
+def _raw_safetensors(path: Path, header: bytes, body: bytes = b"", declared: int | None = None) -> None:
+    import struct
+
+    path.write_bytes(struct.pack("<Q", len(header) if declared is None else declared) + header + body)
+
+
+@pytest.mark.parametrize("case", ["huge_length", "deep_json", "negative_offset", "huge_offset", "shape_mismatch",
+                                  "not_object", "bad_dtype"])
+@pytest.mark.parametrize("how", ["register", "import"])
+def test_malformed_safetensors_give_one_clear_error(registry: Registry, tiny_dir: Path, tmp_path, case, how):
+    from lmsmith.ops.importers import import_model
+
+    d = tmp_path / "m"
+    d.mkdir()
+    shutil.copy(tiny_dir / "config.json", d / "config.json")
+    f = d / "model.safetensors"
+    body = b"\0" * 16
+    headers = {
+        "negative_offset": b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [-8, 8]}}',
+        "huge_offset": b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 18446744073709551616]}}',
+        "shape_mismatch": b'{"w": {"dtype": "F32", "shape": [1000000], "data_offsets": [0, 16]}}',
+        "not_object": b'[1, 2, 3]',
+        "bad_dtype": b'{"w": {"dtype": "EVIL", "shape": [4], "data_offsets": [0, 16]}}',
+        "deep_json": b"[" * 200_000 + b"]" * 200_000,
+    }
+    if case == "huge_length":
+        _raw_safetensors(f, b"{}", body, declared=2**63)
+    else:
+        _raw_safetensors(f, headers[case], body)
+    with pytest.raises(LmsmithError, match="not a valid safetensors file|truncated"):
+        import_model(d, "m", registry=registry) if how == "import" else registry.register(d, "m")
+    assert registry.names() == []

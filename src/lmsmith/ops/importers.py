@@ -22,7 +22,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.models import DTYPES, quiet_transformers
 from lmsmith.ops.registry import (PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry,
-                                  check_links)
+                                  check_links, read_safetensors_header)
 from lmsmith.ops.store import sha256_file
 from lmsmith.progress import console, task
 
@@ -107,6 +107,9 @@ def prepare_hf_dir(src: Path, stage: Path, dtype: str | None) -> None:
     tensors = sorted(p for p in src.iterdir() if p.suffix == ".safetensors")
     if not pickles and not tensors:
         raise LmsmithError(f"{src} has no weights (*.safetensors or pytorch_model*.bin)")
+    for p in tensors:  # one clear error for a malformed file, before anything reads its tensors
+        with open(p, "rb") as f:
+            read_safetensors_header(f, p.stat().st_size, p.name)
     stage.mkdir(parents=True)
     for p in src.iterdir():
         if p.name in SKIP_NAMES or p.suffix in PICKLE_SUFFIXES or p.name.endswith(".index.json") and "model" in p.name:

@@ -136,6 +136,56 @@ def check_links(src: Path) -> None:
                            "copy the files the model needs into the folder itself, or remove the links")
 
 
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # what the safetensors library itself accepts
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                      "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+                      "F4": 1, "F6_E2M3": 1, "F6_E3M2": 1}
+
+
+def read_safetensors_header(f: Any, size: int, name: str) -> tuple[dict[str, Any], int]:
+    """Read and validate a safetensors header: its length bounded by the file and 100 MB, JSON that is an
+    object of {dtype, shape, data_offsets} entries whose offsets are non-negative, ordered, inside the
+    file and match shape x dtype. One clear error for anything else (never MemoryError/RecursionError)."""
+    def bad(why: str) -> LmsmithError:
+        return LmsmithError(f"{name} is not a valid safetensors file: {why}", "re-save it with safetensors' save_file")
+
+    head = f.read(8)
+    if len(head) < 8:
+        raise bad("it is shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", head)
+    if n > min(MAX_SAFETENSORS_HEADER, size - 8):
+        raise bad(f"its header claims {n:,} bytes but the file has {size:,}")
+    try:
+        header = json.loads(f.read(n))
+    except (ValueError, RecursionError):
+        raise bad("its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    data = size - 8 - n
+    for tname, info in header.items():
+        if tname == "__metadata__":
+            if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
+                raise bad("__metadata__ must map strings to strings")
+            continue
+        if not isinstance(info, dict):
+            raise bad(f"the entry of tensor {tname!r} is not an object")
+        dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise bad(f"tensor {tname!r} has an unknown dtype {str(dtype)[:20]!r}")
+        if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and 0 <= d < 1 << 62 for d in shape):
+            raise bad(f"tensor {tname!r} has an invalid shape")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs) and 0 <= offs[0] <= offs[1]):
+            raise bad(f"tensor {tname!r} has invalid data_offsets {str(offs)[:40]}")
+        if offs[1] > data:
+            raise LmsmithError(f"{name} is truncated (tensor {tname} runs past the end)")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if dtype not in ("F4", "F6_E2M3", "F6_E3M2") and numel * SAFETENSORS_DTYPES[dtype] != offs[1] - offs[0]:
+            raise bad(f"tensor {tname!r}: shape {shape} x {dtype} does not match its {offs[1] - offs[0]} bytes")
+    return header, n
+
+
 def tensor_file_name(tname: str) -> str:
     """The per-tensor file name: readable and injective. A name of safe characters is kept as is; any
     other gets `_` for unsafe characters plus `~` and a hash of the full name (`~` never occurs in a
@@ -391,22 +441,13 @@ class Registry:
     def _split_safetensors(self, path: Path) -> Iterator[tuple[str, str, int, str]]:
         """Yield (tensor name, blob digest, size, file name): one standalone safetensors file per tensor."""
         with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise LmsmithError(f"{path.name} is not a safetensors file (too short)")
-            (n,) = struct.unpack("<Q", head)
-            try:
-                header = json.loads(f.read(n))
-            except ValueError:
-                raise LmsmithError(f"{path.name} is not a valid safetensors file (bad header)") from None
-            meta = header.pop("__metadata__", None) or {"format": "pt"}
             size = os.fstat(f.fileno()).st_size
+            header, n = read_safetensors_header(f, size, path.name)
+            meta = header.pop("__metadata__", None) or {"format": "pt"}
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
             try:
                 for tname, info in header.items():
                     a, b = info["data_offsets"]
-                    if 8 + n + b > size:
-                        raise LmsmithError(f"{path.name} is truncated (tensor {tname} runs past the end)")
                     sub = {"__metadata__": meta, tname: {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [0, b - a]}}
                     hb = json.dumps(sub, separators=(",", ":")).encode()
                     hb += b" " * (-len(hb) % 8)
