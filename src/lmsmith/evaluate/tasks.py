@@ -38,7 +38,13 @@ FIELDS = {  # every key a task file may use; anything else is a typo we name
     "test_split", "fewshot_split", "validation_split", "training_split", "doc_to_text", "doc_to_target",
     "doc_to_choice", "target_delimiter", "fewshot_delimiter", "num_fewshot", "fewshot_seed", "metric_list",
     "generation_kwargs", "regex", "length", "json_schema", "limit", "needle", "tag", "metadata",
+    # lm-eval keys that do not change how a task is scored here (accepted so its YAMLs load unmodified)
+    "dataset_name", "should_decontaminate", "doc_to_decontamination_query", "group", "task_alias", "group_alias",
+    "repeats", "fewshot_config",
 }
+# lm-eval's output_type -> our kind (lm-eval's `loglikelihood` tasks are scored here as choices too)
+OUTPUT_TYPES = {"multiple_choice": "multiple_choice", "loglikelihood": "multiple_choice",
+                "generate_until": "generation", "loglikelihood_rolling": "perplexity"}
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "tasks"
 FEWSHOT_SLOT = re.compile(r"\{\{\s*fewshot\s*\}\}|\{fewshot\}")
@@ -337,10 +343,14 @@ def load_task(name_or_path: str | Path, num_fewshot: int | None = None, limit: i
             close = [f for f in FIELDS if f.replace("_", "") == str(key).replace("_", "") or f.startswith(str(key)[:6])]
             raise LmsmithError(f"{where(key)}: unknown field '{key}'", f"did you mean {close[0]}?" if close else f"known fields: {', '.join(sorted(FIELDS))}")
     name = str(raw.get("task") or raw.get("name") or path.stem)
-    kind = raw.get("kind") or {"loglikelihood": "multiple_choice", "generate_until": "generation",
-                               "loglikelihood_rolling": "perplexity"}.get(raw.get("output_type", ""), None)
+    output_type = raw.get("output_type")
+    if output_type is not None and output_type not in OUTPUT_TYPES:
+        raise LmsmithError(f"{where('output_type')}: unknown output_type '{output_type}'",
+                           f"lm-eval's output types: {', '.join(OUTPUT_TYPES)}")
+    kind = raw.get("kind") or OUTPUT_TYPES.get(output_type or "")
     if kind is None:
-        raise LmsmithError(f"{path}:1: missing field 'kind'", f"add `kind: {' | '.join(KINDS)}` (or lm-eval's output_type)")
+        raise LmsmithError(f"{path}:1: missing field 'kind'",
+                           f"add `kind: {' | '.join(KINDS)}` (or lm-eval's `output_type: {' | '.join(OUTPUT_TYPES)}`)")
     if kind not in KINDS:
         raise LmsmithError(f"{where('kind')}: unknown kind '{kind}'", f"use one of: {', '.join(KINDS)}")
 
