@@ -430,8 +430,8 @@ class ChatHandler(_Handler):
         fmt = self.s.tool_format
         if plan.forced:
             call = toolcalls.forced_call_from_output(fmt, plan.forced_name, text)
-            if call is None:
-                return text, [], reason
+            if call is None:  # cut short (max_tokens) inside the call: still the forced call, as OpenAI does
+                call = toolcalls.truncated_forced_call(fmt, plan.forced_name, text, [f["name"] for f in plan.functions])
             return None, [call], "tool_calls" if reason == "stop" else reason
         if plan.parse:
             content, calls = toolcalls.parse_tool_calls(text, fmt)
