@@ -222,3 +222,18 @@ def test_malformed_safetensors_give_one_clear_error(registry: Registry, tiny_dir
     with pytest.raises(LmsmithError, match="not a valid safetensors file|truncated"):
         import_model(d, "m", registry=registry) if how == "import" else registry.register(d, "m")
     assert registry.names() == []
+
+
+# ----------------------------------------------------------------------------- item 15: models list in a pipe
+def test_models_list_never_truncates_names_in_a_pipe(registry: Registry, tiny_dir: Path, monkeypatch):
+    import subprocess
+    import sys
+
+    long = "smollm2-135m-instruct-czech-legal-domain-adapted-v2"
+    registry.register(tiny_dir, long)
+    registry.set_alias(f"{long}@1", "production-candidate-2026-12")
+    for cols in ("40", "80"):
+        r = subprocess.run([sys.executable, "-m", "lmsmith.cli", "models", "list"], capture_output=True, text=True,
+                           env={**os.environ, "COLUMNS": cols}, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"{long}@1" in r.stdout and "production-candidate-2026-12" in r.stdout and "…" not in r.stdout
