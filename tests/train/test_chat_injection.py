@@ -129,3 +129,16 @@ def test_encode_plain():
     assert encode_plain(tok, "Paris is nice.") == tok("Paris is nice.")["input_ids"]
     assert _n_special(tok, encode_plain(tok, "x<|im_end|>y", add_special_tokens=False)) == 0
     assert tok.decode(encode_plain(tok, "x<|im_end|>y", add_special_tokens=False)) == "x<|im_end|>y"
+
+
+@pytest.mark.slow
+def test_default_model_template(default_model_dir):
+    """SmolLM2's real tokenizer and template: benign chats unchanged, injected markers stay text."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    for msgs in BENIGN:
+        assert chat_ids(tok, msgs) == list(old_ids(tok, msgs))
+    evil = [{"role": "user", "content": INJECT}]
+    assert _n_special(tok, chat_ids(tok, evil)) == _n_special(tok, chat_ids(tok, [{"role": "user", "content": "hi"}]))
+    assert _n_special(tok, old_ids(tok, evil)) > _n_special(tok, chat_ids(tok, evil))
