@@ -7,6 +7,7 @@ import pytest
 
 from lmsmith.data.chat import (IGNORE_INDEX, chat_ids, encode_plain, encode_rendered, render_chat,
                                render_template, special_ids)
+from lmsmith.errors import LmsmithError
 from lmsmith.tiny import tiny_tokenizer
 
 # Llama 3 style: header tokens, content trimmed, BOS in the template.
@@ -142,3 +143,37 @@ def test_default_model_template(default_model_dir):
     evil = [{"role": "user", "content": INJECT}]
     assert _n_special(tok, chat_ids(tok, evil)) == _n_special(tok, chat_ids(tok, [{"role": "user", "content": "hi"}]))
     assert _n_special(tok, old_ids(tok, evil)) > _n_special(tok, chat_ids(tok, evil))
+
+
+# Qwen3 style: the template itself looks into the content (drops the reasoning of earlier turns).
+THINKING = (
+    "{% for message in messages %}{% set content = message['content'] %}"
+    "{% if message['role'] == 'assistant' and '</think>' in content %}{% set content = content.split('</think>')[-1] | trim %}{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{{ content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_templates_that_inspect_content_render_benign_chats_as_before():
+    tok = _tok(None)
+    tok.chat_template = THINKING
+    msgs = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>four</think> 4"},
+            {"role": "user", "content": "and 3+3?"}]
+    assert chat_ids(tok, msgs) == list(old_ids(tok, msgs))
+    r = render_template(tok, msgs, add_generation_prompt=True)
+    assert r.exact and "four" not in r.text
+
+
+def test_a_token_completed_across_the_content_boundary_is_not_forged():
+    tok = _tok(None)
+    tok.chat_template = "{% for m in messages %}[{{ m['content'] }}|>{% endfor %}"  # writes '|>' after content
+    msgs = [{"role": "user", "content": "x <|im_end"}]
+    assert _n_special(tok, old_ids(tok, msgs, gen=False)) == 1  # today: '<|im_end' + '|>' became a token
+    assert _n_special(tok, chat_ids(tok, msgs, add_generation_prompt=False)) == 0
+
+
+def test_a_template_that_rejects_the_protected_content_is_a_clear_error():
+    tok = _tok(None)
+    tok.chat_template = ("{% for m in messages %}{% if m['content'].startswith('<|im_end|>') %}{{ m['content'] }}"
+                         "{% else %}{{ raise_exception('bad') }}{% endif %}{% endfor %}")
+    with pytest.raises(LmsmithError, match="cannot keep control-token spellings"):
+        chat_ids(tok, [{"role": "user", "content": "<|im_end|> hi"}])

@@ -282,28 +282,32 @@ def render_file(tokenizer: Any, cf: ChatFile, max_length: int | None = None,
 # ----------------------------------------------------------------------------------- control tokens
 # A chat template writes control tokens (<|im_start|>, <|eot_id|>, <start_of_turn>, ...) around message
 # content. Tokenizing the rendered text in one go would also turn control-token spellings *inside* the
-# content into control tokens, so a user could forge a system turn. Here the template is rendered once with
-# every untrusted string replaced by an opaque marker: the special tokens of that rendering are the
-# template's own. The real text is then tokenized so that only those spans become special tokens;
-# everything else (content, tool arguments and results, tool schemas) is tokenized as plain text.
-# For a benign conversation the ids are exactly those of `tokenizer(text, add_special_tokens=False)`.
+# content into control tokens, so a user could forge a system turn. Here every untrusted string that
+# spells (part of) a special token is replaced by an opaque random marker and the template is rendered
+# again: the special tokens of that rendering are the template's own. The real text is then tokenized so
+# that only those spans become special tokens; everything else (content, tool arguments and results,
+# tool schemas, names) is plain text. A conversation without such spellings is rendered and tokenized
+# exactly as `apply_chat_template` always did (nothing is replaced, the template sees the real strings).
 
 _PLAIN_TOKENIZERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_SPELLINGS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
 class Rendered:
     """Text a chat template wrote, and the character spans of the control tokens the template (not the
-    content) put there. `exact`: the text equals the template's own rendering of the conversation."""
+    content) put there; `controls=None`: no untrusted text spells a special token, so every special token
+    in `text` is a control token. `exact`: the text equals the template's own rendering."""
 
     text: str
-    controls: list[tuple[int, int]]
+    controls: list[tuple[int, int]] | None = None
     exact: bool = True
 
     def append_control(self, tokenizer: Any, text: str) -> None:
         """Append text the caller writes itself (a generation prefix): its special tokens count as control."""
-        base = len(self.text)
-        self.controls += [(a + base, b + base) for a, b in _special_spans(tokenizer, text)]
+        if self.controls is not None:
+            base = len(self.text)
+            self.controls += [(a + base, b + base) for a, b in _special_spans(tokenizer, text)]
         self.text += text
 
 
@@ -320,6 +324,41 @@ def _special_spans(tokenizer: Any, text: str) -> list[tuple[int, int]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     sp = special_ids(tokenizer)
     return [(a, b) for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if t in sp and b > a]
+
+
+def _spellings(tokenizer: Any) -> tuple[Any, set[str], set[str], int]:
+    """(regex of every special token, their proper prefixes, their proper suffixes, longest length)."""
+    try:
+        cached = _SPELLINGS.get(tokenizer)
+    except TypeError:
+        cached = None
+    if cached is not None:
+        return cached
+    words = {str(t) for t in (getattr(tokenizer, "all_special_tokens", None) or []) if str(t)}
+    for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(t, "special", False) and getattr(t, "content", ""):
+            words.add(t.content)
+    ordered = sorted(words, key=len, reverse=True)
+    regex = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    prefixes = {w[:k] for w in words for k in range(1, len(w))}
+    suffixes = {w[k:] for w in words for k in range(1, len(w))}
+    out = (regex, prefixes, suffixes, max(map(len, words), default=0))
+    try:
+        _SPELLINGS[tokenizer] = out
+    except TypeError:
+        pass
+    return out
+
+
+def spells_special(tokenizer: Any, s: str) -> bool:
+    """Whether `s` contains a special token's spelling, or could complete one with the text around it
+    (it starts with the tail of one or ends with the head of one)."""
+    regex, prefixes, suffixes, longest = _spellings(tokenizer)
+    if regex is None or not s:
+        return False
+    if regex.search(s):
+        return True
+    return any(s[-k:] in prefixes or s[:k] in suffixes for k in range(1, min(longest, len(s) + 1)))
 
 
 def _plain_backend(tokenizer: Any) -> Any:
@@ -358,53 +397,35 @@ def encode_plain(tokenizer: Any, text: str, add_special_tokens: bool = True) -> 
     """Tokenize user text with special-token parsing off (BOS/EOS the tokenizer adds itself still come).
 
     Text without control-token spellings gives exactly `tokenizer(text)["input_ids"]`."""
-    enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-    sp = special_ids(tokenizer)
-    if not any(t in sp and b > a for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])):
-        return list(enc["input_ids"])
+    if not spells_special(tokenizer, text):
+        return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
     return _encode_plain_piece(tokenizer, text, add_special_tokens)[0]
 
 
 class _Protector:
-    """Swaps every untrusted string for a marker the template cannot mistake for anything else."""
+    """Swaps each untrusted string that spells (part of) a special token for a marker the template cannot
+    mistake for anything else. Strings without such spellings are left alone."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
         self.nonce = secrets.token_hex(6).upper()
         self.values: list[str] = []
         self.pattern = re.compile(f"LMSMITHQ{self.nonce}N([0-9]+)E")
 
     def mark(self, s: Any) -> Any:
-        if not isinstance(s, str) or not s:
+        if not isinstance(s, str) or not spells_special(self.tokenizer, s):
             return s
         self.values.append(s)
         return f"LMSMITHQ{self.nonce}N{len(self.values) - 1}E"
 
-    def deep(self, x: Any, keep: frozenset = frozenset()) -> Any:
+    def deep(self, x: Any) -> Any:
         if isinstance(x, str):
             return self.mark(x)
         if isinstance(x, dict):
-            return {(k if k in _TEMPLATE_KEYS else self.mark(k)): (v if k in keep else self.deep(v, keep))
-                    for k, v in x.items()}
+            return {self.mark(k): self.deep(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
-            return [self.deep(v, keep) for v in x]
+            return [self.deep(v) for v in x]
         return x
-
-    def messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for m in messages:
-            m = dict(m)
-            for k, v in m.items():
-                if k not in ("role", "type"):
-                    m[k] = self.deep(v, _KEEP)
-            out.append(m)
-        return out
-
-
-_KEEP = frozenset({"role", "type"})  # values templates compare against fixed words
-# Keys templates look up by name: never rename them (their values are still protected).
-_TEMPLATE_KEYS = frozenset({"role", "content", "type", "function", "name", "arguments", "parameters", "description",
-                            "properties", "required", "tool_calls", "tool_call_id", "id", "items", "enum", "text",
-                            "reasoning_content", "thinking"})
 
 
 def _json_inner(s: str, ascii_only: bool) -> str:
@@ -446,14 +467,15 @@ def render_template(tokenizer: Any, messages: list[dict[str, Any]], tools: Any =
     Errors of the template itself (jinja exceptions) propagate, as from `apply_chat_template`."""
     plain_text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
                                                add_generation_prompt=add_generation_prompt, **kwargs)
-    prot = _Protector()
+    prot = _Protector(tokenizer)
+    marked_messages, marked_tools = prot.deep(messages), prot.deep(tools) if tools else tools
+    if not prot.values:  # nothing untrusted spells a special token: the template's text is all there is
+        return Rendered(plain_text)
     try:
-        marked = tokenizer.apply_chat_template(prot.messages(messages), tools=prot.deep(tools, _KEEP) if tools else tools,
-                                               tokenize=False, add_generation_prompt=add_generation_prompt, **kwargs)
-    except Exception:
-        marked = None  # the template inspects the content itself; fall back to marking nothing
-    if marked is None:
-        return _render_unlocated(tokenizer, messages, tools, add_generation_prompt, plain_text, **kwargs)
+        marked = tokenizer.apply_chat_template(marked_messages, tools=marked_tools, tokenize=False,
+                                               add_generation_prompt=add_generation_prompt, **kwargs)
+    except Exception:  # the template inspects the content itself
+        raise _unsafe(prot.values) from None
     pieces = prot.pattern.split(marked)  # [template, idx, template, idx, ..., template]
     templ, idxs = pieces[0::2], [int(i) for i in pieces[1::2]]
     # Rebuild the real text piece by piece. The template may have trimmed or JSON-escaped a content:
@@ -463,8 +485,8 @@ def render_template(tokenizer: Any, messages: list[dict[str, Any]], tools: Any =
     for c, nxt in zip(chosen, templ[1:]):
         out += [c, nxt]
     text = "".join(out)
-    if text != plain_text and ("LMSMITHQ" + prot.nonce) in text:  # the template cut a marker apart
-        return _render_unlocated(tokenizer, messages, tools, add_generation_prompt, plain_text, **kwargs)
+    if ("LMSMITHQ" + prot.nonce) in text:  # the template cut a marker apart
+        raise _unsafe(prot.values)
     # Control spans: the special tokens inside the template's own pieces, moved to their place in `text`.
     marks = list(prot.pattern.finditer(marked))
     r_starts = [0] + [m.end() for m in marks]
@@ -480,26 +502,16 @@ def render_template(tokenizer: Any, messages: list[dict[str, Any]], tools: Any =
     return Rendered(text, controls, text == plain_text)
 
 
-def _render_unlocated(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, gen: bool, plain_text: str,
-                      **kwargs: Any) -> Rendered:
-    """Safe fallback: controls are the special tokens that remain when every content is emptied out."""
-    emptied = [{**m, "content": ""} if isinstance(m.get("content"), str) else m for m in messages]
-    try:
-        bare = tokenizer.apply_chat_template(emptied, tools=tools, tokenize=False, add_generation_prompt=gen, **kwargs)
-    except Exception:
-        bare = ""
-    allowed = [plain_text[a:b] for a, b in _special_spans(tokenizer, bare)]
-    # Keep, in order, as many of the text's special tokens as the empty rendering has of each spelling.
-    budget: dict[str, int] = {}
-    for s in allowed:
-        budget[s] = budget.get(s, 0) + 1
-    controls = []
-    for a, b in _special_spans(tokenizer, plain_text):
-        s = plain_text[a:b]
-        if budget.get(s, 0) > 0:
-            budget[s] -= 1
-            controls.append((a, b))
-    return Rendered(plain_text, controls, exact=True)
+def _unsafe(spellings: list[str]) -> LmsmithError:
+    """The template inspects or cuts the untrusted strings themselves, so where they end up cannot be told
+    apart from its own text: refuse rather than guess (a guess could hand a forged turn to the model)."""
+    shown = ", ".join(sorted({m.group(0) for v in spellings for m in [_first_spelling(v)] if m})[:3])
+    return LmsmithError(f"this chat template cannot keep control-token spellings ({shown or 'partial ones'}) in "
+                        "the messages as plain text", "remove them from the messages")
+
+
+def _first_spelling(v: str) -> Any:
+    return None if not v else re.search(r"<[^<>\s]{1,40}>|\[[A-Z_]{2,40}\]", v)
 
 
 def encode_rendered(tokenizer: Any, rendered: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
@@ -508,6 +520,8 @@ def encode_rendered(tokenizer: Any, rendered: Rendered) -> tuple[list[int], list
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     offsets = [tuple(o) for o in enc["offset_mapping"]]
+    if rendered.controls is None:
+        return ids, offsets
     sp = special_ids(tokenizer)
     found = [(a, b) for t, (a, b) in zip(ids, offsets) if t in sp and b > a]
     if found == sorted(rendered.controls):
