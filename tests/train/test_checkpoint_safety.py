@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from pathlib import Path
@@ -38,8 +37,11 @@ def setup():
 
 
 def test_every_checkpoint_file_loads_without_unpickling_code(tmp_path):
+    import random
+
     model, opt, sched = setup()
     path = save_checkpoint(tmp_path / "ckpts", 5, model, opt, sched, {"data": {"epoch": 0}})
+    expected = (torch.rand(3), random.random())  # what the RNGs give right after the saved state
     for f in path.iterdir():
         if f.suffix == ".pt":
             torch.load(f, weights_only=True)  # would raise for anything but tensors and plain containers
@@ -47,12 +49,13 @@ def test_every_checkpoint_file_loads_without_unpickling_code(tmp_path):
             assert f.suffix in (".json", ".safetensors"), f.name
     m2, o2, s2 = setup()
     torch.nn.init.zeros_(m2.weight)
-    before = torch.rand(3)
     torch.manual_seed(123)
+    random.seed(123)
     saved = load_checkpoint(path, m2, o2, s2)
     assert saved["step"] == 5 and torch.equal(m2.weight, model.weight)
     assert s2.state_dict() == sched.state_dict() and s2.get_last_lr() == sched.get_last_lr()
-    del before
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert o2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
 
 
 @pytest.mark.parametrize("victim", ["state.pt", "optimizer.pt", "trainable.pt"])
