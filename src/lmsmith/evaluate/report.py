@@ -124,11 +124,11 @@ def scores_plot(payload: dict[str, Any], path: Path) -> Path:
 
 def attach_to_registry(ref: str, results: list[dict[str, Any]], run_dir: Path) -> str | None:
     """Store the scores on the model version's metadata; a plain directory path has no metadata to update."""
-    from lmsmith.ops.registry import Registry, looks_like_path
+    from lmsmith.ops.registry import Registry
 
-    if looks_like_path(ref) and not ("@" in ref and "/" not in ref):
-        return None
     reg = Registry()
+    if reg.is_path_ref(ref):
+        return None
     mv = reg.update(ref, metrics={**flat_scores(results), "eval/last_run": str(run_dir)})
     return mv.ref
 

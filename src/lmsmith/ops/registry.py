@@ -302,7 +302,7 @@ class Registry:
 
         A bare word that is both a registered name and a folder here means the registered model (a
         folder in the current directory must not silently shadow it); write `./NAME` for the folder."""
-        if looks_like_path(ref) and not ("@" in ref and "/" not in ref) and not self._shadowed(ref):
+        if self.is_path_ref(ref):
             p = Path(ref).expanduser()
             if not p.exists():
                 raise LmsmithError(f"model path does not exist: {p}")
@@ -319,6 +319,10 @@ class Registry:
         if verify:
             self.check(mv)
         return mv
+
+    def is_path_ref(self, ref: str) -> bool:
+        """Whether `ref` means a folder rather than a registered model (see `resolve`)."""
+        return looks_like_path(ref) and not ("@" in ref and "/" not in ref) and not self._shadowed(ref)
 
     def _shadowed(self, ref: str) -> bool:
         """True when `ref` names both a folder here and a registered model: the registry wins, and we say so."""
