@@ -474,12 +474,6 @@ def load_dcp(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sch
     return train_state
 
 
-def _rng_state() -> dict[str, Any]:
-    from lmsmith.train.checkpoint import rng_state
-
-    return rng_state()
-
-
 def _set_rng_state(state: dict[str, Any]) -> None:
     from lmsmith.train.checkpoint import set_rng_state
 
