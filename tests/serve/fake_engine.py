@@ -77,6 +77,7 @@ class FakeEngine:
         self.eos_token_ids = [self.tokenizer.eos_token_id]
         self.step_delay = step_delay
         self.filler = self.tokenizer(filler, add_special_tokens=False)["input_ids"]
+        self.seen_prompts: list[list[int]] = []
         self.waiting: list[_Seq] = []
         self.running: list[_Seq] = []
         self.pending: list[RequestOutput] = []
@@ -90,6 +91,7 @@ class FakeEngine:
         if len(ids) >= self.max_model_len:
             raise LmsmithError(f"the prompt has {len(ids)} tokens but the model's context is {self.max_model_len}")
         self.seen_params.append(params)
+        self.seen_prompts.append(list(ids))
         text = self.tokenizer.decode(ids)
         for i in range(params.n):
             if params.json_schema is not None:

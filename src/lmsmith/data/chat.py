@@ -10,6 +10,11 @@ Public API (used by training, serving and data tools):
   Assistant tokens include the turn's end-of-turn token (so the model learns to stop).
 - `read_chat_jsonl(path, skip_bad_lines=False) -> ChatFile`: parse a JSONL file of `{"messages": [...],
   "tools": [...]?}` records, reporting `file:line` for bad lines (or counting them when skipping).
+- `render_template(tokenizer, messages, ...) -> Rendered` and `encode_rendered(tokenizer, rendered)`: the one
+  place every chat prompt is tokenized (SFT, server, `generate --chat`, `LLM.chat`): only the control tokens
+  the template wrote become special tokens; control-token spellings inside message content, tool calls,
+  tool results or tool schemas stay plain text. `chat_ids(...)` = both in one call; `encode_plain(tok, text)`
+  tokenizes user text (completion prompts) with special-token parsing off.
 - `fit_length(example, max_length, policy)`: truncate or drop examples longer than the context.
 
 How the mask is found: the template is rendered for each prefix of the conversation; the text an
@@ -20,9 +25,13 @@ rendering of a prefix is a prefix of the full rendering (ChatML, Llama 3, Mistra
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import io
 import json
+import re
+import secrets
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -120,8 +129,11 @@ def _normalize(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, gen_prompt: bool, where: str) -> str:
+def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, gen_prompt: bool, where: str,
+            protected: bool = False) -> Any:
     try:
+        if protected:
+            return render_template(tokenizer, messages, tools, gen_prompt)
         return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=gen_prompt)
     except Exception as e:  # jinja raise_exception(), undefined fields, ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -131,26 +143,35 @@ def _render(tokenizer: Any, messages: list[dict[str, Any]], tools: Any, gen_prom
 
 
 def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None,
-                    where: str = "") -> tuple[str, list[tuple[int, int]]]:
-    """The full rendered text and the character spans the assistant turns occupy in it."""
-    full = _render(tokenizer, messages, tools, False, where)
+                    where: str = "") -> tuple[Rendered, list[tuple[int, int]]]:
+    """The full rendering (with its control tokens) and the character spans the assistant turns occupy."""
+    rendered = _render(tokenizer, messages, tools, False, where, protected=True)
+    full = rendered.text
+    # Prefix renderings must be measured on the same text: the template's own when the protected
+    # rendering reproduced it exactly (the usual case), else protected renderings of each prefix.
+    protected = not rendered.exact
+
+    def render(msgs: list[dict[str, Any]], gen: bool) -> str:
+        r = _render(tokenizer, msgs, tools, gen, where, protected)
+        return r.text if protected else r
+
     spans: list[tuple[int, int]] = []
     prev = ""
     for i, m in enumerate(messages):
-        upto = _render(tokenizer, messages[: i + 1], tools, False, where)
+        upto = render(messages[: i + 1], False)
         if upto == prev:
             raise LmsmithError(f"{where + ': ' if where else ''}the chat template drops message {i} "
                                f"(role '{m['role']}'): it cannot render this role here",
                                "merge it into a neighbouring message or use a model whose template supports it")
         if m["role"] == "assistant":
-            prompt = _render(tokenizer, messages[:i], tools, True, where) if i else ""
+            prompt = render(messages[:i], True) if i else ""
             if not (full.startswith(upto) and upto.startswith(prompt)):
                 raise LmsmithError(f"{where + ': ' if where else ''}the chat template is not incremental "
                                    "(a rendered prefix is not a prefix of the whole conversation), so the "
                                    "assistant tokens cannot be located", "use a template without history rewriting")
             spans.append((len(prompt), len(upto)))
         prev = upto
-    return full, spans
+    return rendered, spans
 
 
 def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None, where: str = "") -> ChatExample:
@@ -158,11 +179,10 @@ def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = Non
     check_chat_template(tokenizer)
     validate_messages(messages, tools, where)
     messages = _normalize(messages)
-    text, spans = assistant_spans(tokenizer, messages, tools, where)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = list(enc["input_ids"])
+    rendered, spans = assistant_spans(tokenizer, messages, tools, where)
+    ids, offsets = encode_rendered(tokenizer, rendered)
     labels = [IGNORE_INDEX] * len(ids)
-    for t, (a, b) in enumerate(enc["offset_mapping"]):
+    for t, (a, b) in enumerate(offsets):
         if b <= a:
             continue
         for s, e in spans:
@@ -257,3 +277,272 @@ def render_file(tokenizer: Any, cf: ChatFile, max_length: int | None = None,
         examples.append(ex)
     counts["examples"] = len(examples)
     return examples, counts
+
+
+# ----------------------------------------------------------------------------------- control tokens
+# A chat template writes control tokens (<|im_start|>, <|eot_id|>, <start_of_turn>, ...) around message
+# content. Tokenizing the rendered text in one go would also turn control-token spellings *inside* the
+# content into control tokens, so a user could forge a system turn. Here every untrusted string that
+# spells (part of) a special token is replaced by an opaque random marker and the template is rendered
+# again: the special tokens of that rendering are the template's own. The real text is then tokenized so
+# that only those spans become special tokens; everything else (content, tool arguments and results,
+# tool schemas, names) is plain text. A conversation without such spellings is rendered and tokenized
+# exactly as `apply_chat_template` always did (nothing is replaced, the template sees the real strings).
+
+_PLAIN_TOKENIZERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_SPELLINGS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class Rendered:
+    """Text a chat template wrote, and the character spans of the control tokens the template (not the
+    content) put there; `controls=None`: no untrusted text spells a special token, so every special token
+    in `text` is a control token. `exact`: the text equals the template's own rendering."""
+
+    text: str
+    controls: list[tuple[int, int]] | None = None
+    exact: bool = True
+
+    def append_control(self, tokenizer: Any, text: str) -> None:
+        """Append text the caller writes itself (a generation prefix): its special tokens count as control."""
+        if self.controls is not None:
+            base = len(self.text)
+            self.controls += [(a + base, b + base) for a, b in _special_spans(tokenizer, text)]
+        self.text += text
+
+
+def special_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokenizer's special tokens (those `split_special_tokens` keeps as plain text)."""
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(t, "special", False):
+            ids.add(int(i))
+    return ids
+
+
+def _special_spans(tokenizer: Any, text: str) -> list[tuple[int, int]]:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    sp = special_ids(tokenizer)
+    return [(a, b) for t, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if t in sp and b > a]
+
+
+def _spellings(tokenizer: Any) -> tuple[Any, set[str], set[str], int]:
+    """(regex of every special token, their proper prefixes, their proper suffixes, longest length)."""
+    try:
+        cached = _SPELLINGS.get(tokenizer)
+    except TypeError:
+        cached = None
+    if cached is not None:
+        return cached
+    words = {str(t) for t in (getattr(tokenizer, "all_special_tokens", None) or []) if str(t)}
+    for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(t, "special", False) and getattr(t, "content", ""):
+            words.add(t.content)
+    ordered = sorted(words, key=len, reverse=True)
+    regex = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    prefixes = {w[:k] for w in words for k in range(1, len(w))}
+    suffixes = {w[k:] for w in words for k in range(1, len(w))}
+    out = (regex, prefixes, suffixes, max(map(len, words), default=0))
+    try:
+        _SPELLINGS[tokenizer] = out
+    except TypeError:
+        pass
+    return out
+
+
+def spells_special(tokenizer: Any, s: str) -> bool:
+    """Whether `s` contains a special token's spelling, or could complete one with the text around it
+    (it starts with the tail of one or ends with the head of one)."""
+    regex, prefixes, suffixes, longest = _spellings(tokenizer)
+    if regex is None or not s:
+        return False
+    if regex.search(s):
+        return True
+    return any(s[-k:] in prefixes or s[:k] in suffixes for k in range(1, min(longest, len(s) + 1)))
+
+
+def _plain_backend(tokenizer: Any) -> Any:
+    """A private copy of the fast tokenizer that never parses special tokens (thread-safe: no shared flag)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    try:
+        plain = _PLAIN_TOKENIZERS.get(tokenizer)
+    except TypeError:
+        plain = None
+    if plain is None:
+        from tokenizers import Tokenizer
+
+        plain = Tokenizer.from_str(backend.to_str())
+        plain.encode_special_tokens = True
+        plain.no_truncation()
+        plain.no_padding()
+        try:
+            _PLAIN_TOKENIZERS[tokenizer] = plain
+        except TypeError:
+            pass
+    return plain
+
+
+def _encode_plain_piece(tokenizer: Any, text: str, add_special_tokens: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
+    plain = _plain_backend(tokenizer)
+    if plain is not None:
+        enc = plain.encode(text, add_special_tokens=add_special_tokens)
+        return list(enc.ids), [tuple(o) for o in enc.offsets]
+    ids = tokenizer.encode(text, add_special_tokens=add_special_tokens, split_special_tokens=True)
+    return list(ids), [(0, 0)] * len(ids)
+
+
+def encode_plain(tokenizer: Any, text: str, add_special_tokens: bool = True) -> list[int]:
+    """Tokenize user text with special-token parsing off (BOS/EOS the tokenizer adds itself still come).
+
+    Text without control-token spellings gives exactly `tokenizer(text)["input_ids"]`."""
+    if not spells_special(tokenizer, text):
+        return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+    return _encode_plain_piece(tokenizer, text, add_special_tokens)[0]
+
+
+class _Protector:
+    """Swaps each untrusted string that spells (part of) a special token for a marker the template cannot
+    mistake for anything else. Strings without such spellings are left alone."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.nonce = secrets.token_hex(6).upper()
+        self.values: list[str] = []
+        self.pattern = re.compile(f"LMSMITHQ{self.nonce}N([0-9]+)E")
+
+    def mark(self, s: Any) -> Any:
+        if not isinstance(s, str) or not spells_special(self.tokenizer, s):
+            return s
+        self.values.append(s)
+        return f"LMSMITHQ{self.nonce}N{len(self.values) - 1}E"
+
+    def deep(self, x: Any) -> Any:
+        if isinstance(x, str):
+            return self.mark(x)
+        if isinstance(x, dict):
+            return {self.mark(k): self.deep(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [self.deep(v) for v in x]
+        return x
+
+
+def _json_inner(s: str, ascii_only: bool) -> str:
+    return json.dumps(s, ensure_ascii=ascii_only)[1:-1]
+
+
+def _match_contents(plain: str, templ: list[str], values: list[str], budget: int = 20000) -> list[str] | None:
+    """The form each content took in the template's own rendering (as is, trimmed, JSON-escaped), found by
+    a small backtracking search so that template pieces and contents reproduce `plain` exactly."""
+    if not plain.startswith(templ[0]):
+        return None
+    cands = [list(dict.fromkeys((v, v.strip(), v.lstrip(), v.rstrip(), _json_inner(v, False), _json_inner(v, True))))
+             for v in values]
+    chosen: list[str] = []
+    stack = [(0, len(templ[0]), 0)]  # (content index, cursor, candidate index)
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return None
+        i, cur, c = stack.pop()
+        del chosen[i:]
+        if i == len(values):
+            if cur == len(plain):
+                return chosen
+            continue
+        if c + 1 < len(cands[i]):
+            stack.append((i, cur, c + 1))
+        cand, nxt = cands[i][c], templ[i + 1]
+        if plain.startswith(cand, cur) and plain.startswith(nxt, cur + len(cand)):
+            chosen.append(cand)
+            stack.append((i + 1, cur + len(cand) + len(nxt), 0))
+    return None
+
+
+def render_template(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None,
+                    add_generation_prompt: bool = False, **kwargs: Any) -> Rendered:
+    """Render with the model's chat template, remembering which special tokens the template wrote.
+
+    Errors of the template itself (jinja exceptions) propagate, as from `apply_chat_template`."""
+    plain_text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                               add_generation_prompt=add_generation_prompt, **kwargs)
+    prot = _Protector(tokenizer)
+    marked_messages, marked_tools = prot.deep(messages), prot.deep(tools) if tools else tools
+    if not prot.values:  # nothing untrusted spells a special token: the template's text is all there is
+        return Rendered(plain_text)
+    try:
+        marked = tokenizer.apply_chat_template(marked_messages, tools=marked_tools, tokenize=False,
+                                               add_generation_prompt=add_generation_prompt, **kwargs)
+    except Exception:  # the template inspects the content itself
+        raise _unsafe(prot.values) from None
+    pieces = prot.pattern.split(marked)  # [template, idx, template, idx, ..., template]
+    templ, idxs = pieces[0::2], [int(i) for i in pieces[1::2]]
+    # Rebuild the real text piece by piece. The template may have trimmed or JSON-escaped a content:
+    # choose the form that reproduces its own rendering (then the text is exactly what it always was).
+    chosen = _match_contents(plain_text, templ, [prot.values[k] for k in idxs]) or [prot.values[k] for k in idxs]
+    out: list[str] = [templ[0]]
+    for c, nxt in zip(chosen, templ[1:]):
+        out += [c, nxt]
+    text = "".join(out)
+    if ("LMSMITHQ" + prot.nonce) in text:  # the template cut a marker apart
+        raise _unsafe(prot.values)
+    # Control spans: the special tokens inside the template's own pieces, moved to their place in `text`.
+    marks = list(prot.pattern.finditer(marked))
+    r_starts = [0] + [m.end() for m in marks]
+    r_ends = [m.start() for m in marks] + [len(marked)]
+    t_starts = [0]
+    for i in range(1, len(templ)):
+        t_starts.append(t_starts[-1] + len(out[2 * i - 2]) + len(out[2 * i - 1]))
+    controls = []
+    for a, b in _special_spans(tokenizer, marked):
+        i = bisect.bisect_right(r_starts, a) - 1
+        if b <= r_ends[i]:  # inside one template piece (never across a marker)
+            controls.append((a - r_starts[i] + t_starts[i], b - r_starts[i] + t_starts[i]))
+    return Rendered(text, controls, text == plain_text)
+
+
+def _unsafe(spellings: list[str]) -> LmsmithError:
+    """The template inspects or cuts the untrusted strings themselves, so where they end up cannot be told
+    apart from its own text: refuse rather than guess (a guess could hand a forged turn to the model)."""
+    shown = ", ".join(sorted({m.group(0) for v in spellings for m in [_first_spelling(v)] if m})[:3])
+    return LmsmithError(f"this chat template cannot keep control-token spellings ({shown or 'partial ones'}) in "
+                        "the messages as plain text", "remove them from the messages")
+
+
+def _first_spelling(v: str) -> Any:
+    return None if not v else re.search(r"<[^<>\s]{1,40}>|\[[A-Z_]{2,40}\]", v)
+
+
+def encode_rendered(tokenizer: Any, rendered: Rendered) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character offsets of a rendering: special tokens only at its control spans."""
+    text = rendered.text
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    offsets = [tuple(o) for o in enc["offset_mapping"]]
+    if rendered.controls is None:
+        return ids, offsets
+    sp = special_ids(tokenizer)
+    found = [(a, b) for t, (a, b) in zip(ids, offsets) if t in sp and b > a]
+    if found == sorted(rendered.controls):
+        return ids, offsets  # nothing forged: the tokenizer's own result, unchanged
+    out_ids: list[int] = []
+    out_off: list[tuple[int, int]] = []
+    pos = 0
+    for a, b in sorted(rendered.controls) + [(len(text), len(text))]:
+        if a > pos:
+            pid, poff = _encode_plain_piece(tokenizer, text[pos:a])
+            out_ids += pid
+            out_off += [(x + pos, y + pos) for x, y in poff]
+        if b > a:
+            out_ids += list(tokenizer(text[a:b], add_special_tokens=False)["input_ids"])
+            out_off.append((a, b))
+        pos = max(pos, b)
+    return out_ids, out_off
+
+
+def chat_ids(tokenizer: Any, messages: list[dict[str, Any]], tools: Any = None,
+             add_generation_prompt: bool = True, **kwargs: Any) -> list[int]:
+    """Prompt ids for a conversation with control tokens from the template only (the safe
+    `apply_chat_template(..., tokenize=True)`)."""
+    return encode_rendered(tokenizer, render_template(tokenizer, messages, tools, add_generation_prompt, **kwargs))[0]

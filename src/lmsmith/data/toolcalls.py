@@ -153,6 +153,23 @@ def forced_call_from_output(fmt: ToolFormat, name: str | None, generated: str) -
     return _normalize_call(obj, fmt) if obj is not None else None
 
 
+def truncated_forced_call(fmt: ToolFormat, name: str | None, generated: str, functions: list[str]) -> dict:
+    """The call of a forced `tool_choice` whose output stopped early (max_tokens) inside the call: like
+    OpenAI and vLLM, still a tool call, with the arguments as far as they got (exactly as streamed)."""
+    text = generated
+    if name is not None:
+        return {"name": name, "arguments": text}
+    m = re.search(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    if m:
+        name = json.loads(f'"{m.group(1)}"')
+    else:  # cut inside the name: the first function it can still be
+        partial = re.search(r'"name"\s*:\s*"((?:[^"\\]|\\.)*)$', text)
+        seen = partial.group(1) if partial else ""
+        name = next((f for f in functions if f.startswith(seen)), functions[0] if functions else "")
+    a = re.search(r'"(?:%s|arguments|parameters)"\s*:\s*' % re.escape(fmt.args_key), text)
+    return {"name": name, "arguments": text[a.end():] if a else ""}
+
+
 def parse_tool_calls(text: str, fmt: ToolFormat) -> tuple[str | None, list[dict]]:
     """Split model output into (content, calls); each call is {"name", "arguments": JSON string}.
 

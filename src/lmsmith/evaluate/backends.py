@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, runtime_checkable
 
+from lmsmith.data.chat import chat_ids
 from lmsmith.errors import LmsmithError
 
 Progress = Callable[[int], None] | None
@@ -187,9 +188,7 @@ class HFBackend:
         return out
 
     def apply_chat(self, prompt: str) -> list[int]:
-        ids = self.tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                           tokenize=True, return_dict=True)
-        return list(ids["input_ids"])
+        return chat_ids(self.tok, [{"role": "user", "content": prompt}], add_generation_prompt=True)
 
     def generate(self, prompts: list[str], params: GenParams, progress: Progress = None) -> list[str]:
         torch = self.torch

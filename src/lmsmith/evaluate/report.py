@@ -126,11 +126,11 @@ def attach_to_registry(ref: str, results: list[dict[str, Any]], run_dir: Path,
                        settings: dict[str, Any] | None = None, date: str | None = None) -> str | None:
     """Store the scores on the model version's metadata (latest as metrics, every run in its eval history
     with its settings); a plain directory path has no metadata to update."""
-    from lmsmith.ops.registry import Registry, looks_like_path
+    from lmsmith.ops.registry import Registry
 
-    if looks_like_path(ref) and not ("@" in ref and "/" not in ref):
-        return None
     reg = Registry()
+    if reg.is_path_ref(ref):
+        return None
     run = {"date": date or datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_dir": str(run_dir),
            "settings": settings or {},
            "tasks": {r["task"]: {"n": r["n"], "num_fewshot": (r.get("config") or {}).get("num_fewshot"),

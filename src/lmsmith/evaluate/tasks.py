@@ -38,7 +38,13 @@ FIELDS = {  # every key a task file may use; anything else is a typo we name
     "test_split", "fewshot_split", "validation_split", "training_split", "doc_to_text", "doc_to_target",
     "doc_to_choice", "target_delimiter", "fewshot_delimiter", "num_fewshot", "fewshot_seed", "metric_list",
     "generation_kwargs", "regex", "length", "json_schema", "limit", "needle", "tag", "metadata",
+    # lm-eval keys that do not change how a task is scored here (accepted so its YAMLs load unmodified)
+    "dataset_name", "should_decontaminate", "doc_to_decontamination_query", "group", "task_alias", "group_alias",
+    "repeats", "fewshot_config",
 }
+# lm-eval's output_type -> our kind (lm-eval's `loglikelihood` tasks are scored here as choices too)
+OUTPUT_TYPES = {"multiple_choice": "multiple_choice", "loglikelihood": "multiple_choice",
+                "generate_until": "generation", "loglikelihood_rolling": "perplexity"}
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "assets" / "tasks"
 FEWSHOT_SLOT = re.compile(r"\{\{\s*fewshot\s*\}\}|\{fewshot\}")
@@ -128,7 +134,7 @@ def template_fields(template: str) -> set[str]:
         from jinja2 import meta
 
         try:
-            return set(meta.find_undeclared_variables(jinja2.Environment().parse(template)))
+            return set(meta.find_undeclared_variables(_jinja_env().parse(template)))
         except jinja2.TemplateSyntaxError as e:
             raise ValueError(f"Jinja syntax error: {e.message}") from None
     return {m.group(1) for m in FORMAT_FIELD.finditer(template)}
@@ -141,19 +147,40 @@ def is_jinja(template: str) -> bool:
 def render(template: str, doc: dict[str, Any]) -> str:
     """Fill a template. `{name}` (str.format, `{choices[0]}` works) or Jinja `{{ name }}` as in lm-eval."""
     if is_jinja(template):
-        import jinja2
-
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-        return env.from_string(template).render(**doc)
+        return _jinja_env().from_string(template).render(**doc)
     # escape lone braces that are not fields, then format
     return _format(template, doc)
 
 
+def _jinja_env():
+    """A sandbox, as transformers uses for chat templates: a task file is data, it must not run code."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+FIELD_PART = re.compile(r"\[([^\]]*)\]|\.([A-Za-z_]\w*)")
+FIELD_SPEC = re.compile(r"\{[A-Za-z_]\w*(?P<parts>(?:\[[^\]]*\]|\.[A-Za-z_]\w*)*)(?:!(?P<conv>[rsa]))?(?::(?P<spec>[^{}]*))?\}")
+
+
 def _format(template: str, doc: dict[str, Any]) -> str:
+    """`str.format` for `{name}`, `{name[0]}`, `{name[key]}` (and `!r`, `:spec`), without attribute access:
+    `{x.__class__}` would reach Python internals, so any `.attr` is refused."""
     out, pos = [], 0
     for m in FORMAT_FIELD.finditer(template):
         out.append(template[pos:m.start()])
-        out.append(("{" + m.group(0)[1:-1] + "}").format(**doc))
+        f = FIELD_SPEC.fullmatch(m.group(0))
+        value: Any = doc[m.group(1)]
+        for pm in FIELD_PART.finditer(f.group("parts") if f else ""):
+            if pm.group(2) is not None:
+                raise ValueError(f"attribute access ('.{pm.group(2)}') is not allowed in a template field "
+                                 f"{m.group(0)}; use {{name}}, {{name[0]}} or {{name[key]}}")
+            key = pm.group(1)
+            value = value[int(key)] if key.isdigit() else value[key]
+        conv = f.group("conv") if f else None
+        value = {"r": repr, "a": ascii, "s": str}[conv](value) if conv else value
+        out.append(format(value, (f.group("spec") or "") if f else ""))
         pos = m.end()
     out.append(template[pos:])
     return "".join(out)
@@ -260,7 +287,7 @@ class Task:
     def _render(self, template: str, doc: Doc, key: str) -> str:
         try:
             return render(template, self.variables(doc))
-        except (KeyError, IndexError, AttributeError) as e:
+        except (KeyError, IndexError, AttributeError, TypeError) as e:
             raise LmsmithError(f"{self.where(key)}: {key} cannot be filled for {doc.source}: missing {e}") from None
         except Exception as e:  # jinja errors
             raise LmsmithError(f"{self.where(key)}: {key} cannot be filled for {doc.source}: {e}") from None
@@ -318,10 +345,14 @@ def load_task(name_or_path: str | Path, num_fewshot: int | None = None, limit: i
             close = [f for f in FIELDS if f.replace("_", "") == str(key).replace("_", "") or f.startswith(str(key)[:6])]
             raise LmsmithError(f"{where(key)}: unknown field '{key}'", f"did you mean {close[0]}?" if close else f"known fields: {', '.join(sorted(FIELDS))}")
     name = str(raw.get("task") or raw.get("name") or path.stem)
-    kind = raw.get("kind") or {"loglikelihood": "multiple_choice", "generate_until": "generation",
-                               "loglikelihood_rolling": "perplexity"}.get(raw.get("output_type", ""), None)
+    output_type = raw.get("output_type")
+    if output_type is not None and output_type not in OUTPUT_TYPES:
+        raise LmsmithError(f"{where('output_type')}: unknown output_type '{output_type}'",
+                           f"lm-eval's output types: {', '.join(OUTPUT_TYPES)}")
+    kind = raw.get("kind") or OUTPUT_TYPES.get(output_type or "")
     if kind is None:
-        raise LmsmithError(f"{path}:1: missing field 'kind'", f"add `kind: {' | '.join(KINDS)}` (or lm-eval's output_type)")
+        raise LmsmithError(f"{path}:1: missing field 'kind'",
+                           f"add `kind: {' | '.join(KINDS)}` (or lm-eval's `output_type: {' | '.join(OUTPUT_TYPES)}`)")
     if kind not in KINDS:
         raise LmsmithError(f"{where('kind')}: unknown kind '{kind}'", f"use one of: {', '.join(KINDS)}")
 

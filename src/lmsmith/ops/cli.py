@@ -68,6 +68,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_table(t: Table) -> None:
+    """Identifiers are never cut to `name…`: a terminal wraps long cells; a pipe or CI log gets the
+    table as wide as its content (rich would otherwise assume 80 columns and ellipsize)."""
+    for c in t.columns:
+        c.overflow = "fold"
+    if out.is_terminal:
+        out.print(t)
+        return
+    from rich.console import Console
+
+    wide = out.measure(t, options=out.options.update_width(100_000)).maximum
+    Console(file=out.file, width=max(out.width, wide), soft_wrap=True, highlight=False).print(t)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     reg = Registry()
     if args.name and args.name not in reg.names():
@@ -83,7 +97,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for v in versions:
         t.add_row(v.ref, v.kind, human_bytes(v.size), human_bytes(v.stored_bytes), v.created, ",".join(v.aliases),
                   v.lineage.parent or v.base or "", v.lineage.stage)
-    out.print(t)
+    print_table(t)
     return 0
 
 
@@ -167,8 +181,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    freed = Registry().gc()
-    out.print(f"freed {human_bytes(freed)}")
+    d = Registry().gc_details()
+    out.print(f"freed {human_bytes(d['freed'])} ({d['blobs']} unreferenced blobs, {d['staging']} leftovers of "
+              "interrupted imports)")
+    for k in d["kept"]:
+        out.print(f"kept {k}")
     return 0
 
 

@@ -21,7 +21,8 @@ import torch
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.models import DTYPES, quiet_transformers
-from lmsmith.ops.registry import PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry
+from lmsmith.ops.registry import (PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry,
+                                  check_links, read_safetensors_header)
 from lmsmith.ops.store import sha256_file
 from lmsmith.progress import console, task
 
@@ -73,7 +74,8 @@ def check_config(path: Path) -> dict[str, Any]:
 
 def load_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # mmap only works for the zip format; older (legacy, non-zip) files load without it, still safely
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
         raise LmsmithError(
@@ -100,10 +102,14 @@ def prepare_hf_dir(src: Path, stage: Path, dtype: str | None) -> None:
     from safetensors.torch import load_file, save_file
 
     check_config(src)
+    check_links(src)
     pickles = sorted(p for p in src.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
     tensors = sorted(p for p in src.iterdir() if p.suffix == ".safetensors")
     if not pickles and not tensors:
         raise LmsmithError(f"{src} has no weights (*.safetensors or pytorch_model*.bin)")
+    for p in tensors:  # one clear error for a malformed file, before anything reads its tensors
+        with open(p, "rb") as f:
+            read_safetensors_header(f, p.stat().st_size, p.name)
     stage.mkdir(parents=True)
     for p in src.iterdir():
         if p.name in SKIP_NAMES or p.suffix in PICKLE_SUFFIXES or p.name.endswith(".index.json") and "model" in p.name:
@@ -143,8 +149,107 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+# Tensors every block of these (llama-like) architectures has; others are checked for complete blocks only.
+GGUF_BLOCK_TENSORS = {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight", "ffn_up.weight",
+                      "ffn_down.weight", "attn_norm.weight"}
+GGUF_LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "stablelm", "starcoder2",
+                   "nemotron", "deci"}
+GGUF_GLOBAL_TENSORS = {"token_embd.weight", "token_embd_norm.weight", "token_embd_norm.bias", "output.weight",
+                       "output.bias", "output_norm.weight", "output_norm.bias", "rope_freqs.weight",
+                       "position_embd.weight", "rope_factors_long.weight", "rope_factors_short.weight"}
+
+
+def check_gguf(path: Path) -> dict[str, Any]:
+    """Read a GGUF header (no tensor data) and refuse what would convert into something else.
+
+    transformers fills what a GGUF does not say with defaults: a broken architecture key becomes a 7B
+    model (13 GB of RAM and disk before anything fails), no tensors become a random model. So: a
+    supported architecture, its size hyperparameters, every block's tensors and nothing beyond them,
+    and every tensor's bytes inside the file. Returns {arch, layers, hidden, vocab, tensors, params}."""
+    import gguf as gg
+
+    try:
+        reader = gg.GGUFReader(path)
+    except Exception as e:  # bad magic, truncated header, tensor data past the end (numpy memmap) ...
+        raise LmsmithError(f"{path.name} is not a readable GGUF file: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}",
+                           "re-download or re-convert it (llama.cpp's convert_hf_to_gguf.py)") from None
+
+    def field(key: str) -> Any:
+        f = reader.fields.get(key)
+        if f is None:
+            return None
+        try:
+            return f.contents()
+        except Exception:
+            return None
+
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    supported = sorted(k for k in GGUF_CONFIG_MAPPING if k not in ("general", "tokenizer"))
+    arch = field("general.architecture")
+    if not isinstance(arch, str) or arch not in supported:
+        raise LmsmithError(f"{path.name}: GGUF architecture {arch!r} is missing or not supported",
+                           f"supported architectures: {', '.join(supported)}")
+
+    def positive(key: str, required: bool = True) -> int | None:
+        v = field(f"{arch}.{key}")
+        if v is None and not required:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 1 << 24:
+            raise LmsmithError(f"{path.name}: GGUF metadata {arch}.{key} is {'missing' if v is None else repr(v)}",
+                               "the file's header is incomplete; without it the model's size would be guessed")
+        return v
+
+    layers, hidden = positive("block_count"), positive("embedding_length")
+    positive("attention.head_count")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = positive("vocab_size", required=False) or (len(tokens.data) if tokens is not None else None)
+    size = path.stat().st_size
+    names: dict[str, Any] = {}
+    for t in reader.tensors:
+        if t.name in names:
+            raise LmsmithError(f"{path.name}: tensor {t.name} appears twice")
+        names[t.name] = t
+        if t.data_offset < 0 or t.data_offset + int(t.n_bytes) > size:
+            raise LmsmithError(f"{path.name}: tensor {t.name} ({int(t.n_bytes):,} bytes) runs past the end of the "
+                               f"file ({size:,} bytes)", "the file is truncated: download it again")
+    if not names:
+        raise LmsmithError(f"{path.name} holds no tensors", "a GGUF model file has its weights in it")
+    problems: list[str] = []
+    if "token_embd.weight" not in names:
+        problems.append("missing token_embd.weight")
+    else:
+        shape = [int(x) for x in names["token_embd.weight"].shape]
+        if shape[0] != hidden or (vocab is not None and shape[-1] != vocab):
+            problems.append(f"token_embd.weight has shape {shape}, but the header says embedding_length {hidden}"
+                            + (f" and a vocabulary of {vocab}" if vocab is not None else ""))
+    blocks: dict[int, set[str]] = {}
+    for name in names:
+        if name.startswith("blk."):
+            idx, _, rest = name[4:].partition(".")
+            if not idx.isdigit() or int(idx) >= layers:
+                problems.append(f"extra tensor {name} (the header says {layers} blocks)")
+            else:
+                blocks.setdefault(int(idx), set()).add(rest)
+        elif arch in GGUF_LLAMA_LIKE and name not in GGUF_GLOBAL_TENSORS:
+            problems.append(f"unexpected tensor {name}")
+    for i in range(layers):
+        have = blocks.get(i, set())
+        need = GGUF_BLOCK_TENSORS - have if arch in GGUF_LLAMA_LIKE else (set() if have else {"(any tensor)"})
+        for n in sorted(need):
+            problems.append(f"missing blk.{i}.{n}")
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise LmsmithError(f"{path.name} does not hold the {arch} model its header describes: "
+                           f"{'; '.join(problems[:5])}{more}",
+                           "the file is damaged or was crafted; convert the model again")
+    return {"arch": arch, "layers": layers, "hidden": hidden, "vocab": vocab, "tensors": len(names),
+            "params": sum(int(t.n_elements) for t in names.values())}
+
+
 def convert_gguf(gguf: Path, stage: Path, dtype: str) -> None:
     """Dequantize a GGUF file into a HF directory (weights in `dtype`, tokenizer, chat template)."""
+    info = check_gguf(gguf)  # before transformers could build (and allocate) a model the file does not hold
     quiet_transformers()
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -157,6 +262,10 @@ def convert_gguf(gguf: Path, stage: Path, dtype: str) -> None:
         raise LmsmithError(f"cannot read {gguf.name} as a GGUF model: {str(e).splitlines()[0][:200]}",
                            "transformers supports GGUF for llama, mistral, qwen2, gemma and a few more") from None
     cfg = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params > info["params"] + cfg.vocab_size * cfg.hidden_size + 1_000_000:  # backstop: random extras
+        raise LmsmithError(f"{gguf.name}: the converted model has {n_params:,} parameters but the file holds "
+                           f"{info['params']:,}", "the file's header does not match its tensors")
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config  # the weights are dequantized now
     cfg.dtype = torch_dtype

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import mmap
 import os
@@ -34,10 +35,12 @@ from lmsmith.errors import IntegrityError, LmsmithError, did_you_mean
 from lmsmith.home import lmsmith_home
 from lmsmith.ops.store import LocalBlobStore, sha256_file
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")  # \Z: `$` would accept a trailing newline
+ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
+VERSION_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits only: '²'.isdigit() is True but int('²') fails
 META_FILE = "lmsmith.json"
 INDEX_FILE = "model.safetensors.index.json"
+SAFE_TENSOR_RE = re.compile(r"[A-Za-z0-9._-]{1,200}")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 # Files a model directory may carry that we never store (caches, VCS, the index we rebuild).
 SKIP_NAMES = {".git", ".gitattributes", "__pycache__", ".cache", META_FILE}
@@ -108,12 +111,106 @@ class PathModel(BaseModel):
         return Path(self.path)
 
 
+def check_links(src: Path) -> None:
+    """Refuse symbolic links that lead out of a directory being imported: a crafted model folder must not
+    pull /etc/passwd or a neighbouring folder into the registry (and out again on export). Links to files
+    inside the folder are fine, as are links of a Hugging Face cache snapshot into its `blobs/`."""
+    root = src.resolve()
+    allowed = [root]
+    if src.parent.name == "snapshots":  # ~/.cache/huggingface/hub/models--x--y/snapshots/REV -> ../../blobs/
+        allowed.append((src.parent.parent / "blobs").resolve())
+    bad: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(src):  # does not descend into linked directories
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            if not p.is_symlink():
+                continue
+            target = p.resolve()
+            rel = p.relative_to(src).as_posix()
+            if target.is_dir():
+                bad.append(f"{rel} (a link to the directory {target})")
+            elif not any(a == target or a in target.parents for a in allowed):
+                bad.append(f"{rel} -> {target}")
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise LmsmithError(f"{src} has symbolic links that lead outside it: {', '.join(bad[:5])}{more}",
+                           "copy the files the model needs into the folder itself, or remove the links")
+
+
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # what the safetensors library itself accepts
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                      "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+                      "F4": 1, "F6_E2M3": 1, "F6_E3M2": 1}
+
+
+def read_safetensors_header(f: Any, size: int, name: str) -> tuple[dict[str, Any], int]:
+    """Read and validate a safetensors header: its length bounded by the file and 100 MB, JSON that is an
+    object of {dtype, shape, data_offsets} entries whose offsets are non-negative, ordered, inside the
+    file and match shape x dtype. One clear error for anything else (never MemoryError/RecursionError)."""
+    def bad(why: str) -> LmsmithError:
+        return LmsmithError(f"{name} is not a valid safetensors file: {why}", "re-save it with safetensors' save_file")
+
+    head = f.read(8)
+    if len(head) < 8:
+        raise bad("it is shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", head)
+    if n > min(MAX_SAFETENSORS_HEADER, size - 8):
+        raise bad(f"its header claims {n:,} bytes but the file has {size:,}")
+    try:
+        header = json.loads(f.read(n))
+    except (ValueError, RecursionError):
+        raise bad("its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    data = size - 8 - n
+    for tname, info in header.items():
+        if tname == "__metadata__":
+            if info is not None and not (isinstance(info, dict) and all(isinstance(v, str) for v in info.values())):
+                raise bad("__metadata__ must map strings to strings")
+            continue
+        if not isinstance(info, dict):
+            raise bad(f"the entry of tensor {tname!r} is not an object")
+        dtype, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in SAFETENSORS_DTYPES:
+            raise bad(f"tensor {tname!r} has an unknown dtype {str(dtype)[:20]!r}")
+        if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and 0 <= d < 1 << 62 for d in shape):
+            raise bad(f"tensor {tname!r} has an invalid shape")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs) and 0 <= offs[0] <= offs[1]):
+            raise bad(f"tensor {tname!r} has invalid data_offsets {str(offs)[:40]}")
+        if offs[1] > data:
+            raise LmsmithError(f"{name} is truncated (tensor {tname} runs past the end)")
+        numel = 1
+        for d in shape:
+            numel *= d
+        if dtype not in ("F4", "F6_E2M3", "F6_E3M2") and numel * SAFETENSORS_DTYPES[dtype] != offs[1] - offs[0]:
+            raise bad(f"tensor {tname!r}: shape {shape} x {dtype} does not match its {offs[1] - offs[0]} bytes")
+    return header, n
+
+
+def tensor_file_name(tname: str) -> str:
+    """The per-tensor file name: readable and injective. A name of safe characters is kept as is; any
+    other gets `_` for unsafe characters plus `~` and a hash of the full name (`~` never occurs in a
+    kept name, so two tensors can never share a file)."""
+    if SAFE_TENSOR_RE.fullmatch(tname):
+        return f"model-{tname}.safetensors"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", tname)[:100]
+    return f"model-{safe}~{hashlib.sha256(tname.encode()).hexdigest()[:32]}.safetensors"
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def looks_like_path(ref: str) -> bool:
     return "/" in ref or ref.startswith(".") or ref.startswith("~") or Path(ref).exists()
+
+
+_SAID_SHADOWED: set[str] = set()
+
+
+def is_explicit_path(ref: str) -> bool:
+    """Written as a path (`./x`, `/x`, `~/x`, `a/b`): never a registry name."""
+    return "/" in ref or ref.startswith(".") or ref.startswith("~")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -193,7 +290,7 @@ class Registry:
             raise LmsmithError(f"unknown model '{name}'" + (f"; {hint}" if hint else ""), f"registered models: {known}")
         if sel is None or sel == "latest":
             return self._read(name, versions[-1])
-        if sel.isdigit():
+        if VERSION_RE.fullmatch(sel):
             if int(sel) not in versions:
                 raise LmsmithError(f"model '{name}' has no version {sel}", f"versions: {', '.join(map(str, versions))}")
             return self._read(name, int(sel))
@@ -204,8 +301,11 @@ class Registry:
         return self._read(name, aliases[sel])
 
     def resolve(self, ref: str, verify: bool = True) -> ModelVersion | PathModel:
-        """A registry ref or a path to a model directory. Registry versions are hash-checked."""
-        if looks_like_path(ref) and not ("@" in ref and "/" not in ref):
+        """A registry ref or a path to a model directory. Registry versions are hash-checked.
+
+        A bare word that is both a registered name and a folder here means the registered model (a
+        folder in the current directory must not silently shadow it); write `./NAME` for the folder."""
+        if self.is_path_ref(ref):
             p = Path(ref).expanduser()
             if not p.exists():
                 raise LmsmithError(f"model path does not exist: {p}")
@@ -222,6 +322,22 @@ class Registry:
         if verify:
             self.check(mv)
         return mv
+
+    def is_path_ref(self, ref: str) -> bool:
+        """Whether `ref` means a folder rather than a registered model (see `resolve`)."""
+        return looks_like_path(ref) and not ("@" in ref and "/" not in ref) and not self._shadowed(ref)
+
+    def _shadowed(self, ref: str) -> bool:
+        """True when `ref` names both a folder here and a registered model: the registry wins, and we say so."""
+        if is_explicit_path(ref) or not NAME_RE.match(ref) or not self._version_dirs(ref):
+            return False
+        if ref not in _SAID_SHADOWED:
+            from lmsmith.progress import console
+
+            _SAID_SHADOWED.add(ref)
+            console.print(f"[yellow]'{ref}' is a registered model and a folder here: using the registered model "
+                          f"(write ./{ref} for the folder)")
+        return True
 
     # ---------------------------------------------------------------- integrity
     def verify(self, ref: str) -> list[str]:
@@ -265,6 +381,7 @@ class Registry:
         src = Path(src)
         if not src.is_dir():
             raise LmsmithError(f"not a directory: {src}")
+        check_links(src)
         for p in src.rglob("*"):
             if p.suffix in PICKLE_SUFFIXES and p.is_file():
                 raise LmsmithError(f"{p.name} is a pickle file", "convert it first: `lmsmith models import` does this safely")
@@ -307,6 +424,11 @@ class Registry:
             rel = p.relative_to(src).as_posix()
             if p in weight_files:
                 for tname, digest, size, fname in self._split_safetensors(p):
+                    if tname in weight_map:
+                        raise LmsmithError(f"tensor '{tname}' appears twice ({weight_map[tname]} and {p.name})",
+                                           "a model's shards must not repeat a tensor; fix or re-save the checkpoint")
+                    if fname in files:
+                        raise LmsmithError(f"tensor '{tname}' maps to file {fname}, which is already taken")
                     files[fname] = FileEntry(sha256=digest, size=size)
                     weight_map[tname] = fname
                     total_size += size
@@ -326,30 +448,20 @@ class Registry:
     def _split_safetensors(self, path: Path) -> Iterator[tuple[str, str, int, str]]:
         """Yield (tensor name, blob digest, size, file name): one standalone safetensors file per tensor."""
         with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise LmsmithError(f"{path.name} is not a safetensors file (too short)")
-            (n,) = struct.unpack("<Q", head)
-            try:
-                header = json.loads(f.read(n))
-            except ValueError:
-                raise LmsmithError(f"{path.name} is not a valid safetensors file (bad header)") from None
-            meta = header.pop("__metadata__", None) or {"format": "pt"}
             size = os.fstat(f.fileno()).st_size
+            header, n = read_safetensors_header(f, size, path.name)
+            meta = header.pop("__metadata__", None) or {"format": "pt"}
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else None
             try:
                 for tname, info in header.items():
                     a, b = info["data_offsets"]
-                    if 8 + n + b > size:
-                        raise LmsmithError(f"{path.name} is truncated (tensor {tname} runs past the end)")
                     sub = {"__metadata__": meta, tname: {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": [0, b - a]}}
                     hb = json.dumps(sub, separators=(",", ":")).encode()
                     hb += b" " * (-len(hb) % 8)
                     body = memoryview(mm)[8 + n + a: 8 + n + b] if mm else memoryview(b"")
                     digest = self.blobs.put_chunks([struct.pack("<Q", len(hb)), hb, body])
                     body.release()
-                    safe = re.sub(r"[^A-Za-z0-9._-]", "_", tname)
-                    yield tname, digest, 8 + len(hb) + (b - a), f"model-{safe}.safetensors"
+                    yield tname, digest, 8 + len(hb) + (b - a), tensor_file_name(tname)
             finally:
                 if mm:
                     mm.close()
@@ -404,21 +516,38 @@ class Registry:
 
     def gc(self) -> int:
         """Delete blobs no version references, and leftovers of crashed imports. Returns bytes freed."""
+        return self.gc_details()["freed"]
+
+    def gc_details(self) -> dict[str, Any]:
+        """gc, saying what it did: {"freed", "blobs", "staging", "kept": [staging left in place, with why]}."""
         with self._lock("store"):
             return self._gc_locked()
 
-    def _gc_locked(self) -> int:
+    def _gc_locked(self) -> dict[str, Any]:
         used = {e.sha256 for mv in self.list() for e in mv.files.values()}
-        freed = 0
+        freed = blobs = staging = 0
         for d in list(self.blobs.digests()):
             if d not in used:
                 freed += self.blobs.size(d)
+                blobs += 1
                 self.blobs.delete(d)
+        # Under the exclusive store lock no registration is running, so its staging (v-*) and blob temp
+        # files are leftovers of a crash. Model conversions (import-*) run outside the lock: only an
+        # hour-old one is surely dead; younger ones are reported, not counted as freed.
         cutoff = time.time() - 3600
+        kept: list[str] = []
         for p in list(self.tmp.iterdir()) + list(self.blobs.tmp.iterdir()):
-            if p.stat().st_mtime < cutoff or p.name.startswith("rm-"):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        return freed
+            if p.name.startswith("import-") and p.stat().st_mtime >= cutoff:
+                kept.append(f"{p} (an import may still be converting; removed once an hour old)")
+                continue
+            size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            if not p.exists():
+                freed += size
+                staging += 1
+            else:
+                kept.append(f"{p} (could not be removed)")
+        return {"freed": freed, "blobs": blobs, "staging": staging, "kept": kept}
 
     def export(self, ref: str, dest: str | Path, shard_bytes: int = 5 * 1024**3) -> Path:
         """Write a standalone HF directory with regular (consolidated) safetensors shards."""
@@ -427,6 +556,8 @@ class Registry:
 
         mv = self.resolve(ref)
         dest = Path(dest)
+        if dest.exists() and not dest.is_dir():
+            raise LmsmithError(f"cannot export to {dest}: it is a file", "give a new or empty directory")
         if dest.exists() and any(dest.iterdir()):
             raise LmsmithError(f"export directory {dest} is not empty", "choose a new or empty directory")
         tmp = dest.with_name(dest.name + f".tmp-{uuid.uuid4().hex[:8]}")

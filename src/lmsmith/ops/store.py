@@ -109,12 +109,32 @@ class LocalBlobStore:
         return self._commit(Path(name), digest)
 
     def materialize(self, digest: str, dest: Path) -> None:
+        """Make `dest` a new file with the blob's bytes (a hard link, or a copy across filesystems).
+
+        Never writes into an existing file: `dest` may itself be a link to another blob, and writing
+        through it would corrupt every version sharing that blob. An existing `dest` must already be
+        this blob; anything else is an error."""
+        src = self.path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(dest):
+            if not dest.is_symlink() and os.path.samefile(src, dest):
+                return
+            raise FileExistsError(f"{dest} already exists and is not blob {digest[:12]}")
         try:
-            os.link(self.path(digest), dest)
-        except OSError:  # another filesystem: fall back to a copy
-            shutil.copyfile(self.path(digest), dest)
-            os.chmod(dest, 0o444)
+            os.link(src, dest)
+            return
+        except FileExistsError:
+            raise FileExistsError(f"{dest} appeared while materializing blob {digest[:12]}") from None
+        except OSError:  # another filesystem, or no hard links: copy into a file only we create
+            pass
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+                shutil.copyfileobj(f, out, CHUNK)
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        os.chmod(dest, 0o444)
 
     def open(self, digest: str) -> BinaryIO:
         return open(self.path(digest), "rb")

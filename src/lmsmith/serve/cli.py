@@ -109,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.ref, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
+          prompt_special_tokens=args.prompt_special_tokens, max_request_bytes=args.max_request_bytes,
           **engine_kwargs(args))
     return 0
 
@@ -143,8 +144,13 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1 (default: $LMSMITH_API_KEY, else none)")
     p.add_argument("--served-model-name", help="the name clients pass as `model` (default: REF)")
     p.add_argument("--max-queue", type=POSITIVE_INT, default=256, help="requests waiting beyond the batch before 429s")
-    p.add_argument("--request-timeout", type=POSITIVE_FLOAT, default=600.0, help="seconds per request (0 = none)")
+    p.add_argument("--request-timeout", type=NONNEGATIVE_FLOAT, default=600.0, help="seconds per request (0 = none)")
     p.add_argument("--drain-timeout", type=NONNEGATIVE_FLOAT, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
+    p.add_argument("--prompt-special-tokens", action="store_true",
+                   help="parse control tokens spelled in /v1/completions prompt text (default: plain text; "
+                        "chat messages are always plain text)")
+    p.add_argument("--max-request-bytes", type=NONNEGATIVE_INT, default=8 * 1024 * 1024,
+                   help="larger request bodies get 413 before parsing (default: 8 MiB; 0 = no limit)")
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)

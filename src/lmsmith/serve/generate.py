@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from lmsmith.data.chat import chat_ids as safe_chat_ids
 from lmsmith.errors import LmsmithError
 
 
@@ -21,8 +22,7 @@ def chat_ids(tok, messages: list[dict]) -> list[int]:
     """The prompt ids of a conversation, ready for the assistant's next turn."""
     if not tok.chat_template:
         raise LmsmithError("this model's tokenizer has no chat template", "drop --chat for plain completion")
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-    return list(ids["input_ids"])
+    return safe_chat_ids(tok, messages, add_generation_prompt=True)
 
 
 def generate_text(ref: str, prompt: str, *, chat: bool = False, system: str | None = None, max_tokens: int = 256,

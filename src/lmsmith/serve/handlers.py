@@ -10,13 +10,16 @@ import asyncio
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, AsyncIterator
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from lmsmith.data import toolcalls
+from lmsmith.data.chat import encode_plain, encode_rendered, render_template
 from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
 from lmsmith.serve.api_errors import APIError, bad_request
@@ -34,7 +37,20 @@ class ServerState:
     api_key: str | None
     max_num_seqs: int
     tool_format: toolcalls.ToolFormat
+    prompt_special_tokens: bool = False  # /v1/completions: parse control tokens in prompt text (trusted clients)
+    max_request_bytes: int = 8 * 1024 * 1024  # larger bodies get 413 before they are parsed
     started: float = field(default_factory=time.time)
+    # Templates and tokenization run here, off the event loop (one thread: a tokenizer is not shared
+    # between threads), so one big prompt cannot stall /health or other clients.
+    prep_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="lmsmith-prep"))
+
+    @cached_property
+    def max_chars_per_token(self) -> int:
+        """An upper bound on the characters one token covers (its longest vocabulary entry, twice for safety)."""
+        try:
+            return 2 * max(len(t) for t in self.tokenizer.get_vocab())
+        except Exception:
+            return 1024
 
     @property
     def tokenizer(self):
@@ -80,6 +96,25 @@ class _Handler:
         self.prompt_tokens = 0
         self.cached_tokens = 0
 
+    def check_text(self) -> None:
+        """400 for a lone surrogate ("\\ud800" is valid JSON but not text): it cannot be tokenized or echoed."""
+        def walk(x: Any, path: str) -> None:
+            if isinstance(x, str):
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise bad_request(f"{path or 'the request'} contains a lone surrogate (\\u{ord(x[e.start]):04x}), "
+                                      "which is not valid Unicode text", path or None) from None
+            elif isinstance(x, dict):
+                for k, v in x.items():
+                    walk(k, path)
+                    walk(v, f"{path}.{k}" if path else str(k))
+            elif isinstance(x, (list, tuple)):
+                for i, v in enumerate(x):
+                    walk(v, f"{path}.{i}" if path else str(i))
+
+        walk(self.body.model_dump(exclude_none=True, by_alias=True), "")
+
     def check_model(self) -> None:
         if self.body.model not in self.s.aliases:
             raise APIError(404, f"model '{self.body.model}' is not served here; this server serves "
@@ -87,6 +122,16 @@ class _Handler:
                            param="model", code="model_not_found")
         if self.body.n > self.s.max_num_seqs:
             raise bad_request(f"n={self.body.n} is more than this server runs at once ({self.s.max_num_seqs})", "n")
+
+    async def off_loop(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.s.prep_pool, fn, *args)
+
+    def check_chars(self, n_chars: int, param: str) -> None:
+        """Refuse a prompt whose characters cannot fit the context before spending time tokenizing it."""
+        limit = self.s.max_model_len
+        if n_chars > limit * self.s.max_chars_per_token:
+            raise bad_request(f"the prompt has {n_chars:,} characters, more than the model's context of {limit} "
+                              "tokens can hold; shorten the prompt", param, code="context_length_exceeded")
 
     def check_length(self, ids: list[int], max_tokens: int | None, param: str = "messages") -> int:
         """The effective max_tokens; 400 when the prompt (plus the requested completion) exceeds the context."""
@@ -324,15 +369,17 @@ class ChatHandler(_Handler):
             if m.name:
                 d["name"] = m.name
             messages.append(d)
+        self.check_chars(sum(len(m.get("content") or "") + len(json.dumps(m.get("tool_calls") or ""))
+                             for m in messages), "messages")
         messages, tools_arg = toolcalls.prepare_messages(messages, plan.tools, template)
         try:
-            text = tok.apply_chat_template(messages, tools=tools_arg, add_generation_prompt=True, tokenize=False)
+            rendered = render_template(tok, messages, tools_arg, add_generation_prompt=True)
         except Exception as e:  # jinja errors: the template rejects this conversation (e.g. role order)
             raise bad_request(f"the chat template rejects these messages: {str(e).splitlines()[0]}",
                               "messages") from None
         extra: dict[str, Any] = {}
         if plan.forced:
-            text += toolcalls.forced_call_prefix(self.s.tool_format, plan.forced_name)
+            rendered.append_control(tok, toolcalls.forced_call_prefix(self.s.tool_format, plan.forced_name))
             extra["json_schema"] = toolcalls.forced_call_schema(self.s.tool_format, plan.functions,
                                                                 named=plan.forced_name is not None)
         elif b.response_format is not None and b.response_format.type == "json_object":
@@ -347,15 +394,16 @@ class ChatHandler(_Handler):
             extra.update(logprobs=True, top_logprobs=b.top_logprobs or 0)
         elif b.top_logprobs:
             raise bad_request("top_logprobs needs logprobs=true", "top_logprobs")
-        ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        ids = encode_rendered(tok, rendered)[0]  # control tokens only where the template wrote them
         max_tokens = self.check_length(ids, b.max_completion_tokens or b.max_tokens)
         self.prompt_tokens = len(ids)
         return Prepared(ids, self.sampling_params(max_tokens, **extra))
 
     async def respond(self, request: Request):
+        self.check_text()
         self.check_model()
         plan = self.plan_tools()
-        prep = self.prepare(plan)
+        prep = await self.off_loop(self.prepare, plan)
         handle = await self.admit(self.id, prep)
         if self.body.stream:
             return StreamingResponse(_stream_guard(self.stream(handle, plan), self), media_type="text/event-stream",
@@ -382,8 +430,8 @@ class ChatHandler(_Handler):
         fmt = self.s.tool_format
         if plan.forced:
             call = toolcalls.forced_call_from_output(fmt, plan.forced_name, text)
-            if call is None:
-                return text, [], reason
+            if call is None:  # cut short (max_tokens) inside the call: still the forced call, as OpenAI does
+                call = toolcalls.truncated_forced_call(fmt, plan.forced_name, text, [f["name"] for f in plan.functions])
             return None, [call], "tool_calls" if reason == "stop" else reason
         if plan.parse:
             content, calls = toolcalls.parse_tool_calls(text, fmt)
@@ -473,11 +521,15 @@ class CompletionHandler(_Handler):
         p = self.body.prompt
         tok = self.s.tokenizer
         if isinstance(p, str):
-            return [(p, list(tok(p)["input_ids"]))]
+            p = [p]
         if not p:
             raise bad_request("prompt is an empty list", "prompt")
-        if isinstance(p[0], str):
-            return [(s, list(tok(s)["input_ids"])) for s in p]
+        if isinstance(p[0], str):  # user text: control-token spellings stay text unless the operator opts in
+            for s in p:
+                self.check_chars(len(s), "prompt")
+            if self.s.prompt_special_tokens:
+                return [(s, list(tok(s)["input_ids"])) for s in p]
+            return [(s, encode_plain(tok, s)) for s in p]
         lists = [p] if isinstance(p[0], int) else p
         out = []
         for ids in lists:
@@ -533,8 +585,9 @@ class CompletionHandler(_Handler):
         return lp
 
     async def respond(self, request: Request):
+        self.check_text()
         self.check_model()
-        prepared = self.prepare()
+        prepared = await self.off_loop(self.prepare)
         handles = await self.admit_all(prepared)
         if self.body.stream:
             return StreamingResponse(_stream_guard(self.stream(handles, prepared), self),

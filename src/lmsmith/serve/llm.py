@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Sequence as Seq
 
+from lmsmith.data.chat import chat_ids
 from lmsmith.errors import LmsmithError
 from lmsmith.serve.engine import Engine
 from lmsmith.serve.sampling_params import SamplingParams
@@ -100,9 +101,7 @@ class LLM:
             raise LmsmithError("this model's tokenizer has no chat template", "use generate() with plain prompts")
         prompts = []
         for conv in conversations:
-            kw = {"tools": tools} if tools else {}
-            ids = self.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=True, **kw)
-            prompts.append(list(ids["input_ids"]))
+            prompts.append(chat_ids(self.tokenizer, conv, tools or None, add_generation_prompt=True))
         return self.generate(prompts, params, use_tqdm=use_tqdm)
 
 

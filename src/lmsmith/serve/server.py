@@ -33,15 +33,19 @@ __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "fr
 
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
-               drain_timeout: float = 30.0) -> FastAPI:
-    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`)."""
+               drain_timeout: float = 30.0, prompt_special_tokens: bool = False,
+               max_request_bytes: int = 8 * 1024 * 1024) -> FastAPI:
+    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`).
+
+    `prompt_special_tokens`: let /v1/completions prompt text spell control tokens (trusted clients only)."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
     names |= {n.split("@")[0] for n in list(names)}
     state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats), model_name=model_name,
                         aliases=names, api_key=api_key, max_num_seqs=max_num_seqs,
-                        tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)))
+                        tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)),
+                        prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -51,10 +55,12 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
         finally:
             await aeng.drain(drain_timeout)
             aeng.stop()
+            state.prep_pool.shutdown(wait=False)
 
     app = FastAPI(title="lmsmith", version="1", lifespan=lifespan)
     app.state.lmsmith = state
     install_error_handlers(app)
+    app.add_middleware(_BodyLimit, limit=max_request_bytes)
     app.add_middleware(_StatusCounter, metrics=state.metrics)
 
     async def auth(request: Request) -> None:  # async: a sync dependency would hop to a worker thread per request
@@ -113,6 +119,44 @@ class _StatusCounter:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: a request body over `limit` bytes gets 413 (OpenAI's error shape) before any
+    of it is parsed, whether it declares its length or streams it chunked."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.limit <= 0:
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self.too_large(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return await self.app(scope, _replay([msg], receive), send)
+            size += len(msg.get("body", b""))
+            if size > self.limit:
+                return await self.too_large(scope, receive, send)
+            chunks.append(msg)
+            more = msg.get("more_body", False)
+        return await self.app(scope, _replay(chunks, receive), send)
+
+    async def too_large(self, scope, receive, send):
+        err = APIError(413, f"the request body is larger than this server's limit of {self.limit:,} bytes "
+                            "(lmsmith serve --max-request-bytes)", code="request_too_large")
+        await err.response()(scope, receive, send)
+
+
+def _replay(messages: list, receive):
+    async def replay():
+        return messages.pop(0) if messages else await receive()
+
+    return replay
 
 
 # ------------------------------------------------------------------------------------------ running it
@@ -182,7 +226,7 @@ def _check_port(host: str, port: int) -> None:
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
-          **engine_kwargs: Any) -> None:
+          prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024, **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
@@ -191,7 +235,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     with console.status(f"loading {ref}"):
         engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
-                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout)
+                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
+                     prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
                   f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
     server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)

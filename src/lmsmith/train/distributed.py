@@ -415,14 +415,15 @@ def save_dcp(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.opti
     optim_sd = get_optimizer_state_dict(model, optimizer, options=_state_options())
     dcp.save(model_sd, checkpoint_id=str(tmp / DCP_MODEL))
     dcp.save(optim_sd, checkpoint_id=str(tmp / DCP_OPTIM))
-    torch.save(_rng_state(), tmp / f"rng-rank{env.rank:05d}.pt")
+    from lmsmith.train.checkpoint import _fsync_dir, list_checkpoints, save_rng, write_json_state, write_manifest
+
+    save_rng(tmp / f"rng-rank{env.rank:05d}.safetensors")  # tensors + JSON: resume never unpickles code
     barrier(env)
     if env.is_main:
-        from lmsmith.train.checkpoint import _fsync_dir, list_checkpoints
-
-        torch.save({"scheduler": scheduler.state_dict()}, tmp / "state.pt")
+        write_json_state(tmp / "state.json", {"scheduler": scheduler.state_dict()})
         (tmp / "train_state.json").write_text(json.dumps({**train_state, "step": step, "world": env.world,
                                                          "format": "dcp"}, indent=2))
+        write_manifest(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
@@ -444,33 +445,33 @@ def load_dcp(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sch
     from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
                                                          set_model_state_dict, set_optimizer_state_dict)
 
+    from lmsmith.train.checkpoint import check_dcp_metadata, load_rng, load_state, safe_load
+
     try:
         train_state = json.loads((path / "train_state.json").read_text())
+        check_dcp_metadata(path)  # dcp.load unpickles .metadata: never let a tampered one run code
         model_sd = get_model_state_dict(model, options=_state_options())
         dcp.load(model_sd, checkpoint_id=str(path / DCP_MODEL))
         set_model_state_dict(model, model_sd, options=_state_options())
         optim_sd = get_optimizer_state_dict(model, optimizer, options=_state_options())
         dcp.load(optim_sd, checkpoint_id=str(path / DCP_OPTIM))
         set_optimizer_state_dict(model, optimizer, optim_sd, options=_state_options())
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
-        raise LmsmithError(f"checkpoint {path} does not load: {str(e).splitlines()[0][:300]}",
+        sched_state, _ = load_state(path, rng_name="")
+        rng_file = path / f"rng-rank{env.rank:05d}.safetensors"
+        old_rng = path / f"rng-rank{env.rank:05d}.pt"  # older lmsmith: loaded only if it holds plain data
+        rng = (load_rng(rng_file) if rng_file.is_file() else safe_load(old_rng) if old_rng.is_file() else None)
+    except Exception as e:  # OSError, RuntimeError, UnpicklingError (refused: not plain data), EOFError, ...
+        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise LmsmithError(f"checkpoint {path} does not load: {msg}",
                            "resume with the same model, LoRA and data options as the original run") from None
-    scheduler.load_state_dict(state["scheduler"])
-    rng_file = path / f"rng-rank{env.rank:05d}.pt"
-    if rng_file.is_file() and int(train_state.get("world", 1)) == env.world:
-        _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+    scheduler.load_state_dict(sched_state)
+    if rng is not None and int(train_state.get("world", 1)) == env.world:
+        _set_rng_state(rng)
     else:  # a different world size: no saved stream for this rank; derive one deterministically
         seed = int(train_state.get("step", 0)) * 7919 + env.rank
         torch.manual_seed(seed)
         random.seed(seed)
     return train_state
-
-
-def _rng_state() -> dict[str, Any]:
-    from lmsmith.train.checkpoint import rng_state
-
-    return rng_state()
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:

@@ -31,7 +31,8 @@ from lmsmith.progress import console, make_progress
 from lmsmith.train import distributed as D
 from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context,
                                      use_flex_attention)
-from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmsmith.train.checkpoint import (clean_stale, latest_checkpoint, load_checkpoint, resume_checkpoint,
+                                      save_checkpoint)
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
@@ -40,7 +41,7 @@ from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optim
 from lmsmith.train.objectives import OBJECTIVES, Objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
-# Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "nan-at-step:N", "interrupt-after-step:N"
+# Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "disk-full:N", "nan-at-step:N", "interrupt-after-step:N"
 FAULT_ENV = "LMSMITH_TRAIN_FAULT"
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
@@ -320,13 +321,17 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     ckpt_root = run_dir / "checkpoints"
     start, state = 0, {"tokens": 0, "best_eval": None}
     if cfg.resume:
-        last = latest_checkpoint(ckpt_root)
-        if last is not None and D.is_dcp_checkpoint(last):
-            saved = D.load_dcp(last, model, optimizer, scheduler, env)
-        elif last is not None and env.enabled:
-            raise LmsmithError(f"{last} was written by a single-process run", "resume it without --nproc/torchrun")
-        elif last is not None:
-            saved = load_checkpoint(last, model, optimizer, scheduler)
+        if env.is_main:
+            clean_stale(ckpt_root)  # left by a save that crashed or failed
+
+        def load(path: Path) -> dict:
+            if D.is_dcp_checkpoint(path):
+                return D.load_dcp(path, model, optimizer, scheduler, env)
+            if env.enabled:
+                raise LmsmithError(f"{path} was written by a single-process run", "resume it without --nproc/torchrun")
+            return load_checkpoint(path, model, optimizer, scheduler)
+
+        last, saved = resume_checkpoint(ckpt_root, load, say=lambda m: console.print(f"[yellow]{m}"))
         if last is not None:
             if int(saved.get("world", 1)) != env.world:  # same global batch on another number of processes
                 bs, accum = D.rebalance(cfg.batch_size, cfg.grad_accum, int(saved.get("world", 1)), env.world)
@@ -407,7 +412,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
 
     def checkpoint(step: int) -> Path:
         flush()
-        f = fault[0] if fault and fault[1] == step and fault[0] == "kill-during-save" else None
+        f = fault[0] if fault and fault[1] == step and fault[0] in ("kill-during-save", "disk-full") else None
         if env.enabled:  # sharded: torch.distributed.checkpoint, loadable on any number of processes
             return D.save_dcp(ckpt_root, step, model, optimizer, scheduler,
                               {"data": batches.state(), "tokens": state["tokens"], "run_id": run_id},
