@@ -74,7 +74,7 @@ def test_verify_reports_damaged_file_by_name(capsys, tiny_dir: Path, registry):
     (["models", "import", "/nonexistent/model", "--name", "x"], "path does not exist"),
     (["models", "pull", "gpt5"], "unknown model to pull"),
     (["generate", "ghost", "--prompt", "hi"], "unknown model 'ghost'"),
-    (["generate", "tiny", "--prompt", "hi", "--max-tokens", "0"], "--max-tokens must be at least 1"),
+    (["generate", "tiny", "--prompt", "hi", "--max-tokens", "0"], "argument --max-tokens: must be >= 1"),
     (["generate", "tiny", "--prompt", "hi", "--system", "be brief"], "--system needs --chat"),
     (["models", "frobnicate"], "invalid choice"),
 ])

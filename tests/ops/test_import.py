@@ -77,7 +77,7 @@ def test_dtype_conversion_and_bare_model_without_tokenizer(registry, tiny_dir: P
     (lambda d: (d / "config.json").write_text(json.dumps({"hidden_size": 3})), "no 'model_type'"),
     (lambda d: (d / "config.json").unlink(), "has no config.json"),
     (lambda d: (d / "model.safetensors").unlink(), "has no weights"),
-    (lambda d: (d / "model.safetensors").write_bytes(b"\x01\x02"), "not a safetensors file"),
+    (lambda d: (d / "model.safetensors").write_bytes(b"\x01\x02"), "not a valid safetensors file"),
 ])
 def test_bad_model_dirs(registry, tiny_dir: Path, tmp_path: Path, mutate, message):
     d = tmp_path / "m"

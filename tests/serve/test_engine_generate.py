@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from lmsmith.cli import main
@@ -22,7 +24,8 @@ def test_generate_cli_json_schema_and_errors(tiny_ref, capsys, tmp_path):
     path.write_text(json.dumps(schema))
     assert main(["generate", tiny_ref, "--prompt", "x", "--chat", "--json-schema", str(path), "--max-tokens", "20"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out)["ok"], bool)
-    assert main(["generate", tiny_ref, "--prompt", "x", "--top-p", "0"]) == 1
-    assert "top_p" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a usage error: checked by the parser, before any loading
+        main(["generate", tiny_ref, "--prompt", "x", "--top-p", "0"])
+    assert e.value.code == 2 and "argument --top-p: must be > 0" in capsys.readouterr().err
     assert main(["generate", tiny_ref, "--prompt", "x", "--json-schema", "{nope"]) == 1
     assert "--json-schema" in capsys.readouterr().err
