@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -182,8 +182,8 @@ def _check_port(host: str, port: int) -> None:
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
-          **engine_kwargs: Any) -> None:
-    """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
+          setup: Callable[[FastAPI], Any] | None = None, **engine_kwargs: Any) -> None:
+    """Load `ref` into the engine and serve it until SIGTERM/SIGINT. `setup(app)` may add routes (the UI)."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
 
@@ -192,6 +192,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
         engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
                      max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout)
+    if setup is not None:
+        setup(app)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
                   f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
     server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)
