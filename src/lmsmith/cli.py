@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",
     "lmsmith.serve.cli",
+    "lmsmith.ui.cli",
     "lmsmith.demo",
 ]
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lmsmith.config import PORT, POSITIVE_FLOAT, POSITIVE_INT, number
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.registry import ModelVersion, Registry
+from lmsmith.ops.registry import Registry
 from lmsmith.progress import console, out, table
 
 
@@ -21,13 +21,6 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-
-
-def version_dict(mv: ModelVersion) -> dict:
-    d = json.loads(mv.model_dump_json())
-    d["ref"] = mv.ref
-    d["size"] = mv.size
-    return d
 
 
 def cmd_create_tiny(args: argparse.Namespace) -> int:
@@ -88,7 +81,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         reg.get(args.name)  # raises: unknown model, with the closest name
     versions = reg.list(args.name) if args.name else reg.list()
     if args.json:
-        print(json.dumps([version_dict(v) for v in versions], indent=2))
+        print(json.dumps([v.to_dict() for v in versions], indent=2))
         return 0
     if not versions:
         console.print("no models registered yet: try `lmsmith models pull default`")
@@ -103,7 +96,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     mv = Registry().get(args.ref)
-    d = version_dict(mv)
+    d = mv.to_dict()
     if args.json:
         print(json.dumps(d, indent=2))
         return 0

@@ -90,6 +90,13 @@ class ModelVersion(BaseModel):
     def size(self) -> int:
         return sum(f.size for f in self.files.values())
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON view of a version (`models list --json`, the web UI): metadata plus ref and size."""
+        d = json.loads(self.model_dump_json())
+        d["ref"] = self.ref
+        d["size"] = self.size
+        return d
+
     @property
     def dir(self) -> Path:
         return Path(self.path)

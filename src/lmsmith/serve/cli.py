@@ -106,7 +106,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from lmsmith.serve.server import serve
 
-    serve(args.ref, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
+    api_key = args.api_key or os.environ.get("LMSMITH_API_KEY")
+    setup = None
+    if args.ui:  # the web UI at /ui (an entry point may wire the top floor onto the server)
+        from lmsmith.ui.app import mount_ui
+
+        def setup(app):
+            return mount_ui(app, api_key)
+    serve(args.ref, host=args.host, port=args.port, api_key=api_key, setup=setup,
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
           prompt_special_tokens=args.prompt_special_tokens, max_request_bytes=args.max_request_bytes,
@@ -153,6 +160,8 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
                    help="larger request bodies get 413 before parsing (default: 8 MiB; 0 = no limit)")
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=True,
+                   help="the web UI at /ui: playground, models, runs, monitor (default: on)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -226,8 +226,9 @@ def _check_port(host: str, port: int) -> None:
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
-          prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024, **engine_kwargs: Any) -> None:
-    """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
+          prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024,
+          setup: Callable[[FastAPI], Any] | None = None, **engine_kwargs: Any) -> None:
+    """Load `ref` into the engine and serve it until SIGTERM/SIGINT. `setup(app)` may add routes (the UI)."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
 
@@ -237,6 +238,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
                      max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
                      prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes)
+    if setup is not None:
+        setup(app)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
                   f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
     server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)
