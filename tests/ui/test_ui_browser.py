@@ -101,8 +101,10 @@ def test_stop_aborts_the_answer(server, page):
     page.goto(server.url + "/ui")
     page.wait_for_selector("#model-a option[value=tiny]", state="attached")
     ask(page, "Tell me a long story", 440, ignore_eos=True)
-    page.wait_for_function("() => (document.querySelector('[data-testid=assistant-message]') || {}).textContent", timeout=60_000)
-    page.dispatch_event("[data-testid=stop]", "click")  # the layout moves while text streams in
+    # press Stop as soon as the first text is on screen (from the page itself, so no streaming race)
+    page.wait_for_function("""() => { const m = document.querySelector('[data-testid=assistant-message]');
+        if (!m || !m.textContent) return false; document.getElementById('stop').click(); return true; }""",
+                           timeout=60_000)
     page.wait_for_selector("[data-testid=send]:not([disabled])", timeout=30_000)
     text = page.eval_on_selector("[data-testid=assistant-message]", "e => e.textContent")
     assert text.endswith("[stopped]")
