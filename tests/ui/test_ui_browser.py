@@ -29,6 +29,15 @@ def server(tmp_path_factory):
 
     d = build_tiny(tmp_path_factory.mktemp("ui") / "tiny", "llama")
     engine = Engine(str(d), max_num_seqs=8, block_size=16, max_num_batched_tokens=512)
+    step = engine.step
+
+    def paced_step():  # a tiny model is faster than any real one: pace it so a stream lasts long enough to watch
+        import time
+
+        time.sleep(0.004)
+        return step()
+
+    engine.step = paced_step
     prefs = tmp_path_factory.mktemp("prefs") / "preferences.jsonl"
     app = mount_ui(create_app(engine, "tiny", max_num_seqs=8), preferences=prefs)
     srv = BackgroundServer(app).__enter__()
