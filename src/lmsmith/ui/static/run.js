@@ -6,7 +6,7 @@ const ns = "http://www.w3.org/2000/svg";
 
 function chart(title, series, testid) {
   // series: [{label, points: [[x, y]...], color}]
-  const W = 560, H = 220, P = 40;
+  const W = 560, H = 230, P = 52;
   const all = series.flatMap((s) => s.points);
   if (!all.length) return null;
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
@@ -14,17 +14,18 @@ function chart(title, series, testid) {
   const sx = (x) => P + (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0)) * (W - 2 * P);
   const sy = (y) => H - P + (y1 === y0 ? -0.5 : -(y - y0) / (y1 - y0)) * (H - 2 * P);
   const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("role", "img");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`); svg.setAttribute("style", "width:100%;min-width:320px;max-width:620px");
+  svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", title); svg.setAttribute("data-testid", testid);
   const add = (tag, attrs, text) => { const e = document.createElementNS(ns, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v); if (text !== undefined) e.textContent = text; svg.append(e); return e; };
   add("line", {x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#999"}); add("line", {x1: P, y1: P, x2: P, y2: H - P, stroke: "#999"});
-  add("text", {x: P, y: P - 10}, title); add("text", {x: W - P - 40, y: H - P + 28}, "step");
+  add("text", {x: P, y: 16, "font-weight": "600"}, title); add("text", {x: W - P - 20, y: H - P + 30}, "step");
   add("text", {x: 2, y: sy(y1) + 4}, LM.fmt(y1, 3)); add("text", {x: 2, y: sy(y0) + 4}, LM.fmt(y0, 3));
   add("text", {x: sx(x0) - 4, y: H - P + 14}, String(x0)); add("text", {x: sx(x1) - 10, y: H - P + 14}, String(x1));
   series.forEach((s, i) => {
     add("polyline", {points: s.points.map((p) => `${sx(p[0])},${sy(p[1])}`).join(" "), fill: "none", stroke: s.color, "stroke-width": 1.5});
     for (const p of s.points) add("circle", {cx: sx(p[0]), cy: sy(p[1]), r: 2.2, fill: s.color, "data-testid": s.pointId || "curve-point"});
-    add("text", {x: W - P - 90, y: P + 14 * i}, "— " + s.label).setAttribute("fill", s.color);
+    add("text", {x: W - P - 70, y: 16 + 14 * i}, "— " + s.label).setAttribute("fill", s.color);
   });
   return svg;
 }
@@ -45,7 +46,7 @@ async function load() {
     chart("learning rate", [{label: "lr", color: "#1b7f3b", pointId: "lr-point", points: train.filter((m) => m.lr !== undefined).map((m) => [m.step, m.lr])}], "lr-chart"),
     chart("tokens/s", [{label: "tokens/s", color: "#7a3fb8", pointId: "tps-point", points: train.filter((m) => m.tokens_per_s).map((m) => [m.step, m.tokens_per_s])}], "tps-chart"),
   ].filter(Boolean);
-  if (charts.length) $("curves").append(LM.el("div", {class: "card row", style: "flex-wrap:wrap"}, ...charts));
+  if (charts.length) $("curves").append(LM.el("div", {class: "card", style: "display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:12px"}, ...charts));
   $("results").textContent = "";
   if (r.results) {
     const t = LM.el("table", {"aria-label": "eval scores"}, LM.el("tr", {}, ...["task", "n", "metric", "value"].map((h) => LM.el("th", {text: h}))));
