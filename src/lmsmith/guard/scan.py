@@ -203,7 +203,7 @@ class _HFClassifier:
 
         from lmsmith.models import resolve
 
-        path = resolve(ref)
+        path = resolve(ref).dir
         self.tok = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         labels = {int(k): str(v).lower() for k, v in (self.model.config.id2label or {}).items()}

@@ -55,12 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
+    from lmsmith.serve.guarding import GuardSettings
     from lmsmith.serve.server import serve
 
+    guard = GuardSettings.parse(args.guard, args.guard_action, args.guard_threshold, args.guard_model)
     serve(args.ref, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
-          **engine_kwargs(args))
+          guard=guard, **engine_kwargs(args))
     return 0
 
 
@@ -98,6 +100,12 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--guard", metavar="STAGES", help="prompt-injection guard on `input`, secret/PII/leak guard on "
+                                                      "`output`, or `input,output` (see `lmsmith guard`)")
+    p.add_argument("--guard-action", default="block", choices=["block", "flag"],
+                   help="block: flagged requests get a 400 (code `guard`); flag: count them (outputs are redacted)")
+    p.add_argument("--guard-threshold", type=float, help="input guard threshold (default: the model's)")
+    p.add_argument("--guard-model", help="input guard model directory (default: the shipped one)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -25,6 +25,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
 from lmsmith.serve.api_errors import APIError, install_error_handlers
 from lmsmith.serve.async_engine import AsyncEngine
+from lmsmith.serve.guarding import GuardSettings, ServerGuard
 from lmsmith.serve.handlers import ChatHandler, CompletionHandler, ServerState
 from lmsmith.serve.metrics import CONTENT_TYPE, ServerMetrics
 
@@ -33,8 +34,9 @@ __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "fr
 
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
-               drain_timeout: float = 30.0) -> FastAPI:
-    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`)."""
+               drain_timeout: float = 30.0, guard: GuardSettings | None = None) -> FastAPI:
+    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`); `guard` turns on the
+    input/output guard (serve.guarding)."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
@@ -42,6 +44,8 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats), model_name=model_name,
                         aliases=names, api_key=api_key, max_num_seqs=max_num_seqs,
                         tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)))
+    if guard is not None:
+        state.guard = ServerGuard(guard, state.metrics.registry, engine.tokenizer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -182,7 +186,7 @@ def _check_port(host: str, port: int) -> None:
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
-          **engine_kwargs: Any) -> None:
+          guard: GuardSettings | None = None, **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
@@ -191,7 +195,7 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     with console.status(f"loading {ref}"):
         engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
-                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout)
+                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout, guard=guard)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
                   f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
     server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)
