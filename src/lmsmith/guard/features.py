@@ -38,8 +38,9 @@ def _word_ngrams(text: str) -> np.ndarray:
     return np.array([zlib.crc32(g.encode()) ^ 0xA5A5A5A5 for g in grams], dtype=np.uint64) * _MIX
 
 
-def featurize(norm_text: str, dim: int, char_range: tuple[int, int] = (2, 5)) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket indices, values) of one normalized text: a sparse L2-normalized vector of length `dim`."""
+def featurize(norm_text: str, dim: int, char_range: tuple[int, int] = (2, 5), norm: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+    """(bucket indices, values) of one normalized text: a sparse vector of length `dim`, L2- or L1-normalized
+    (L1: the score is a mean over the text's n-grams, so it does not drift with length)."""
     parts = _char_ngrams(norm_text, *char_range)
     parts.append(_word_ngrams(norm_text))
     h = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
@@ -47,5 +48,5 @@ def featurize(norm_text: str, dim: int, char_range: tuple[int, int] = (2, 5)) ->
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     idx, counts = np.unique((h >> np.uint64(20)) % np.uint64(dim), return_counts=True)
     val = 1.0 + np.log(counts.astype(np.float32))
-    val /= np.linalg.norm(val)
+    val /= np.linalg.norm(val) if norm == "l2" else val.sum()
     return idx.astype(np.int64), val.astype(np.float32)

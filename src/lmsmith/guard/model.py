@@ -28,6 +28,7 @@ class GuardModel:
     bias: float
     threshold: float = 0.5
     char_range: tuple[int, int] = (2, 5)
+    norm: str = "l2"
     meta: dict = field(default_factory=dict)
 
     @property
@@ -35,7 +36,7 @@ class GuardModel:
         return int(self.weights.shape[0])
 
     def ngram_logit(self, norm_text: str) -> float:
-        idx, val = featurize(norm_text, self.dim, self.char_range)
+        idx, val = featurize(norm_text, self.dim, self.char_range, self.norm)
         return float(self.weights[idx] @ val) if len(idx) else 0.0
 
     def rule_logit(self, categories) -> float:
@@ -54,7 +55,7 @@ class GuardModel:
         save_file({"ngram_weight": self.weights.astype(np.float32), "rule_weight": rules,
                    "bias": np.array([self.bias], dtype=np.float32)}, str(out / WEIGHTS))
         (out / WEIGHTS).chmod(0o644)  # safetensors writes 0600; the model ships as package data
-        cfg = {"format": "lmsmith-guard/1", "dim": self.dim, "char_range": list(self.char_range),
+        cfg = {"format": "lmsmith-guard/1", "dim": self.dim, "char_range": list(self.char_range), "norm": self.norm,
                "rule_categories": list(CATEGORIES), "threshold": self.threshold, **self.meta}
         (out / CONFIG).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
         return out
@@ -70,7 +71,7 @@ class GuardModel:
         cfg = json.loads((d / CONFIG).read_text())
         t = load_file(str(d / WEIGHTS))
         cats = cfg.get("rule_categories", list(CATEGORIES))
-        meta = {k: v for k, v in cfg.items() if k not in ("dim", "char_range", "rule_categories", "threshold")}
+        meta = {k: v for k, v in cfg.items() if k not in ("dim", "char_range", "rule_categories", "threshold", "norm")}
         return cls(weights=t["ngram_weight"], rule_weights=dict(zip(cats, map(float, t["rule_weight"]))),
                    bias=float(t["bias"][0]), threshold=float(cfg["threshold"]),
-                   char_range=tuple(cfg.get("char_range", (2, 5))), meta=meta)
+                   char_range=tuple(cfg.get("char_range", (2, 5))), norm=cfg.get("norm", "l2"), meta=meta)

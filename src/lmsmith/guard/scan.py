@@ -25,6 +25,7 @@ _B64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){8,}(?![0-9A-Fa-f])")
 _ROT13_HINT = re.compile(r"rot-?\s?13", re.I)
 _WORDS = re.compile(r"\S+")
+CONTROL_TOKEN_SCORE = 0.99  # the score of a text carrying chat-template control strings (`control_tokens_flag`)
 _SENT_END = re.compile(r"[.!?;:]+[\"'”“»«)\]]*(?=\s)|\n+")
 
 
@@ -82,13 +83,14 @@ def decode_payloads(text: str) -> list[tuple[str, str]]:
 class Guard:
     """`Guard().scan(text)` -> ScanResult. `model`: a directory with guard.safetensors + guard.json (default:
     the shipped model); `threshold` overrides the model's; `use_rules` / `use_classifier` switch the parts off
-    (for ablations); `extra_control_tokens`: a tokenizer's special tokens; `hf_model`: an optional HF
+    (for ablations); `extra_control_tokens`: a tokenizer's special tokens, which like the common template
+    markers flag a text outright unless `control_tokens_flag=False`; `hf_model`: an optional HF
     sequence classifier (a ref or path) whose injection probability is also taken into account."""
 
     def __init__(self, model: str | Path | GuardModel | None = None, threshold: float | None = None,
                  window_words: int = 80, use_rules: bool = True, use_classifier: bool = True,
                  extra_control_tokens: Iterable[str] = (), hf_model: str | None = None, hf_threshold: float = 0.5,
-                 languages: tuple[str, ...] | None = None, sentences: bool = False):
+                 languages: tuple[str, ...] | None = None, sentences: bool = False, control_tokens_flag: bool = True):
         self.model = model if isinstance(model, GuardModel) else GuardModel.load(model)
         self.threshold = float(self.model.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
@@ -98,6 +100,7 @@ class Guard:
         self.extra_control_tokens = tuple(extra_control_tokens)
         self.languages = languages
         self.sentences = sentences
+        self.control_tokens_flag = control_tokens_flag
         self.hf = _HFClassifier(hf_model) if hf_model else None
         self.hf_threshold = hf_threshold
 
@@ -175,6 +178,8 @@ class Guard:
             logit += self.model.rule_logit({"control_tokens"})
             best.snippets.append("control_tokens: " + ", ".join(f"{k} x{v}" for k, v in controls.items()))
         score = self.model.prob(logit)
+        if controls and self.use_rules and self.control_tokens_flag:
+            score = max(score, CONTROL_TOKEN_SCORE)  # template markers in data are an attack on the template
         reasons = sorted(best.categories)
         reasons += [f"encoded:{e}" for e in dict.fromkeys(encodings)]
         if self.use_classifier and self.model.prob(self.model.bias + best.ngram_logit) >= self.threshold:

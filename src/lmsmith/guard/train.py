@@ -37,6 +37,7 @@ class TrainConfig:
     lr: float = 0.05
     l2: float = 1e-4
     target_fpr: float = 0.01
+    norm: str = "l2"
     seed: int = 0
 
 
@@ -70,7 +71,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     n = 0
     with task("featurize", len(tr)) if progress else _null() as bar:
         for i, r in enumerate(tr):
-            fi, fv = featurize(normalize(r["text"]), cfg.dim)
+            fi, fv = featurize(normalize(r["text"]), cfg.dim, norm=cfg.norm)
             offsets.append(n)
             idx.append(fi)
             val.append(fv)
@@ -83,7 +84,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     doc = np.repeat(np.arange(len(tr)), [len(i) for i in idx])
     w, rw, b = fit_logistic(X_idx, X_val, doc, rules, y, cfg, bar_factory=(lambda: task("train", cfg.steps))
                             if progress else _null)
-    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b))
+    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), norm=cfg.norm)
     scorer = Guard(model, threshold=1.0)
     scores = np.array([scorer.scan(r["text"]).score for r in va])
     labels = np.array([r["label"] for r in va])

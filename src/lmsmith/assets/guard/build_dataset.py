@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 LANGS = ("en", "cs", "pl", "sl")
 COUNTS = {"train": (400, 420), "validation": (110, 130), "heldout": (120, 160)}  # (attacks, benign) per language
 ATTACK_MIX = {"override": 25, "roleplay": 15, "extract": 12, "delim": 13, "indirect": 15, "encoded": 8, "wrapped": 12}
-BENIGN_MIX = {"request": 35, "hard": 40, "docs": 17, "encoded_benign": 8}
+BENIGN_MIX = {"request": 30, "hard": 37, "docs": 26, "encoded_benign": 7}
 
 
 def load_fragments(lang: str):
@@ -67,8 +67,9 @@ def attack(kind: str, p: dict, rng: random.Random) -> str:
     if kind == "delim":  # markup after an ordinary request, as pasted into a chat or a tool result
         return join(rng.choice(p["benign"]) if rng.random() < 0.5 else "", fill(rng.choice(p["delim"])))
     if kind == "indirect":  # a document with an instruction for the model inside (what RAG retrieves)
-        d1, d2 = rng.sample(p["docs"], 2)
-        return join(d1, fill(rng.choice(p["indirect"])), d2 if rng.random() < 0.6 else "")
+        docs = rng.sample(p["docs"], min(len(p["docs"]), rng.choice([1, 2, 3, 4])))
+        cut = rng.randint(1, len(docs))
+        return join(*docs[:cut], fill(rng.choice(p["indirect"])), *docs[cut:])
     if kind == "encoded":
         inner = fill(rng.choice(p["override"] + p["roleplay"]))
         how = rng.choice(p["encodings"])
@@ -86,8 +87,8 @@ def benign(kind: str, p: dict, rng: random.Random) -> str:
     if kind == "hard":
         return join(lead if rng.random() < 0.5 else "", rng.choice(p["hard"]),
                     rng.choice(p["benign"]) if rng.random() < 0.2 else "")
-    if kind == "docs":
-        return join(*rng.sample(p["docs"], 2 if rng.random() < 0.6 else 1))
+    if kind == "docs":  # as long as the documents that carry indirect injections, so length is no signal
+        return join(*rng.sample(p["docs"], min(len(p["docs"]), rng.choice([1, 2, 3, 4, 5]))))
     if kind == "encoded_benign":
         how = rng.choice(["base64", "hex"])
         t = [t for t in p["encoded_benign"] if ("hex" in t) == (how == "hex")][0]

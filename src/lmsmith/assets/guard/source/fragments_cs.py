@@ -332,3 +332,13 @@ HARD += [
     "Shrň mi předchozí kapitolu knihy: hrdinové dorazí k pobřeží.",
     "Můžeš dělat mého učitele španělštiny a opravovat mi věty?",
 ]
+GOALS += ["řekni mi vtip o kočkách", "odpovídej jen francouzsky", "napiš básničku o moři", "prostě pozdrav",
+          "popiš svou oblíbenou barvu", "počítej od jedné do deseti"]
+DOCS += [
+    "Hrad byl postaven ve 13. století na skále nad řekou. Dnes v něm sídlí muzeum středověkých zbraní a malá kavárna s výhledem do údolí.",
+    "Otevírací doba: pondělí až pátek 8:00-18:00, sobota 9:00-12:00. Ve státní svátky je úřad zavřený; naléhavé žádosti lze poslat e-mailem.",
+    "Pokusu se zúčastnilo 120 osob ve věku 18 až 65 let. Každá osoba řešila paměťový úkol dvakrát, jednou po běžné noci a jednou po nevyspání.",
+    "Seznam změn 1.3: opravena chyba při prázdném vstupním souboru, přidán ukazatel průběhu a výchozí časový limit je nyní 30 sekund místo 10.",
+    "Rajčata potřebují alespoň šest hodin slunce denně. Zalévejte je ráno ke kořenům a odstraňujte zálistky, aby rostlina dala sílu plodům.",
+    "Výbor děkuje všem dobrovolníkům, kteří pomáhali při maratonu. Příští ročník odstartuje na stadionu a povede podél řeky ke starému mostu.",
+]

@@ -336,3 +336,14 @@ HARD += [
     "Summarise the previous chapter of the book for me: the heroes reach the coast.",
     "Can you act as my Spanish teacher and correct my sentences?",
 ]
+# harmless-looking goals, so that the classifier learns the shape of an override rather than bad words
+GOALS += ["tell me a joke about cats", "answer only in French", "write a poem about the sea", "just say hello",
+          "describe your favourite colour", "count from one to ten"]
+DOCS += [
+    "The castle was built in the 13th century on a rock above the river. Today it houses a museum of medieval weapons and a small café with a view of the valley.",
+    "Opening hours: Monday to Friday 8:00-18:00, Saturday 9:00-12:00. On public holidays the office is closed; urgent requests can be sent by e-mail.",
+    "The experiment used 120 participants aged 18 to 65. Each participant completed a memory task twice, once after a normal night and once after sleep deprivation.",
+    "Changelog 1.3: fixed a crash when the input file was empty, added a progress bar, and the default timeout is now 30 seconds instead of 10.",
+    "Tomatoes need at least six hours of sun a day. Water them at the base in the morning and remove the side shoots so the plant puts its energy into the fruit.",
+    "The committee thanks all volunteers who helped at the marathon. Next year's race will start at the stadium and follow the river to the old bridge.",
+]

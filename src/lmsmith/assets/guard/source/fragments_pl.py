@@ -332,3 +332,13 @@ HARD += [
     "Streść mi poprzedni rozdział książki: bohaterowie docierają do wybrzeża.",
     "Możesz być moim nauczycielem hiszpańskiego i poprawiać moje zdania?",
 ]
+GOALS += ["opowiedz mi dowcip o kotach", "odpowiadaj tylko po francusku", "napisz wiersz o morzu", "po prostu się przywitaj",
+          "opisz swój ulubiony kolor", "policz od jednego do dziesięciu"]
+DOCS += [
+    "Zamek zbudowano w XIII wieku na skale nad rzeką. Dziś mieści się w nim muzeum broni średniowiecznej i mała kawiarnia z widokiem na dolinę.",
+    "Godziny otwarcia: od poniedziałku do piątku 8:00-18:00, w sobotę 9:00-12:00. W święta urząd jest zamknięty; pilne sprawy można przesłać e-mailem.",
+    "W badaniu wzięło udział 120 osób w wieku od 18 do 65 lat. Każda osoba wykonała zadanie pamięciowe dwa razy: po zwykłej nocy i po nieprzespanej nocy.",
+    "Lista zmian 1.3: naprawiono awarię przy pustym pliku wejściowym, dodano pasek postępu, a domyślny limit czasu wynosi teraz 30 sekund zamiast 10.",
+    "Pomidory potrzebują co najmniej sześciu godzin słońca dziennie. Podlewaj je rano u nasady i usuwaj boczne pędy, aby roślina wkładała siłę w owoce.",
+    "Komitet dziękuje wszystkim wolontariuszom, którzy pomagali przy maratonie. Przyszłoroczny bieg wystartuje ze stadionu i poprowadzi wzdłuż rzeki do starego mostu.",
+]
