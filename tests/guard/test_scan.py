@@ -129,3 +129,26 @@ def test_cli_scan_bad_input(tmp_path, capsys):
     assert main(["guard", "scan", "--input", str(f)]) == 1
     assert "has no string field `text`" in capsys.readouterr().err
     assert main(["guard", "scan", "--input", str(tmp_path / "missing.jsonl")]) == 1
+
+
+def test_cli_tokenizer_special_tokens_count(tmp_path, tiny_dir, capsys):
+    """--tokenizer adds the model's own special tokens to the control tokens."""
+    from transformers import AutoTokenizer
+
+    eos = AutoTokenizer.from_pretrained(tiny_dir).eos_token
+    f = tmp_path / "in.jsonl"
+    f.write_text(json.dumps({"id": "a", "text": f"A harmless sentence {eos} about rivers."}) + "\n")
+    assert main(["guard", "scan", "--input", str(f), "--json", "--details"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["guard", "scan", "--input", str(f), "--json", "--details", "--tokenizer", str(tiny_dir)]) == 0
+    with_tok = json.loads(capsys.readouterr().out)
+    assert with_tok["control_tokens"] == {eos: 1} and with_tok["flagged"]
+    assert plain["control_tokens"] == ({eos: 1} if eos in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>") else {})
+
+
+def test_cli_output(tmp_path, capsys):
+    f = tmp_path / "out.jsonl"
+    f.write_text(json.dumps({"id": "x", "text": "Mail me at a.b@example.com, key AKIAIOSFODNN7EXAMPLE."}) + "\n")
+    assert main(["guard", "output", "--input", str(f)]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["flagged"] and row["text"] == "Mail me at <EMAIL>, key [REDACTED:aws_access_key]."
