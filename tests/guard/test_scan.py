@@ -152,3 +152,30 @@ def test_cli_output(tmp_path, capsys):
     assert main(["guard", "output", "--input", str(f)]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["flagged"] and row["text"] == "Mail me at <EMAIL>, key [REDACTED:aws_access_key]."
+
+
+def test_hf_sequence_classifier_as_a_ref(tmp_path, tiny_dir):
+    """--hf-model: any HF sequence classifier; the label named like 'injection' is the attack probability."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    cfg = AutoConfig.from_pretrained(tiny_dir, num_labels=2, id2label={0: "INJECTION", 1: "SAFE"},
+                                     label2id={"INJECTION": 0, "SAFE": 1})
+    cfg.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model = AutoModelForSequenceClassification.from_config(cfg)
+    with torch.no_grad():
+        model.score.weight.zero_()
+        model.score.weight[0, 0] = 50.0  # INJECTION logit follows hidden unit 0
+    model.save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    g = Guard(hf_model=str(tmp_path / "clf"), hf_threshold=0.5)
+    assert g.hf.index == 0  # found by name, not by position
+    text = "What is the capital of Slovenia?"
+    p = g.hf.prob(text)
+    assert p != 0.5  # the model's output, not a constant
+    res = g.scan(text)
+    assert ("hf_classifier" in res.reasons) == (p >= 0.5) and res.flagged == (p >= 0.5)
+    assert res.score >= p - 1e-6
+    strict = Guard(hf_model=str(tmp_path / "clf"), hf_threshold=1.0)
+    assert not strict.scan(text).flagged

@@ -154,13 +154,14 @@ class Guard:
                 decoded.append(("rot13", rot))
             for how, dec in decoded:
                 inner, _ = self._scan_text(dec, depth + 1)
-                if inner.categories or self.model.prob(inner.logit) >= self.threshold:
+                logit = inner.logit
+                if inner.categories:  # a rule fired inside: an attack hidden in an encoding
                     encodings.append(how)
                     best.categories |= inner.categories | {"encoded_payload"}
                     best.snippets.append(f"{how}: {dec[:80]}")
-                    cat_logit = self.model.rule_logit({"encoded_payload"})
-                    if inner.logit + cat_logit > best.logit:
-                        best.logit, best.ngram_logit = inner.logit + cat_logit, inner.ngram_logit
+                    logit += self.model.rule_logit({"encoded_payload"})
+                if logit > best.logit:  # the decoded text counts like any other window
+                    best.logit, best.ngram_logit = logit, inner.ngram_logit
         return best, encodings
 
     # ------------------------------------------------------------------------------------------ public

@@ -66,7 +66,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
 
     tr = read_records(Path(cfg.data_dir) / "train.jsonl", need_label=True)
     va = read_records(Path(cfg.data_dir) / "validation.jsonl", need_label=True)
-    probe = Guard(GuardModel(np.zeros(cfg.dim, np.float32), {}, 0.0, threshold=1.0))  # rules only, no weights
+    probe = Guard(GuardModel(np.zeros(cfg.dim, np.float32), {}, -30.0, threshold=1.0))  # rules only: prob ~0
     idx, val, offsets, rules = [], [], [], np.zeros((len(tr), len(CATEGORIES)), np.float32)
     n = 0
     with task("featurize", len(tr)) if progress else _null() as bar:

@@ -21,6 +21,8 @@ LANGS = ("en", "cs", "pl", "sl")
 COUNTS = {"train": (400, 420), "validation": (110, 130), "heldout": (120, 160)}  # (attacks, benign) per language
 ATTACK_MIX = {"override": 25, "roleplay": 15, "extract": 12, "delim": 13, "indirect": 15, "encoded": 8, "wrapped": 12}
 BENIGN_MIX = {"request": 30, "hard": 37, "docs": 26, "encoded_benign": 7}
+# the train/validation mix may change between dataset versions; the held-out mix stays as first published
+TRAIN_ATTACK_MIX = dict(ATTACK_MIX)  # (tried: wrapped 22 with hard hosts and role-play attacks; validation got worse)
 
 
 def load_fragments(lang: str):
@@ -41,6 +43,7 @@ def pools(f, split: str) -> dict[str, list[str]]:
         p = {n.lower(): [t for i, t in enumerate(getattr(f, n)) if (i % 4 == 3) == want_val] for n in names}
         p.update(goals=f.GOALS, leadins=f.LEADINS, encoded=f.ENCODED, encodings=["base64", "hex", "rot13"])
     p["encoded_benign"] = f.ENCODED_BENIGN
+    p["wrapped"] = (p["benign"], p["override"] + p["extract"])  # (host questions, appended attacks)
     return p
 
 
@@ -76,7 +79,8 @@ def attack(kind: str, p: dict, rng: random.Random) -> str:
         return rng.choice([t for t in p["encoded"] if (how == "rot13") == ("rot13" in t)] or p["encoded"]) \
             .replace("{payload}", encode(inner, how))
     if kind == "wrapped":  # a legitimate question with the attack appended
-        return join(rng.choice(p["benign"]), fill(rng.choice(p["override"] + p["extract"])))
+        hosts, attacks = p["wrapped"]
+        return join(rng.choice(hosts), fill(rng.choice(attacks)))
     raise ValueError(kind)
 
 
@@ -119,7 +123,8 @@ def build(out_dir: Path = HERE / "data", seed: int = 0) -> dict[str, int]:
         for lang in LANGS:
             rng = random.Random(f"{seed}-{split}-{lang}")
             p = pools(load_fragments(lang), split)
-            recs = [(1, k, t) for k, t in sample(attack, ATTACK_MIX, n_att, p, rng, seen)]
+            mix = ATTACK_MIX if split == "heldout" else TRAIN_ATTACK_MIX
+            recs = [(1, k, t) for k, t in sample(attack, mix, n_att, p, rng, seen)]
             recs += [(0, k, t) for k, t in sample(benign, BENIGN_MIX, n_ben, p, rng, seen)]
             rng.shuffle(recs)
             rows += [{"id": f"{lang}-{split}-{i:04d}", "text": t, "label": y, "lang": lang, "category": k}
