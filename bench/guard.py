@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [r["text"] for r in recs]
     for name, kw in VARIANTS.items():
         g = Guard(**kw)
-        results, wall, cpu = timed(lambda: [g.scan(t) for t in texts])
+        results, wall, cpu = timed(lambda g=g: [g.scan(t) for t in texts])
         rep = evaluate(recs, [r.score for r in results], g.threshold)
         for lang, m in [*rep["languages"].items(), ("all", rep["overall"])]:
             for k in ("auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.05", "tpr", "fpr"):

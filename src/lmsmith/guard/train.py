@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from lmsmith.errors import LmsmithError
+from lmsmith.guard.features import featurize
 from lmsmith.guard.model import DEFAULT_DIR, GuardModel
 from lmsmith.guard.rules import CATEGORIES, normalize
 from lmsmith.guard.scan import Guard, read_records
-from lmsmith.guard.features import featurize
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "assets" / "guard" / "data"
 
@@ -38,6 +38,7 @@ class TrainConfig:
     l2: float = 1e-4
     target_fpr: float = 0.01
     norm: str = "l2"
+    char_range: tuple[int, int] = (2, 5)
     seed: int = 0
 
 
@@ -71,7 +72,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     n = 0
     with task("featurize", len(tr)) if progress else _null() as bar:
         for i, r in enumerate(tr):
-            fi, fv = featurize(normalize(r["text"]), cfg.dim, norm=cfg.norm)
+            fi, fv = featurize(normalize(r["text"]), cfg.dim, cfg.char_range, cfg.norm)
             offsets.append(n)
             idx.append(fi)
             val.append(fv)
@@ -84,7 +85,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     doc = np.repeat(np.arange(len(tr)), [len(i) for i in idx])
     w, rw, b = fit_logistic(X_idx, X_val, doc, rules, y, cfg, bar_factory=(lambda: task("train", cfg.steps))
                             if progress else _null)
-    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), norm=cfg.norm)
+    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), char_range=cfg.char_range, norm=cfg.norm)
     scorer = Guard(model, threshold=1.0)
     scores = np.array([scorer.scan(r["text"]).score for r in va])
     labels = np.array([r["label"] for r in va])
