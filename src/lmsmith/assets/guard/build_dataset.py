@@ -22,7 +22,10 @@ COUNTS = {"train": (400, 420), "validation": (110, 130), "heldout": (120, 160)} 
 ATTACK_MIX = {"override": 25, "roleplay": 15, "extract": 12, "delim": 13, "indirect": 15, "encoded": 8, "wrapped": 12}
 BENIGN_MIX = {"request": 30, "hard": 37, "docs": 26, "encoded_benign": 7}
 # the train/validation mix may change between dataset versions; the held-out mix stays as first published
-TRAIN_ATTACK_MIX = dict(ATTACK_MIX)  # (tried: wrapped 22 with hard hosts and role-play attacks; validation got worse)
+# (tried: wrapped 22 with hard hosts and role-play attacks; validation got worse). Long documents (6-10
+# paragraphs, as RAG retrieves them) with and without an injection, so that long prose is no signal.
+TRAIN_ATTACK_MIX = {**ATTACK_MIX, "longdoc_indirect": 6}
+TRAIN_BENIGN_MIX = {**BENIGN_MIX, "longdoc": 8}
 
 
 def load_fragments(lang: str):
@@ -73,6 +76,10 @@ def attack(kind: str, p: dict, rng: random.Random) -> str:
         docs = rng.sample(p["docs"], min(len(p["docs"]), rng.choice([1, 2, 3, 4])))
         cut = rng.randint(1, len(docs))
         return join(*docs[:cut], fill(rng.choice(p["indirect"])), *docs[cut:])
+    if kind == "longdoc_indirect":
+        docs = rng.choices(p["docs"], k=rng.randint(6, 10))
+        cut = rng.randint(1, len(docs))
+        return join(*docs[:cut], fill(rng.choice(p["indirect"])), *docs[cut:])
     if kind == "encoded":
         inner = fill(rng.choice(p["override"] + p["roleplay"]))
         how = rng.choice(p["encodings"])
@@ -93,6 +100,8 @@ def benign(kind: str, p: dict, rng: random.Random) -> str:
                     rng.choice(p["benign"]) if rng.random() < 0.2 else "")
     if kind == "docs":  # as long as the documents that carry indirect injections, so length is no signal
         return join(*rng.sample(p["docs"], min(len(p["docs"]), rng.choice([1, 2, 3, 4, 5]))))
+    if kind == "longdoc":
+        return join(*rng.choices(p["docs"], k=rng.randint(6, 10)))
     if kind == "encoded_benign":
         how = rng.choice(["base64", "hex"])
         t = [t for t in p["encoded_benign"] if ("hex" in t) == (how == "hex")][0]
@@ -125,7 +134,8 @@ def build(out_dir: Path = HERE / "data", seed: int = 0) -> dict[str, int]:
             p = pools(load_fragments(lang), split)
             mix = ATTACK_MIX if split == "heldout" else TRAIN_ATTACK_MIX
             recs = [(1, k, t) for k, t in sample(attack, mix, n_att, p, rng, seen)]
-            recs += [(0, k, t) for k, t in sample(benign, BENIGN_MIX, n_ben, p, rng, seen)]
+            bmix = BENIGN_MIX if split == "heldout" else TRAIN_BENIGN_MIX
+            recs += [(0, k, t) for k, t in sample(benign, bmix, n_ben, p, rng, seen)]
             rng.shuffle(recs)
             rows += [{"id": f"{lang}-{split}-{i:04d}", "text": t, "label": y, "lang": lang, "category": k}
                      for i, (y, k, t) in enumerate(recs)]
