@@ -129,3 +129,19 @@ def test_guard_settings_parse():
         GuardSettings.parse("inputs")
     with pytest.raises(LmsmithError):
         GuardSettings.parse("input", "drop")
+
+
+def test_output_guard_streams_several_choices(make_server, leaky):
+    srv = make_server(guard=GuardSettings(("output",), "flag"))
+    texts: dict[int, str] = {}
+    reasons = {}
+    for ch in client(srv).chat.completions.create(model="tiny", messages=BENIGN, max_tokens=200, n=2, stream=True,
+                                                  stream_options={"include_usage": True}):
+        for c in ch.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            if c.finish_reason:
+                reasons[c.index] = c.finish_reason
+        if not ch.choices:
+            assert ch.usage.completion_tokens > 0  # the usage chunk passes through
+    assert sorted(texts) == [0, 1] and reasons == {0: "stop", 1: "stop"}
+    assert all("[REDACTED:openai_key]" in t and "sk-proj" not in t for t in texts.values())
