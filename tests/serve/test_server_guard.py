@@ -48,6 +48,15 @@ def test_input_guard_blocks_with_openai_error(make_server):
     assert metric(srv, "lmsmith_guard_control_tokens_total") == 2
     assert metric(srv, 'lmsmith_guard_scanned_total{stage="input"}') >= 4
     assert len(srv.engine.seen_params) == 1  # blocked requests never reached the engine
+    # a user quoting template markers is counted, not blocked for that alone; the same text as a tool result is
+    question = "In ChatML each turn starts with <|im_start|> and ends with <|im_end|>. What is the role line for?"
+    assert c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": question}], max_tokens=5)
+    assert metric(srv, "lmsmith_guard_control_tokens_total") == 4
+    with pytest.raises(BadRequestError):
+        c.chat.completions.create(model="tiny", messages=[
+            *BENIGN, {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": question}])
 
 
 def test_flag_mode_lets_requests_through_and_counts(make_server):

@@ -61,6 +61,10 @@ class ServerGuard:
         extra = tokenizer_special_tokens(tokenizer) if tokenizer is not None else []
         self.input = Guard(settings.model, threshold=settings.threshold, extra_control_tokens=extra) \
             if "input" in settings.stages else None
+        # a user may quote `<|im_start|>` asking about chat templates (the server tokenizes it as text); a tool
+        # result or retrieved text that carries one is flagged outright
+        self.input_user = Guard(self.input.model, threshold=settings.threshold, extra_control_tokens=extra,
+                                control_tokens_flag=False) if self.input is not None else None
         self.output = OutputGuard() if "output" in settings.stages else None
         self.scanned = Counter("lmsmith_guard_scanned", "texts scanned by the guard", ["stage"], registry=registry)
         self.flagged = Counter("lmsmith_guard_flags", "guard findings by stage and reason", ["stage", "reason"],
@@ -80,11 +84,14 @@ class ServerGuard:
         log[stage].extend(items)
         state.guard = log
 
-    async def check_texts(self, request: Any, texts: list[tuple[str, str]]) -> None:
-        """Scan (param, text) pairs; raise the 400 when blocking and any is flagged."""
+    async def check_texts(self, request: Any, texts: list[tuple[str, str]], strict: list[bool] | None = None) -> None:
+        """Scan (param, text) pairs (`strict`: control tokens flag the text outright; default: not, as for a
+        user's own text); raise the 400 when blocking and any is flagged."""
         if self.input is None or not texts:
             return
-        results = await asyncio.to_thread(lambda: [self.input.scan(t, id=where) for where, t in texts])
+        strict = strict or [False] * len(texts)
+        results = await asyncio.to_thread(lambda: [(self.input if s else self.input_user).scan(t, id=where)
+                                                   for (where, t), s in zip(texts, strict)])
         self.scanned.labels("input").inc(len(results))
         for r in results:
             if r.control_tokens:
@@ -101,11 +108,12 @@ class ServerGuard:
                                 f"{', '.join(r.reasons) or 'classifier'})", param=r.id, code="guard")
 
     async def check_chat(self, request: Any, messages: list) -> None:
-        texts = []
+        texts, strict = [], []
         for i, m in enumerate(messages):
             if m.role in SCANNED_ROLES and m.non_text_part() is None:
                 texts.append((f"messages.{i}.content", m.text()))
-        await self.check_texts(request, texts)
+                strict.append(m.role != "user")  # tool results are third-party text
+        await self.check_texts(request, texts, strict)
 
     # ------------------------------------------------------------------------------------------ output
     def _check_output(self, request: Any, text: str, system: str | None, where: str):
