@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "lmsmith.train.cli",
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",
+    "lmsmith.guard.cli",
     "lmsmith.serve.cli",
     "lmsmith.ui.cli",
     "lmsmith.demo",

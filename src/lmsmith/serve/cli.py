@@ -104,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
+    from lmsmith.serve.guarding import GuardSettings
     from lmsmith.serve.server import serve
 
     api_key = args.api_key or os.environ.get("LMSMITH_API_KEY")
@@ -113,11 +114,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         def setup(app):
             return mount_ui(app, api_key)
+    guard = GuardSettings.parse(args.guard, args.guard_action, args.guard_threshold, args.guard_model)
     serve(args.ref, host=args.host, port=args.port, api_key=api_key, setup=setup,
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
           prompt_special_tokens=args.prompt_special_tokens, max_request_bytes=args.max_request_bytes,
-          **engine_kwargs(args))
+          guard=guard, **engine_kwargs(args))
     return 0
 
 
@@ -162,6 +164,12 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=True,
                    help="the web UI at /ui: playground, models, runs, monitor (default: on)")
+    p.add_argument("--guard", metavar="STAGES", help="prompt-injection guard on `input`, secret/PII/leak guard on "
+                                                      "`output`, or `input,output` (see `lmsmith guard`)")
+    p.add_argument("--guard-action", default="block", choices=["block", "flag"],
+                   help="block: flagged requests get a 400 (code `guard`); flag: count them (outputs are redacted)")
+    p.add_argument("--guard-threshold", type=number(float, 0, 1), help="input guard threshold (default: the model's)")
+    p.add_argument("--guard-model", help="input guard model directory (default: the shipped one)")
     p.set_defaults(func=cmd_serve)
 
 

@@ -24,6 +24,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
 from lmsmith.serve.api_errors import APIError, bad_request
 from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, QueueFull, RequestTimeout, ShuttingDown
+from lmsmith.serve.guarding import system_prompt_of
 from lmsmith.serve.metrics import ServerMetrics
 
 
@@ -51,6 +52,7 @@ class ServerState:
             return 2 * max(len(t) for t in self.tokenizer.get_vocab())
         except Exception:
             return 1024
+    guard: Any = None  # serve.guarding.ServerGuard when `--guard` is on
 
     @property
     def tokenizer(self):
@@ -402,11 +404,17 @@ class ChatHandler(_Handler):
     async def respond(self, request: Request):
         self.check_text()
         self.check_model()
+        guard = self.s.guard
+        if guard is not None:
+            await guard.check_chat(request, self.body.messages)
         plan = self.plan_tools()
         prep = await self.off_loop(self.prepare, plan)
         handle = await self.admit(self.id, prep)
         if self.body.stream:
-            return StreamingResponse(_stream_guard(self.stream(handle, plan), self), media_type="text/event-stream",
+            gen = self.stream(handle, plan)
+            if guard is not None:
+                gen = guard.filter_stream(request, gen, system_prompt_of(self.body.messages))
+            return StreamingResponse(_stream_guard(gen, self), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
             choices = await self.run_to_end(request, self.collect(handle, self.body.n))
@@ -422,7 +430,10 @@ class ChatHandler(_Handler):
             out.append(P.ChatChoice(index=i, message=message, finish_reason=reason,
                                     logprobs=self.chat_logprobs(c.logprobs) if self.body.logprobs else None))
         resp = P.ChatCompletion(id=self.id, model=self.body.model, choices=out, usage=self.usage(choices))
-        return JSONResponse(resp.model_dump(exclude_none=False))
+        body = resp.model_dump(exclude_none=False)
+        if guard is not None:
+            body = guard.filter_body(request, body, system_prompt_of(self.body.messages))
+        return JSONResponse(body)
 
     def finish_choice(self, plan: ToolPlan, text: str, reason: str | None) -> tuple[str | None, list[dict], str]:
         """(content, tool calls, finish_reason) of one finished choice."""
@@ -588,10 +599,17 @@ class CompletionHandler(_Handler):
         self.check_text()
         self.check_model()
         prepared = await self.off_loop(self.prepare)
+        guard = self.s.guard
+        if guard is not None:
+            await guard.check_texts(request, [(f"prompt.{k}" if len(prepared) > 1 else "prompt", self.prompt_text(k, p))
+                                              for k, p in enumerate(prepared)])
         handles = await self.admit_all(prepared)
         if self.body.stream:
-            return StreamingResponse(_stream_guard(self.stream(handles, prepared), self),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            gen = self.stream(handles, prepared)
+            if guard is not None:
+                gen = guard.filter_stream(request, gen)
+            return StreamingResponse(_stream_guard(gen, self), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         try:
             results = await self.run_to_end(request, asyncio.gather(*(self.collect(h, self.body.n) for h in handles)))
         finally:
@@ -608,7 +626,10 @@ class CompletionHandler(_Handler):
                     logprobs=self.completion_logprobs(c.logprobs, len(head)) if self.body.logprobs is not None
                     else None))
         resp = P.Completion(id=self.id, model=self.body.model, choices=choices, usage=self.usage(flat))
-        return JSONResponse(resp.model_dump())
+        body = resp.model_dump()
+        if guard is not None:
+            body = guard.filter_body(request, body)
+        return JSONResponse(body)
 
     async def stream(self, handles: list[Handle], prepared: list[Prepared]) -> AsyncIterator[str]:
         b = self.body

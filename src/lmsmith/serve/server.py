@@ -25,6 +25,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
 from lmsmith.serve.api_errors import APIError, install_error_handlers
 from lmsmith.serve.async_engine import AsyncEngine
+from lmsmith.serve.guarding import GuardSettings, ServerGuard
 from lmsmith.serve.handlers import ChatHandler, CompletionHandler, ServerState
 from lmsmith.serve.metrics import CONTENT_TYPE, ServerMetrics
 
@@ -34,10 +35,11 @@ __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "fr
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
                drain_timeout: float = 30.0, prompt_special_tokens: bool = False,
-               max_request_bytes: int = 8 * 1024 * 1024) -> FastAPI:
+               max_request_bytes: int = 8 * 1024 * 1024, guard: GuardSettings | None = None) -> FastAPI:
     """The FastAPI app serving `engine` under the name `model_name` (and `aliases`).
 
-    `prompt_special_tokens`: let /v1/completions prompt text spell control tokens (trusted clients only)."""
+    `prompt_special_tokens`: let /v1/completions prompt text spell control tokens (trusted clients only);
+    `guard` turns on the input/output guard (serve.guarding)."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
@@ -46,6 +48,8 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
                         aliases=names, api_key=api_key, max_num_seqs=max_num_seqs,
                         tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)),
                         prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes)
+    if guard is not None:
+        state.guard = ServerGuard(guard, state.metrics.registry, engine.tokenizer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -227,7 +231,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
           prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024,
-          setup: Callable[[FastAPI], Any] | None = None, **engine_kwargs: Any) -> None:
+          guard: GuardSettings | None = None, setup: Callable[[FastAPI], Any] | None = None,
+          **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT. `setup(app)` may add routes (the UI)."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
@@ -237,7 +242,7 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
         engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
                      max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
-                     prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes)
+                     prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes, guard=guard)
     if setup is not None:
         setup(app)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "

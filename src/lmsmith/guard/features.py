@@ -1,0 +1,52 @@
+"""Hashed n-gram features of a normalized text, computed with numpy (no vocabulary to ship or drift).
+
+Character 2..5-grams (with the word boundaries as spaces) carry inflection and spelling variants across
+Czech, Polish and Slovene; word unigrams and bigrams carry phrases. Each n-gram is hashed (a fixed
+polynomial hash, stable across processes) into `dim` buckets; values are 1 + log(count), L2-normalized.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+import numpy as np
+
+_MULT = np.uint64(0x100000001B3)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_WORD = re.compile(r"\w+")
+
+
+def _char_ngrams(text: str, lo: int, hi: int) -> list[np.ndarray]:
+    cp = np.frombuffer((" " + text + " ").encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    out = []
+    with np.errstate(over="ignore"):
+        for n in range(lo, hi + 1):
+            m = len(cp) - n + 1
+            if m <= 0:
+                break
+            h = np.full(m, np.uint64(n), dtype=np.uint64)
+            for k in range(n):
+                h = h * _MULT + cp[k:k + m]
+            out.append(h * _MIX)
+    return out
+
+
+def _word_ngrams(text: str) -> np.ndarray:
+    words = _WORD.findall(text)
+    grams = words + [a + " " + b for a, b in zip(words, words[1:])]
+    return np.array([zlib.crc32(g.encode()) ^ 0xA5A5A5A5 for g in grams], dtype=np.uint64) * _MIX
+
+
+def featurize(norm_text: str, dim: int, char_range: tuple[int, int] = (2, 5), norm: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+    """(bucket indices, values) of one normalized text: a sparse vector of length `dim`, L2- or L1-normalized
+    (L1: the score is a mean over the text's n-grams, so it does not drift with length)."""
+    parts = _char_ngrams(norm_text, *char_range)
+    parts.append(_word_ngrams(norm_text))
+    h = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    if not len(h):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    idx, counts = np.unique((h >> np.uint64(20)) % np.uint64(dim), return_counts=True)
+    val = 1.0 + np.log(counts.astype(np.float32))
+    val /= np.linalg.norm(val) if norm == "l2" else val.sum()
+    return idx.astype(np.int64), val.astype(np.float32)
