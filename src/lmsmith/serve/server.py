@@ -26,6 +26,7 @@ from lmsmith.serve import protocol as P
 from lmsmith.serve.api_errors import APIError, install_error_handlers
 from lmsmith.serve.async_engine import AsyncEngine
 from lmsmith.serve.handlers import ChatHandler, CompletionHandler, ServerState
+from lmsmith.serve.kserve import make_router as kserve_router
 from lmsmith.serve.metrics import CONTENT_TYPE, ServerMetrics
 
 __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "free_port"]
@@ -33,24 +34,35 @@ __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "fr
 
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
-               drain_timeout: float = 30.0) -> FastAPI:
-    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`)."""
+               drain_timeout: float = 30.0, version: str | None = None, router: Any = None,
+               request_log: Any = None) -> FastAPI:
+    """The FastAPI app serving `engine` under the name `model_name` (and `aliases`); `router` (serve.routing)
+    follows a registry alias and splits canary traffic, `request_log` (serve.request_log) records requests."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
     names |= {n.split("@")[0] for n in list(names)}
-    state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats), model_name=model_name,
-                        aliases=names, api_key=api_key, max_num_seqs=max_num_seqs,
-                        tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)))
+    state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats, model_name, version),
+                        aliases=names, api_key=api_key, max_num_seqs=max_num_seqs, model_name=model_name,
+                        tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)),
+                        version=version, router=router, request_log=request_log)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         aeng.start()
+        if router is not None:
+            await router.start(state, aeng, drain_timeout)
+        if request_log is not None:
+            request_log.start()
         try:
             yield
         finally:
-            await aeng.drain(drain_timeout)
-            aeng.stop()
+            if router is not None:
+                await router.stop()
+            await state.async_engine.drain(drain_timeout)  # the router may have swapped it
+            state.async_engine.stop()
+            if request_log is not None:
+                request_log.close()
 
     app = FastAPI(title="lmsmith", version="1", lifespan=lifespan)
     app.state.lmsmith = state
@@ -68,9 +80,9 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        if not aeng.accepting:
+        if not state.async_engine.accepting:
             return JSONResponse({"status": "shutting down"}, status_code=503)
-        return JSONResponse({"status": "ok", "model": model_name, "running": aeng.in_flight})
+        return JSONResponse({"status": "ok", "model": model_name, "running": state.async_engine.in_flight})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -91,6 +103,7 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     async def completions(body: P.CompletionRequest, request: Request):
         return await CompletionHandler(state, body).respond(request)
 
+    app.include_router(kserve_router(state, CompletionHandler, auth))  # KServe V2 (Open Inference Protocol)
     return app
 
 
@@ -105,7 +118,7 @@ class _StatusCounter:
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
-                                    "/metrics") else "other"
+                                    "/metrics") else "/v2/infer" if path.endswith("/infer") else "other"
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
