@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",
     "lmsmith.serve.cli",
+    "lmsmith.ops.deploy_cli",
+    "lmsmith.ops.monitor.cli",
     "lmsmith.demo",
 ]
 

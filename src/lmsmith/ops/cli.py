@@ -98,7 +98,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
         reg.remove_alias(name, args.alias)
         out.print(f"removed alias {name}@{args.alias}")
         return 0
-    mv = reg.set_alias(args.ref, args.alias)
+    from lmsmith.ops.deploy import move_alias
+
+    mv = move_alias(args.ref, args.alias, reg)  # remembers the previous target for `lmsmith deploy rollback`
     out.print(f"{mv.name}@{args.alias} -> {mv.ref}")
     return 0
 

@@ -55,9 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
+    from lmsmith.serve.request_log import RequestLog, RequestLogConfig
     from lmsmith.serve.server import serve
 
-    serve(args.ref, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
+    request_log = None
+    if args.log_requests:
+        request_log = RequestLog(RequestLogConfig(args.log_requests, sample=args.log_sample, pii=args.log_pii,
+                                                  max_file_mb=args.log_max_file_mb, max_total_mb=args.log_max_total_mb))
+    serve(args.ref, request_log=request_log, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
           **engine_kwargs(args))
@@ -96,6 +101,13 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429s")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (0 = none)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
+    p.add_argument("--log-requests", metavar="DIR", help="append requests (prompt, completion, tokens, latency, "
+                   "version, status) to SQLite segments in DIR, for `lmsmith monitor`")
+    p.add_argument("--log-sample", type=float, default=1.0, help="share of requests to log (default: 1 = all)")
+    p.add_argument("--log-pii", default="scrub", choices=["scrub", "keep", "drop"],
+                   help="scrub e-mails/phones/IPs (default), keep text as is, or drop text (metadata only)")
+    p.add_argument("--log-max-file-mb", type=float, default=64.0, help="start a new log segment past this size")
+    p.add_argument("--log-max-total-mb", type=float, default=1024.0, help="delete the oldest segments past this")
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)

@@ -67,7 +67,7 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     app = FastAPI(title="lmsmith", version="1", lifespan=lifespan)
     app.state.lmsmith = state
     install_error_handlers(app)
-    app.add_middleware(_StatusCounter, metrics=state.metrics)
+    app.add_middleware(_StatusCounter, metrics=state.metrics, request_log=request_log)
 
     async def auth(request: Request) -> None:  # async: a sync dependency would hop to a worker thread per request
         if not state.api_key:
@@ -110,8 +110,8 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
 class _StatusCounter:
     """Pure ASGI middleware counting responses by endpoint and status (works with streaming)."""
 
-    def __init__(self, app, metrics: ServerMetrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: ServerMetrics, request_log: Any = None):
+        self.app, self.metrics, self.request_log = app, metrics, request_log
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -120,9 +120,13 @@ class _StatusCounter:
         endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
                                     "/metrics") else "/v2/infer" if path.endswith("/infer") else "other"
 
+        t0 = time.monotonic()
+
         async def counting_send(message):
             if message["type"] == "http.response.start":
                 self.metrics.requests.labels(endpoint, str(message["status"])).inc()
+                if self.request_log is not None and message["status"] >= 400 and endpoint not in ("other", "/health"):
+                    self.request_log.log_error(endpoint, message["status"], time.monotonic() - t0)  # the audit trail
             await send(message)
 
         await self.app(scope, receive, counting_send)
@@ -195,16 +199,20 @@ def _check_port(host: str, port: int) -> None:
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
-          **engine_kwargs: Any) -> None:
-    """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
+          request_log: Any = None, **engine_kwargs: Any) -> None:
+    """Load `ref` into the engine and serve it until SIGTERM/SIGINT. A registry `NAME@ALIAS` is followed:
+    moving the alias (or a canary, `lmsmith deploy`) swaps versions without dropping requests."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
+    from lmsmith.serve.routing import Router
 
     _check_port(host, port)  # before the (slow) model load
     with console.status(f"loading {ref}"):
-        engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
+        router = Router.for_ref(ref, lambda r: Engine(r, max_num_seqs=max_num_seqs, **engine_kwargs))
+        engine = router.initial_engine() if router else Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
-                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout)
+                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
+                     version=router.initial_version if router else None, router=router, request_log=request_log)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
                   f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
     server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)
