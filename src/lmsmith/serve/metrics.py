@@ -134,9 +134,17 @@ class ServerMetrics:
         self.v_success = Counter("vllm:request_success", "finished requests by finish reason",
                                  L + ["finished_reason"], registry=r)
         r.register(VllmEngineCollector(lambda: self.sources() if self.sources else [(self.labels, self.snapshot())]))
+        self.touch(self.labels)
+
+    def touch(self, labels: tuple[str, str]) -> None:
+        """Create the series of a (model_name, version) at zero, so rate() and dashboards see it from the start."""
+        for m in (self.v_ttft, self.v_tpot, self.v_itl, self.v_e2e, self.v_queue, self.v_prefill, self.v_decode,
+                  self.v_prompt_len, self.v_gen_len, self.v_prompt_tokens, self.v_generation_tokens):
+            m.labels(*labels)
 
     def bind(self, model_name: str, version: str | None) -> "BoundMetrics":
         """This registry, observing under another (model_name, version): one per canary version."""
+        self.touch((model_name, version or ""))
         return BoundMetrics(self, (model_name, version or ""))
 
     def observe_request(self, ttft: float | None, tpot: float | None, e2e: float, prompt_tokens: int,
