@@ -56,8 +56,10 @@ def test_vllm_metric_names_with_model_and_version_labels(make_server):
     assert 'lmsmith_requests_total{endpoint="/v2/infer",status="200"} 1.0' in text
 
 
-def test_dashboard_and_alerts_use_exported_metrics(make_server):
-    srv = make_server()
+def test_dashboard_and_alerts_use_exported_metrics(make_server, tmp_path):
+    from lmsmith.serve.request_log import RequestLog, RequestLogConfig
+
+    srv = make_server(request_log=RequestLog(RequestLogConfig(str(tmp_path / "log"))))
     _traffic(srv.url)
     exported = {re.sub(r"_(bucket|sum|count)$", "", m) for m in
                 re.findall(r"^([a-z0-9_:]+)(?:\{| )", httpx.get(f"{srv.url}/metrics").text, re.M)}
@@ -129,7 +131,7 @@ def test_real_prometheus_scrapes_the_server(make_server, tmp_path):
             if rules and all(r.get("health") == "ok" for r in rules):
                 break
             time.sleep(0.5)
-        assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+        assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -45,6 +45,7 @@ def test_server_logs_requests_with_pii_scrubbed(make_server, tmp_path):
     assert rows[4]["status"] == 404 and rows[4]["prompt"] is None
     assert len(read_log(tmp_path / "log")) == 4  # successful ones by default
     assert load_texts(tmp_path / "log", field="completion")
+    assert 'lmsmith_request_log_rows_total{outcome="written"} 5.0' in httpx.get(f"{srv.url}/metrics").text
 
 
 def _row(i: int) -> dict:

@@ -243,6 +243,18 @@ class RequestLog:
         self._thread.join(timeout=30)
         self._thread = None
 
+    def collect(self):
+        """Prometheus collector protocol: rows by outcome, so a writer that falls behind shows (and alerts)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        c = CounterMetricFamily("lmsmith_request_log_rows", "request-log rows by outcome", labels=["outcome"])
+        for outcome, n in (("written", self.written), ("dropped", self.dropped), ("sampled_out", self.sampled_out)):
+            c.add_metric([outcome], float(n))
+        yield c
+        g = GaugeMetricFamily("lmsmith_request_log_queue", "rows waiting for the request-log writer")
+        g.add_metric([], float(self.q.qsize()))
+        yield g
+
     def stats(self) -> dict[str, int]:
         return {"written": self.written, "dropped": self.dropped, "sampled_out": self.sampled_out,
                 "rotations": self.rotations, "deleted_segments": self.deleted}

@@ -64,6 +64,8 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
             if request_log is not None:
                 request_log.close()
 
+    if request_log is not None:
+        state.metrics.registry.register(request_log)  # lmsmith_request_log_rows_total{outcome}
     app = FastAPI(title="lmsmith", version="1", lifespan=lifespan)
     app.state.lmsmith = state
     install_error_handlers(app)
