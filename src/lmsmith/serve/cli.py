@@ -92,7 +92,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
 
 
 def register_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    p = sub.add_parser("serve", help="serve a model over HTTP: the OpenAI API and KServe V2 (Open Inference Protocol)")
     p.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=8000)
