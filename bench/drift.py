@@ -92,14 +92,20 @@ def main() -> None:
                     help="shares of the current side that are shifted")
     ap.add_argument("--embedder", default="all-MiniLM-L6-v2", help="or none")
     ap.add_argument("--log-requests", type=int, default=100_000)
+    ap.add_argument("--embed-cache", help="an .npz to keep the pool's embeddings in between runs")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "drift.json"))
     args = ap.parse_args()
 
     rows = [json.loads(line) for line in TRAFFIC.read_text(encoding="utf-8").splitlines()]
     embed = None if args.embedder == "none" else Embedder(args.embedder)
     t = time.perf_counter()
+    texts = [r["text"] for r in rows]
+    if embed is not None and args.embed_cache and Path(args.embed_cache).exists():
+        embed.cache.update(zip(texts, np.load(args.embed_cache)["emb"]))
     if embed is not None:
-        embed([r["text"] for r in rows])
+        emb = embed(texts)
+        if args.embed_cache:
+            np.savez(args.embed_cache, emb=emb)
     embed_s = time.perf_counter() - t
     metrics: dict[str, float] = {"texts": len(rows), "embed_all_s": round(embed_s, 1)}
     cases = [("null", 0.0)] + [(k, s) for s in args.shifts for k in ("language", "domain")]
