@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -91,23 +92,33 @@ def test_alias_hot_swap_under_load_drops_nothing(routed_server, versions):
                 return
             statuses.append(_complete(url, max_tokens=12))
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
+    long: dict = {}
+
+    def long_stream() -> None:  # admitted before the swap, finishes after it: the old version drains it
+        body = {"model": "tiny", "prompt": "Hello", "max_tokens": 2000, "ignore_eos": True, "stream": True,
+                "stream_options": {"include_usage": True}}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, headers=AUTH, timeout=120) as r:
+            lines = [line for line in r.iter_lines() if line.startswith("data: {")]
+        long["usage"], long["end"] = json.loads(lines[-1][6:])["usage"], time.time()
+
+    threads = [threading.Thread(target=client) for _ in range(6)] + [threading.Thread(target=long_stream)]
     for t in threads:
         t.start()
     _wait(lambda: len(statuses) >= 20)
     deploy.move_alias("tiny@2", "production", versions)  # what `lmsmith models alias tiny@2 production` does
     _wait(lambda: router.target.stable == 2)
-    swapped_at = len(statuses)
+    swapped_at, swap_time = len(statuses), time.time()
     _wait(lambda: len(statuses) >= swapped_at + 30)
     stop.set()
     for t in threads:
-        t.join(timeout=60)
+        t.join(timeout=120)
     assert statuses and set(statuses) == {200}, f"failed requests during the swap: {[s for s in statuses if s != 200]}"
+    assert long["usage"]["completion_tokens"] == 2000 and long["end"] > swap_time  # it ran across the swap
     assert routed_server.loaded == ["tiny@1", "tiny@2"]
     assert set(router.backends) == {2}
     ok = _successes(url)
     assert ok.get("1", 0) > 0 and ok.get("2", 0) > 0
-    assert sum(ok.values()) == len(statuses)
+    assert sum(ok.values()) == len(statuses) + 1
     r = httpx.get(f"{url}/v2/models/tiny").json()
     assert r["versions"] == ["2"]
 
