@@ -101,6 +101,8 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429s")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (0 = none)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
+    add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--log-requests", metavar="DIR", help="append requests (prompt, completion, tokens, latency, "
                    "version, status) to SQLite segments in DIR, for `lmsmith monitor`")
     p.add_argument("--log-sample", type=float, default=1.0, help="share of requests to log (default: 1 = all)")
@@ -108,8 +110,6 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
                    help="scrub e-mails/phones/IPs (default), keep text as is, or drop text (metadata only)")
     p.add_argument("--log-max-file-mb", type=float, default=64.0, help="start a new log segment past this size")
     p.add_argument("--log-max-total-mb", type=float, default=1024.0, help="delete the oldest segments past this")
-    add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
 
