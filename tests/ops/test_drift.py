@@ -43,7 +43,7 @@ def test_same_distribution_no_drift_in_95_percent_of_seeds(traffic):
     alarms, pvals = 0, []
     for seed in range(20):
         texts = random.Random(seed).sample(pool, 300)
-        rep = drift_report(texts[:150], texts[150:], DriftConfig(seed=seed, permutations=100), embed=ngram_embed)
+        rep = drift_report(texts[:150], texts[150:], DriftConfig(seed=seed), embed=ngram_embed)
         alarms += rep["drift"]
         pvals.append(rep["signals"]["mmd"]["p_value"])
         assert set(rep["signals"]) == {"unseen_tokens", "vocabulary", "length", "language", "domain_classifier", "mmd"}
@@ -125,6 +125,8 @@ def test_bad_inputs(tmp_path, capsys):
     f.write_text('{"text": "a"}\n' * 3)
     with pytest.raises(LmsmithError, match="at least 10"):
         drift_report(["a"] * 3, ["b"] * 30)
+    with pytest.raises(LmsmithError, match="--permutations 120"):  # 0.05 over 6 signals needs p < 0.0083
+        drift_report(["a b"] * 30, ["b c"] * 30, DriftConfig(permutations=50), embed=ngram_embed)
     assert main(["monitor", "drift", "--reference", str(f), "--current", str(tmp_path / "missing.jsonl"),
                  "--embedder", "none"]) == 1
     assert "not found" in capsys.readouterr().err

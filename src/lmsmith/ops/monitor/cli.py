@@ -89,8 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--reference-until", help="window of the reference log, when it differs")
     d.add_argument("--embedder", default="all-MiniLM-L6-v2",
                    help="sentence embedder for the embedding signals: all-MiniLM-L6-v2 (default), a local model dir, or none")
-    d.add_argument("--alpha", type=float, default=0.01, help="significance level of each signal's test")
-    d.add_argument("--permutations", type=int, default=200, help="permutations of the permutation tests")
+    d.add_argument("--alpha", type=float, default=0.05,
+                   help="false-alarm rate of the overall verdict (each signal is tested at alpha / signals)")
+    d.add_argument("--permutations", type=int, default=400, help="permutations of the permutation tests")
     d.add_argument("--max-embed", type=int, default=1000, help="texts per side embedded (a seeded sample beyond)")
     d.add_argument("--languages", help="restrict language ID to these ISO codes, e.g. cs,sk,en")
     d.add_argument("--seed", type=int, default=0)

@@ -8,12 +8,11 @@ Signals (each answers "is the current traffic different?" in its own way):
 - `domain_classifier`: ROC AUC of a (ridge) linear classifier telling reference from current embeddings (cross-fitted);
 - `mmd`: maximum mean discrepancy of the embeddings (RBF kernel, median bandwidth).
 
-A signal drifts when its test is significant (p < alpha) and its effect is large enough to matter (a PSI of
-0.1, a 0.1 shift in language mix, an AUC of 0.6, ...), as monitoring tools do to avoid paging on noise from
-large samples. The token, language, classifier and MMD p-values come from permutation tests over the pooled texts,
-which are exact for any sample size; the KS p-value is asymptotic. With
-alpha = 0.01 and six signals, at most ~6% (in practice fewer, effect thresholds cut most) of same-distribution
-comparisons raise a false alarm. The classifier's AUC is tested by permutation too: a cross-fitted AUC
+A signal drifts when its test is significant and its effect is large enough to matter (a PSI of 0.1, a 0.1
+shift in language mix, an AUC of 0.6, ...), as monitoring tools do to avoid paging on noise from large
+samples. `alpha` is the family-wise false-alarm rate of the overall verdict: each of the k signals is tested at
+alpha / k (Bonferroni), so same-distribution traffic raises `drift` in at most alpha of comparisons. The token, language, classifier and MMD p-values come from permutation tests over the pooled texts,
+which are exact for any sample size; the KS p-value is asymptotic. The classifier's AUC is tested by permutation too: a cross-fitted AUC
 has more variance than the Mann-Whitney null suggests, and a normal approximation raised false alarms.
 """
 
@@ -22,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -35,8 +34,8 @@ WORD = re.compile(r"\w+", re.UNICODE)
 
 @dataclass
 class DriftConfig:
-    alpha: float = 0.01
-    permutations: int = 200
+    alpha: float = 0.05  # family-wise: each signal is tested at alpha / (number of signals)
+    permutations: int = 400
     seed: int = 0
     max_texts: int = 20_000  # per side for the token/length/language signals (a seeded sample beyond)
     max_embed: int = 1_000  # per side for the embedding signals
@@ -267,6 +266,15 @@ def _drift_report(reference: list[str], current: list[str], cfg: DriftConfig,
     if len(reference) < 10 or len(current) < 10:
         raise LmsmithError(f"drift needs at least 10 texts on each side (reference {len(reference)}, "
                            f"current {len(current)})", "widen the time window or pass larger files")
+    k = len([x for x in cfg.signals if embed is not None or x not in ("domain_classifier", "mmd")])
+    family_alpha = cfg.alpha
+    if not 0 < family_alpha < 1:
+        raise LmsmithError(f"alpha must be between 0 and 1, got {family_alpha}", "e.g. --alpha 0.05")
+    cfg = replace(cfg, alpha=family_alpha / max(1, k))
+    if 1 / (cfg.permutations + 1) >= cfg.alpha:
+        need = int(np.ceil(1 / cfg.alpha))
+        raise LmsmithError(f"{cfg.permutations} permutations cannot reach a p-value below {cfg.alpha:.4g} "
+                           f"(alpha {family_alpha:g} over {k} signals)", f"use --permutations {need} or more")
     rng = np.random.default_rng(cfg.seed)
     ref = _sample(reference, cfg.max_texts, rng)
     cur = _sample(current, cfg.max_texts, rng)
@@ -298,7 +306,8 @@ def _drift_report(reference: list[str], current: list[str], cfg: DriftConfig,
     report = {"drift": bool(drifted), "drifted_signals": drifted, "signals": signals,
               "reference": {"texts": len(reference), "used": len(ref), "tokens": int(sum(map(len, ref_toks)))},
               "current": {"texts": len(current), "used": len(cur), "tokens": int(sum(map(len, cur_toks)))},
-              "config": {k: v for k, v in asdict(cfg).items() if k != "signals"} | {"signals": list(cfg.signals)}}
+              "config": {n: v for n, v in asdict(cfg).items() if n not in ("signals", "alpha")}
+              | {"alpha": family_alpha, "alpha_per_signal": cfg.alpha, "signals": list(cfg.signals)}}
     if embed is None:
         report["notes"] = ["embedding signals skipped (no embedder)"]
     if keep_artifacts:

@@ -106,7 +106,7 @@ figure{{display:inline-block;margin:1em}}pre{{background:#f6f6f6;padding:1em;ove
 </style></head><body><h1>{html.escape(title)}</h1>
 <h2 style="color:{'#b00' if report['drift'] else '#070'}">{verdict}</h2>
 <p>reference: {report['reference']['texts']} texts, current: {report['current']['texts']} texts;
-alpha = {report['config']['alpha']}</p>
+alpha = {report['config']['alpha']} (each signal at {report['config']['alpha_per_signal']:.4g})</p>
 <table><tr><th>signal</th><th>verdict</th><th>p-value</th><th>effect</th></tr>{rows}</table>
 {imgs}<details><summary>JSON</summary><pre>{html.escape(json.dumps(public, indent=2, ensure_ascii=False))}</pre></details>
 </body></html>"""
