@@ -70,6 +70,8 @@ def test_infer_errors_are_v2_shaped(server, triton):
         ({"inputs": []}, "inputs"),
         ({**ok, "parameters": {"max_tokens": "many"}}, "max_tokens"),
         ({**ok, "parameters": {"temperature": -1.0}}, "temperature"),
+        ({**ok, "outputs": [{"name": "logits"}]}, "unknown output"),
+        ({**ok, "parameters": {"user": 5}}, "user"),
     ]
     for body, word in bad:
         r = httpx.post(url, json=body, headers=AUTH)

@@ -2,7 +2,7 @@
 
 Routes (KServe/Triton REST): `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}[/versions/{v}]`,
 `.../ready`, `POST .../infer`. A request carries a BYTES tensor `text_input` (shape [1] or [N]) and optional
-request `parameters` (max_tokens, temperature, top_p, stop, seed); the answer is a BYTES tensor `text_output`
+request `parameters` (max_tokens, temperature, top_p, stop, seed; `user` keeps a canary split sticky); the answer is a BYTES tensor `text_output`
 of the same shape. Inference runs through the completions handler, so validation, canary routing, metrics
 and the request log are the ones the OpenAI endpoints use. Errors are V2's `{"error": "..."}` with 400 for a
 bad tensor and 404 for an unknown model. Triton's binary tensor extension (`Inference-Header-Content-Length`)
@@ -154,6 +154,10 @@ def completion_request(model: str, texts: list[str], parameters: Any) -> P.Compl
             kw[key] = v
     if isinstance(kw.get("stop"), list) and not all(isinstance(s, str) for s in kw["stop"]):
         raise V2Error(400, "parameter 'stop' must be a string or a list of strings")
+    if "user" in params:  # canary stickiness, as the OpenAI `user` field
+        if not isinstance(params["user"], str):
+            raise V2Error(400, "parameter 'user' must be a string")
+        kw["user"] = params["user"]
     kw.setdefault("temperature", 0.0)
     try:
         return P.CompletionRequest(model=model, prompt=texts if len(texts) > 1 else texts[0], **kw)
@@ -232,6 +236,10 @@ def make_router(state: Any, handler_cls: Any, auth: Any = None) -> APIRouter:
             _check_model(state, name, version)
             body, binary = await _read_body(request)
             texts = parse_inputs(body, binary)
+            for o in body.get("outputs") or []:
+                if not isinstance(o, dict) or o.get("name") != OUTPUT:
+                    raise V2Error(400, f"unknown output {o.get('name') if isinstance(o, dict) else o!r}; "
+                                       f"this model has one BYTES output '{OUTPUT}'")
             creq = completion_request(name, texts, body.get("parameters"))
             routed = state.route(creq, version)
             result = await handler_cls(routed, creq).respond(request)
