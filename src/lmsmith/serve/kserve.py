@@ -2,8 +2,8 @@
 
 Routes (KServe/Triton REST): `GET /v2`, `/v2/health/live`, `/v2/health/ready`, `/v2/models/{name}[/versions/{v}]`,
 `.../ready`, `POST .../infer`. A request carries a BYTES tensor `text_input` (shape [1] or [N]) and optional
-request `parameters` (max_tokens, temperature, top_p, stop, seed; `user` keeps a canary split sticky); the answer is a BYTES tensor `text_output`
-of the same shape. Inference runs through the completions handler, so validation, canary routing, metrics
+request `parameters` (max_tokens, temperature, top_p, stop, seed; `user` keeps a canary split sticky); the
+answer is a BYTES tensor `text_output` of the same shape. Inference runs through the completions handler, so validation, canary routing, metrics
 and the request log are the ones the OpenAI endpoints use. Errors are V2's `{"error": "..."}` with 400 for a
 bad tensor and 404 for an unknown model. Triton's binary tensor extension (`Inference-Header-Content-Length`)
 is accepted and answered, so `tritonclient` works with its defaults.
