@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -17,7 +18,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 PII = "Mail me at jan.novak@example.cz or call +420 601 234 567, my IP is 192.168.10.20."
 
 
-def test_server_logs_requests_with_pii_scrubbed(make_server, tmp_path):
+def test_server_logs_requests_with_pii_scrubbed(make_server, tmp_path, capsys):
     rl = RequestLog(RequestLogConfig(str(tmp_path / "log")))
     srv = make_server(request_log=rl, version="3")
     with httpx.Client(base_url=srv.url, headers=AUTH, timeout=30) as c:
@@ -46,6 +47,16 @@ def test_server_logs_requests_with_pii_scrubbed(make_server, tmp_path):
     assert len(read_log(tmp_path / "log")) == 4  # successful ones by default
     assert load_texts(tmp_path / "log", field="completion")
     assert 'lmsmith_request_log_rows_total{outcome="written"} 5.0' in httpx.get(f"{srv.url}/metrics").text
+    from lmsmith.cli import main
+
+    assert main(["monitor", "log", str(tmp_path / "log"), "--json"]) == 0
+    groups = {g["model"]: g for g in json.loads(capsys.readouterr().out)}
+    assert groups["tiny"]["requests"] == 4 and groups["tiny"]["errors"] == 0 and groups["tiny"]["version"] == "3"
+    assert groups["tiny"]["completion_tokens"] == sum(r["completion_tokens"] for r in rows[:4])
+    assert groups["tiny"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in rows[:4]) and groups["tiny"]["latency_p50_s"] > 0
+    assert groups[""]["errors"] == 1 and groups[""]["error_rate"] == 1.0  # the 404 (no model: it was refused)
+    assert main(["monitor", "log", str(tmp_path / "log")]) == 0
+    assert "request log" in capsys.readouterr().out
 
 
 def _row(i: int) -> dict:

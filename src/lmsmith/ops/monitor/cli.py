@@ -75,6 +75,32 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_log(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from rich.table import Table
+
+    from lmsmith.ops.monitor.logs import read_log, summarize
+
+    groups = summarize(read_log(args.log, args.since, args.until, status=None))
+    if args.json:
+        sys.stdout.write(json.dumps(groups, indent=2) + "\n")
+        return 0
+
+    def when(ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+    t = Table("model", "version", "requests", "errors", "latency p50 / p95", "TTFT p50", "tokens in / out", "from", "to",
+              title=f"request log {args.log}")
+    for g in groups:
+        lat = "-" if g["latency_p50_s"] is None else f"{g['latency_p50_s']:.3f} / {g['latency_p95_s']:.3f} s"
+        t.add_row(g["model"] or "-", g["version"] or "-", str(g["requests"]), f"{g['errors']} ({g['error_rate']:.1%})",
+                  lat, "-" if g["ttft_p50_s"] is None else f"{g['ttft_p50_s']:.3f} s",
+                  f"{g['prompt_tokens']:,} / {g['completion_tokens']:,}", when(g["first"]), when(g["last"]))
+    out.print(t)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("monitor", help="monitor served traffic: drift of inputs/outputs, answer quality by a judge")
     msub = p.add_subparsers(dest="monitor_command", metavar="WHAT", required=True)
@@ -99,6 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--html", metavar="FILE", help="write an HTML report with plots")
     d.add_argument("--fail-on-drift", action="store_true", help="exit with status 4 when drift is found (CI, cron)")
     d.set_defaults(func=cmd_drift)
+    g = msub.add_parser("log", help="what the request log holds: requests, errors, latency and tokens per version")
+    g.add_argument("log", help="request-log DIR (from `lmsmith serve --log-requests DIR`)")
+    g.add_argument("--since", help="window start (ISO time, unix seconds, or an age: 24h)")
+    g.add_argument("--until", help="window end")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(func=cmd_log)
     j = msub.add_parser("judge", help="grade a sample of logged answers with an LLM judge; track the score per version")
     j.add_argument("--log", required=True, help="request-log DIR (from `lmsmith serve --log-requests DIR`)")
     j.add_argument("--judge", help="judge model ref (or --endpoint URL --api-model NAME)")

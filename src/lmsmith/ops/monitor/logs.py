@@ -143,3 +143,28 @@ def load_texts(source: str | Path, field: str = "prompt", since: str | float | N
         raise LmsmithError(f"{p} has no texts" + (" in that time window" if p.is_dir() and (since or until) else ""),
                            "records need `text`, `messages`, or `prompt`/`completion`")
     return texts
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, version): requests, errors, latency and TTFT percentiles, tokens, time window."""
+    import numpy as np
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r.get("model") or ""), str(r.get("version") or "")), []).append(r)
+    out = []
+    for (model, version), rs in sorted(groups.items()):
+        ok = [r for r in rs if r.get("status") == 200]
+        lat = np.array([r["latency_s"] for r in ok if r.get("latency_s") is not None], float)
+        ttft = np.array([r["ttft_s"] for r in ok if r.get("ttft_s") is not None], float)
+
+        def pct(a: np.ndarray, q: float) -> float | None:
+            return round(float(np.percentile(a, q)), 4) if len(a) else None
+
+        out.append({"model": model, "version": version, "requests": len(rs), "errors": len(rs) - len(ok),
+                    "error_rate": round((len(rs) - len(ok)) / len(rs), 4),
+                    "latency_p50_s": pct(lat, 50), "latency_p95_s": pct(lat, 95), "ttft_p50_s": pct(ttft, 50),
+                    "prompt_tokens": int(sum(r.get("prompt_tokens") or 0 for r in ok)),
+                    "completion_tokens": int(sum(r.get("completion_tokens") or 0 for r in ok)),
+                    "first": min(r["ts"] for r in rs), "last": max(r["ts"] for r in rs)})
+    return out
