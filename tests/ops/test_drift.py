@@ -118,6 +118,14 @@ def test_cli_on_a_request_log_window(traffic, tmp_path, capsys):
     code = main(["monitor", "drift", "--reference", str(tmp_path / "log"), "--current", str(tmp_path / "log"),
                  "--until", str(t0 + 80), "--embedder", "none", "--json", "--fail-on-drift"])
     assert code == 0 and json.loads(capsys.readouterr().out)["drift"] is False
+    # thresholds and signals from a YAML file, flags win
+    (tmp_path / "drift.yaml").write_text("signals: [language, length]\nembedder: none\nalpha: 0.2\n")
+    code = main(["monitor", "drift", "--reference", str(tmp_path / "log"), "--reference-until", str(t0 + 80),
+                 "--current", str(tmp_path / "log"), "--since", str(t0 + 80), "--config", str(tmp_path / "drift.yaml"),
+                 "--alpha", "0.1", "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert code == 0 and set(rep["signals"]) == {"language", "length"} and rep["config"]["alpha"] == 0.1
+    assert rep["config"]["alpha_per_signal"] == pytest.approx(0.05)
 
 
 def test_bad_inputs(tmp_path, capsys):

@@ -12,6 +12,7 @@ from lmsmith.progress import console, out
 def cmd_drift(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from lmsmith.config import config_from_args
     from lmsmith.ops.monitor.drift import DriftConfig, drift_report
     from lmsmith.ops.monitor.embed import get_embedder
     from lmsmith.ops.monitor.logs import load_texts
@@ -21,10 +22,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
     ref = load_texts(args.reference, args.field, since=args.reference_since if own else args.since,
                      until=args.reference_until if own else args.until)
     cur = load_texts(args.current, args.field, **window)
-    cfg = DriftConfig(alpha=args.alpha, permutations=args.permutations, seed=args.seed, max_embed=args.max_embed,
-                      embedder=args.embedder, languages=tuple(args.languages.split(",")) if args.languages else ())
-    with console.status("loading the embedder" if args.embedder != "none" else "comparing"):
-        embed = get_embedder(args.embedder)
+    cfg = config_from_args(DriftConfig, args)
+    with console.status("loading the embedder" if cfg.embedder != "none" else "comparing"):
+        embed = get_embedder(cfg.embedder)
     with console.status(f"comparing {len(ref)} reference and {len(cur)} current texts"):
         report = drift_report(ref, cur, cfg, embed=embed, keep_artifacts=bool(args.html))
     if args.html:
@@ -102,6 +102,9 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lmsmith.config import add_config_args
+    from lmsmith.ops.monitor.drift import DriftConfig
+
     p = sub.add_parser("monitor", help="monitor served traffic: drift of inputs/outputs, answer quality by a judge")
     msub = p.add_subparsers(dest="monitor_command", metavar="WHAT", required=True)
     d = msub.add_parser("drift", help="compare current traffic to a reference: tokens, lengths, languages, embeddings")
@@ -113,14 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--until", help="request logs: end of the window")
     d.add_argument("--reference-since", help="window of the reference log, when it differs")
     d.add_argument("--reference-until", help="window of the reference log, when it differs")
-    d.add_argument("--embedder", default="all-MiniLM-L6-v2",
-                   help="sentence embedder for the embedding signals: all-MiniLM-L6-v2 (default), a local model dir, or none")
-    d.add_argument("--alpha", type=float, default=0.05,
-                   help="false-alarm rate of the overall verdict (each signal is tested at alpha / signals)")
-    d.add_argument("--permutations", type=int, default=400, help="permutations of the permutation tests")
-    d.add_argument("--max-embed", type=int, default=1000, help="texts per side embedded (a seeded sample beyond)")
-    d.add_argument("--languages", help="restrict language ID to these ISO codes, e.g. cs,sk,en")
-    d.add_argument("--seed", type=int, default=0)
+    add_config_args(d, DriftConfig)  # --alpha, --permutations, --embedder, --min-psi, ... (or --config FILE.yaml)
     d.add_argument("--json", action="store_true", help="print one JSON object (drift, signals, ...)")
     d.add_argument("--html", metavar="FILE", help="write an HTML report with plots")
     d.add_argument("--fail-on-drift", action="store_true", help="exit with status 4 when drift is found (CI, cron)")

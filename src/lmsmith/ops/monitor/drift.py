@@ -21,34 +21,48 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
 
+from pydantic import Field, field_validator
+
+from lmsmith.config import Config
 from lmsmith.errors import LmsmithError
 
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
-@dataclass
-class DriftConfig:
-    alpha: float = 0.05  # family-wise: each signal is tested at alpha / (number of signals)
-    permutations: int = 400
-    seed: int = 0
-    max_texts: int = 20_000  # per side for the token/length/language signals (a seeded sample beyond)
-    max_embed: int = 1_000  # per side for the embedding signals
-    top_new: int = 20
-    min_unseen_excess: float = 0.05
-    min_vocab_log_ratio: float = 0.10
-    min_psi: float = 0.10
-    min_language_tvd: float = 0.10
-    min_auc: float = 0.60
-    embedder: str = "all-MiniLM-L6-v2"  # or "none"
-    languages: tuple[str, ...] = ()  # restrict language ID to these ISO codes
-    signals: tuple[str, ...] = field(default_factory=lambda: (
-        "unseen_tokens", "vocabulary", "length", "language", "domain_classifier", "mmd"))
+SIGNALS = ("unseen_tokens", "vocabulary", "length", "language", "domain_classifier", "mmd")
+
+
+class DriftConfig(Config):
+    alpha: float = Field(0.05, gt=0, lt=1, description="false-alarm rate of the overall verdict; each signal is "
+                         "tested at alpha / (number of signals)")
+    permutations: int = Field(400, ge=10, description="permutations of the permutation tests")
+    seed: int = Field(0, description="seed of the samples, permutations and folds")
+    max_texts: int = Field(20_000, ge=10, description="texts per side for the token, length and language signals "
+                           "(a seeded sample beyond)")
+    max_embed: int = Field(1_000, ge=10, description="texts per side embedded (a seeded sample beyond)")
+    top_new: int = Field(20, ge=0, description="new tokens to list")
+    min_unseen_excess: float = Field(0.05, ge=0, description="unseen-token share above its expected value that counts")
+    min_vocab_log_ratio: float = Field(0.10, ge=0, description="|log unique-token ratio| shift that counts")
+    min_psi: float = Field(0.10, ge=0, description="length PSI that counts")
+    min_language_tvd: float = Field(0.10, ge=0, le=1, description="language-mix total variation that counts")
+    min_auc: float = Field(0.60, ge=0.5, le=1, description="domain-classifier ROC AUC that counts")
+    embedder: str = Field("all-MiniLM-L6-v2", description="sentence embedder for the embedding signals: "
+                          "all-MiniLM-L6-v2, a local model dir, or none")
+    languages: list[str] = Field([], description="restrict language ID to these ISO codes (cs,sk,en)")
+    signals: list[str] = Field(list(SIGNALS), description="signals to compute")
+
+    @field_validator("signals")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(SIGNALS))
+        if unknown or not v:
+            raise ValueError(f"unknown signals {unknown}; choose from {', '.join(SIGNALS)}")
+        return v
 
 
 def tokenize(text: str) -> list[str]:
@@ -270,7 +284,7 @@ def _drift_report(reference: list[str], current: list[str], cfg: DriftConfig,
     family_alpha = cfg.alpha
     if not 0 < family_alpha < 1:
         raise LmsmithError(f"alpha must be between 0 and 1, got {family_alpha}", "e.g. --alpha 0.05")
-    cfg = replace(cfg, alpha=family_alpha / max(1, k))
+    cfg = cfg.model_copy(update={"alpha": family_alpha / max(1, k)})
     if 1 / (cfg.permutations + 1) >= cfg.alpha:
         need = int(np.ceil(1 / cfg.alpha))
         raise LmsmithError(f"{cfg.permutations} permutations cannot reach a p-value below {cfg.alpha:.4g} "
@@ -306,8 +320,7 @@ def _drift_report(reference: list[str], current: list[str], cfg: DriftConfig,
     report = {"drift": bool(drifted), "drifted_signals": drifted, "signals": signals,
               "reference": {"texts": len(reference), "used": len(ref), "tokens": int(sum(map(len, ref_toks)))},
               "current": {"texts": len(current), "used": len(cur), "tokens": int(sum(map(len, cur_toks)))},
-              "config": {n: v for n, v in asdict(cfg).items() if n not in ("signals", "alpha")}
-              | {"alpha": family_alpha, "alpha_per_signal": cfg.alpha, "signals": list(cfg.signals)}}
+              "config": cfg.model_dump(exclude={"alpha"}) | {"alpha": family_alpha, "alpha_per_signal": cfg.alpha}}
     if embed is None:
         report["notes"] = ["embedding signals skipped (no embedder)"]
     if keep_artifacts:
