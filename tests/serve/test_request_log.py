@@ -34,7 +34,7 @@ def test_server_logs_requests_with_pii_scrubbed(make_server, tmp_path, capsys):
     rows = read_log(tmp_path / "log", status=None)
     assert len(rows) == 5
     chat = rows[0]
-    assert chat["endpoint"] == "chat" and chat["status"] == 200 and chat["version"] == "3"
+    assert chat["endpoint"] == "chat" and chat["status"] == 200 and chat["version"] == "3" and chat["served"] == "tiny"
     assert "<EMAIL>" in chat["prompt"] and "<PHONE>" in chat["prompt"] and "<IP>" in chat["prompt"]
     assert "example.cz" not in chat["prompt"] and "601" not in chat["messages"]
     assert chat["pii_scrubbed"] == 6  # in prompt and in messages

@@ -36,7 +36,8 @@ log = logging.getLogger("lmsmith.serve")
 PII_MODES = ("scrub", "keep", "drop")
 SEGMENT_GLOB = "requests-*.sqlite"
 COLUMNS = {  # name -> SQLite type; the schema readers (ops/monitor) rely on
-    "ts": "REAL", "request_id": "TEXT", "endpoint": "TEXT", "model": "TEXT", "version": "TEXT", "status": "INTEGER",
+    "ts": "REAL", "request_id": "TEXT", "endpoint": "TEXT", "model": "TEXT", "served": "TEXT", "version": "TEXT",
+    "status": "INTEGER",
     "user": "TEXT", "prompt": "TEXT", "messages": "TEXT", "completion": "TEXT", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "latency_s": "REAL", "ttft_s": "REAL", "finish_reason": "TEXT",
     "pii_scrubbed": "INTEGER",
@@ -112,7 +113,8 @@ class RequestLog:
     def log_handler(self, handler: Any, choices: list[Any], ttft: float | None, latency: float) -> None:
         """Rows of one finished OpenAI/V2 request (one per prompt), from the server's handler object."""
         b, s = handler.body, handler.s
-        base = {"ts": time.time(), "request_id": handler.id, "model": getattr(b, "model", None), "version": s.version,
+        base = {"ts": time.time(), "request_id": handler.id, "model": getattr(b, "model", None),
+                "served": s.model_name, "version": s.version,  # served: what the server follows, e.g. NAME@production
                 "status": 200, "user": getattr(b, "user", None), "latency_s": latency, "ttft_s": ttft}
         messages = getattr(b, "messages", None)
         if messages is not None:
