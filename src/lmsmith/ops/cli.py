@@ -272,7 +272,8 @@ def cmd_plan_cost(args: argparse.Namespace) -> int:
         if not r["fits"]:
             t.add_row(r["format"], "> 8", "-", "-", "-", "does not fit")
             continue
-        t.add_row("bf16 / fp16" if r["format"] == "bf16" else r["format"], str(r["gpus"]), f"{r['output_tok_s']:,.0f}", f"{r['usd_per_m_output']:.4f}",
+        label = "bf16 / fp16" if r["format"] == "bf16" else r["format"]
+        t.add_row(label, str(r["gpus"]), f"{r['output_tok_s']:,.0f}", f"{r['usd_per_m_output']:.4f}",
                   f"{r['usd_per_m_input']:.4f}", f"{r.get('cost_vs_bf16', 1):.2f}x")
     out.print(t)
     out.print(f"bf16 throughput: {res['bf16_output_tok_s']:,.0f} output tok/s ({res['throughput_source']})")
