@@ -176,3 +176,27 @@ def test_rollback_restores_previous_alias_target(versions):
 class _Body:
     def __init__(self, user):
         self.user = user
+
+
+def test_request_routed_before_a_swap_is_admitted_after_it(routed_server, versions):
+    """Routing happens before tokenization (which may run off the event loop); a version that retires in
+    between hands its not-yet-admitted requests to the version serving now, not a 503."""
+    import asyncio
+
+    from lmsmith.serve.sampling_params import SamplingParams
+
+    router = routed_server.router
+    lease = router.pick(routed_server.app.state.lmsmith).async_engine
+    assert lease.backend.version == 1
+    deploy.move_alias("tiny@2", "production", versions)
+    _wait(lambda: set(router.backends) == {2} and lease.backend.retired and not lease.backend.aeng.accepting)
+    new = router.backends[2].aeng
+    loop = new._loop
+
+    async def admit():
+        handle = await lease.add("late-1", [1, 2, 3], SamplingParams(max_tokens=2))
+        outs = [o async for o in handle]
+        return handle.owner, outs
+
+    owner, outs = asyncio.run_coroutine_threadsafe(admit(), loop).result(timeout=30)
+    assert owner is new and outs[-1].finished

@@ -91,6 +91,25 @@ class Backend:
     engine: Any
     aeng: AsyncEngine
     metrics: Any
+    retired: bool = False
+
+
+class Lease:
+    """The async engine a request was routed to. If that version retires between routing and admission (a
+    swap while the prompt was being tokenized off the event loop), the request is admitted to the version
+    serving now instead of being refused: the check and the admission happen without yielding the loop."""
+
+    def __init__(self, router: "Router", backend: Backend):
+        self.router, self.backend = router, backend
+
+    async def add(self, request_id: str, prompt: Any, params: Any) -> Any:
+        b = self.backend
+        if b.retired:
+            b = self.router.backends.get(self.router.target.stable, b)
+        return await b.aeng.add(request_id, prompt, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend.aeng, name)
 
 
 class Router:
@@ -179,7 +198,7 @@ class Router:
             if u < t.weight / 100.0:
                 v = t.canary
         b = self.backends.get(v) or self.backends[t.stable]
-        return dataclasses.replace(state, engine=b.engine, async_engine=b.aeng, metrics=b.metrics,
+        return dataclasses.replace(state, engine=b.engine, async_engine=Lease(self, b), metrics=b.metrics,
                                    version=str(b.version), router=None)
 
     async def _watch(self) -> None:
@@ -221,6 +240,7 @@ class Router:
             await self._retire(b)
 
     async def _retire(self, b: Backend) -> None:
+        b.retired = True  # requests routed here but not yet admitted go to the new version
         deadline = time.monotonic() + self.drain_timeout
         while b.aeng.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
