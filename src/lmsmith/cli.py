@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "lmsmith.compress.cli",
     "lmsmith.guard.cli",
     "lmsmith.serve.cli",
+    "lmsmith.ops.deploy_cli",
+    "lmsmith.ops.monitor.cli",
     "lmsmith.ui.cli",
     "lmsmith.demo",
 ]

@@ -135,7 +135,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
         reg.remove_alias(name, args.alias)
         out.print(f"removed alias {name}@{args.alias}")
         return 0
-    mv = reg.set_alias(args.ref, args.alias)
+    from lmsmith.ops.deploy import move_alias
+
+    mv = move_alias(args.ref, args.alias, reg)  # remembers the previous target for `lmsmith deploy rollback`
     out.print(f"{mv.name}@{args.alias} -> {mv.ref}")
     return 0
 
@@ -379,9 +381,60 @@ def cmd_plan_serve(args: argparse.Namespace) -> int:
     return 0 if plan["fits"] else 3
 
 
+def cmd_plan_cost(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lmsmith.ops.cost import default_results, parse_price, plan_cost, scrape_rates
+    from lmsmith.ops.planner import load_shape
+
+    name, shape = load_shape(args.model)
+    tps, in_tps, source = args.tokens_per_s, args.input_tokens_per_s, None
+    if args.metrics_url and tps is None:
+        with console.status(f"measuring {args.metrics_url} for {args.window:g} s"):
+            rates = scrape_rates(args.metrics_url, args.window, args.served_model)
+        tps, in_tps = rates["output_tok_s"], in_tps or rates["input_tok_s"] or None
+        source = f"live: {args.metrics_url} over {args.window:g} s"
+    res = plan_cost(name, shape, gpu=args.gpu, price_per_gpu_hour=parse_price(args.price), tokens_per_s=tps,
+                    input_tokens_per_s=in_tps, results=[Path(p) for p in args.results] if args.results else default_results(),
+                    context=args.context, concurrency=args.concurrency, source=source)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    t = Table("format", "GPUs", "output tok/s", "$/M output", "$/M input", "vs bf16",
+              title=f"serving {name} on {args.gpu} at ${res['usd_per_gpu_hour']:g}/GPU-hour "
+                    f"({args.concurrency} x {args.context} tokens of KV cache)")
+    for r in res["formats"]:
+        if not r["fits"]:
+            t.add_row(r["format"], "> 8", "-", "-", "-", "does not fit")
+            continue
+        label = "bf16 / fp16" if r["format"] == "bf16" else r["format"]
+        t.add_row(label, str(r["gpus"]), f"{r['output_tok_s']:,.0f}", f"{r['usd_per_m_output']:.4f}",
+                  f"{r['usd_per_m_input']:.4f}", f"{r.get('cost_vs_bf16', 1):.2f}x")
+    out.print(t)
+    out.print(f"bf16 throughput: {res['bf16_output_tok_s']:,.0f} output tok/s ({res['throughput_source']})")
+    for r in res["formats"]:
+        if r["format"] != "bf16":
+            out.print(f"{r['format']} speed: {r['speed_source']}")
+    return 0
+
+
 def register_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="capacity planning: memory per GPU and expected speed, before you rent GPUs")
     psub = p.add_subparsers(dest="plan_command", metavar="WHAT", required=True)
+    c = psub.add_parser("cost", help="price per million input/output tokens from measured tokens/s, bf16 vs int8/int4/fp8")
+    c.add_argument("--model", required=True, help="a shape preset (llama-3.1-8b, …), a config.json, or a model ref")
+    c.add_argument("--gpu", default="h100", choices=["h100", "h200", "a100", "l40s"])
+    c.add_argument("--price", default="2.5/h", help="dollars per GPU-hour: 2.5/h, 0.04/min, 1800/month")
+    c.add_argument("--tokens-per-s", type=float, help="measured bf16 output tokens/s per replica (overrides the rest)")
+    c.add_argument("--input-tokens-per-s", type=float, help="measured prefill tokens/s (default: compute-bound estimate)")
+    c.add_argument("--metrics-url", help="a running server's /metrics: measure tokens/s live")
+    c.add_argument("--served-model", help="with --metrics-url: count only this model_name")
+    c.add_argument("--window", type=float, default=30.0, help="with --metrics-url: seconds between the two scrapes")
+    c.add_argument("--results", nargs="+", help="benchmark result JSON files or directories (default: bench/results)")
+    c.add_argument("--context", type=int, default=4096, help="tokens per sequence the KV cache must hold")
+    c.add_argument("--concurrency", type=int, default=64, help="sequences served at once")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_plan_cost)
     for what in ("train", "serve"):
         s = psub.add_parser(what, help=f"plan {'training' if what == 'train' else 'serving'} (exit code 3 if it does not fit)")
         s.add_argument("--model", required=True, help="a shape preset (llama-3.2-1b, llama-3.1-8b, …), a config.json, or a model ref")

@@ -105,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
     from lmsmith.serve.guarding import GuardSettings
+    from lmsmith.serve.request_log import RequestLog, RequestLogConfig
     from lmsmith.serve.server import serve
 
     api_key = args.api_key or os.environ.get("LMSMITH_API_KEY")
@@ -115,7 +116,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         def setup(app):
             return mount_ui(app, api_key)
     guard = GuardSettings.parse(args.guard, args.guard_action, args.guard_threshold, args.guard_model)
-    serve(args.ref, host=args.host, port=args.port, api_key=api_key, setup=setup,
+    request_log = None
+    if args.log_requests:
+        request_log = RequestLog(RequestLogConfig(args.log_requests, sample=args.log_sample, pii=args.log_pii,
+                                                  max_file_mb=args.log_max_file_mb, max_total_mb=args.log_max_total_mb))
+    serve(args.ref, host=args.host, port=args.port, api_key=api_key, setup=setup, request_log=request_log,
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
           prompt_special_tokens=args.prompt_special_tokens, max_request_bytes=args.max_request_bytes,
@@ -146,7 +151,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
 
 
 def register_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    p = sub.add_parser("serve", help="serve a model over HTTP: the OpenAI API and KServe V2 (Open Inference Protocol)")
     p.add_argument("ref", help="model reference: NAME, NAME@VERSION, NAME@ALIAS or a path")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=PORT, default=8000)
@@ -170,6 +175,13 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
                    help="block: flagged requests get a 400 (code `guard`); flag: count them (outputs are redacted)")
     p.add_argument("--guard-threshold", type=number(float, 0, 1), help="input guard threshold (default: the model's)")
     p.add_argument("--guard-model", help="input guard model directory (default: the shipped one)")
+    p.add_argument("--log-requests", metavar="DIR", help="append requests (prompt, completion, tokens, latency, "
+                   "version, status) to SQLite segments in DIR, for `lmsmith monitor`")
+    p.add_argument("--log-sample", type=number(float, 0, 1, lo_open=True), default=1.0, help="share of requests to log (default: 1 = all)")
+    p.add_argument("--log-pii", default="scrub", choices=["scrub", "keep", "drop"],
+                   help="scrub e-mails/phones/IPs (default), keep text as is, or drop text (metadata only)")
+    p.add_argument("--log-max-file-mb", type=POSITIVE_FLOAT, default=64.0, help="start a new log segment past this size")
+    p.add_argument("--log-max-total-mb", type=POSITIVE_FLOAT, default=1024.0, help="delete the oldest segments past this")
     p.set_defaults(func=cmd_serve)
 
 

@@ -53,6 +53,13 @@ class ServerState:
         except Exception:
             return 1024
     guard: Any = None  # serve.guarding.ServerGuard when `--guard` is on
+    version: str | None = None  # the served registry version: a label on metrics and request-log rows
+    router: Any = None  # serve.routing.Router when following an alias or splitting a canary
+    request_log: Any = None  # serve.request_log.RequestLog with --log-requests
+
+    def route(self, body: Any = None, version: str | None = None) -> "ServerState":
+        """The state one request runs on: this one, or the engine/version the router picks for it."""
+        return self if self.router is None else self.router.pick(self, body, version)
 
     @property
     def tokenizer(self):
@@ -89,7 +96,7 @@ class _Handler:
     id_prefix = "x"
 
     def __init__(self, state: ServerState, body: Any):
-        self.s, self.body = state, body
+        self.s, self.body = state.route(body), body
         self.id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         self.t0 = time.monotonic()
         self.wall0 = time.time()  # the engine's request metrics are wall-clock times
@@ -205,6 +212,8 @@ class _Handler:
         if None not in (arrived, scheduled, first):
             self.s.metrics.observe_ttft_phases({"admit": arrived - self.wall0, "queue": scheduled - arrived,
                                                 "prefill": first - scheduled, "deliver": self.wall_first - first})
+        if self.s.request_log is not None:
+            self.s.request_log.log_handler(self, choices, ttft, now - self.t0)
 
     def usage(self, choices: list[ChoiceState]) -> P.Usage:
         gen = sum(len(c.token_ids) for c in choices)

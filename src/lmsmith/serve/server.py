@@ -27,6 +27,7 @@ from lmsmith.serve.api_errors import APIError, install_error_handlers
 from lmsmith.serve.async_engine import AsyncEngine
 from lmsmith.serve.guarding import GuardSettings, ServerGuard
 from lmsmith.serve.handlers import ChatHandler, CompletionHandler, ServerState
+from lmsmith.serve.kserve import make_router as kserve_router
 from lmsmith.serve.metrics import CONTENT_TYPE, ServerMetrics
 
 __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "free_port"]
@@ -35,37 +36,50 @@ __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "fr
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
                drain_timeout: float = 30.0, prompt_special_tokens: bool = False,
-               max_request_bytes: int = 8 * 1024 * 1024, guard: GuardSettings | None = None) -> FastAPI:
+               max_request_bytes: int = 8 * 1024 * 1024, guard: GuardSettings | None = None,
+               version: str | None = None, router: Any = None, request_log: Any = None) -> FastAPI:
     """The FastAPI app serving `engine` under the name `model_name` (and `aliases`).
 
     `prompt_special_tokens`: let /v1/completions prompt text spell control tokens (trusted clients only);
-    `guard` turns on the input/output guard (serve.guarding)."""
+    `guard` turns on the input/output guard (serve.guarding); `router` (serve.routing) follows a registry
+    alias and splits canary traffic; `request_log` (serve.request_log) records requests."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
     names |= {n.split("@")[0] for n in list(names)}
-    state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats), model_name=model_name,
-                        aliases=names, api_key=api_key, max_num_seqs=max_num_seqs,
+    state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats, model_name, version),
+                        aliases=names, api_key=api_key, max_num_seqs=max_num_seqs, model_name=model_name,
                         tool_format=toolcalls.detect_format(getattr(engine.tokenizer, "chat_template", None)),
-                        prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes)
+                        prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes,
+                        version=version, router=router, request_log=request_log)
     if guard is not None:
         state.guard = ServerGuard(guard, state.metrics.registry, engine.tokenizer)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         aeng.start()
+        if router is not None:
+            await router.start(state, aeng, drain_timeout)
+        if request_log is not None:
+            request_log.start()
         try:
             yield
         finally:
-            await aeng.drain(drain_timeout)
-            aeng.stop()
+            if router is not None:
+                await router.stop()
+            await state.async_engine.drain(drain_timeout)  # the router may have swapped it
+            state.async_engine.stop()
             state.prep_pool.shutdown(wait=False)
+            if request_log is not None:
+                request_log.close()
 
+    if request_log is not None:
+        state.metrics.registry.register(request_log)  # lmsmith_request_log_rows_total{outcome}
     app = FastAPI(title="lmsmith", version="1", lifespan=lifespan)
     app.state.lmsmith = state
     install_error_handlers(app)
     app.add_middleware(_BodyLimit, limit=max_request_bytes)
-    app.add_middleware(_StatusCounter, metrics=state.metrics)
+    app.add_middleware(_StatusCounter, metrics=state.metrics, request_log=request_log)
 
     async def auth(request: Request) -> None:  # async: a sync dependency would hop to a worker thread per request
         if not state.api_key:
@@ -78,9 +92,9 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        if not aeng.accepting:
+        if not state.async_engine.accepting:
             return JSONResponse({"status": "shutting down"}, status_code=503)
-        return JSONResponse({"status": "ok", "model": model_name, "running": aeng.in_flight})
+        return JSONResponse({"status": "ok", "model": model_name, "running": state.async_engine.in_flight})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -101,25 +115,30 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     async def completions(body: P.CompletionRequest, request: Request):
         return await CompletionHandler(state, body).respond(request)
 
+    app.include_router(kserve_router(state, CompletionHandler, auth))  # KServe V2 (Open Inference Protocol)
     return app
 
 
 class _StatusCounter:
     """Pure ASGI middleware counting responses by endpoint and status (works with streaming)."""
 
-    def __init__(self, app, metrics: ServerMetrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: ServerMetrics, request_log: Any = None):
+        self.app, self.metrics, self.request_log = app, metrics, request_log
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
         endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
-                                    "/metrics") else "other"
+                                    "/metrics") else "/v2/infer" if path.endswith("/infer") else "other"
+
+        t0 = time.monotonic()
 
         async def counting_send(message):
             if message["type"] == "http.response.start":
                 self.metrics.requests.labels(endpoint, str(message["status"])).inc()
+                if self.request_log is not None and message["status"] >= 400 and endpoint not in ("other", "/health"):
+                    self.request_log.log_error(endpoint, message["status"], time.monotonic() - t0)  # the audit trail
             await send(message)
 
         await self.app(scope, receive, counting_send)
@@ -232,17 +251,22 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
           prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024,
           guard: GuardSettings | None = None, setup: Callable[[FastAPI], Any] | None = None,
-          **engine_kwargs: Any) -> None:
-    """Load `ref` into the engine and serve it until SIGTERM/SIGINT. `setup(app)` may add routes (the UI)."""
+          request_log: Any = None, **engine_kwargs: Any) -> None:
+    """Load `ref` into the engine and serve it until SIGTERM/SIGINT. A registry `NAME@ALIAS` is followed:
+    moving the alias (or a canary, `lmsmith deploy`) swaps versions without dropping requests. `setup(app)`
+    may add routes (the UI)."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
+    from lmsmith.serve.routing import Router
 
     _check_port(host, port)  # before the (slow) model load
     with console.status(f"loading {ref}"):
-        engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
+        router = Router.for_ref(ref, lambda r: Engine(r, max_num_seqs=max_num_seqs, **engine_kwargs))
+        engine = router.initial_engine() if router else Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
                      max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
-                     prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes, guard=guard)
+                     prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes, guard=guard,
+                     version=router.initial_version if router else None, router=router, request_log=request_log)
     if setup is not None:
         setup(app)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
