@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",
     "lmsmith.serve.cli",
+    "lmsmith.align.cli",
     "lmsmith.demo",
 ]
 
