@@ -512,6 +512,9 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obj
         status = "FINISHED"
         return result
     finally:
+        close = getattr(objective, "close", None)
+        if close is not None:  # e.g. GRPO's rollout engine
+            close()
         if cfg.plot and env.is_main:
             try:
                 png = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")

@@ -125,7 +125,10 @@ def make_objective(cfg: Any) -> Objective:
         from lmsmith.train.reward import BradleyTerryLoss
 
         return BradleyTerryLoss(cfg)
-    raise ValueError(f"task {cfg.task!r} has no built-in objective; pass one to train(cfg, objective=...)")
+    from lmsmith.errors import LmsmithError
+
+    raise LmsmithError(f"task {cfg.task!r} has no built-in objective",
+                       "pass one to train(cfg, objective=...); for GRPO use lmsmith.align.grpo.train_grpo(cfg)")
 
 
 OBJECTIVES = {"pretrain": CausalLMLoss, "sft": CausalLMLoss}
