@@ -185,3 +185,10 @@ class GRPOConfig(TrainConfig):
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="(unused: GRPO reports rewards, not eval loss)")
     seq_len: int = Field(512, gt=1, description="maximum prompt length in tokens")
     engine_dtype: str = Field("auto", description="rollout engine dtype (auto: bf16 on CUDA, fp32 on CPU)")
+
+    @field_validator("reward", mode="before")
+    @classmethod
+    def _flatten_reward(cls, v: Any) -> list[str]:
+        """`--reward A B` or `--reward A,B` (the CLI gives a list of lists)."""
+        items = v if isinstance(v, list) else [v]
+        return [str(y) for x in items for y in (x if isinstance(x, list) else [x]) if str(y).strip()]
