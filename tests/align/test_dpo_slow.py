@@ -35,7 +35,7 @@ def test_lora_dpo_shifts_answers_to_the_preferred_style_and_keeps_paris(default_
               "chosen": [{"role": "assistant", "content": f"Certainly! {a}"}],
               "rejected": [{"role": "assistant", "content": a}]} for q, a in QA]
     data = write_jsonl(tmp_path / "pairs.jsonl", pairs)
-    res = train(DPOConfig(model=base, data=[str(data)], lora_r=16, lr=5e-4, beta=0.1, rpo_alpha=0.5, steps=24,
+    res = train(DPOConfig(model=base, data=[str(data)], lora_r=16, lr=5e-4, beta=0.1, rpo_alpha=0.5, steps=12,
                           batch_size=4, seq_len=128, warmup_steps=2, eval_fraction=0.0, mlflow=False, plot=False,
                           run_dir=str(tmp_path / "run"), output_name="polite"))
     mv = registry.get(res.ref)

@@ -82,6 +82,7 @@ class GRPOObjective:
         self.llm: Any = None
         self.rows: Any = None
         self.step = 0
+        self.stale = True
         self.timing = {"rollout_s": 0.0, "rollout_tokens": 0, "update_s": 0.0, "update_tokens": 0, "sync_s": 0.0}
         self._t_update = 0.0
         self._update_tokens = 0
@@ -105,7 +106,7 @@ class GRPOObjective:
         self.llm = LLM(ctx.base_ref or c.model, dtype=c.engine_dtype, device=str(ctx.device), max_num_seqs=seqs,
                        num_kv_blocks=blocks, max_model_len=longest + 1, block_size=block,
                        max_num_batched_tokens=max(2048, seqs * 64))
-        self.push(ctx.model)  # the policy as it starts (e.g. a LoRA adapter resumed from a checkpoint)
+        self.stale = True  # pushed before the first rollout: on resume the checkpoint is loaded after setup
 
     def push(self, model: nn.Module) -> None:
         t = time.perf_counter()
@@ -118,6 +119,9 @@ class GRPOObjective:
         from lmsmith.serve.sampling_params import SamplingParams
 
         c, g = self.cfg, self.cfg.group_size
+        if self.stale:
+            self.push(self.ctx.model)
+            self.stale = False
         rows_per_micro = [[self.rows[int(i)] for i in m["prompt_index"]] for m in micro]
         rows = [r for rs in rows_per_micro for r in rs]
         params = [SamplingParams(n=g, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens,
