@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "lmsmith.ops.deploy_cli",
     "lmsmith.ops.monitor.cli",
     "lmsmith.ui.cli",
+    "lmsmith.align.cli",
     "lmsmith.demo",
 ]
 

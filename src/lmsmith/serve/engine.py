@@ -189,6 +189,19 @@ class Engine:
             self._finish(seq, "abort", None)
             self._pending.append(self._output(seq, [], None))
 
+    def update_weights(self, weights: Any) -> int:
+        """Load new weights into the running model in place (HF parameter names -> tensors; a dict or pairs),
+        without reloading from disk: online RL pushes the policy here after every update. The prefix cache is
+        dropped (its KV was computed with the old weights). Returns the number of tensors loaded."""
+        if self.has_unfinished():
+            raise LmsmithError("cannot update weights while requests are running", "wait until they finish")
+        loader = getattr(self.runner, "load_weights", None)
+        if loader is None:
+            raise LmsmithError(f"the {type(self.runner).__name__} cannot load new weights in place")
+        n = loader(weights)
+        self.blocks.reset_prefix_cache()
+        return n
+
     def close(self) -> None:
         """Release what outlives the engine object: tensor-parallel worker processes and the process group."""
         close = getattr(self.runner, "close", None)

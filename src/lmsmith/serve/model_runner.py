@@ -167,6 +167,53 @@ class NativeRunner:
 
     supports_overlap = True
 
+    @torch.no_grad()
+    def load_weights(self, weights: Any) -> int:
+        """Copy new weights (HF names, e.g. from a model being trained) into the loaded model in place.
+
+        In place, so captured CUDA graphs and the bound CPU kernels keep pointing at the right memory; q/k/v and
+        gate/up go into their slices of the fused matrices. Returns the number of tensors copied."""
+        if self.quant is not None:
+            raise LmsmithError("cannot push weights into a quantized model", "roll out from the unquantized model")
+        if self.tp is not None:
+            raise LmsmithError("pushing weights into a tensor-parallel engine is not supported yet")
+        model, s = self.model, self.spec
+        rows = {"q": (0, s.num_heads * s.head_dim), "k": (s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim)}
+        rows["v"] = (rows["k"][0] + rows["k"][1], s.num_kv_heads * s.head_dim)
+        items = weights.items() if hasattr(weights, "items") else weights
+        n = 0
+        seen: set[str] = set()
+        for name, t in items:
+            parts = name.split(".")
+            if len(parts) == 6 and parts[0] == "model" and parts[1] == "layers":
+                layer = model.model.layers[int(parts[2])]
+                proj, kind = parts[4], parts[5]
+                if proj in ("q_proj", "k_proj", "v_proj"):
+                    start, size = rows[proj[0]]
+                    dst = layer.self_attn.qkv_w if kind == "weight" else layer.self_attn.qkv_b
+                    dst[start:start + size].copy_(t)
+                    n += 1
+                    continue
+                if proj in ("gate_proj", "up_proj"):
+                    half = s.intermediate_size
+                    start = 0 if proj == "gate_proj" else half
+                    dst = layer.mlp.gu_w if kind == "weight" else layer.mlp.gu_b
+                    dst[start:start + half].copy_(t)
+                    n += 1
+                    continue
+            try:
+                dst = model.get_parameter(name)
+            except AttributeError:
+                continue  # e.g. rotary inv_freq: not a weight of ours
+            dst.copy_(t)
+            seen.add(name)
+            n += 1
+        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
+        if "model.embed_tokens.weight" in seen and "lm_head.weight" not in seen and s.tie_word_embeddings \
+                and head.data_ptr() != emb.data_ptr():
+            head.copy_(emb)  # tied in the checkpoint, two tensors here (e.g. after the move to the GPU)
+        return n
+
     @torch.inference_mode()
     def decode_step(self, batch: list[ScheduledSeq], prev_tokens: torch.Tensor | None,
                     src_rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -425,6 +472,17 @@ class HFRunner:
 
     def allocate_kv(self, num_blocks: int, block_size: int, max_num_seqs: int = 64) -> None:
         self.block_size = block_size
+
+    @torch.no_grad()
+    def load_weights(self, weights: Any) -> int:
+        """Copy new weights (HF names) into the transformers model in place."""
+        sd = self.model.state_dict()
+        n = 0
+        for name, t in (weights.items() if hasattr(weights, "items") else weights):
+            if name in sd:
+                sd[name].copy_(t)
+                n += 1
+        return n
 
     @torch.inference_mode()
     def execute(self, batch: list[ScheduledSeq]) -> torch.Tensor:

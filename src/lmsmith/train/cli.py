@@ -11,11 +11,15 @@ import yaml
 from lmsmith.config import POSITIVE_INT, add_config_args, build, config_from_args
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import out
-from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
+from lmsmith.train.config import DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
 
 EXAMPLES = {
     "pretrain": "lmsmith train pretrain --model tiny --data corpus/ --seq-len 512 --steps 1000 --output-name tiny-cs",
     "sft": "lmsmith train sft --model smollm2-135m-instruct --data chat.jsonl --lora-r 16 --epochs 3 --output-name my-sft",
+    "dpo": "lmsmith train dpo --model my-sft --data pairs.jsonl --beta 0.1 --loss sigmoid --lora-r 16 --output-name my-dpo",
+    "rm": "lmsmith train rm --model smollm2-135m-instruct --data pairs.jsonl --output-name my-rm",
+    "grpo": "lmsmith train grpo --model my-sft --prompts tasks.jsonl --reward verifier:exact_number --group-size 8 "
+            "--output-name my-grpo",
 }
 
 
@@ -51,7 +55,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if needs_relaunch(cfg.nproc):  # --nproc N: the same command again, under torchrun
         return relaunch(int(cfg.nproc or 1), _argv(args))
     t0 = time.time()
-    return _report(train(cfg, getattr(args, "command_line", None)), time.time() - t0)
+    return _report(train(cfg, getattr(args, "command_line", None), _objective(cfg)), time.time() - t0)
+
+
+def _objective(cfg: TrainConfig):
+    """GRPO's objective needs the engine, so it lives in the align stage; this command module (the composition
+    root, imported by nobody) wires it in. The loop itself never imports align or serve."""
+    if cfg.task != "grpo":
+        return None
+    from lmsmith.align.grpo import GRPOObjective
+
+    return GRPOObjective(cfg)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -74,7 +88,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if needs_relaunch(cfg.nproc):
         return relaunch(int(cfg.nproc or 1), _argv(args))
     t0 = time.time()
-    return _report(train(cfg, getattr(args, "command_line", None)), time.time() - t0)
+    return _report(train(cfg, getattr(args, "command_line", None), _objective(cfg)), time.time() - t0)
 
 
 def _tune(parser: argparse.ArgumentParser) -> None:
@@ -87,17 +101,27 @@ def _tune(parser: argparse.ArgumentParser) -> None:
         if action.dest == "model_config_file":
             action.option_strings.append("--model-config")
             parser._option_string_actions["--model-config"] = action
+        if action.dest == "reward":
+            action.nargs = "+"
+        if action.dest == "data" and parser.get_default("config_cls") is GRPOConfig:
+            action.option_strings.append("--prompts")  # GRPO data are prompts: --prompts reads better
+            parser._option_string_actions["--prompts"] = action
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pretrain, continue pretraining or fine-tune (SFT, LoRA, QLoRA) a model")
     tsub = p.add_subparsers(dest="train_command", metavar="COMMAND", parser_class=type(p))
     for name, cls, help_text in (("pretrain", PretrainConfig, "(continued) pretraining on text corpora, packed"),
-                                 ("sft", SFTConfig, "supervised fine-tuning on chat JSONL (LoRA by default)")):
+                                 ("sft", SFTConfig, "supervised fine-tuning on chat JSONL (LoRA by default)"),
+                                 ("dpo", DPOConfig, "preference tuning on chosen/rejected pairs (DPO, IPO, hinge, "
+                                                    "SimPO, ORPO)"),
+                                 ("rm", RMConfig, "a Bradley-Terry reward model (scalar head) on preference pairs"),
+                                 ("grpo", GRPOConfig, "online RL with verifiable rewards (GRPO), rollouts from "
+                                                      "lmsmith's engine")):
         q = tsub.add_parser(name, help=help_text, description=f"{help_text}. Example: {EXAMPLES[name]}")
         add_config_args(q, cls)
-        _tune(q)
         q.set_defaults(func=cmd_train, config_cls=cls)
+        _tune(q)
     r = tsub.add_parser("resume", help="continue a run from its last checkpoint (exactly)")
     r.add_argument("run_dir", metavar="RUN_DIR", help="the run directory")
     r.add_argument("--nproc", type=POSITIVE_INT, default=None, help="processes to resume on (default: as the run was started)")

@@ -21,7 +21,7 @@ RESUME_MUTABLE = {"resume", "run_dir", "save_every", "keep_checkpoints", "tracki
 class TrainConfig(Config):
     """Options shared by every training command (the loop's knobs)."""
 
-    task: Literal["pretrain", "sft"] = Field("pretrain", description="what to train (set by the command)")
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = Field("pretrain", description="what to train (set by the command)")
     model: str | None = Field(None, description="model ref to start from (registry name[@version] or path)")
     model_config_file: str | None = Field(None, description="HF config.json for a model trained from scratch "
                                                             "(also --model-config)")
@@ -120,12 +120,78 @@ class TrainConfig(Config):
 
 
 class PretrainConfig(TrainConfig):
-    task: Literal["pretrain", "sft"] = "pretrain"
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "pretrain"
 
 
 class SFTConfig(TrainConfig):
-    task: Literal["pretrain", "sft"] = "sft"
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "sft"
     seq_len: int = Field(2048, gt=1, description="maximum example length in tokens")
     epochs: float = Field(3.0, gt=0, description="passes over the data when --steps is not given")
     lr: float = Field(2e-4, gt=0, description="peak learning rate")
     lora_r: int | None = Field(16, gt=0, description="LoRA rank (SFT uses LoRA unless --full)")
+
+
+class DPOConfig(SFTConfig):
+    """Direct preference optimization and its relatives on (prompt, chosen, rejected) pairs."""
+
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "dpo"
+    seq_len: int = Field(1024, gt=1, description="maximum length of prompt + answer in tokens")
+    epochs: float = Field(1.0, gt=0, description="passes over the data when --steps is not given")
+    lr: float = Field(5e-6, gt=0, description="peak learning rate (LoRA usually wants ~1e-4)")
+    lora_r: int | None = Field(None, gt=0, description="LoRA rank (default: full fine-tuning)")
+    beta: float = Field(0.1, gt=0, description="strength of the tie to the reference (DPO beta; SimPO beta; "
+                                               "ORPO lambda)")
+    loss: Literal["sigmoid", "ipo", "hinge", "simpo", "orpo"] = Field(
+        "sigmoid", description="sigmoid = DPO, ipo, hinge (SLiC), simpo and orpo (both reference-free)")
+    ref_model: str | None = Field(None, description="reference model ref (default: the starting model; with LoRA "
+                                                    "the adapter is switched off, never a second copy)")
+    rpo_alpha: float | None = Field(None, ge=0, description="add A x the length-normalized NLL of the chosen "
+                                                            "answer (keeps its likelihood from collapsing)")
+    simpo_gamma: float = Field(0.5, description="SimPO target margin gamma/beta ratio")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed share of flipped labels")
+
+
+class RMConfig(SFTConfig):
+    """Bradley-Terry reward model: a scalar head on the backbone, trained on preference pairs."""
+
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "rm"
+    seq_len: int = Field(1024, gt=1, description="maximum length of prompt + answer in tokens")
+    epochs: float = Field(1.0, gt=0, description="passes over the data when --steps is not given")
+    lr: float = Field(1e-5, gt=0, description="peak learning rate")
+    lora_r: int | None = Field(None, gt=0, description="LoRA rank (default: full; a LoRA reward model is "
+                                                       "registered merged so any tool loads it)")
+    center_rewards: float | None = Field(None, ge=0, description="reward centering coefficient: adds "
+                                                                 "C x mean((r_chosen + r_rejected)^2)")
+
+
+class GRPOConfig(TrainConfig):
+    """Online RL with verifiable rewards: rollouts from lmsmith's engine, group-normalized advantages."""
+
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "grpo"
+    reward: list[str] = Field(default_factory=list, description="reward functions: verifier:module:function, "
+                                                                "verifier:NAME (built in), rm:NAME, judge:REF")
+    reward_weights: list[float] | None = Field(None, description="weight per --reward (default: all 1)")
+    group_size: int = Field(8, ge=2, description="completions sampled per prompt")
+    batch_size: int = Field(4, gt=0, description="prompts per micro-batch (x --group-size completions)")
+    max_new_tokens: int = Field(64, gt=0, description="completion length limit")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling of the rollouts")
+    epsilon: float = Field(0.2, gt=0, description="ratio clip range (lower)")
+    epsilon_high: float | None = Field(None, gt=0, description="ratio clip range (upper; DAPO clip-higher, "
+                                                               "default: --epsilon)")
+    kl_beta: float = Field(0.0, ge=0, description="KL penalty to the reference (0 = none, current practice; "
+                                                  ">0 needs LoRA: the reference is the adapter switched off)")
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = Field("dapo", description="how token losses are averaged")
+    scale_rewards: bool = Field(True, description="divide advantages by the group's reward std "
+                                                  "(--no-scale-rewards: Dr. GRPO)")
+    lr: float = Field(1e-6, gt=0, description="peak learning rate")
+    eval_fraction: float = Field(0.0, ge=0, lt=1, description="(unused: GRPO reports rewards, not eval loss)")
+    seq_len: int = Field(512, gt=1, description="maximum prompt length in tokens")
+    engine_dtype: str = Field("auto", description="rollout engine dtype (auto: bf16 on CUDA, fp32 on CPU)")
+
+    @field_validator("reward", mode="before")
+    @classmethod
+    def _flatten_reward(cls, v: Any) -> list[str]:
+        """`--reward A B` or `--reward A,B` (the CLI gives a list of lists)."""
+        items = v if isinstance(v, list) else [v]
+        return [str(y) for x in items for y in (x if isinstance(x, list) else [x]) if str(y).strip()]

@@ -19,6 +19,7 @@ import torch
 from lmsmith.data.chat import IGNORE_INDEX, ChatExample, check_chat_template, read_chat_jsonl, render_file
 from lmsmith.data.corpus import TokenCorpus, file_sha256, resolve_files, tokenize_corpus
 from lmsmith.data.packing import PackedRows, collate_packed
+from lmsmith.data.preference import PairExample, prompt_ids, read_pairs, read_prompts, render_pair
 from lmsmith.errors import LmsmithError
 from lmsmith.ops.registry import DataRef
 from lmsmith.progress import console
@@ -247,7 +248,92 @@ def chat_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
     return DataSpec(ChatRows(examples), ChatRows(eval_examples) if eval_examples else None, collate_chat(pad), refs, counts)
 
 
-FORMATS: dict[str, Callable[[TrainConfig, Any], DataSpec]] = {"pretrain": packed_text, "sft": chat_data}
+# ------------------------------------------------------------------ DPO / reward model: preference pairs
+class Rows(list):
+    """A list that is a dataset (indexable, sized)."""
+
+
+def collate_pairs(pad_id: int) -> Callable[[list[PairExample]], dict[str, torch.Tensor]]:
+    """Chosen rows first, then rejected: one forward pass scores both halves of every pair."""
+    chat = collate_chat(pad_id)
+
+    def collate(rows: list[PairExample]) -> dict[str, torch.Tensor]:
+        batch = chat([r.chosen for r in rows] + [r.rejected for r in rows])
+        if all(r.ref is not None for r in rows):
+            batch["ref_logps"] = torch.tensor([r.ref for r in rows], dtype=torch.float64)
+        batch["pair_index"] = torch.tensor([getattr(r, "index", -1) for r in rows], dtype=torch.long)
+        return batch
+    return collate
+
+
+def _render_pairs(files: list[Any], tokenizer: Any, cfg: TrainConfig, counts: dict[str, int]) -> list[PairExample]:
+    out: list[PairExample] = []
+    for f in files:
+        pairs, bad = read_pairs(f, cfg.skip_bad_lines)
+        counts["bad_lines"] += bad
+        for p in pairs:
+            ex = render_pair(tokenizer, p, cfg.seq_len, cfg.too_long)
+            if ex is None:
+                counts["dropped"] += 1
+                continue
+            if max(len(ex.chosen), len(ex.rejected)) >= cfg.seq_len:
+                counts["truncated"] += 1
+            out.append(ex)
+    return out
+
+
+def preference_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
+    files = resolve_files(cfg.data)
+    counts = {"pairs": 0, "truncated": 0, "dropped": 0, "bad_lines": 0}
+    pairs = _render_pairs(files, tokenizer, cfg, counts)
+    held: list[PairExample] | None = None
+    if cfg.eval_data:
+        held = _render_pairs(resolve_files(cfg.eval_data), tokenizer, cfg, dict(counts))
+    elif cfg.eval_fraction > 0 and len(pairs) >= 10:
+        idx = np.random.default_rng(cfg.seed).permutation(len(pairs))
+        n_eval = max(1, int(round(len(pairs) * cfg.eval_fraction)))
+        held = [pairs[i] for i in sorted(idx[:n_eval])]
+        pairs = [pairs[i] for i in sorted(idx[n_eval:])]
+    if not pairs:
+        raise LmsmithError("no preference pairs left", f"{counts['dropped']} were longer than --seq-len {cfg.seq_len}")
+    for i, p in enumerate(pairs):
+        p.index = i  # type: ignore[attr-defined]
+    msg = f"preference data: {len(pairs)} train pairs" + (f", {len(held)} eval" if held else "")
+    for k in ("truncated", "dropped", "bad_lines"):
+        if counts[k]:
+            msg += f", {counts[k]} {k.replace('_', ' ')}"
+    console.print(msg)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    counts.update(pairs=len(pairs), eval_pairs=len(held or []))
+    return DataSpec(Rows(pairs), Rows(held) if held else None, collate_pairs(pad), data_refs(cfg.data), counts)
+
+
+# ------------------------------------------------------------------ GRPO: prompts (rollouts come from the engine)
+def collate_prompts(rows: list[Any]) -> dict[str, torch.Tensor]:
+    """Only tensors travel through the loader (it pins them); the objective looks prompts up by index."""
+    return {"prompt_index": torch.tensor([r.index for r in rows], dtype=torch.long)}
+
+
+def prompt_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
+    rows: list[Any] = []
+    for f in resolve_files(cfg.data):
+        rows += read_prompts(f, cfg.skip_bad_lines)
+    kept = Rows()
+    for r in rows:
+        r.ids = prompt_ids(tokenizer, r.prompt, r.columns.get("tools"))
+        if len(r.ids) > cfg.seq_len:
+            continue
+        r.index = len(kept)
+        kept.append(r)
+    if not kept:
+        raise LmsmithError(f"every prompt is longer than --seq-len {cfg.seq_len}", "raise --seq-len")
+    console.print(f"prompts: {len(kept)}" + (f" ({len(rows) - len(kept)} longer than --seq-len skipped)"
+                                              if len(rows) > len(kept) else ""))
+    return DataSpec(kept, None, collate_prompts, data_refs(cfg.data), {"prompts": len(kept)})
+
+
+FORMATS: dict[str, Callable[[TrainConfig, Any], DataSpec]] = {
+    "pretrain": packed_text, "sft": chat_data, "dpo": preference_data, "rm": preference_data, "grpo": prompt_data}
 
 
 def build_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:

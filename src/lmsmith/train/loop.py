@@ -33,12 +33,12 @@ from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode,
                                      use_flex_attention)
 from lmsmith.train.checkpoint import (clean_stale, latest_checkpoint, load_checkpoint, resume_checkpoint,
                                       save_checkpoint)
-from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
+from lmsmith.train.config import DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
                                  check_model_source)
-from lmsmith.train.objectives import OBJECTIVES, Objective
+from lmsmith.train.objectives import Objective, SetupContext, make_objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
 # Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "disk-full:N", "nan-at-step:N", "interrupt-after-step:N"
@@ -97,8 +97,14 @@ def new_run_id(task: str) -> str:
     return f"{task}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
+CONFIGS: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "sft": SFTConfig, "dpo": DPOConfig,
+                                          "rm": RMConfig, "grpo": GRPOConfig}
+STAGES = {"rm": "reward"}  # lineage stage names where they differ from the task
+LM_TASKS = ("pretrain", "sft")  # next-token objectives: the fused lm_head + loss applies to these only
+
+
 def config_class(task: str) -> type[TrainConfig]:
-    return SFTConfig if task == "sft" else PretrainConfig
+    return CONFIGS.get(task, PretrainConfig)
 
 
 def check_resume(cfg: TrainConfig) -> str | None:
@@ -168,6 +174,8 @@ def precheck(cfg: TrainConfig) -> None:
         resolve_files(cfg.eval_data)
     if cfg.merge and not cfg.use_lora:
         raise LmsmithError("--merge applies to LoRA training", "drop --merge (full fine-tuning already yields a model)")
+    if cfg.task == "rm" and cfg.qlora:
+        raise LmsmithError("a reward model cannot be trained with --qlora", "use --lora-r R or full fine-tuning")
     if cfg.qlora:
         from lmsmith.train.nf4 import NF4Linear  # noqa: F401  (pure torch: runs wherever torch runs)
     if cfg.output_name:
@@ -187,10 +195,19 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def objective_metrics(objective: Objective, split: str = "train") -> dict[str, float]:
+    """Statistics the objective gathered since it was last asked (DPO rewards, reward-model accuracy, ...)."""
+    fn = getattr(objective, "metrics", None)
+    return fn(split) if fn is not None else {}
+
+
 @torch.no_grad()
-def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, device, amp, prepare=None) -> float | None:
+def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, device, amp, prepare=None,
+             extra: dict[str, float] | None = None) -> float | None:
+    """Mean held-out loss; the objective's own held-out statistics go into `extra`."""
     if not data.eval:
         return None
+    objective_metrics(objective)  # train statistics not yet logged stay out of the held-out numbers
     model.eval()
     total, count = 0.0, 0
     for batch in iterate_eval(data.eval, cfg.batch_size, data.collate, cfg.eval_batches):
@@ -201,6 +218,8 @@ def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, devi
             total += float(objective(model, batch))
         count += objective.count(batch)
     model.train()
+    if extra is not None:
+        extra.update(objective_metrics(objective, "eval"))
     return total / max(count, 1)
 
 
@@ -274,19 +293,22 @@ class Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
-    """Run on this process alone, or as one rank of a torchrun job (the same loop either way)."""
+def train(cfg: TrainConfig, command: str | None = None, objective: Objective | None = None) -> TrainResult:
+    """Run on this process alone, or as one rank of a torchrun job (the same loop either way).
+
+    `objective`: what to minimize (default: the task's built-in one, `make_objective(cfg)`). A later stage
+    passes its own (GRPO, in lmsmith.align) without the loop ever importing it."""
     env = D.init_distributed(cfg.device)
     ok = False
     try:
-        result = _train(cfg, command, env)
+        result = _train(cfg, command, env, objective)
         ok = True
         return result
     finally:
         D.shutdown(env, wait_for_all=ok)
 
 
-def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult:
+def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Objective | None = None) -> TrainResult:
     precheck(cfg)
     from lmsmith.train.model import load_tokenizer_for
 
@@ -300,6 +322,9 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
         cfg = cfg.model_copy(update={"device": str(env.device)})
     built = build_model(cfg, tokenizer)
     use_compile, use_fused = cfg.speed_defaults(built.device.type)
+    use_fused = use_fused and cfg.task in LM_TASKS  # preference and RL objectives need the logits themselves
+    if cfg.task == "grpo" and cfg.compile is None:
+        use_compile = False  # rollouts change the shapes every step: compiling would only recompile
     doc_masks = None
     if not cfg.cross_doc_attention and cfg.task == "pretrain":
         # packed rows keep their document ids; the mask is built on the device (flex BlockMask on CUDA)
@@ -311,13 +336,19 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
                                         fused_loss=use_fused, reshard_after_forward=cfg.reshard_after_forward,
                                         hf_gradient_checkpointing=cfg.gradient_checkpointing)
     model, device = built.model, built.device
-    objective: Objective = FusedCausalLMLoss(head) if head is not None else OBJECTIVES[cfg.task]()
+    if objective is None:
+        objective = FusedCausalLMLoss(head) if head is not None else make_objective(cfg)
     loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
     optimizer, scheduler = build_optimizer(model, cfg, steps, device)
     amp_dtype = autocast_dtype(cfg, device)
     sdpa = sdpa_context(resolve_sdpa_backend(cfg.sdpa_backend, device))
     amp = (lambda: _both(torch.autocast(device.type, dtype=amp_dtype), sdpa())) if amp_dtype else sdpa
+    setup = getattr(objective, "setup", None)
+    if setup is not None:  # before any checkpoint is loaded: the model is still the starting point here
+        setup(SetupContext(model, data, cfg, device, amp, built.tokenizer, built.base_ref))
+    prepare_step = getattr(objective, "prepare", None)
+    after_update = getattr(objective, "after_update", None)
     ckpt_root = run_dir / "checkpoints"
     start, state = 0, {"tokens": 0, "best_eval": None}
     if cfg.resume:
@@ -371,6 +402,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     window = {"t": time.perf_counter(), "tokens": 0}
 
     agreed_stop = False
+    last_eval_metrics: dict[str, float] = {}
 
     def flush() -> None:
         nonlocal last_loss, agreed_stop
@@ -387,7 +419,8 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
         mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         records, pending[:] = list(pending), []
         window.update(t=time.perf_counter(), tokens=0)
-        for r, (loss, gn) in zip(records, values):
+        extra = objective_metrics(objective)  # averaged over the steps since the last log
+        for i, (r, (loss, gn)) in enumerate(zip(records, values)):
             if fault and fault == ("nan-at-step", r["step"]):
                 loss = float("nan")
             if not math.isfinite(loss) or not math.isfinite(gn):
@@ -401,6 +434,8 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
                 rec["mfu"] = fpt * tps / peak
             if mem is not None:
                 rec["peak_mem_gb"] = mem
+            if i == len(records) - 1:
+                rec.update(extra)
             tracker.log(rec)
             last_loss = loss
         last = rec
@@ -423,11 +458,16 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
 
     def eval_record(step: int) -> float | None:
         flush()  # a diverged run stops before it is evaluated
-        loss = evaluate(model, objective, data, cfg, device, amp, doc_masks)
+        extra: dict[str, float] = {}
+        loss = evaluate(model, objective, data, cfg, device, amp, doc_masks, extra)
         if loss is not None:
-            tracker.log({"step": step, "split": "eval", "loss": loss, "ppl": math.exp(min(loss, 50))})
+            rec = {"step": step, "split": "eval", "loss": loss, **extra}
+            if cfg.task in LM_TASKS:
+                rec["ppl"] = math.exp(min(loss, 50))
+            tracker.log(rec)
+            last_eval_metrics.update(extra)
             if env.is_main:
-                console.print(f"step {step}: eval loss {loss:.4f} (perplexity {math.exp(min(loss, 50)):.2f})")
+                console.print(f"step {step}: eval loss {loss:.4f}" + (f" (perplexity {rec['ppl']:.2f})" if "ppl" in rec else ""))
         return loss
 
     if device.type == "cuda":
@@ -445,11 +485,15 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
             window["t"] = time.perf_counter()
             while step < steps:
                 micro = [batches.next() for _ in range(cfg.grad_accum)]
+                if prepare_step is not None:  # e.g. GRPO: rollouts and rewards become the training batches
+                    micro = prepare_step(micro)
                 n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
                 loss_sum, grad_norm = forward_backward(model, objective, micro, device, amp, cfg.max_grad_norm, env,
                                                        doc_masks)
                 lr = scheduler.get_last_lr()[0]
                 apply_update(optimizer, scheduler)
+                if after_update is not None:  # e.g. GRPO: the new weights go into the rollout engine
+                    after_update(model)
                 step += 1
                 state["tokens"] += n_tokens * env.world
                 window["tokens"] += n_tokens
@@ -484,6 +528,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
         metrics = {"train_loss": last_loss, "steps": final_step, "tokens": state["tokens"]}
         if last_eval is not None:
             metrics["eval_loss"] = last_eval
+            metrics.update({f"eval_{k}": v for k, v in last_eval_metrics.items()})
         if env.enabled:  # gather the sharded weights (every rank), save and register on rank 0
             sd = D.full_state_dict(model, env, trainable_only=cfg.use_lora)
             result = D.on_main(env, lambda: finish(cfg, built, data, run_dir, run_id, metrics, command, tracker, sd))
@@ -492,6 +537,9 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
         status = "FINISHED"
         return result
     finally:
+        close = getattr(objective, "close", None)
+        if close is not None:  # e.g. GRPO's rollout engine
+            close()
         if cfg.plot and env.is_main:
             try:
                 png = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
@@ -517,7 +565,12 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
     remove_fused_head(model)
     kind = "model"
     extra = {"state_dict": state_dict} if state_dict is not None else {}
-    if cfg.use_lora:
+    if cfg.use_lora and cfg.task == "rm":  # a reward model is only useful to other tools as a whole classifier
+        if state_dict is not None:
+            raise LmsmithError("a LoRA reward model trained on several processes cannot be merged yet",
+                               "train the reward model on one process, or fully (without --lora-r)")
+        model.merge_and_unload().save_pretrained(out)
+    elif cfg.use_lora:
         model.save_pretrained(out, **extra)  # PEFT: adapter_config.json + adapter_model.safetensors only
         kind = "adapter"
         if cfg.merge:
@@ -525,12 +578,15 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
             kind = "model"
     else:
         model.save_pretrained(out, **extra)
+    if cfg.task == "rm":
+        kind = "model"
     if kind == "model":
         built.tokenizer.save_pretrained(out)
     console.print(f"saved {'adapter' if kind == 'adapter' else 'model'} to {out}")
     result = TrainResult(run_dir, run_id, int(metrics["steps"]), metrics, out)
     if cfg.output_name:
-        lineage = Lineage(parent=built.base_ref, stage=cfg.task, command=command, data=data.refs, run_id=run_id,
+        lineage = Lineage(parent=built.base_ref, stage=STAGES.get(cfg.task, cfg.task), command=command, data=data.refs,
+                          run_id=run_id,
                           config=cfg.model_dump(mode="json"))
         mv = Registry().register(out, cfg.output_name, lineage=lineage, kind=kind,
                                  base=built.base_ref if kind == "adapter" else None,

@@ -141,7 +141,14 @@ def build_model(cfg: TrainConfig, tokenizer: Any | None = None) -> Built:
         if h.kind == "adapter":
             raise LmsmithError(f"{h.ref} is an adapter", f"train from its base ({h.base}) or merge it first")
         try:
-            model = AutoModelForCausalLM.from_pretrained(h.dir, dtype=torch.float32)
+            if cfg.task == "rm":  # scalar head on the backbone, loadable by any tool as a 1-label classifier
+                from transformers import AutoModelForSequenceClassification
+
+                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+                model = AutoModelForSequenceClassification.from_pretrained(h.dir, dtype=torch.float32, num_labels=1,
+                                                                           pad_token_id=pad)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(h.dir, dtype=torch.float32)
         except (OSError, ValueError) as e:
             raise LmsmithError(f"cannot load model {h.ref}: {str(e).splitlines()[0]}") from None
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
@@ -179,7 +186,7 @@ def apply_lora(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.M
         quantize_model_nf4(model, targets, torch.float32)
     r = cfg.lora_r or 16
     lcfg = LoraConfig(r=r, lora_alpha=cfg.lora_alpha or 2 * r, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM", bias="none")
+                      target_modules=targets, task_type="SEQ_CLS" if cfg.task == "rm" else "CAUSAL_LM", bias="none")
     model = get_peft_model(model, lcfg)
     compute = autocast_dtype(cfg, device)
     if compute is not None:
