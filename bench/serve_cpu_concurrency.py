@@ -44,7 +44,7 @@ def main() -> int:
 
     quiet_transformers()
     if args.model == "smollm2-135m-instruct":
-        from lmsmith.ops.importers import pull_default
+        from lmsmith.registry.importers import pull_default
 
         pull_default()
     from transformers import AutoModelForCausalLM

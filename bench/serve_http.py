@@ -36,7 +36,7 @@ def main() -> int:
 
     quiet_transformers()
     if args.model == "smollm2-135m-instruct":
-        from lmsmith.ops.importers import pull_default
+        from lmsmith.registry.importers import pull_default
 
         pull_default()
     from lmsmith.serve.bench import bench_serve

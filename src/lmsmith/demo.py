@@ -26,7 +26,7 @@ class Step:
 
 
 def step_pull(ctx: dict) -> None:
-    from lmsmith.ops.importers import pull_default
+    from lmsmith.registry.importers import pull_default
 
     mv, created = pull_default()
     ctx["base"] = ctx["model"] = mv.ref

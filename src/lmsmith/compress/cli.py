@@ -25,7 +25,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from lmsmith.compress.perplexity import read_text, ref_perplexity
     from lmsmith.compress.storage import register_quantized
     from lmsmith.ops.cli import human_bytes
-    from lmsmith.ops.registry import Registry
+    from lmsmith.registry.registry import Registry
 
     text = read_text(args.eval_text) if args.eval_text else None  # fail on a bad path before the slow part
     mv, spec = register_quantized(args.ref, args.output_name, args.method, args.group_size, args.symmetric,

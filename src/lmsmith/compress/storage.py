@@ -158,7 +158,7 @@ def register_quantized(ref: str, name: str, method: str, group_size: int | None 
                        include_lm_head: bool = False, command: str | None = None, metrics: dict[str, Any] | None = None,
                        lm_head_method: str | None = None):
     """Quantize a registered (or path) model and register the result with lineage (stage "compress")."""
-    from lmsmith.ops.registry import Lineage, Registry
+    from lmsmith.registry.registry import Lineage, Registry
 
     registry = Registry()
     handle = registry.resolve(ref)

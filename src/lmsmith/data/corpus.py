@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from lmsmith.ops.store import sha256_file as file_sha256
+from lmsmith.registry.store import sha256_file as file_sha256
 from lmsmith.data.chat import iter_jsonl, open_text
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lmsmith.ops.store import sha256_file as _sha256
+from lmsmith.registry.store import sha256_file as _sha256
 from lmsmith.errors import LmsmithError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -299,7 +299,7 @@ def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str
     import torch
 
     from lmsmith.models import load_model, resolve, tokenizer_dir
-    from lmsmith.ops.registry import DataRef, Lineage, Registry
+    from lmsmith.registry.registry import DataRef, Lineage, Registry
     from lmsmith.progress import console
 
     if num_tokens < 1:

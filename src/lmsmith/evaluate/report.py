@@ -124,7 +124,7 @@ def scores_plot(payload: dict[str, Any], path: Path) -> Path:
 
 def attach_to_registry(ref: str, results: list[dict[str, Any]], run_dir: Path) -> str | None:
     """Store the scores on the model version's metadata; a plain directory path has no metadata to update."""
-    from lmsmith.ops.registry import Registry, looks_like_path
+    from lmsmith.registry.registry import Registry, looks_like_path
 
     if looks_like_path(ref) and not ("@" in ref and "/" not in ref):
         return None

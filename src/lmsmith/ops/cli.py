@@ -9,7 +9,7 @@ import sys
 from rich.table import Table
 
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.registry import ModelVersion, Registry
+from lmsmith.registry.registry import ModelVersion, Registry
 from lmsmith.progress import console, out
 
 
@@ -29,7 +29,7 @@ def version_dict(mv: ModelVersion) -> dict:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from lmsmith.ops.importers import DEFAULT_MODEL, pull_default
+    from lmsmith.registry.importers import DEFAULT_MODEL, pull_default
 
     if args.what != "default":
         raise LmsmithError(f"unknown model to pull: '{args.what}'",
@@ -41,7 +41,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from lmsmith.ops.importers import import_model
+    from lmsmith.registry.importers import import_model
 
     mv = import_model(args.path, args.name, dtype=args.dtype, command=args.command_line)
     console.print(f"registered {mv.ref}: {human_bytes(mv.size)} ({human_bytes(mv.stored_bytes)} new in the store)")

@@ -16,7 +16,7 @@ import torch
 
 from lmsmith.errors import LmsmithError
 from lmsmith.models import base_of, parse_dtype, quiet_transformers
-from lmsmith.ops.registry import Registry
+from lmsmith.registry.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.compress.quantize import prepare_for_inference
 from lmsmith.compress.storage import read_spec, swap_in_quantized

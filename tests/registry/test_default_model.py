@@ -25,8 +25,8 @@ def test_pull_registers_converted_model_with_tokenizer(default_model_dir: Path):
 
 
 def test_pull_is_idempotent(default_model_dir: Path, monkeypatch):
-    from lmsmith.ops.importers import pull_default
-    from lmsmith.ops.registry import Registry
+    from lmsmith.registry.importers import pull_default
+    from lmsmith.registry.registry import Registry
 
     home = home_of(default_model_dir)
     monkeypatch.setenv("LMSMITH_HOME", str(home))
