@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lmsmith.compress.quantize import Int4Linear, Int8Linear  # noqa: E402
+from lmsmith.quant import Int4Linear, Int8Linear  # noqa: E402
 from lmsmith.ops.planner import SHAPES  # noqa: E402
 from lmsmith.serve.gemv import CANDIDATE_TILES, _call  # noqa: E402
 from lmsmith.serve.paged_decode import triton  # noqa: E402

@@ -62,7 +62,7 @@ def main() -> int:
     model_dir = resolve(args.model).dir
     tmp = tempfile.TemporaryDirectory()
     if args.method != "none":
-        from lmsmith.compress.storage import quantize_to_dir
+        from lmsmith.compress.quantize import quantize_to_dir
 
         head = None if args.lm_head == "none" else args.lm_head
         out = Path(tmp.name) / "q"

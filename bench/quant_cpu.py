@@ -19,7 +19,7 @@ import torch
 
 from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
-from lmsmith.compress.quantize import linear_weight_bytes
+from lmsmith.quant import linear_weight_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quant_cpu.json"))
     args = ap.parse_args()
 
-    from lmsmith.compress.quantize import quantize_model_
+    from lmsmith.quant import quantize_model_
     from lmsmith.models import load_model, load_tokenizer
 
     if args.threads:

@@ -27,7 +27,7 @@ import torch
 
 from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
 
-from lmsmith.compress.quantize import linear_weight_bytes
+from lmsmith.quant import linear_weight_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -72,7 +72,7 @@ def decode(model, prompt: torch.Tensor, new_tokens: int, static: bool) -> float:
 def ppl_deltas(ref: str, text_path: Path, methods: list[str]) -> dict[str, float]:
     """Perplexity of a real model on the English sample, per method, on this GPU (bf16 activations)."""
     from lmsmith.compress.perplexity import perplexity
-    from lmsmith.compress.quantize import quantize_model_
+    from lmsmith.quant import quantize_model_
     from lmsmith.models import load_model, load_tokenizer
 
     tok = load_tokenizer(ref)
@@ -125,8 +125,8 @@ def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, st
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from serve_gpu import build_model_dir
 
-    from lmsmith.compress.quantize import quantize_model_
-    from lmsmith.compress.storage import save_quantized
+    from lmsmith.quant import quantize_model_
+    from lmsmith.quant.format import save_quantized
     from lmsmith.models import load_model
 
     metrics: dict[str, float] = {}
@@ -187,7 +187,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         sys.exit("error: this benchmark needs a CUDA GPU (see bench/quant_cpu.py for the CPU one)")
 
-    from lmsmith.compress.quantize import fp8_supported, prepare_for_inference, quantize_model_
+    from lmsmith.quant import fp8_supported, prepare_for_inference, quantize_model_
 
     methods = [m for m in args.methods.split(",") if m]
     if "fp8" in methods and not fp8_supported(torch.device("cuda")):
@@ -206,7 +206,7 @@ def main() -> int:
         if m != "bf16":
             quantize_model_(model, m, args.group_size if m == "int4" else None)
             prepare_for_inference(model)
-            from lmsmith.compress.quantize import QuantLinear
+            from lmsmith.quant import QuantLinear
 
             ql = next(x for x in model.modules() if isinstance(x, QuantLinear))
             probe = torch.randn(1, ql.in_features, device="cuda", dtype=torch.bfloat16)

@@ -58,8 +58,8 @@ def main() -> int:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("error: needs a CUDA GPU")
-    from lmsmith.compress import quantize as Q
-    from lmsmith.compress.quantize import Fp8Linear, Int4Linear, Int8Linear
+    from lmsmith import quant as Q
+    from lmsmith.quant import Fp8Linear, Int4Linear, Int8Linear
 
     ms = [int(m) for m in args.ms.split(",")]
     rows = []

@@ -173,7 +173,7 @@ def main() -> int:
     quant = {"int8": ("int8", None), "int4": ("int4", args.group_size)}
     for side, (method, gs) in quant.items():
         if side in args.sides:
-            from lmsmith.compress.storage import quantize_to_dir
+            from lmsmith.compress.quantize import quantize_to_dir
 
             out = Path(tmp.name) / side
             head = None if args.lm_head == "none" else args.lm_head

@@ -6,13 +6,13 @@ parsed namespace and returns an exit code. User mistakes (LmsmithError) print as
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import shlex
 import sys
 
 from lmsmith import __version__
+from lmsmith.config import Parser
 from lmsmith.errors import LmsmithError
 
 # Stage command modules, in help order. A stage adds its commands by appending here.
@@ -25,14 +25,6 @@ COMMAND_MODULES = [
     "lmsmith.serve.cli",
     "lmsmith.demo",
 ]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming the problem and where to look."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
-        raise SystemExit(2)
 
 
 def build_parser() -> Parser:

@@ -7,6 +7,7 @@ settable both ways. Precedence: model defaults < `--config FILE.yaml` < flags gi
 from __future__ import annotations
 
 import argparse
+import sys
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from lmsmith.errors import LmsmithError
 
 C = TypeVar("C", bound="Config")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the problem and where to look."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
 
 
 class Config(BaseModel):

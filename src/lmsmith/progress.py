@@ -37,3 +37,11 @@ def task(description: str, total: int | None) -> Iterator[Callable[..., None]]:
 
         yield advance
 
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (binary units, as `ls -h` and `du -h` print them)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

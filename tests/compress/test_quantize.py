@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lmsmith.compress import quantize as Q
-from lmsmith.compress.quantize import (Fp8Linear, Int4Linear, Int8Linear, QuantLinear, dequantize_fp8, dequantize_int4,
+from lmsmith import quant as Q
+from lmsmith.quant import (Fp8Linear, Int4Linear, Int8Linear, QuantLinear, dequantize_fp8, dequantize_int4,
                                        dequantize_int8, pack_int4, quantize_fp8, quantize_int4, quantize_int8,
                                        quantize_model_, unpack_int4)
 from lmsmith.errors import LmsmithError

@@ -209,7 +209,7 @@ def test_mlflow_local_store(tiny_dir, prose, tmp_path, lmsmith_home):
 
 
 def test_demo_step_finetunes_the_current_model(tiny_ref, registry, monkeypatch):
-    from lmsmith.train import demo
+    from lmsmith import demo
 
     monkeypatch.setitem(demo.DEMO_OPTIONS, "epochs", 1)
     monkeypatch.setenv("LMSMITH_NO_MLFLOW", "1")

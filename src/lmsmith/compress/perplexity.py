@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from lmsmith.errors import LmsmithError
+from lmsmith.models import ResolvedModel, load_model, load_tokenizer, resolve_model
+from lmsmith.quant.passes import quantize_model_
 
 
 @dataclass
@@ -60,14 +62,12 @@ def perplexity(model: nn.Module, tokenizer, text: str, max_length: int = 1024, s
     return Perplexity(ppl=math.exp(mean), nll=mean, tokens=total_tokens)
 
 
-def ref_perplexity(ref: str, text: str, method: str | None = None, group_size: int | None = None,
+def ref_perplexity(ref: str | ResolvedModel, text: str, method: str | None = None, group_size: int | None = None,
                    symmetric: bool = False, include_lm_head: bool = False, dtype: str = "auto",
                    device: str | None = None, max_length: int = 1024) -> Perplexity:
     """Perplexity of a model ref, optionally quantized on the fly with `method` (None/"none": as stored)."""
-    from lmsmith.compress.quantize import quantize_model_
-    from lmsmith.models import load_model, load_tokenizer
-
-    model = load_model(ref, dtype=dtype, device=device)
+    model_ref = resolve_model(ref)
+    model = load_model(model_ref, dtype=dtype, device=device)
     if method not in (None, "none"):
         quantize_model_(model, method, group_size, symmetric, include_lm_head)
-    return perplexity(model, load_tokenizer(ref), text, max_length=max_length)
+    return perplexity(model, load_tokenizer(model_ref), text, max_length=max_length)

@@ -17,7 +17,7 @@ from lmsmith.errors import LmsmithError
 
 
 def load_engine_runner(ref: str, dtype: str = "auto", device: str | None = None):
-    from lmsmith.serve.model_runner import load_runner
+    from lmsmith.serve.loader import load_runner
 
     runner, _, limit = load_runner(ref, dtype, device, None, allow_fallback=False)
     runner.use_cuda_graphs = False  # one-off prefills: no decode graphs to capture

@@ -65,7 +65,8 @@ def read_texts(path: str | Path, max_chars: int | None = None, text_field: str =
 
 def load_any_tokenizer(spec: str):
     """A tokenizer from a tokenizer.json file, a directory, or a registered model ref."""
-    from lmsmith.models import has_tokenizer, load_tokenizer, quiet_transformers
+    from lmsmith.models import has_tokenizer, load_tokenizer
+    from lmsmith.runtime import quiet_transformers
 
     quiet_transformers()
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -154,8 +155,8 @@ def train_tokenizer(corpus: list[str | Path], output: str | Path, vocab_size: in
                     pad: str = "<|endoftext|>", unk: str | None = None, max_chars: int | None = None) -> Path:
     """Byte-level BPE (GPT-2 pre-tokenizer, digits split) with special tokens and a ChatML+tools chat
     template, saved as a HF tokenizer directory."""
-    from lmsmith.models import quiet_transformers
-    from lmsmith.tiny import CHAT_TEMPLATE
+    from lmsmith.data.chat import CHAT_TEMPLATE
+    from lmsmith.runtime import quiet_transformers
 
     quiet_transformers()
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -298,19 +299,19 @@ def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str
     and register the result as a new version of `output_name` with lineage. Returns (version, stats)."""
     import torch
 
-    from lmsmith.models import load_model, resolve, tokenizer_dir
-    from lmsmith.registry.registry import DataRef, Lineage, Registry
+    from lmsmith.models import load_model, resolve_model
     from lmsmith.progress import console
+    from lmsmith.registry import DataRef, Lineage
 
     if num_tokens < 1:
         raise LmsmithError("--num-tokens must be at least 1")
     if init not in ("pieces", "mean"):
         raise LmsmithError(f"unknown --init '{init}'", "use pieces (mean of the old pieces) or mean (mean of all rows)")
-    registry = Registry()
-    handle = resolve(ref, registry)
-    if handle.kind == "adapter":
+    source = resolve_model(ref)
+    registry, handle = source.registry, source.handle
+    if source.is_adapter:
         raise LmsmithError(f"{ref} is an adapter", "merge it first, or extend its base model")
-    tdir = tokenizer_dir(ref, registry)
+    tdir = source.tokenizer_dir
     if not (tdir / "tokenizer.json").exists():
         raise LmsmithError(f"{ref} has no tokenizer.json (fast tokenizer)", "extend needs a HF fast BPE tokenizer")
     from tokenizers import Tokenizer
@@ -327,7 +328,7 @@ def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str
         console.print(f"[yellow]only {len(learned.new_tokens)} tokens occur at least {min_frequency} times; "
                       "adding those")
 
-    model = load_model(ref, dtype="float32", device="cpu", registry=registry)
+    model = load_model(source, dtype="float32", device="cpu")
     saved_dtype = json.loads((handle.dir / "config.json").read_text()).get("dtype") or \
         json.loads((handle.dir / "config.json").read_text()).get("torch_dtype") or "float32"
     emb = model.get_input_embeddings().weight

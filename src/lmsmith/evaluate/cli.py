@@ -8,14 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from lmsmith.config import Parser
+from lmsmith.evaluate.report import print_compare, print_table
 from lmsmith.progress import console, out
 
 SUBCOMMANDS = ("compare", "judge", "tasks")
 
 
 def _parser(prog: str, description: str):
-    from lmsmith.cli import Parser
-
     return Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -127,24 +127,6 @@ def no_nan(obj):
     return obj
 
 
-def print_table(payload: dict) -> None:
-    from rich.table import Table
-
-    from lmsmith.evaluate.report import fmt
-
-    t = Table(title=f"{payload['model']}")
-    for c in ("task", "n", "metric", "value", "± stderr"):
-        t.add_column(c)
-    for r in payload["results"]:
-        for k, v in r["metrics"].items():
-            if not k.endswith("_stderr"):
-                t.add_row(r["task"], str(r["n"]), k, fmt(v), fmt(r["metrics"].get(f"{k}_stderr")))
-    out.print(t)
-    for r in payload["results"]:
-        if r["kind"] == "needle":
-            out.print(f"{r['task']}: KV cache {r['extra']['kv_formula']}")
-
-
 def run_compare(a: argparse.Namespace) -> int:
     from lmsmith.evaluate.harness import compare
 
@@ -156,21 +138,6 @@ def run_compare(a: argparse.Namespace) -> int:
         print_compare(res)
     console.print(f"report: {res['run_dir']}/compare.md")
     return 0
-
-
-def print_compare(res: dict) -> None:
-    from rich.table import Table
-
-    from lmsmith.evaluate.report import fmt
-
-    t = Table(title=f"A = {res['a']}   B = {res['b']}   (p < 0.05 in bold)")
-    for c in ("task", "metric", "A", "B", "B - A", "p", "test", "n"):
-        t.add_column(c)
-    for r in res["rows"]:
-        sig = r["p_value"] is not None and r["p_value"] < 0.05
-        t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",
-                  ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"]))
-    out.print(t)
 
 
 def run_judge(a: argparse.Namespace) -> int:

@@ -10,8 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
+from lmsmith.progress import out
 
 MAIN_METRIC = {"multiple_choice": "acc", "generation": None, "perplexity": "bits_per_byte", "needle": "retrieval"}
 
@@ -147,3 +150,30 @@ def load_run(ref: str) -> dict[str, Any] | None:
             raise LmsmithError(f"{p} is not an lmsmith eval results file")
         return data
     return None
+
+
+def print_table(payload: dict) -> None:
+    """An eval run as a table on stdout: one row per task and metric, with its standard error."""
+    t = Table(title=f"{payload['model']}")
+    for c in ("task", "n", "metric", "value", "± stderr"):
+        t.add_column(c)
+    for r in payload["results"]:
+        for k, v in r["metrics"].items():
+            if not k.endswith("_stderr"):
+                t.add_row(r["task"], str(r["n"]), k, fmt(v), fmt(r["metrics"].get(f"{k}_stderr")))
+    out.print(t)
+    for r in payload["results"]:
+        if r["kind"] == "needle":
+            out.print(f"{r['task']}: KV cache {r['extra']['kv_formula']}")
+
+
+def print_compare(res: dict) -> None:
+    """Two runs side by side on stdout, with the paired test of each difference."""
+    t = Table(title=f"A = {res['a']}   B = {res['b']}   (p < 0.05 in bold)")
+    for c in ("task", "metric", "A", "B", "B - A", "p", "test", "n"):
+        t.add_column(c)
+    for r in res["rows"]:
+        sig = r["p_value"] is not None and r["p_value"] < 0.05
+        t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",
+                  ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"]))
+    out.print(t)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,23 +14,10 @@ import numpy as np
 from lmsmith.errors import LmsmithError
 from lmsmith.evaluate import metrics as M
 from lmsmith.evaluate.backends import Backend, GenParams
+from lmsmith.evaluate.needle import run_needle
+from lmsmith.evaluate.result import TaskResult
 from lmsmith.evaluate.tasks import Task
 from lmsmith.progress import task as progress_task
-
-
-@dataclass
-class TaskResult:
-    task: str
-    kind: str
-    n: int
-    metrics: dict[str, float]
-    items: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def task_config(task: Task) -> dict[str, Any]:
@@ -52,8 +38,6 @@ def run_task(task: Task, backend: Backend, seed: int = 0) -> TaskResult:
     elif task.kind == "perplexity":
         result = run_perplexity(task, backend)
     else:
-        from lmsmith.evaluate.needle import run_needle
-
         result = run_needle(task, backend)
     result.config = task_config(task)
     result.seconds = round(time.time() - t0, 2)

@@ -9,23 +9,9 @@ import sys
 from rich.table import Table
 
 from lmsmith.errors import LmsmithError
-from lmsmith.registry.registry import ModelVersion, Registry
-from lmsmith.progress import console, out
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def version_dict(mv: ModelVersion) -> dict:
-    d = json.loads(mv.model_dump_json())
-    d["ref"] = mv.ref
-    d["size"] = mv.size
-    return d
+from lmsmith.registry import Registry
+from lmsmith.registry.views import version_dict, version_table
+from lmsmith.progress import console, human_bytes, out
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -67,27 +53,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     mv = Registry().get(args.ref)
-    d = version_dict(mv)
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(json.dumps(version_dict(mv), indent=2))
         return 0
-    t = Table(show_header=False, title=mv.ref)
-    for key in ("kind", "base", "created", "path", "aliases"):
-        if d.get(key):
-            t.add_row(key, str(d[key]) if not isinstance(d[key], list) else ", ".join(d[key]))
-    t.add_row("size", f"{human_bytes(mv.size)} in {len(mv.files)} files ({human_bytes(mv.stored_bytes)} new in the store)")
-    lin = mv.lineage
-    for key, val in (("parent", lin.parent), ("stage", lin.stage), ("command", lin.command), ("run id", lin.run_id),
-                     ("source", lin.source)):
-        if val:
-            t.add_row(key, str(val))
-    for ref in lin.data:
-        t.add_row("data", f"{ref.path} sha256:{(ref.sha256 or '?')[:12]}")
-    for k, v in mv.tags.items():
-        t.add_row(f"tag {k}", str(v))
-    for k, v in mv.metrics.items():
-        t.add_row(f"metric {k}", json.dumps(v) if not isinstance(v, (int, float, str)) else str(v))
-    out.print(t)
+    out.print(version_table(mv))
     return 0
 
 

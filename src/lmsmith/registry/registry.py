@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from lmsmith.errors import IntegrityError, LmsmithError
 from lmsmith.home import lmsmith_home
-from lmsmith.registry.store import LocalBlobStore, sha256_file
+from lmsmith.registry.store import LocalBlobStore, file_digest
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
@@ -221,9 +221,12 @@ class Registry:
         return mv
 
     # ---------------------------------------------------------------- integrity
-    def verify(self, ref: str) -> list[str]:
-        """Re-hash every file of a version; return one problem line per bad file (empty if intact)."""
-        mv = self.get(ref)
+    def verify(self, ref: str | ModelVersion, cached: bool = False) -> list[str]:
+        """Hash every file of a version; return one problem line per bad file (empty if intact).
+
+        `cached`: a file this process already hashed, unchanged since (same inode, size, mtime, ctime), is not
+        read again; `lmsmith models verify` always reads every byte."""
+        mv = self.get(ref) if isinstance(ref, str) else ref
         problems = []
         for rel, entry in sorted(mv.files.items()):
             p = mv.dir / rel
@@ -231,12 +234,13 @@ class Registry:
                 problems.append(f"{rel}: missing")
             elif p.stat().st_size != entry.size:
                 problems.append(f"{rel}: size {p.stat().st_size} != recorded {entry.size} (truncated or altered)")
-            elif sha256_file(p) != entry.sha256:
+            elif file_digest(p, cached) != entry.sha256:
                 problems.append(f"{rel}: sha256 mismatch (file corrupted)")
         return problems
 
     def check(self, mv: ModelVersion) -> None:
-        problems = self.verify(mv.ref)
+        """Raise IntegrityError when a file of `mv` is damaged (each file hashed once per process)."""
+        problems = self.verify(mv, cached=True)
         if problems:
             raise IntegrityError(
                 f"{mv.ref} failed its integrity check: {'; '.join(problems)}",

@@ -27,6 +27,23 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# (device, inode, size, mtime, ctime) of a file -> its sha256, for files hashed in this process. A blob is
+# shared (hard-linked) by every version that holds it, so keying by inode hashes it once for all of them;
+# any write to the file changes mtime and ctime, so a damaged file is never taken from the cache.
+_HASHED: dict[tuple[int, int, int, int, int], str] = {}
+
+
+def file_digest(path: str | Path, cached: bool = True) -> str:
+    """sha256 of a file; `cached`: reuse this process's earlier hash of the same unchanged inode."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if cached and key in _HASHED:
+        return _HASHED[key]
+    digest = sha256_file(path)
+    _HASHED[key] = digest
+    return digest
+
+
 class BlobStore(Protocol):
     def put_file(self, src: Path, move: bool = False) -> str: ...
     def put_bytes(self, data: bytes) -> str: ...

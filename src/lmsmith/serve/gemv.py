@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmsmith.compress.quantize import Int4Linear, Int8Linear
+from lmsmith.quant import Int4Linear, Int8Linear
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import paged_attention
 from lmsmith.serve.paged_decode import available, paged_decode, triton

@@ -91,9 +91,9 @@ def causal_attention_supported(config: Any) -> bool:
 
 def use_causal_attention(model: nn.Module) -> bool:
     """Switch a supported HF model (under PEFT/DDP wrappers) to `causal_attention`; False when left as is."""
-    from lmsmith.train.distributed import _inner
+    from lmsmith.train.distributed import inner_model
 
-    inner = _inner(model)
+    inner = inner_model(model)
     cfg = getattr(inner, "config", None)
     if cfg is None or not causal_attention_supported(cfg) or cfg._attn_implementation not in (None, "sdpa"):
         return False
@@ -111,9 +111,9 @@ def use_causal_attention(model: nn.Module) -> bool:
 
 def use_flex_attention(model: nn.Module) -> None:
     """Switch the HF model (under PEFT/DDP wrappers) to its flex-attention implementation."""
-    from lmsmith.train.distributed import _inner
+    from lmsmith.train.distributed import inner_model
 
-    inner = _inner(model)
+    inner = inner_model(model)
     setter = getattr(inner, "set_attn_implementation", None)
     try:
         if callable(setter):

@@ -183,7 +183,7 @@ def log0(env: DistEnv, msg: str) -> None:
 # ------------------------------------------------------------------ model structure
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     """The ModuleList of transformer blocks (HF `model.layers`, GPT-2 `h`, also under PEFT wrappers)."""
-    no_split = set(getattr(_inner(model), "_no_split_modules", None) or [])
+    no_split = set(getattr(inner_model(model), "_no_split_modules", None) or [])
     best: nn.ModuleList | None = None
     for name, m in model.named_modules():
         if isinstance(m, nn.ModuleList) and len(m) > 0:
@@ -197,7 +197,7 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
     return best
 
 
-def _inner(model: nn.Module) -> nn.Module:
+def inner_model(model: nn.Module) -> nn.Module:
     """The HF model under PEFT/DDP wrappers (for config and class attributes)."""
     m = model
     for attr in ("module", "base_model", "model"):
@@ -418,7 +418,7 @@ def save_dcp(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.opti
     torch.save(_rng_state(), tmp / f"rng-rank{env.rank:05d}.pt")
     barrier(env)
     if env.is_main:
-        from lmsmith.train.checkpoint import _fsync_dir, list_checkpoints
+        from lmsmith.train.checkpoint import fsync_dir, list_checkpoints
 
         torch.save({"scheduler": scheduler.state_dict()}, tmp / "state.pt")
         (tmp / "train_state.json").write_text(json.dumps({**train_state, "step": step, "world": env.world,
@@ -426,7 +426,7 @@ def save_dcp(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.opti
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(ckpt_root)
+        fsync_dir(ckpt_root)
         for old in list_checkpoints(ckpt_root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
         for stale in ckpt_root.glob(".tmp-step-*"):  # left by a run killed mid-save

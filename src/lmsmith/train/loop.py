@@ -26,6 +26,7 @@ import yaml
 from lmsmith.data.corpus import resolve_files
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
+from lmsmith.models import ResolvedModel, load_model
 from lmsmith.progress import console, make_progress
 from lmsmith.train import distributed as D
 from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context,
@@ -35,7 +36,7 @@ from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
-                                 check_model_source)
+                                 check_model_source, load_tokenizer_for, resolve_source)
 from lmsmith.train.objectives import OBJECTIVES, Objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
@@ -135,11 +136,12 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, str]:
     return run_dir, run_id
 
 
-def precheck(cfg: TrainConfig) -> None:
-    """Cheap checks that must fail before any compute."""
+def precheck(cfg: TrainConfig) -> ResolvedModel | None:
+    """Cheap checks that must fail before any compute. Returns the resolved --model, for the whole run."""
     check_model_source(cfg)
     check_resume(cfg)
-    check_lora_targets(cfg)
+    source = resolve_source(cfg)
+    check_lora_targets(cfg, source)
     if cfg.run_dir and not cfg.resume and (Path(cfg.run_dir) / "config.yaml").exists():
         raise LmsmithError(f"{cfg.run_dir} already holds a run", "pass --resume to continue it, or choose another --run-dir")
     if not cfg.data:
@@ -156,6 +158,7 @@ def precheck(cfg: TrainConfig) -> None:
 
         if not NAME_RE.match(cfg.output_name):
             raise LmsmithError(f"invalid --output-name '{cfg.output_name}'", "use letters, digits, '.', '_' or '-'")
+    return source
 
 
 def total_steps(cfg: TrainConfig, loader: Loader) -> int:
@@ -268,18 +271,16 @@ def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult:
-    precheck(cfg)
-    from lmsmith.train.model import load_tokenizer_for
-
+    source = precheck(cfg)
     strategy = D.parallel_strategy(cfg.fsdp, cfg.ddp, env)
     D.check_options(cfg.ac, cfg.gradient_checkpointing)
-    tokenizer = load_tokenizer_for(cfg)
+    tokenizer = load_tokenizer_for(cfg, source)
     # all data errors surface here, before the model is even loaded (rank 0 fills the token cache first)
     data = D.main_first(env, lambda: build_data(cfg, tokenizer))
     run_dir, run_id = D.on_main(env, lambda: prepare_run_dir(cfg))
     if env.enabled:
         cfg = cfg.model_copy(update={"device": str(env.device)})
-    built = build_model(cfg, tokenizer)
+    built = build_model(cfg, tokenizer, source)
     use_compile, use_fused = cfg.speed_defaults(built.device.type)
     doc_masks = None
     if not cfg.cross_doc_attention and cfg.task == "pretrain":
@@ -496,7 +497,7 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
         model.save_pretrained(out, **extra)  # PEFT: adapter_config.json + adapter_model.safetensors only
         kind = "adapter"
         if cfg.merge:
-            out = merge_adapter(built.base_ref, out, run_dir / "merged")
+            out = merge_adapter(built.source or built.base_ref, out, run_dir / "merged")
             kind = "model"
     else:
         model.save_pretrained(out, **extra)
@@ -517,15 +518,13 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
     return result
 
 
-def merge_adapter(base_ref: str | None, adapter_dir: Path, out: Path) -> Path:
+def merge_adapter(base: str | ResolvedModel | None, adapter_dir: Path, out: Path) -> Path:
     """Fold the adapter into a full-precision copy of the base (also for QLoRA: the base is reloaded unquantized)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from lmsmith.models import resolve
-
-    base = AutoModelForCausalLM.from_pretrained(resolve(base_ref).dir, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    assert base is not None
+    model = load_model(base, dtype=torch.float32, device="cpu")
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     if out.exists():
         shutil.rmtree(out)
     merged.save_pretrained(out)

@@ -1,4 +1,4 @@
-"""Quantized model directories: write them, register them, load them back.
+"""The on-disk format of quantized models: write a quantized model directory, read it back.
 
 A quantized version is a normal HF model directory (config, tokenizer, safetensors) in which each
 quantized linear `X` is stored as `X.qweight` (int8 / packed-int4 uint8 / fp8 bytes), `X.scales` and, for
@@ -7,22 +7,24 @@ asymmetric int4, `X.zeros`, and config.json carries
     "quantization": {"quant_method": "lmsmith", "method": "int4", "group_size": 64, "symmetric": false, ...}
 
 `lmsmith.models.load_model` sees that section and calls `load_quantized`, which builds the model from its
-config, swaps in empty quantized linears and loads the state.
+config, swaps in empty quantized linears and loads the state. Quantizing a registered model (the workflow)
+lives in `lmsmith.compress.quantize`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from lmsmith.compress.quantize import QUANT_METHOD, QuantSpec, fp8_cpu_error, fp8_supported, prepare_for_inference, quantize_model_
 from lmsmith.errors import LmsmithError
+from lmsmith.quant.dispatch import fp8_cpu_error, fp8_supported
+from lmsmith.quant.passes import prepare_for_inference, quantize_model_
+from lmsmith.quant.spec import QUANT_METHOD, QuantSpec
 
 QUANT_KEY = "quantization"
 WEIGHTS_FILE = "model.safetensors"
@@ -133,47 +135,6 @@ def load_quantized(model_dir: str | Path, dtype: torch.dtype = torch.float32, de
     model = model.to(device).eval()
     prepare_for_inference(model, dtype)
     return model
-
-
-def quantize_to_dir(source_dir: Path, out_dir: Path, method: str, group_size: int | None = None,
-                    symmetric: bool = False, include_lm_head: bool = False, skip: tuple[str, ...] = (),
-                    lm_head_method: str | None = None) -> tuple[QuantSpec, nn.Module]:
-    """Quantize the HF model in `source_dir` (weights read in float32) into `out_dir`."""
-    from lmsmith.models import load_model, parse_dtype
-
-    config = json.loads((source_dir / "config.json").read_text())
-    if quant_section(config):
-        raise LmsmithError(f"{source_dir} is already quantized ({quant_section(config)['method']})",
-                           "quantize the unquantized parent model instead")
-    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
-    save_dtype = parse_dtype(stored) if isinstance(stored, str) and stored != "auto" else torch.float32
-    model = load_model(str(source_dir), dtype=torch.float32, device="cpu")
-    spec = quantize_model_(model, method, group_size, symmetric, include_lm_head, skip, allow_cpu_fp8=True,
-                           progress=True, lm_head_method=lm_head_method)
-    save_quantized(model, source_dir, out_dir, spec, dtype=save_dtype)
-    return spec, model
-
-
-def register_quantized(ref: str, name: str, method: str, group_size: int | None = None, symmetric: bool = False,
-                       include_lm_head: bool = False, command: str | None = None, metrics: dict[str, Any] | None = None,
-                       lm_head_method: str | None = None):
-    """Quantize a registered (or path) model and register the result with lineage (stage "compress")."""
-    from lmsmith.registry.registry import Lineage, Registry
-
-    registry = Registry()
-    handle = registry.resolve(ref)
-    if handle.kind == "adapter":
-        raise LmsmithError(f"{handle.ref} is an adapter", "merge it first (`lmsmith train merge`) and quantize the merged model")
-    with tempfile.TemporaryDirectory(dir=registry.tmp) as tmp:
-        out = Path(tmp) / name
-        spec, _ = quantize_to_dir(handle.dir, out, method, group_size, symmetric, include_lm_head,
-                                  lm_head_method=lm_head_method)
-        config = {k: v for k, v in spec.to_dict().items() if k != "modules"}
-        config["num_quantized_modules"] = len(spec.modules)
-        mv = registry.register(out, name, lineage=Lineage(parent=handle.ref, stage="compress", command=command,
-                                                          config=config),
-                               tags={"quantization": method}, metrics=metrics or {})
-    return mv, spec
 
 
 def read_spec(model_dir: str | Path) -> QuantSpec | None:
