@@ -71,7 +71,7 @@ def decode(model, prompt: torch.Tensor, new_tokens: int, static: bool) -> float:
 
 def ppl_deltas(ref: str, text_path: Path, methods: list[str]) -> dict[str, float]:
     """Perplexity of a real model on the English sample, per method, on this GPU (bf16 activations)."""
-    from lmsmith.compress.perplexity import perplexity
+    from lmsmith.evaluate.perplexity import perplexity
     from lmsmith.quant import quantize_model_
     from lmsmith.models import load_model, load_tokenizer
 
@@ -103,7 +103,7 @@ def engine_decode(model_dir: Path, prompt_len: int, new_tokens: int, repeats: in
 def engine_logits_agreement(dirs: dict[str, Path], n_tokens: int = 256) -> dict[str, float]:
     """Next-token agreement and logit error of each quantized engine vs the bf16 one, teacher-forced on random
     tokens (the random-init model has no meaningful perplexity; real-model deltas: tests/compress)."""
-    from lmsmith.compress.perplexity_engine import engine_logits
+    from lmsmith.serve.scoring import engine_logits
 
     ids = torch.randint(10, 1000, (n_tokens,), generator=torch.Generator().manual_seed(1)).tolist()
     ref = engine_logits(str(dirs["bf16"]), ids, dtype="bfloat16")

@@ -89,7 +89,8 @@ def worker(args) -> None:
     from lmsmith.train import distributed as D
     from lmsmith.train.config import PretrainConfig
     from lmsmith.train.fused_loss import FusedCausalLMLoss
-    from lmsmith.train.loop import apply_update, flops_per_token, forward_backward, peak_flops
+    from lmsmith.hardware import peak_flops
+    from lmsmith.train.loop import apply_update, flops_per_token, forward_backward
     from lmsmith.train.model import build_optimizer
     from lmsmith.train.objectives import CausalLMLoss
 

@@ -168,7 +168,7 @@ def timed(step, args, device: torch.device) -> dict[str, float]:
 
 
 def finish(result: dict[str, float], args, device: torch.device, fpt: float, n_trainable: int) -> dict[str, float]:
-    from lmsmith.train.loop import peak_flops
+    from lmsmith.hardware import peak_flops
 
     tokens = args.batch_size * args.seq_len
     result["tokens_per_s"] = tokens / result["seconds_per_step"]

@@ -138,7 +138,7 @@ def test_quantized_tiny_model_on_cuda(method: str, tmp_path):
 @pytest.mark.parametrize("method", ["int8", "int4"] + (["fp8"] if torch.cuda.is_available() and Q.fp8_supported(torch.device("cuda")) else []))
 def test_engine_serves_quantized_checkpoint_on_cuda(method: str, tmp_path):
     """Native runner + CUDA graphs on a quantized checkpoint: logits close to the HF path, greedy decode runs."""
-    from lmsmith.compress.perplexity_engine import engine_logits
+    from lmsmith.serve.scoring import engine_logits
     from lmsmith.compress.quantize import quantize_to_dir
     from lmsmith.models import load_model
     from lmsmith.serve import LLM, SamplingParams

@@ -5,7 +5,6 @@ Per-item results are kept (not just the means) so that two runs can be compared 
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -127,11 +126,6 @@ def run_perplexity(task: Task, backend: Backend) -> TaskResult:
         nbytes, nwords = len(text.encode("utf-8")), max(1, len(text.split()))
         items.append({"id": doc.index, "loglikelihood": ll, "tokens": ntok, "bytes": nbytes, "words": nwords})
         total_ll, total_tok, total_bytes, total_words = total_ll + ll, total_tok + ntok, total_bytes + nbytes, total_words + nwords
-    all_metrics = {
-        "token_perplexity": math.exp(-total_ll / max(1, total_tok)),
-        "byte_perplexity": math.exp(-total_ll / max(1, total_bytes)),
-        "bits_per_byte": -total_ll / max(1, total_bytes) / math.log(2),
-        "word_perplexity": math.exp(-total_ll / max(1, total_words)),
-    }
+    all_metrics = M.perplexity_metrics(total_ll, total_tok, total_bytes, total_words)
     return TaskResult(task.name, task.kind, len(items), {k: all_metrics[k] for k in task.metrics}, items,
                       extra={"tokens": total_tok, "bytes": total_bytes, "tokens_per_byte": total_tok / max(1, total_bytes)})

@@ -9,6 +9,7 @@ import sys
 from rich.table import Table
 
 from lmsmith.errors import LmsmithError
+from lmsmith.hardware import GPU_MEM_GIB
 from lmsmith.registry import Registry
 from lmsmith.registry.views import version_dict, version_table
 from lmsmith.progress import console, human_bytes, out
@@ -164,7 +165,6 @@ def register_models(sub: argparse._SubParsersAction) -> None:
 
 
 # usable GiB per GPU as torch sees it (an "80 GB" H100 shows ~79 GiB, of which ~78 are free to a process)
-GPU_MEM_GIB = {"h100": 79.0, "h200": 139.0, "a100": 79.0, "l40s": 44.0, "cpu": 64.0}
 
 
 def _default_gpu_mem(args: argparse.Namespace) -> None:

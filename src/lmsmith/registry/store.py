@@ -33,6 +33,11 @@ def sha256_file(path: str | Path) -> str:
 _HASHED: dict[tuple[int, int, int, int, int], str] = {}
 
 
+def clear_hash_cache() -> None:
+    """Forget the hashes of this process (the next check reads every file again, as a new process would)."""
+    _HASHED.clear()
+
+
 def file_digest(path: str | Path, cached: bool = True) -> str:
     """sha256 of a file; `cached`: reuse this process's earlier hash of the same unchanged inode."""
     st = os.stat(path)

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from lmsmith.data.corpus import resolve_files
+from lmsmith import hardware
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.models import ResolvedModel, load_model
@@ -42,7 +43,6 @@ from lmsmith.train.tracking import Tracker, plot_curves
 
 # Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "nan-at-step:N", "interrupt-after-step:N"
 FAULT_ENV = "LMSMITH_TRAIN_FAULT"
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
 @dataclass
@@ -68,28 +68,18 @@ def _fault() -> tuple[str, int] | None:
     return kind, int(n)
 
 
-def peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
 def flops_per_token(model: torch.nn.Module, n_trainable: int, seq_len: int) -> float:
-    """Matmul FLOPs per trained token: 2N forward + 2N input-grads + 2N_trainable weight-grads + attention.
-
-    N counts the weights used in matmuls (input embedding lookup excluded, output head included);
-    full fine-tuning gives the usual 6N. Attention adds 12 * layers * hidden * seq (PaLM appendix B)."""
+    """Matmul FLOPs per trained token of `model` (`lmsmith.hardware.flops_per_token`; quantized weights count
+    their logical size)."""
     cfg = getattr(model, "config", None)
     emb = model.get_input_embeddings().weight
     total = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() * 2 for n, b in model.named_buffers() if n.endswith("qweight"))
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     n = total if tied else total - emb.numel()
-    n_trainable = min(n_trainable, n)
     layers = getattr(cfg, "num_hidden_layers", 0) or 0
     hidden = getattr(cfg, "hidden_size", 0) or 0
-    return 4 * n + 2 * n_trainable + 12 * layers * hidden * seq_len
+    return hardware.flops_per_token(n, n_trainable, layers, hidden, seq_len)
 
 
 def new_run_id(task: str) -> str:
@@ -334,7 +324,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
                   f"{f' x {env.world} processes ({strategy})' if env.enabled else ''}; run dir {run_dir}")
     fault = _fault()
     fpt = flops_per_token(D.unwrap(model), built.n_trainable, cfg.seq_len)
-    peak = peak_flops(device)
+    peak = hardware.peak_flops(device)
     peak = peak * env.world if peak else peak  # MFU of all GPUs together (= per GPU on even shards)
     last_loss = float("nan")
     last_eval: float | None = None
