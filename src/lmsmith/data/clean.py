@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -325,13 +326,47 @@ def _prepare_workdir(cfg: CleanConfig, out: Path) -> Path:
 
 
 def clean(cfg: CleanConfig) -> dict:
-    """Run the pipeline; returns the report dict (also written to OUTPUT/report.json and report.md)."""
+    """Run the pipeline; returns the report dict (also written to OUTPUT/report.json and report.md).
+
+    Phases: per-document steps in worker processes (resumable by chunk), then exact and near dedup in corpus
+    order, then the surviving documents written as shards with a manifest and the report."""
     from lmsmith.progress import console
-    from lmsmith.progress import task as progress_task
 
-    def task(description: str, total: int | None):
-        return progress_task(description, total) if cfg.progress else contextlib.nullcontext(lambda *a, **k: None)
+    check_config(cfg)
+    files = list_inputs(cfg.inputs)
+    out = Path(cfg.output)
+    work = _prepare_workdir(cfg, out)
+    t0 = time.time()
+    local = run_document_steps(cfg, files, work, t0)
+    t_local = time.time() - t0
+    tally, drops, near = deduplicate(cfg, local.results, work)
+    written = write_shards(cfg, local.results, drops, tally, work, out)
+    elapsed = time.time() - t0
+    manifest = {"format": "jsonl.gz" if cfg.compress else "jsonl", "text_field": "text",
+                "documents": written.documents, "chars": written.chars, "languages": dict(written.languages),
+                "shards": written.shards, "inputs": [str(f) for f in files],
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config": _settings(cfg)}
+    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    report = {
+        "documents_in": local.documents, "documents_out": written.documents, "chars_out": written.chars,
+        "chunks": len(local.results), "chunks_resumed": local.resumed, "chunks_processed": local.processed,
+        "seconds": round(elapsed, 2), "seconds_per_document_steps": round(t_local, 2),
+        "docs_per_second": round(local.documents / max(elapsed, 1e-9), 1), "workers": cfg.workers,
+        "near_dedup": ({**cluster_sizes(near.clusters), "bands": near.bands, "rows": near.rows,
+                        "threshold": cfg.near_threshold} if near is not None else None),
+        **tally.to_dict(),
+    }
+    _atomic_write(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
+    (out / "report.md").write_text(report_markdown(report))
+    if not cfg.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    console.print(f"kept {written.documents:,} of {local.documents:,} documents in {len(written.shards)} shard(s) "
+                  f"-> {out} ({elapsed:.1f} s, {report['docs_per_second']:.0f} docs/s)")
+    return report
 
+
+def check_config(cfg: CleanConfig) -> None:
+    """Bad options fail before any document is read."""
     if not cfg.output:
         raise LmsmithError("no output directory", "pass --output DIR")
     if not 0 < cfg.near_threshold <= 1 or not 0 <= cfg.langid_threshold <= 1:
@@ -345,19 +380,31 @@ def clean(cfg: CleanConfig) -> dict:
         if unknown:
             raise LmsmithError(f"unknown language code(s) in --lang: {', '.join(unknown)}",
                                "use ISO 639-1 codes such as cs, pl, sl, sk, en")
-    files = list_inputs(cfg.inputs)
-    out = Path(cfg.output)
-    work = _prepare_workdir(cfg, out)
-    t0 = time.time()
 
-    # Phase 1: per-document steps, chunk by chunk, in worker processes (finished chunks are skipped).
+
+def _bar(cfg: CleanConfig, description: str, total: int | None):
+    from lmsmith.progress import task
+
+    return task(description, total) if cfg.progress else contextlib.nullcontext(lambda *a, **k: None)
+
+
+@dataclass
+class LocalResults:
+    results: dict[int, dict]  # chunk index -> its summary (documents, tally)
+    documents: int  # documents read
+    resumed: int  # chunks finished by an earlier run
+    processed: int  # chunks processed now
+
+
+def run_document_steps(cfg: CleanConfig, files: list[Path], work: Path, t0: float) -> LocalResults:
+    """Phase 1: per-document steps, chunk by chunk, in worker processes (finished chunks are skipped)."""
     results: dict[int, dict] = {}
     resumed = processed = n_docs = 0
     cfg_dict = cfg.model_dump()
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pool = ctx.Pool(cfg.workers) if cfg.workers > 1 else None
     pending: deque = deque()
-    with task("clean", None) as bar:
+    with _bar(cfg, "clean", None) as bar:
         def collect(res: dict) -> None:
             results[res["index"]] = res
             bar(res["docs"], info=f"{sum(r['docs'] for r in results.values()) / max(time.time() - t0, 1e-9):.0f} docs/s")
@@ -385,17 +432,23 @@ def clean(cfg: CleanConfig) -> dict:
                 pool.join()
     if not results:
         raise LmsmithError("the inputs hold no documents", "check the files and --txt-mode / --text-field")
-    t_local = time.time() - t0
+    return LocalResults(results, n_docs, resumed, processed)
 
-    # Phase 2: exact and near dedup in corpus order, one process, only hashes/signatures in memory.
+
+def deduplicate(cfg: CleanConfig, results: dict[int, dict], work: Path
+                ) -> tuple[Tally, dict[int, dict[int, tuple[str, int]]], NearDedup | None]:
+    """Phase 2: exact and near dedup in corpus order, one process, only hashes/signatures in memory.
+
+    Returns the merged tally, the drops (chunk -> {row: (step, global index of the kept twin)}) and the
+    near-dedup index (for its cluster statistics)."""
     tally = Tally(cfg.examples)
     for i in sorted(results):
         tally.merge(results[i]["tally"])
     seen: set[int] = set()
     near = NearDedup(cfg.near_threshold, cfg.num_perm, sig_store=work / "kept_signatures.npy") if cfg.near_dedup else None
-    drops: dict[int, dict[int, tuple[str, int]]] = {}  # chunk -> {row: (step, global index of the kept twin)}
+    drops: dict[int, dict[int, tuple[str, int]]] = {}
     gidx = 0
-    with task("dedup", len(results)) as bar:
+    with _bar(cfg, "dedup", len(results)) as bar:
         for i in sorted(results):
             z = np.load(work / f"chunk-{i:05d}.npz")
             hashes, sigs, langs, chars = z["hashes"], z["sigs"], z["langs"], z["chars"]
@@ -420,8 +473,20 @@ def clean(cfg: CleanConfig) -> dict:
                     tally.record("near_dedup", lang, n, n)
                 gidx += 1
             bar(1)
+    return tally, drops, near
 
-    # Phase 3: write the survivors as output shards; pick up texts for the dedup examples on the way.
+
+@dataclass
+class Written:
+    shards: list[dict]
+    languages: Counter
+    documents: int
+    chars: int
+
+
+def write_shards(cfg: CleanConfig, results: dict[int, dict], drops: dict[int, dict[int, tuple[str, int]]],
+                 tally: Tally, work: Path, out: Path) -> Written:
+    """Phase 3: write the survivors as output shards; pick up texts for the dedup examples on the way."""
     for old in out.glob("shard-*"):
         old.unlink()
     want_twins = {t for d in drops.values() for step, t in d.values() if step == "near_dedup"}
@@ -431,7 +496,7 @@ def clean(cfg: CleanConfig) -> dict:
     total_docs = total_chars = 0
     suffix = ".jsonl.gz" if cfg.compress else ".jsonl"
     gidx = 0
-    with task("write", len(results)) as bar:
+    with _bar(cfg, "write", len(results)) as bar:
         for i in sorted(results):
             chunk_drops = drops.get(i, {})
             keep = []
@@ -462,30 +527,7 @@ def clean(cfg: CleanConfig) -> dict:
             if "twin" in e:
                 e["kept_twin"] = _snippet(twin_text.get(e.pop("twin"), ""))
         tally.samples[f"{step}:{'duplicate' if step == 'exact_dedup' else 'near_duplicate'}"] = ex
-
-    elapsed = time.time() - t0
-    manifest = {"format": "jsonl.gz" if cfg.compress else "jsonl", "text_field": "text", "documents": total_docs,
-                "chars": total_chars, "languages": dict(languages), "shards": shards,
-                "inputs": [str(f) for f in files], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "config": _settings(cfg)}
-    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
-    report = {
-        "documents_in": n_docs, "documents_out": total_docs, "chars_out": total_chars,
-        "chunks": len(results), "chunks_resumed": resumed, "chunks_processed": processed,
-        "seconds": round(elapsed, 2), "seconds_per_document_steps": round(t_local, 2),
-        "docs_per_second": round(n_docs / max(elapsed, 1e-9), 1), "workers": cfg.workers,
-        "near_dedup": ({**cluster_sizes(near.clusters), "bands": near.bands, "rows": near.rows,
-                        "threshold": cfg.near_threshold} if near is not None else None),
-        **tally.to_dict(),
-    }
-    _atomic_write(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False))
-    (out / "report.md").write_text(report_markdown(report))
-    if not cfg.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    console.print(f"kept {total_docs:,} of {n_docs:,} documents in {len(shards)} shard(s) -> {out} "
-                  f"({elapsed:.1f} s, {report['docs_per_second']:.0f} docs/s)")
-    return report
-
+    return Written(shards, languages, total_docs, total_chars)
 
 
 def report_markdown(r: dict) -> str:

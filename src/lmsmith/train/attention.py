@@ -91,7 +91,7 @@ def causal_attention_supported(config: Any) -> bool:
 
 def use_causal_attention(model: nn.Module) -> bool:
     """Switch a supported HF model (under PEFT/DDP wrappers) to `causal_attention`; False when left as is."""
-    from lmsmith.train.distributed import inner_model
+    from lmsmith.train.parallelize import inner_model
 
     inner = inner_model(model)
     cfg = getattr(inner, "config", None)
@@ -111,7 +111,7 @@ def use_causal_attention(model: nn.Module) -> bool:
 
 def use_flex_attention(model: nn.Module) -> None:
     """Switch the HF model (under PEFT/DDP wrappers) to its flex-attention implementation."""
-    from lmsmith.train.distributed import inner_model
+    from lmsmith.train.parallelize import inner_model
 
     inner = inner_model(model)
     setter = getattr(inner, "set_attn_implementation", None)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from lmsmith.errors import LmsmithError
-from lmsmith.train.distributed import NCCL_SAFE_ENV, launched_by_torchrun
+from lmsmith.train.collectives import NCCL_SAFE_ENV, launched_by_torchrun
 
 
 def torchrun_command(nproc: int, argv: list[str], *, nnodes: int = 1, node_rank: int = 0,

@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +32,8 @@ from lmsmith.progress import console, make_progress
 from lmsmith.train import distributed as D
 from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context,
                                      use_flex_attention)
-from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from lmsmith.train.checkpoint import (is_dcp_checkpoint, latest_checkpoint, load_checkpoint, load_dcp,
+                                     save_checkpoint, save_dcp)
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
@@ -261,6 +262,46 @@ def train(cfg: TrainConfig, command: str | None = None) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult:
+    return Stepper(setup(cfg, env), command).run()
+
+
+@dataclass
+class Run:
+    """What one training run steps with: built once by `setup` (and `resume` on a continued run)."""
+
+    cfg: TrainConfig
+    env: D.DistEnv
+    built: Built
+    data: DataSpec
+    run_dir: Path
+    run_id: str
+    strategy: str
+    objective: Objective
+    loader: Loader
+    steps: int
+    optimizer: Any
+    scheduler: Any
+    amp: Callable[[], Any]
+    amp_dtype: torch.dtype | None
+    doc_masks: DocumentMasks | None
+    start: int = 0  # the step to continue from
+    tokens: int = 0  # tokens trained on so far (all ranks)
+
+    @property
+    def model(self) -> Any:
+        return self.built.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.built.device
+
+    @property
+    def ckpt_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+
+def setup(cfg: TrainConfig, env: D.DistEnv) -> Run:
+    """Check the options, then build data, model, optimizer and schedule (and resume from a checkpoint)."""
     source = precheck(cfg)
     strategy = D.parallel_strategy(cfg.fsdp, cfg.ddp, env)
     D.check_options(cfg.ac, cfg.gradient_checkpointing)
@@ -282,190 +323,217 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
     built.model, head = D.prepare_model(built.model, env, strategy=strategy, ac=cfg.ac, compile=use_compile,
                                         fused_loss=use_fused, reshard_after_forward=cfg.reshard_after_forward,
                                         hf_gradient_checkpointing=cfg.gradient_checkpointing)
-    model, device = built.model, built.device
+    device = built.device
     objective: Objective = FusedCausalLMLoss(head) if head is not None else OBJECTIVES[cfg.task]()
     loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
-    optimizer, scheduler = build_optimizer(model, cfg, steps, device)
+    optimizer, scheduler = build_optimizer(built.model, cfg, steps, device)
     amp_dtype = autocast_dtype(cfg, device)
     sdpa = sdpa_context(resolve_sdpa_backend(cfg.sdpa_backend, device))
     amp = (lambda: _both(torch.autocast(device.type, dtype=amp_dtype), sdpa())) if amp_dtype else sdpa
-    ckpt_root = run_dir / "checkpoints"
-    start, state = 0, {"tokens": 0, "best_eval": None}
+    run = Run(cfg, env, built, data, run_dir, run_id, strategy, objective, loader, steps, optimizer, scheduler, amp,
+              amp_dtype, doc_masks)
     if cfg.resume:
-        last = latest_checkpoint(ckpt_root)
-        if last is not None and D.is_dcp_checkpoint(last):
-            saved = D.load_dcp(last, model, optimizer, scheduler, env)
-        elif last is not None and env.enabled:
-            raise LmsmithError(f"{last} was written by a single-process run", "resume it without --nproc/torchrun")
-        elif last is not None:
-            saved = load_checkpoint(last, model, optimizer, scheduler)
-        if last is not None:
-            if int(saved.get("world", 1)) != env.world:  # same global batch on another number of processes
-                bs, accum = D.rebalance(cfg.batch_size, cfg.grad_accum, int(saved.get("world", 1)), env.world)
-                loader.batch_size, cfg = bs, cfg.model_copy(update={"batch_size": bs, "grad_accum": accum})
-                console.print(f"resuming on {env.world} process(es) instead of {saved['world']}: "
-                              f"--batch-size {bs} x --grad-accum {accum} per process keeps the global batch")
-            loader.load_state(saved["data"])
-            start = int(saved["step"])
-            state.update(tokens=saved.get("tokens", 0))
-            console.print(f"resumed from {last} (step {start})")
-        else:
-            console.print("no checkpoint yet in the run directory; starting from step 0")
-    if start >= steps:
-        console.print(f"run already complete at step {start}")
-    tracker = (Tracker(run_dir, run_id, cfg.mlflow, cfg.tracking_uri, cfg.experiment, resume_step=start)
-               if env.is_main else D.NullTracker())
-    tracker.log_params({**cfg.model_dump(mode="json"), "run_id": run_id, "base": built.base_ref,
-                        "params": built.n_params, "trainable_params": built.n_trainable})
-    console.print(f"run {run_id}: {cfg.task}, {built.n_trainable:,} of {built.n_params:,} parameters trainable "
-                  f"({'QLoRA' if cfg.qlora else 'LoRA' if cfg.use_lora else 'full'}), {steps} steps on {device}"
-                  f"{' with bf16 autocast' if amp_dtype else ''}"
-                  f"{f' x {env.world} processes ({strategy})' if env.enabled else ''}; run dir {run_dir}")
-    fault = _fault()
-    fpt = flops_per_token(D.unwrap(model), built.n_trainable, cfg.seq_len)
-    peak = hardware.peak_flops(device)
-    peak = peak * env.world if peak else peak  # MFU of all GPUs together (= per GPU on even shards)
-    last_loss = float("nan")
-    last_eval: float | None = None
-    interrupted = False
-    # next batches collated and pinned in a background thread while the GPU computes
-    batches = Prefetcher(loader, depth=cfg.prefetch, pin=device.type == "cuda")
-    # Steps run without waiting for the GPU; loss and grad norm stay on the device and are read at
-    # log steps (every --log-every steps, 10 by default on CUDA, every step on CPU), before any checkpoint,
-    # evaluation or exit. The NaN guard runs there, so a diverged run never writes a checkpoint.
-    sync_every = cfg.log_every or (10 if device.type == "cuda" else 1)
-    pending: list[dict[str, Any]] = []
-    window = {"t": time.perf_counter(), "tokens": 0}
+        resume(run)
+    if run.start >= steps:
+        console.print(f"run already complete at step {run.start}")
+    return run
 
-    agreed_stop = False
 
-    def flush() -> None:
-        nonlocal last_loss, agreed_stop
-        if not pending:
+def resume(run: Run) -> None:
+    """Load the latest checkpoint of the run directory into `run` (model, optimizer, data position)."""
+    env, cfg = run.env, run.cfg
+    last = latest_checkpoint(run.ckpt_root)
+    if last is None:
+        console.print("no checkpoint yet in the run directory; starting from step 0")
+        return
+    if is_dcp_checkpoint(last):
+        saved = load_dcp(last, run.model, run.optimizer, run.scheduler, env)
+    elif env.enabled:
+        raise LmsmithError(f"{last} was written by a single-process run", "resume it without --nproc/torchrun")
+    else:
+        saved = load_checkpoint(last, run.model, run.optimizer, run.scheduler)
+    if int(saved.get("world", 1)) != env.world:  # same global batch on another number of processes
+        bs, accum = D.rebalance(cfg.batch_size, cfg.grad_accum, int(saved.get("world", 1)), env.world)
+        run.loader.batch_size, run.cfg = bs, cfg.model_copy(update={"batch_size": bs, "grad_accum": accum})
+        console.print(f"resuming on {env.world} process(es) instead of {saved['world']}: "
+                      f"--batch-size {bs} x --grad-accum {accum} per process keeps the global batch")
+    run.loader.load_state(saved["data"])
+    run.start = int(saved["step"])
+    run.tokens = saved.get("tokens", 0)
+    console.print(f"resumed from {last} (step {run.start})")
+
+
+class Stepper:
+    """The optimizer steps of a run: micro-batches, deferred loss reads and logging, the NaN guard,
+    checkpoints, periodic evaluation and Ctrl-C; then the final save and registration (`finish`)."""
+
+    def __init__(self, run: Run, command: str | None):
+        self.run_, self.command = run, command
+        cfg, env, built = run.cfg, run.env, run.built
+        self.tracker = (Tracker(run.run_dir, run.run_id, cfg.mlflow, cfg.tracking_uri, cfg.experiment,
+                                resume_step=run.start) if env.is_main else D.NullTracker())
+        self.tracker.log_params({**cfg.model_dump(mode="json"), "run_id": run.run_id, "base": built.base_ref,
+                                 "params": built.n_params, "trainable_params": built.n_trainable})
+        console.print(f"run {run.run_id}: {cfg.task}, {built.n_trainable:,} of {built.n_params:,} parameters trainable "
+                      f"({'QLoRA' if cfg.qlora else 'LoRA' if cfg.use_lora else 'full'}), {run.steps} steps on "
+                      f"{run.device}{' with bf16 autocast' if run.amp_dtype else ''}"
+                      f"{f' x {env.world} processes ({run.strategy})' if env.enabled else ''}; run dir {run.run_dir}")
+        self.fault = _fault()
+        self.fpt = flops_per_token(D.unwrap(run.model), built.n_trainable, cfg.seq_len)
+        peak = hardware.peak_flops(run.device)
+        self.peak = peak * env.world if peak else peak  # MFU of all GPUs together (= per GPU on even shards)
+        self.last_loss = float("nan")
+        # next batches collated and pinned in a background thread while the GPU computes
+        self.batches = Prefetcher(run.loader, depth=cfg.prefetch, pin=run.device.type == "cuda")
+        # Steps run without waiting for the GPU; loss and grad norm stay on the device and are read at
+        # log steps (every --log-every steps, 10 by default on CUDA, every step on CPU), before any checkpoint,
+        # evaluation or exit. The NaN guard runs there, so a diverged run never writes a checkpoint.
+        self.sync_every = cfg.log_every or (10 if run.device.type == "cuda" else 1)
+        self.pending: list[dict[str, Any]] = []
+        self.window = {"t": time.perf_counter(), "tokens": 0}
+        self.agreed_stop = False
+        self.intr = Interrupt()
+        self.progress: Any = None
+        self.bar: Any = None
+
+    def flush(self) -> None:
+        """Read the pending steps' losses (one device sync), check them, log them."""
+        run, env = self.run_, self.run_.env
+        if not self.pending:
             return
-        values = torch.stack([torch.stack([r["loss"].float(), r["grad_norm"].float()]) for r in pending]).tolist()
+        values = torch.stack([torch.stack([r["loss"].float(), r["grad_norm"].float()]) for r in self.pending]).tolist()
         if env.enabled and env.world > 1:  # tokens of all ranks; a Ctrl-C on any rank stops all of them
-            n_tok, stop = D.all_reduce_sum(env, [window["tokens"], float(intr.requested)])
-            window["tokens"] = int(n_tok)
+            n_tok, stop = D.all_reduce_sum(env, [self.window["tokens"], float(self.intr.requested)])
+            self.window["tokens"] = int(n_tok)
             if stop > 0:
-                intr.requested = agreed_stop = True
-        dt = max(time.perf_counter() - window["t"], 1e-9)
-        tps = window["tokens"] / dt
-        mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-        records, pending[:] = list(pending), []
-        window.update(t=time.perf_counter(), tokens=0)
+                self.intr.requested = self.agreed_stop = True
+        dt = max(time.perf_counter() - self.window["t"], 1e-9)
+        tps = self.window["tokens"] / dt
+        mem = torch.cuda.max_memory_allocated(run.device) / 2**30 if run.device.type == "cuda" else None
+        records, self.pending[:] = list(self.pending), []
+        self.window.update(t=time.perf_counter(), tokens=0)
         for r, (loss, gn) in zip(records, values):
-            if fault and fault == ("nan-at-step", r["step"]):
+            if self.fault and self.fault == ("nan-at-step", r["step"]):
                 loss = float("nan")
             if not math.isfinite(loss) or not math.isfinite(gn):
-                last = latest_checkpoint(ckpt_root)
+                last = latest_checkpoint(run.ckpt_root)
                 where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
                 raise NonFiniteLoss(f"training diverged: loss is {loss} (grad norm {gn:.3g}) "
                                     f"at step {r['step']}; stopped, {where}",
                                     "lower --lr, raise --warmup-steps or check the data")
             rec: dict[str, Any] = {**r, "loss": loss, "grad_norm": gn, "tokens_per_s": tps}
-            if peak:
-                rec["mfu"] = fpt * tps / peak
+            if self.peak:
+                rec["mfu"] = self.fpt * tps / self.peak
             if mem is not None:
                 rec["peak_mem_gb"] = mem
-            tracker.log(rec)
-            last_loss = loss
+            self.tracker.log(rec)
+            self.last_loss = loss
         last = rec
-        progress.update(bar, info=f"loss {last['loss']:.4f}  {tps:,.0f} tok/s")
-        if cfg.log_every:
-            progress.console.print(f"step {last['step']}/{steps}  loss {last['loss']:.4f}  lr {last['lr']:.3g}  "
-                                   f"grad norm {last['grad_norm']:.3g}  {tps:,.0f} tok/s"
-                                   + (f"  mfu {last['mfu']:.1%}" if "mfu" in last else ""))
+        self.progress.update(self.bar, info=f"loss {last['loss']:.4f}  {tps:,.0f} tok/s")
+        if run.cfg.log_every:
+            self.progress.console.print(f"step {last['step']}/{run.steps}  loss {last['loss']:.4f}  lr {last['lr']:.3g}  "
+                                        f"grad norm {last['grad_norm']:.3g}  {tps:,.0f} tok/s"
+                                        + (f"  mfu {last['mfu']:.1%}" if "mfu" in last else ""))
 
-    def checkpoint(step: int) -> Path:
-        flush()
-        f = fault[0] if fault and fault[1] == step and fault[0] == "kill-during-save" else None
-        if env.enabled:  # sharded: torch.distributed.checkpoint, loadable on any number of processes
-            return D.save_dcp(ckpt_root, step, model, optimizer, scheduler,
-                              {"data": batches.state(), "tokens": state["tokens"], "run_id": run_id},
-                              env, keep=cfg.keep_checkpoints)
-        return save_checkpoint(ckpt_root, step, model, optimizer, scheduler,
-                               {"data": batches.state(), "tokens": state["tokens"], "run_id": run_id},
-                               keep=cfg.keep_checkpoints, fault=f)
+    def checkpoint(self, step: int) -> Path:
+        run = self.run_
+        self.flush()
+        f = self.fault[0] if self.fault and self.fault[1] == step and self.fault[0] == "kill-during-save" else None
+        train_state = {"data": self.batches.state(), "tokens": run.tokens, "run_id": run.run_id}
+        if run.env.enabled:  # sharded: torch.distributed.checkpoint, loadable on any number of processes
+            return save_dcp(run.ckpt_root, step, run.model, run.optimizer, run.scheduler, train_state, run.env,
+                            keep=run.cfg.keep_checkpoints)
+        return save_checkpoint(run.ckpt_root, step, run.model, run.optimizer, run.scheduler, train_state,
+                               keep=run.cfg.keep_checkpoints, fault=f)
 
-    def eval_record(step: int) -> float | None:
-        flush()  # a diverged run stops before it is evaluated
-        loss = evaluate(model, objective, data, cfg, device, amp, doc_masks)
+    def eval_record(self, step: int) -> float | None:
+        run = self.run_
+        self.flush()  # a diverged run stops before it is evaluated
+        loss = evaluate(run.model, run.objective, run.data, run.cfg, run.device, run.amp, run.doc_masks)
         if loss is not None:
-            tracker.log({"step": step, "split": "eval", "loss": loss, "ppl": math.exp(min(loss, 50))})
+            self.tracker.log({"step": step, "split": "eval", "loss": loss, "ppl": math.exp(min(loss, 50))})
         return loss
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    status = "FAILED"
-    intr = Interrupt()
-    progress: Any = None
-    bar: Any = None
-    if start == 0 and data.eval:
-        eval_record(0)  # the starting point of the eval curve
-    try:
-        with intr, make_progress() as progress:
-            bar = progress.add_task(cfg.task, total=steps, completed=start, info="")
-            step = start
-            window["t"] = time.perf_counter()
-            while step < steps:
-                micro = [batches.next() for _ in range(cfg.grad_accum)]
-                n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
-                loss_sum, grad_norm = forward_backward(model, objective, micro, device, amp, cfg.max_grad_norm, env,
-                                                       doc_masks)
-                lr = scheduler.get_last_lr()[0]
-                apply_update(optimizer, scheduler)
-                step += 1
-                state["tokens"] += n_tokens * env.world
-                window["tokens"] += n_tokens
-                pending.append({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                                "tokens": state["tokens"], "epoch": batches.epoch})
-                progress.update(bar, completed=step)
-                if step % sync_every == 0 or step == steps:
-                    flush()
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
-                    last_eval = eval_record(step)
-                if fault and fault[0] in ("kill-after-step", "interrupt-after-step") and fault[1] == step:
-                    flush()
-                    os.kill(os.getpid(), signal.SIGKILL if fault[0] == "kill-after-step" else signal.SIGINT)
-                if (cfg.save_every and step % cfg.save_every == 0 and step < steps) or (
-                        fault and fault == ("kill-during-save", step)):
-                    checkpoint(step)
-                # one process stops at once; ranks stop together at a log step (flush agrees on the flag)
-                if intr.requested and (not env.enabled or env.world == 1 or agreed_stop):
-                    interrupted = True
-                    break
-            flush()
-        final_step = step
-        if interrupted:
-            path = checkpoint(final_step)
-            status = "KILLED"
-            console.print(f"interrupted at step {final_step}; checkpoint {path}\n"
-                          f"continue with: lmsmith train resume {run_dir}")
-            return TrainResult(run_dir, run_id, final_step, {"loss": last_loss}, interrupted=True)
-        last_eval = eval_record(final_step)
-        if start < steps:
-            checkpoint(final_step)
-        metrics = {"train_loss": last_loss, "steps": final_step, "tokens": state["tokens"]}
-        if last_eval is not None:
-            metrics["eval_loss"] = last_eval
-        if env.enabled:  # gather the sharded weights (every rank), save and register on rank 0
-            sd = D.full_state_dict(model, env, trainable_only=cfg.use_lora)
-            result = D.on_main(env, lambda: finish(cfg, built, data, run_dir, run_id, metrics, command, tracker, sd))
-        else:
-            result = finish(cfg, built, data, run_dir, run_id, metrics, command, tracker)
-        status = "FINISHED"
-        return result
-    finally:
-        if cfg.plot and env.is_main:
-            try:
-                png = plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-                if png:
-                    tracker.log_artifact(png)
-            except Exception as e:  # a plot must never lose a run
-                console.print(f"[yellow]warning:[/] could not plot curves: {e}")
-        tracker.close(status)
+    def step(self, step: int) -> int:
+        """One optimizer step of `grad_accum` micro-batches; returns the new step number."""
+        run = self.run_
+        micro = [self.batches.next() for _ in range(run.cfg.grad_accum)]
+        n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
+        loss_sum, grad_norm = forward_backward(run.model, run.objective, micro, run.device, run.amp,
+                                               run.cfg.max_grad_norm, run.env, run.doc_masks)
+        lr = run.scheduler.get_last_lr()[0]
+        apply_update(run.optimizer, run.scheduler)
+        step += 1
+        run.tokens += n_tokens * run.env.world
+        self.window["tokens"] += n_tokens
+        self.pending.append({"step": step, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                             "tokens": run.tokens, "epoch": self.batches.epoch})
+        return step
+
+    def run(self) -> TrainResult:
+        run, cfg, env = self.run_, self.run_.cfg, self.run_.env
+        if run.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(run.device)
+        status = "FAILED"
+        last_eval: float | None = None
+        interrupted = False
+        if run.start == 0 and run.data.eval:
+            self.eval_record(0)  # the starting point of the eval curve
+        try:
+            with self.intr, make_progress() as self.progress:
+                self.bar = self.progress.add_task(cfg.task, total=run.steps, completed=run.start, info="")
+                step = run.start
+                self.window["t"] = time.perf_counter()
+                while step < run.steps:
+                    step = self.step(step)
+                    self.progress.update(self.bar, completed=step)
+                    if step % self.sync_every == 0 or step == run.steps:
+                        self.flush()
+                    if cfg.eval_every and step % cfg.eval_every == 0 and step < run.steps:
+                        last_eval = self.eval_record(step)
+                    fault = self.fault
+                    if fault and fault[0] in ("kill-after-step", "interrupt-after-step") and fault[1] == step:
+                        self.flush()
+                        os.kill(os.getpid(), signal.SIGKILL if fault[0] == "kill-after-step" else signal.SIGINT)
+                    if (cfg.save_every and step % cfg.save_every == 0 and step < run.steps) or (
+                            fault and fault == ("kill-during-save", step)):
+                        self.checkpoint(step)
+                    # one process stops at once; ranks stop together at a log step (flush agrees on the flag)
+                    if self.intr.requested and (not env.enabled or env.world == 1 or self.agreed_stop):
+                        interrupted = True
+                        break
+                self.flush()
+            final_step = step
+            if interrupted:
+                path = self.checkpoint(final_step)
+                status = "KILLED"
+                console.print(f"interrupted at step {final_step}; checkpoint {path}\n"
+                              f"continue with: lmsmith train resume {run.run_dir}")
+                return TrainResult(run.run_dir, run.run_id, final_step, {"loss": self.last_loss}, interrupted=True)
+            last_eval = self.eval_record(final_step)
+            if run.start < run.steps:
+                self.checkpoint(final_step)
+            metrics = {"train_loss": self.last_loss, "steps": final_step, "tokens": run.tokens}
+            if last_eval is not None:
+                metrics["eval_loss"] = last_eval
+            if env.enabled:  # gather the sharded weights (every rank), save and register on rank 0
+                sd = D.full_state_dict(run.model, env, trainable_only=cfg.use_lora)
+                result = D.on_main(env, lambda: finish(cfg, run.built, run.data, run.run_dir, run.run_id, metrics,
+                                                       self.command, self.tracker, sd))
+            else:
+                result = finish(cfg, run.built, run.data, run.run_dir, run.run_id, metrics, self.command, self.tracker)
+            status = "FINISHED"
+            return result
+        finally:
+            if cfg.plot and env.is_main:
+                try:
+                    png = plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
+                    if png:
+                        self.tracker.log_artifact(png)
+                except Exception as e:  # a plot must never lose a run
+                    console.print(f"[yellow]warning:[/] could not plot curves: {e}")
+            self.tracker.close(status)
 
 
 def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id: str, metrics: dict[str, Any],
