@@ -105,7 +105,6 @@ def main() -> int:
     args = ap.parse_args()
 
     import torch
-
     from samples import TEXTS, czech_corpus
 
     if args.threads:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lmsmith.quant import Int4Linear, Int8Linear  # noqa: E402
 from lmsmith.ops.planner import SHAPES  # noqa: E402
+from lmsmith.quant import Int4Linear, Int8Linear  # noqa: E402
 from lmsmith.serve.gemv import CANDIDATE_TILES, _call  # noqa: E402
 from lmsmith.serve.paged_decode import triton  # noqa: E402
 
@@ -59,7 +59,7 @@ def kernel_report() -> None:
 
     try:
         for caches in G._gemv_kernel.device_caches.values():
-            for key, ck in caches[0].items():
+            for _key, ck in caches[0].items():
                 ck._init_handles()
                 names = ck.src.fn.arg_names
                 consts = {}
@@ -108,8 +108,7 @@ def main() -> None:
                 tiles = [(4, 1024, 4), (2, 2048, 4), (8, 1024, 8), (4, 2048, 8), (2, 1024, 2), (1, 2048, 4)]
             else:
                 qs = [quantized(w, kind, args.group_size) for w in ws]
-                del ws
-                ws = qs
+                ws = qs  # the bf16 copies are freed here
                 ref = F.linear(x, qs[0].dequantize(torch.float32).to(x.dtype)).float()
                 own = (lambda: nxt(qs).fast_matmul(x)) if kind == "int4" else (lambda: nxt(qs).triton_matmul(x))
                 variants = {"tinygemm" if kind == "int4" else "wq_triton": own}
@@ -132,7 +131,7 @@ def main() -> None:
                 tbs = stored / (us * 1e-6) / 1e12
                 results[f"{name}.{vname}.us" if kind == "bf16" else f"{name}.{kind}.{vname}.us"] = round(us, 2)
                 print(f"{name:8s} {kind:4s} [{n}x{k}] {vname:22s} {us:8.2f} us  {tbs:5.2f} TB/s", flush=True)
-            del ws
+            ws = variants = None  # free this shape's weights before the next
             torch.cuda.empty_cache()
     kernel_report()
     out = {"benchmark": "gemm_probe", "device": torch.cuda.get_device_name(),

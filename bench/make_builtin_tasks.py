@@ -80,7 +80,7 @@ def short_answers(rng: random.Random) -> list[dict]:
     for _ in range(12):
         a, b = rng.randint(2, 20), rng.randint(2, 20)
         items.append({"question": f"Kolik je {a} + {b}?", "answer": str(a + b)})
-    for i, d in enumerate(rng.sample(DAYS, 6)):
+    for _i, d in enumerate(rng.sample(DAYS, 6)):
         items.append({"question": f"Který den následuje po dni {d}?", "answer": DAYS[(DAYS.index(d) + 1) % 7]})
     return items
 

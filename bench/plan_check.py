@@ -47,14 +47,13 @@ def parse_config(name: str) -> dict:
 
 def measure(c: dict, args, device: torch.device) -> float:
     """Peak allocated GiB of a few training steps of the loop, from an empty GPU."""
-    from train_scaling import build_model, model_config
-
     from lmsmith.train import distributed as D
     from lmsmith.train.config import PretrainConfig
     from lmsmith.train.fused_loss import FusedCausalLMLoss
     from lmsmith.train.loop import apply_update, forward_backward
     from lmsmith.train.model import apply_lora, build_optimizer
     from lmsmith.train.objectives import CausalLMLoss
+    from train_scaling import build_model, model_config
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -84,7 +83,6 @@ def measure(c: dict, args, device: torch.device) -> float:
 
 def predict(c: dict, args) -> tuple[float, dict]:
     from lmsmith.ops.planner import Shape, plan_train
-
     from train_scaling import model_config
 
     shape = Shape.from_config(model_config(args.preset).to_dict())

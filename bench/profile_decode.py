@@ -20,9 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from serve_gpu import build_model_dir, prompts  # noqa: E402
-
 from lmsmith.ops.planner import SHAPES  # noqa: E402
+from serve_gpu import build_model_dir, prompts  # noqa: E402
 
 
 def profile_steps(engine, batch, out_len, path: Path, steps: int = 20) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
-
 from lmsmith.quant import linear_weight_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -61,8 +60,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "quant_cpu.json"))
     args = ap.parse_args()
 
-    from lmsmith.quant import quantize_model_
     from lmsmith.models import load_model, load_tokenizer
+    from lmsmith.quant import quantize_model_
 
     if args.threads:
         torch.set_num_threads(args.threads)

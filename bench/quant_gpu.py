@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from _result import make_result, write_result  # bench/_result.py: one result shape for all benchmarks
-
 from lmsmith.quant import linear_weight_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -72,8 +71,8 @@ def decode(model, prompt: torch.Tensor, new_tokens: int, static: bool) -> float:
 def ppl_deltas(ref: str, text_path: Path, methods: list[str]) -> dict[str, float]:
     """Perplexity of a real model on the English sample, per method, on this GPU (bf16 activations)."""
     from lmsmith.evaluate.perplexity import perplexity
-    from lmsmith.quant import quantize_model_
     from lmsmith.models import load_model, load_tokenizer
+    from lmsmith.quant import quantize_model_
 
     tok = load_tokenizer(ref)
     text = text_path.read_text()
@@ -123,11 +122,10 @@ def run_engine(args, methods: list[str]) -> tuple[dict[str, float], dict[str, st
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from serve_gpu import build_model_dir
-
+    from lmsmith.models import load_model
     from lmsmith.quant import quantize_model_
     from lmsmith.quant.format import save_quantized
-    from lmsmith.models import load_model
+    from serve_gpu import build_model_dir
 
     metrics: dict[str, float] = {}
     notes: dict[str, str] = {}

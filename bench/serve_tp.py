@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _result import make_result, write_result as save_result  # bench/_result.py: one result shape for all benchmarks
+from _result import make_result  # bench/_result.py: one result shape for all benchmarks
+from _result import write_result as save_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 

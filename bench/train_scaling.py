@@ -69,7 +69,7 @@ def materialize(model, device: torch.device, std: float = 0.02) -> None:
     weights, unit norms) and recompute the rotary-embedding buffers that meta creation left empty."""
     model.to_empty(device=device)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for _name, p in model.named_parameters():
             if p.ndim == 1:
                 p.fill_(1.0)
             else:
@@ -85,11 +85,11 @@ def materialize(model, device: torch.device, std: float = 0.02) -> None:
 
 def worker(args) -> None:
     """One rank of a torchrun job: time the training step and write rank 0's numbers to --worker-out."""
+    from lmsmith.hardware import peak_flops
     from lmsmith.models import quiet_transformers
     from lmsmith.train import distributed as D
     from lmsmith.train.config import PretrainConfig
     from lmsmith.train.fused_loss import FusedCausalLMLoss
-    from lmsmith.hardware import peak_flops
     from lmsmith.train.loop import apply_update, flops_per_token, forward_backward
     from lmsmith.train.model import build_optimizer
     from lmsmith.train.objectives import CausalLMLoss

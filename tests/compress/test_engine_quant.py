@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmsmith.quant import Int4Linear, Int8Linear, QuantLinear
 from lmsmith.compress.quantize import quantize_to_dir
 from lmsmith.errors import LmsmithError
+from lmsmith.quant import Int4Linear, Int8Linear, QuantLinear
 
 PROMPTS = [[5, 17, 99, 240, 31], [7, 8, 9]]
 

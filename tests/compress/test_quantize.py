@@ -7,10 +7,22 @@ import torch
 from torch import nn
 
 from lmsmith import quant as Q
-from lmsmith.quant import (Fp8Linear, Int4Linear, Int8Linear, QuantLinear, dequantize_fp8, dequantize_int4,
-                                       dequantize_int8, pack_int4, quantize_fp8, quantize_int4, quantize_int8,
-                                       quantize_model_, unpack_int4)
 from lmsmith.errors import LmsmithError
+from lmsmith.quant import (
+    Fp8Linear,
+    Int4Linear,
+    Int8Linear,
+    QuantLinear,
+    dequantize_fp8,
+    dequantize_int4,
+    dequantize_int8,
+    pack_int4,
+    quantize_fp8,
+    quantize_int4,
+    quantize_int8,
+    quantize_model_,
+    unpack_int4,
+)
 
 
 def weights(n: int = 96, k: int = 256, seed: int = 0) -> torch.Tensor:

@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 
 from lmsmith.cli import main
-from lmsmith.quant import Int4Linear, Int8Linear, quantize_model_
 from lmsmith.models import load_model
+from lmsmith.quant import Int4Linear, Int8Linear, quantize_model_
 
 SAMPLE = Path(__file__).parent / "data" / "english_sample.txt"
 

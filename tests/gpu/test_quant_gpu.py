@@ -102,10 +102,10 @@ def test_fp8_scaled_mm_matches_reference(m: int):
 
 @pytest.mark.parametrize("method", ["int8", "int4"] + (["fp8"] if torch.cuda.is_available() and Q.fp8_supported(torch.device("cuda")) else []))
 def test_quantized_tiny_model_on_cuda(method: str, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     from lmsmith.quant.format import load_quantized, save_quantized
     from lmsmith.tiny import build_tiny, tiny_model
-
-    from transformers import AutoModelForCausalLM
 
     src = build_tiny(tmp_path / "tiny", "llama")
     fp32 = tiny_model("llama", hidden_size=128, intermediate_size=256)
@@ -138,10 +138,10 @@ def test_quantized_tiny_model_on_cuda(method: str, tmp_path):
 @pytest.mark.parametrize("method", ["int8", "int4"] + (["fp8"] if torch.cuda.is_available() and Q.fp8_supported(torch.device("cuda")) else []))
 def test_engine_serves_quantized_checkpoint_on_cuda(method: str, tmp_path):
     """Native runner + CUDA graphs on a quantized checkpoint: logits close to the HF path, greedy decode runs."""
-    from lmsmith.serve.scoring import engine_logits
     from lmsmith.compress.quantize import quantize_to_dir
     from lmsmith.models import load_model
     from lmsmith.serve import LLM, SamplingParams
+    from lmsmith.serve.scoring import engine_logits
     from lmsmith.tiny import build_tiny
 
     src = build_tiny(tmp_path / "tiny", "llama")

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lmsmith.errors import LmsmithError
-from lmsmith.serve import LLM, SamplingParams
-from lmsmith.serve import tp_layers
+from lmsmith.serve import LLM, SamplingParams, tp_layers
 from lmsmith.tiny import build_tiny
 
 PROMPTS = ["hello world", "the cat sat on the mat and then", "a", "one two three four five six seven eight nine " * 3]
@@ -96,8 +95,8 @@ def test_error_kv_heads_not_divisible(tmp_path):
 
 
 def test_error_more_ranks_than_gpus(monkeypatch):
-    from lmsmith.tiny import tiny_config
     from lmsmith.serve.llama import spec_from_config
+    from lmsmith.tiny import tiny_config
 
     spec = spec_from_config(tiny_config("llama"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

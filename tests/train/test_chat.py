@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmsmith.data.chat import (IGNORE_INDEX, ChatExample, fit_length, read_chat_jsonl, render_chat, render_file)
+from lmsmith.data.chat import IGNORE_INDEX, ChatExample, fit_length, read_chat_jsonl, render_chat, render_file
 from lmsmith.errors import LmsmithError
 from lmsmith.tiny import tiny_tokenizer
 

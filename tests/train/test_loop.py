@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmsmith.cli import main
 from lmsmith.errors import LmsmithError

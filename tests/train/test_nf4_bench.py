@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from lmsmith.train.nf4 import NF4_LEVELS, NF4Linear, dequantize_nf4, quantize_nf4, quantize_model_nf4
+from lmsmith.train.nf4 import NF4_LEVELS, NF4Linear, dequantize_nf4, quantize_model_nf4, quantize_nf4
 
 ROOT = Path(__file__).resolve().parents[2]
 

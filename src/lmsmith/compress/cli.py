@@ -7,9 +7,9 @@ import json
 
 from rich.table import Table
 
-from lmsmith.quant import GROUP_SIZES, METHODS
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import console, out
+from lmsmith.quant import GROUP_SIZES, METHODS
 
 
 def group_size_arg(value: str) -> int | None:

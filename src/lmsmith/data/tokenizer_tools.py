@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lmsmith.registry.store import sha256_file as _sha256
 from lmsmith.errors import LmsmithError
+from lmsmith.registry.store import sha256_file as _sha256
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 DEFAULT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",

@@ -64,7 +64,8 @@ def absolute_instruction(cfg: JudgeConfig) -> str:
     if cfg.criteria:
         crit = (f' Also score each criterion ({", ".join(cfg.criteria)}) from {lo} to {hi} under "criteria": '
                 '{"<criterion>": <score>, ...}.')
-    return f'Score the response from {lo} (worst) to {hi} (best). Answer with a JSON object {{"reason": "<one sentence>", "score": <{lo}-{hi}>}}.{crit}'
+    return (f'Score the response from {lo} (worst) to {hi} (best). '
+            f'Answer with a JSON object {{"reason": "<one sentence>", "score": <{lo}-{hi}>}}.{crit}')
 
 
 def absolute_prompt(item: dict[str, Any], cfg: JudgeConfig) -> str:

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lmsmith.models.loading import load_model, load_tokenizer
-from lmsmith.models.resolved import (TOKENIZER_FILES, ResolvedModel, base_of, has_tokenizer, is_quantized,
-                                     resolve_model)
+from lmsmith.models.resolved import TOKENIZER_FILES, ResolvedModel, base_of, has_tokenizer, is_quantized, resolve_model
 from lmsmith.registry import ModelVersion, PathModel, Registry
 from lmsmith.runtime import DTYPES, default_device, parse_dtype, quiet_transformers
 

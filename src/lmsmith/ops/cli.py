@@ -10,9 +10,9 @@ from rich.table import Table
 
 from lmsmith.errors import LmsmithError
 from lmsmith.hardware import GPU_MEM_GIB
+from lmsmith.progress import console, human_bytes, out
 from lmsmith.registry import Registry
 from lmsmith.registry.views import version_dict, version_table
-from lmsmith.progress import console, human_bytes, out
 
 
 def cmd_pull(args: argparse.Namespace) -> int:

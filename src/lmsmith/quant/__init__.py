@@ -27,12 +27,27 @@ workflow). One idea per module:
     format.py    the on-disk format: save_quantized, load_quantized, read_spec, swap_in_quantized
 """
 
-from lmsmith.quant.codecs import (dequantize_fp8, dequantize_int4, dequantize_int8, pack_int4, quantize_fp8,
-                                  quantize_int4, quantize_int8, unpack_int4)
+from lmsmith.quant.codecs import (
+                                  dequantize_fp8,
+                                  dequantize_int4,
+                                  dequantize_int8,
+                                  pack_int4,
+                                  quantize_fp8,
+                                  quantize_int4,
+                                  quantize_int8,
+                                  unpack_int4,
+)
 from lmsmith.quant.dispatch import KERNELS, fp8_cpu_error, fp8_supported, has_kernel
 from lmsmith.quant.layers import QUANT_CLASSES, Fp8Linear, Int4Linear, Int8Linear, QuantLinear
-from lmsmith.quant.passes import (concat_linears, linear_weight_bytes, plan, prepare_for_inference, quantize_model_,
-                                  quantized_modules, set_backend)
+from lmsmith.quant.passes import (
+                                  concat_linears,
+                                  linear_weight_bytes,
+                                  plan,
+                                  prepare_for_inference,
+                                  quantize_model_,
+                                  quantized_modules,
+                                  set_backend,
+)
 from lmsmith.quant.spec import GROUP_SIZES, METHODS, QUANT_METHOD, QuantSpec
 
 __all__ = ["GROUP_SIZES", "KERNELS", "METHODS", "QUANT_CLASSES", "QUANT_METHOD", "Fp8Linear", "Int4Linear", "Int8Linear",

@@ -20,9 +20,9 @@ import torch
 
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
+from lmsmith.progress import console, task
 from lmsmith.registry.registry import PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry
 from lmsmith.registry.store import sha256_file
-from lmsmith.progress import console, task
 from lmsmith.runtime import DTYPES, quiet_transformers
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -357,7 +357,8 @@ class Registry:
 
     def set_alias(self, ref: str, alias: str) -> ModelVersion:
         if not ALIAS_RE.match(alias) or alias == "latest":
-            raise LmsmithError(f"invalid alias '{alias}'", "an alias starts with a letter, uses letters, digits, '.', '_' or '-', and is not 'latest'")
+            raise LmsmithError(f"invalid alias '{alias}'",
+                               "an alias starts with a letter, uses letters, digits, '.', '_' or '-', and is not 'latest'")
         mv = self.get(ref)
         with self._lock(f"model-{mv.name}"):
             aliases = self._aliases(mv.name)

@@ -55,10 +55,9 @@ def causal_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
                      **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: q [B, H, T, D], k/v [B, KV, S, D] -> out [B, T, H, D]."""
     if attention_mask is not None:  # a prepared 4-D mask (document masks): transformers' own kernels
+        from torch.nn.attention.flex_attention import BlockMask
         from transformers.integrations.flex_attention import flex_attention_forward
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        from torch.nn.attention.flex_attention import BlockMask
 
         fn = flex_attention_forward if isinstance(attention_mask, BlockMask) else sdpa_attention_forward
         return fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)

@@ -178,8 +178,12 @@ def load_dcp(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, sch
 
     Works with any world size, and without a process group (a plain single-process run)."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
-                                                         set_model_state_dict, set_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
 
     try:
         train_state = json.loads((path / "train_state.json").read_text())

@@ -20,8 +20,8 @@ from lmsmith.data.chat import IGNORE_INDEX, ChatExample, check_chat_template, re
 from lmsmith.data.corpus import TokenCorpus, file_sha256, resolve_files, tokenize_corpus
 from lmsmith.data.packing import PackedRows, collate_packed
 from lmsmith.errors import LmsmithError
-from lmsmith.registry.registry import DataRef
 from lmsmith.progress import console
+from lmsmith.registry.registry import DataRef
 from lmsmith.train.config import TrainConfig
 
 

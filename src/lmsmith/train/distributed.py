@@ -16,12 +16,34 @@ from torch import nn
 
 from lmsmith.errors import LmsmithError
 from lmsmith.train.checkpoint import is_dcp_checkpoint, load_dcp, save_dcp
-from lmsmith.train.collectives import (NCCL_SAFE_ENV, DistEnv, all_reduce_sum, all_reduce_tensor, barrier,
-                                       broadcast_object, init_distributed, launched_by_torchrun, log0, main_first,
-                                       on_main, shutdown)
-from lmsmith.train.parallelize import (AC_MODES, apply_activation_checkpointing, apply_ddp, apply_fsdp,
-                                       clip_grad_norm, compile_blocks, decoder_blocks, full_state_dict, inner_model,
-                                       maybe_no_sync, unwrap, wrap_model)
+from lmsmith.train.collectives import (
+    NCCL_SAFE_ENV,
+    DistEnv,
+    all_reduce_sum,
+    all_reduce_tensor,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    launched_by_torchrun,
+    log0,
+    main_first,
+    on_main,
+    shutdown,
+)
+from lmsmith.train.parallelize import (
+    AC_MODES,
+    apply_activation_checkpointing,
+    apply_ddp,
+    apply_fsdp,
+    clip_grad_norm,
+    compile_blocks,
+    decoder_blocks,
+    full_state_dict,
+    inner_model,
+    maybe_no_sync,
+    unwrap,
+    wrap_model,
+)
 from lmsmith.train.sharded_loader import ShardedLoader, make_loader, shard_rows
 
 __all__ = ["NCCL_SAFE_ENV", "DistEnv", "NullTracker", "ShardedLoader", "all_reduce_sum", "all_reduce_tensor",

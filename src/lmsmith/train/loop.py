@@ -23,22 +23,42 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from lmsmith.data.corpus import resolve_files
 from lmsmith import hardware
+from lmsmith.data.corpus import resolve_files
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.models import ResolvedModel, load_model
 from lmsmith.progress import console, make_progress
 from lmsmith.train import distributed as D
-from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context,
-                                     use_flex_attention)
-from lmsmith.train.checkpoint import (is_dcp_checkpoint, latest_checkpoint, load_checkpoint, load_dcp,
-                                     save_checkpoint, save_dcp)
+from lmsmith.train.attention import (
+    DocumentMasks,
+    collate_docs,
+    doc_mask_mode,
+    resolve_sdpa_backend,
+    sdpa_context,
+    use_flex_attention,
+)
+from lmsmith.train.checkpoint import (
+    is_dcp_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_dcp,
+    save_checkpoint,
+    save_dcp,
+)
 from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
-from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
-                                 check_model_source, load_tokenizer_for, resolve_source)
+from lmsmith.train.model import (
+    Built,
+    autocast_dtype,
+    build_model,
+    build_optimizer,
+    check_lora_targets,
+    check_model_source,
+    load_tokenizer_for,
+    resolve_source,
+)
 from lmsmith.train.objectives import OBJECTIVES, Objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
