@@ -59,7 +59,7 @@ def fp8_cpu_error() -> LmsmithError:
 
 
 # ------------------------------------------------------------------------------------- modules
-# CUDA dispatch, from bench/quant_kernels.py on an H100 (torch 2.11, Triton 3.6; microseconds per
+# CUDA dispatch, from bench/compress/quant_kernels.py on an H100 (torch 2.11, Triton 3.6; microseconds per
 # Llama-3.2-1B projection, bench/results/quant_kernels-h100.json):
 # - int8: our Triton GEMV up to 64 rows (gate_up at M=1: 11.5 us vs bf16 25.3); beyond it a one-launch Triton
 #   dequantize + cuBLAS ("triton"), since aten._weight_int8pack_mm is a slow generic kernel on CUDA
