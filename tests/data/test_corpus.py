@@ -14,7 +14,7 @@ from lmsmith.data.packing import PackedRows, collate_packed
 from lmsmith.errors import LmsmithError
 from lmsmith.tiny import tiny_model, tiny_tokenizer
 
-from .conftest import write_jsonl
+from .samples import write_jsonl
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from lmsmith.data.chat import IGNORE_INDEX, ChatExample, fit_length, read_chat_j
 from lmsmith.errors import LmsmithError
 from lmsmith.tiny import tiny_tokenizer
 
-from .conftest import chat, write_jsonl
+from .samples import chat, write_jsonl
 
 
 @pytest.fixture(scope="module")
