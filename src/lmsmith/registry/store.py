@@ -28,8 +28,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 # (device, inode, size, mtime, ctime) of a file -> its sha256, for files hashed in this process. A blob is
-# shared (hard-linked) by every version that holds it, so keying by inode hashes it once for all of them;
-# any write to the file changes mtime and ctime, so a damaged file is never taken from the cache.
+# shared (hard-linked) by the versions that hold it, so keying by inode hashes it once for all of them. Any write
+# or chmod changes ctime (and a write mtime), so a damaged file is never answered from the cache; a new hard link
+# changes ctime too, which only costs one more read.
 _HASHED: dict[tuple[int, int, int, int, int], str] = {}
 
 
