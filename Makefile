@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # PyTorch first, pinned: a plain `torch` would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-fast test-gpu venv clean
+.PHONY: demo test test-fast test-gpu lint venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/lmsmith demo
+
+# ruff (installed with the test extra): pyflakes, pycodestyle, bugbear and import order; config in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests --ignore=tests/gpu

@@ -1,4 +1,4 @@
-"""One shape for every benchmark result: {"benchmark", "device", "date", "command", "versions", "metrics"}.
+"""One shape for every benchmark result (every bench script writes through here): {"benchmark", "device", "date", "command", "versions", "metrics"}.
 
 Each bench script builds its metrics and calls `write_result`; the device name, UTC date, exact command line
 and library versions are filled in the same way everywhere, so results from different scripts compare.
@@ -46,16 +46,19 @@ def versions(*extra: str) -> dict[str, str]:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The exact command, re-runnable from the repository root."""
+    """The exact command, re-runnable from the repository root (`python -m bench.GROUP.NAME ARGS`)."""
     args = sys.argv[1:] if argv is None else argv
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return shlex.join(["python", "-m", spec.name, *args])
     script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "bench/?.py"
     return shlex.join(["python", script, *args])
 
 
 def make_result(benchmark: str, metrics: dict[str, Any], device: Any = "cpu", argv: list[str] | None = None,
                 extra_versions: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
-    return {"benchmark": benchmark, "device": device if isinstance(device, str) and not device.startswith(("cpu", "cuda"))
-            else device_name(device),
+    described = isinstance(device, str) and device.split(":")[0] not in ("cpu", "cuda")  # already a description
+    return {"benchmark": benchmark, "device": device if described else device_name(device),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": command_line(argv), "versions": versions(*extra_versions), **fields, "metrics": metrics}
 

@@ -209,8 +209,8 @@ def eval_reward(ref: str, prompts: Path, n: int, max_new: int) -> tuple[float, f
 
 
 def cmd_reward(args) -> dict:
-    from lmsmith.ops.importers import import_model
-    from lmsmith.ops.registry import Registry
+    from lmsmith.registry.importers import import_model
+    from lmsmith.registry.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

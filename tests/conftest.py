@@ -21,7 +21,7 @@ def lmsmith_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def registry(lmsmith_home: Path):
-    from lmsmith.ops.registry import Registry
+    from lmsmith.registry.registry import Registry
 
     return Registry(lmsmith_home)
 
@@ -45,7 +45,7 @@ def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2-135M-Instruct pulled once per session; use its directory as a model ref (a path).
 
     The download is cached across sessions in LMSMITH_TEST_CACHE (default: .cache/ in the repo)."""
-    from lmsmith.ops.importers import pull_default
+    from lmsmith.registry.importers import pull_default
 
     home = tmp_path_factory.mktemp("default-home")
     cache = Path(os.environ.get("LMSMITH_TEST_CACHE", Path(__file__).resolve().parents[1] / ".cache"))

@@ -6,7 +6,6 @@ parsed namespace and returns an exit code. User mistakes (LmsmithError) print as
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import re
@@ -14,7 +13,8 @@ import shlex
 import sys
 
 from lmsmith import __version__
-from lmsmith.errors import LmsmithError, did_you_mean
+from lmsmith.config import Parser
+from lmsmith.errors import LmsmithError
 
 # Stage command modules, in help order. A stage adds its commands by appending here.
 COMMAND_MODULES = [
@@ -31,63 +31,6 @@ COMMAND_MODULES = [
     "lmsmith.align.cli",
     "lmsmith.demo",
 ]
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line naming the problem and where to look; no silent prefix
-    matching (`--step` is not `--steps`); a misspelled flag gets the closest real one."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        args = self._negative_values(list(sys.argv[1:] if args is None else args))
-        if not self._subparsers:  # a leaf command: name a misspelled flag before "missing --x" errors
-            flags = {o for a in self._actions for o in a.option_strings}
-            before_dashdash = args[: args.index("--")] if "--" in args else args
-            unknown = [a for a in before_dashdash if a.startswith("--") and a.split("=")[0] not in flags]
-            if unknown:
-                self.unknown(unknown)
-        ns, extras = super().parse_known_args(args, namespace)
-        if not hasattr(ns, "_parser") or getattr(ns, "_parser_depth", 0) <= self.prog.count(" "):
-            ns._parser, ns._parser_depth = self, self.prog.count(" ")  # the deepest (sub)command parsed
-        return ns, extras
-
-    @staticmethod
-    def _negative_values(args: list[str]) -> list[str]:
-        """`--lr -1e-3`: argparse takes '-1e-3' for an option; glue it to its flag as `--lr=-1e-3`."""
-        out: list[str] = []
-        for a in args:
-            if (out and NEGATIVE_NUMBER.match(a) and out[-1].startswith("--") and "=" not in out[-1]
-                    and out[-1] != "--"):
-                out[-1] = f"{out[-1]}={a}"
-            else:
-                out.append(a)
-        return out
-
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extras = self.parse_known_args(args, namespace)
-        if extras:
-            ns._parser.unknown(extras)
-        return ns
-
-    def unknown(self, extras: list[str]) -> None:
-        flags = [o for a in self._actions for o in a.option_strings]
-        hints = [did_you_mean(x.split("=")[0], flags) for x in extras if x.startswith("-")]
-        hint = next((h for h in hints if h), "")
-        self.error(f"unrecognized arguments: {' '.join(extras)}" + (f"; {hint}" if hint else ""))
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-        if m:
-            hint = did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)) or m.group(2).split(", "))
-            message += f"; {hint}" if hint else ""
-        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
-        raise SystemExit(2)
-
-
-NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def build_parser() -> Parser:

@@ -10,12 +10,17 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Callable
 
 from lmsmith.errors import LmsmithError
-from lmsmith.progress import console
+from lmsmith.progress import console, out
 
 QUESTION = "What is the capital of France? Answer in one word."
+FACT_QUESTION = "What is the capital of Veloria?"
+DEMO_DATA = "assets/train/veloria_chat.jsonl"
+# Found to teach the fact in ~1-2 minutes on 2 CPU cores while keeping general answers (see tests/train/test_sft_slow.py).
+DEMO_OPTIONS = dict(seq_len=128, lora_r=16, lr=2e-3, epochs=4, batch_size=4, eval_fraction=0.0, warmup_steps=2)
 
 
 @dataclass
@@ -26,7 +31,7 @@ class Step:
 
 
 def step_pull(ctx: dict) -> None:
-    from lmsmith.ops.importers import pull_default
+    from lmsmith.registry.importers import pull_default
 
     mv, created = pull_default()
     ctx["base"] = ctx["model"] = mv.ref
@@ -34,9 +39,10 @@ def step_pull(ctx: dict) -> None:
 
 
 def step_show(ctx: dict) -> None:
-    from lmsmith.cli import main
+    from lmsmith.registry import Registry
+    from lmsmith.registry.views import version_table
 
-    main(["models", "show", ctx["model"]])
+    out.print(version_table(Registry().get(ctx["model"])))
     sys.stdout.flush()
 
 
@@ -114,10 +120,24 @@ def step_fertility(ctx: dict) -> None:
                       f"{f['tokens_per_word']:.2f} tokens/word  {text}")
 
 
-def step_finetune(ctx: dict) -> None:
-    from lmsmith.train.demo import step_finetune as finetune
+def demo_sft_config(model: str, output_name: str = "demo-veloria", **overrides):
+    from lmsmith.train.config import SFTConfig
 
-    finetune(ctx)
+    data = str(files("lmsmith").joinpath(DEMO_DATA))
+    return SFTConfig(model=model, data=[data], output_name=output_name, **{**DEMO_OPTIONS, **overrides})
+
+
+def step_finetune(ctx: dict) -> None:
+    """LoRA SFT of the current model on the shipped Veloria chat set, then ask it the new fact."""
+    from lmsmith.serve.generate import generate_text, stream_to_stdout
+    from lmsmith.train.loop import train
+
+    console.print(f"LoRA fine-tuning {ctx['model']} on {DEMO_DATA} (teaches: the capital of Veloria is Marendal)")
+    result = train(demo_sft_config(ctx["model"]), command="lmsmith demo")
+    ctx["model"] = result.ref
+    console.print(f"[bold]user:[/] {FACT_QUESTION}\n[bold]assistant:[/] ", end="")
+    ctx["fact_answer"] = generate_text(ctx["model"], FACT_QUESTION, chat=True, max_tokens=24, on_text=stream_to_stdout)
+    print()
 
 
 def step_eval(ctx: dict) -> None:
@@ -125,8 +145,8 @@ def step_eval(ctx: dict) -> None:
     import tempfile
     from pathlib import Path
 
-    from lmsmith.evaluate.cli import print_compare, print_table
     from lmsmith.evaluate.harness import compare, evaluate
+    from lmsmith.evaluate.report import print_compare, print_table
     from lmsmith.evaluate.tasks import BUILTIN_DIR
 
     tmp = Path(tempfile.mkdtemp(prefix="lmsmith-demo-eval-"))
@@ -148,7 +168,7 @@ def step_eval(ctx: dict) -> None:
 
 
 def step_quantize(ctx: dict) -> None:
-    from lmsmith.compress.storage import register_quantized
+    from lmsmith.compress.quantize import register_quantized
     from lmsmith.serve.generate import generate_text, stream_to_stdout
 
     name = ctx["base"].partition("@")[0].split("/")[-1] + "-int8"

@@ -7,8 +7,15 @@ from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)  # progress and status go to stderr; results go to stdout
 out = Console(soft_wrap=True, highlight=False)
@@ -48,3 +55,10 @@ def table(*columns: str, **kwargs) -> Table:
     for c in columns:
         t.add_column(c, overflow="fold")
     return t
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (binary units, as `ls -h` and `du -h` print them)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"

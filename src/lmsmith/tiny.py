@@ -11,28 +11,11 @@ from typing import Any
 
 import torch
 
-from lmsmith.models import quiet_transformers
+from lmsmith.data.chat import CHAT_TEMPLATE
+from lmsmith.runtime import quiet_transformers
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",
                   "<tool_response>", "</tool_response>"]
-
-# ChatML with tools (Qwen2.5 style): the system turn lists tools; calls are JSON inside <tool_call> tags.
-CHAT_TEMPLATE = (
-    "{% if tools %}<|im_start|>system\n{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
-    "You may call these tools. Reply with <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>.\n<tools>\n"
-    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools><|im_end|>\n"
-    "{% elif messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{% if not tools %}<|im_start|>system\n{{ message['content'] }}<|im_end|>\n{% endif %}"
-    "{% elif message['role'] == 'tool' %}<|im_start|>tool\n<tool_response>{{ message['content'] }}</tool_response><|im_end|>\n"
-    "{% elif message['role'] == 'assistant' %}<|im_start|>assistant\n{% if message['content'] %}{{ message['content'] }}{% endif %}"
-    "{% if message.get('tool_calls') %}{% for call in message['tool_calls'] %}{% set fn = call['function'] if call.get('function') else call %}"
-    "<tool_call>{\"name\": \"{{ fn['name'] }}\", \"arguments\": {{ fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson }}}</tool_call>"
-    "{% endfor %}{% endif %}<|im_end|>\n"
-    "{% else %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 _CORPUS = (
     "The quick brown fox jumps over the lazy dog. Praha je hlavní město České republiky. "

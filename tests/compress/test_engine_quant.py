@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmsmith.compress.quantize import Int4Linear, Int8Linear, QuantLinear
-from lmsmith.compress.storage import quantize_to_dir
+from lmsmith.compress.quantize import quantize_to_dir
 from lmsmith.errors import LmsmithError
+from lmsmith.quant import Int4Linear, Int8Linear, QuantLinear
 
 PROMPTS = [[5, 17, 99, 240, 31], [7, 8, 9]]
 
@@ -65,7 +65,7 @@ def test_engine_runs_quantized_checkpoint_natively_with_hf_greedy_parity(tmp_pat
 
 def test_engine_reads_the_stored_bytes_not_a_recast(tmp_path, tiny_dir):
     """The runner must not cast int8 weights or float32 scales to the activation dtype while loading."""
-    from lmsmith.serve.model_runner import read_state_dict
+    from lmsmith.serve.weights import read_state_dict
 
     qdir = quantized_dir(tiny_dir, tmp_path, "int8")
     sd = read_state_dict(qdir, torch.bfloat16)
@@ -83,7 +83,7 @@ def test_fp8_checkpoint_on_cpu_is_a_clear_error(tmp_path, tiny_dir):
 
 
 def test_lm_head_method_is_recorded_and_validated(tmp_path, tiny_dir):
-    from lmsmith.compress.storage import read_spec
+    from lmsmith.quant.format import read_spec
 
     qdir = quantized_dir(tiny_dir, tmp_path, "int4", lm_head_method="int8")
     spec = read_spec(qdir)
@@ -94,7 +94,7 @@ def test_lm_head_method_is_recorded_and_validated(tmp_path, tiny_dir):
 
 
 def test_tensor_parallel_quantized_is_a_clear_error(tmp_path, tiny_dir):
-    from lmsmith.serve.model_runner import load_runner
+    from lmsmith.serve.loader import load_runner
 
     qdir = quantized_dir(tiny_dir, tmp_path, "int8")
     with pytest.raises(LmsmithError, match="tensor parallelism does not shard quantized weights"):

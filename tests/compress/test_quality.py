@@ -11,9 +11,9 @@ SAMPLE = Path(__file__).parent / "data" / "english_sample.txt"
 
 @pytest.mark.slow
 def test_default_model_int8_perplexity_within_one_percent(default_model_dir):
-    from lmsmith.compress.perplexity import perplexity
-    from lmsmith.compress.quantize import quantize_model_, set_backend
+    from lmsmith.evaluate.perplexity import perplexity
     from lmsmith.models import load_model, load_tokenizer
+    from lmsmith.quant import quantize_model_, set_backend
 
     ref = str(default_model_dir)
     text = SAMPLE.read_text()
@@ -43,8 +43,8 @@ def test_default_model_int8_perplexity_within_one_percent(default_model_dir):
 def test_default_model_engine_path_perplexity(default_model_dir, tmp_path):
     """The same guard through the serving engine (fused quantized layers, the engine's attention): int8 within
     1% of the engine's unquantized perplexity; int4 (g32, int8 lm_head) reported and loosely bounded."""
-    from lmsmith.compress.perplexity_engine import engine_perplexity
-    from lmsmith.compress.storage import quantize_to_dir
+    from lmsmith.compress.quantize import quantize_to_dir
+    from lmsmith.serve.scoring import engine_perplexity
 
     text = SAMPLE.read_text()
     results = {"none": engine_perplexity(str(default_model_dir), text, dtype="float32", device="cpu")}

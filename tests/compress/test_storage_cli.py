@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 
 from lmsmith.cli import main
-from lmsmith.compress.quantize import Int4Linear, Int8Linear, quantize_model_
 from lmsmith.models import load_model
+from lmsmith.quant import Int4Linear, Int8Linear, quantize_model_
 
 SAMPLE = Path(__file__).parent / "data" / "english_sample.txt"
 
@@ -55,7 +55,7 @@ def test_tied_embeddings_survive_the_round_trip(tmp_path, tiny_dir, registry):
     """Tied lm_head is saved once and re-tied on load (the default model ties its embeddings)."""
     import shutil
 
-    from lmsmith.compress.storage import load_quantized, save_quantized
+    from lmsmith.quant.format import load_quantized, save_quantized
     from lmsmith.tiny import tiny_model
 
     src = tmp_path / "tied"
@@ -122,8 +122,8 @@ def test_save_load_round_trip_is_exact(tmp_path, method):
     not compare equal: that also rounds RoPE's inv_freq buffer, which a model built in bf16 keeps in fp32."""
     from transformers import AutoModelForCausalLM
 
-    from lmsmith.compress.quantize import set_backend
-    from lmsmith.compress.storage import build_empty, read_state, save_quantized
+    from lmsmith.quant import set_backend
+    from lmsmith.quant.format import build_empty, read_state, save_quantized
     from lmsmith.tiny import build_tiny, tiny_model
 
     src = build_tiny(tmp_path / "tiny", "llama")

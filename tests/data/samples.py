@@ -1,7 +1,8 @@
-"""Real-language samples for the data tests (written for this suite) and a recombined Czech corpus."""
+"""Real-language samples for the data tests (written for this suite), a recombined Czech corpus, JSONL helpers."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -23,3 +24,12 @@ def czech_corpus(target_chars: int = 300_000, seed: int = 0) -> str:
         docs.append(doc)
         total += len(doc) + 2
     return "\n\n".join(docs) + "\n"
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def chat(q: str, a: str) -> dict:
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}

@@ -14,8 +14,15 @@ import pytest
 from lmsmith.errors import LmsmithError
 from lmsmith.evaluate import agreement as AG
 from lmsmith.evaluate.backends import GenParams, OpenAIBackend
-from lmsmith.evaluate.judge import (JudgeConfig, combine_orders, judge, parse_category, parse_criteria,
-                                    parse_pairwise, parse_score)
+from lmsmith.evaluate.judge import (
+    JudgeConfig,
+    combine_orders,
+    judge,
+    parse_category,
+    parse_criteria,
+    parse_pairwise,
+    parse_score,
+)
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -46,7 +46,7 @@ def greedy(llm, prompts):
                                                          ("int8", None, None, "dense")],
                          ids=["int4g128", "int4g32+int8-head", "int8"])
 def test_bs1_gemv_step_on_quantized_checkpoint(tiny_src, tmp_path, monkeypatch, method, group, head, head_kind):
-    from lmsmith.compress.storage import quantize_to_dir
+    from lmsmith.compress.quantize import quantize_to_dir
     from lmsmith.serve import LLM
     from lmsmith.serve.gemv import bs1_eligible, weight_kind
 

@@ -9,8 +9,8 @@ from torch import nn
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
-from lmsmith.compress import quantize as Q  # noqa: E402
-from lmsmith.compress.quantize import Fp8Linear, Int4Linear, Int8Linear, quantize_model_  # noqa: E402
+from lmsmith import quant as Q  # noqa: E402
+from lmsmith.quant import Fp8Linear, Int4Linear, Int8Linear, quantize_model_  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ def no_silent_fallbacks():
         warnings.filterwarnings("error", message=".*kernel failed.*using PyTorch's kernels instead")
         warnings.filterwarnings("error", message=".*dequantize failed.*using PyTorch ops instead")
         yield
-    assert all(v for k, v in Q._KERNELS.items() if k[0] in ("_scaled_mm_fp8", "triton_wq", "triton_dq", "_weight_int4pack_mm"))
+    assert all(v for k, v in Q.KERNELS.items() if k[0] in ("_scaled_mm_fp8", "triton_wq", "triton_dq", "_weight_int4pack_mm"))
 
 fp8_only = pytest.mark.skipif(not (torch.cuda.is_available() and Q.fp8_supported(torch.device("cuda"))),
                               reason="needs compute capability >= 8.9")
@@ -102,10 +102,10 @@ def test_fp8_scaled_mm_matches_reference(m: int):
 
 @pytest.mark.parametrize("method", ["int8", "int4"] + (["fp8"] if torch.cuda.is_available() and Q.fp8_supported(torch.device("cuda")) else []))
 def test_quantized_tiny_model_on_cuda(method: str, tmp_path):
-    from lmsmith.compress.storage import load_quantized, save_quantized
-    from lmsmith.tiny import build_tiny, tiny_model
-
     from transformers import AutoModelForCausalLM
+
+    from lmsmith.quant.format import load_quantized, save_quantized
+    from lmsmith.tiny import build_tiny, tiny_model
 
     src = build_tiny(tmp_path / "tiny", "llama")
     fp32 = tiny_model("llama", hidden_size=128, intermediate_size=256)
@@ -138,10 +138,10 @@ def test_quantized_tiny_model_on_cuda(method: str, tmp_path):
 @pytest.mark.parametrize("method", ["int8", "int4"] + (["fp8"] if torch.cuda.is_available() and Q.fp8_supported(torch.device("cuda")) else []))
 def test_engine_serves_quantized_checkpoint_on_cuda(method: str, tmp_path):
     """Native runner + CUDA graphs on a quantized checkpoint: logits close to the HF path, greedy decode runs."""
-    from lmsmith.compress.perplexity_engine import engine_logits
-    from lmsmith.compress.storage import quantize_to_dir
+    from lmsmith.compress.quantize import quantize_to_dir
     from lmsmith.models import load_model
     from lmsmith.serve import LLM, SamplingParams
+    from lmsmith.serve.scoring import engine_logits
     from lmsmith.tiny import build_tiny
 
     src = build_tiny(tmp_path / "tiny", "llama")

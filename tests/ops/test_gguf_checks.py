@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.importers import check_gguf, import_model
+from lmsmith.registry.importers import check_gguf, import_model
 
 PER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
        "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",

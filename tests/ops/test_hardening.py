@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.registry import Registry, tensor_file_name
+from lmsmith.registry.registry import Registry, tensor_file_name
 
 
 def _crafted(tmp_path: Path, tiny_dir: Path, tensors: dict) -> Path:
@@ -91,7 +91,7 @@ def _model_copy(tmp_path: Path, tiny_dir: Path) -> Path:
 
 @pytest.mark.parametrize("how", ["import", "register"])
 def test_links_out_of_the_folder_are_refused(registry: Registry, tiny_dir: Path, tmp_path, how):
-    from lmsmith.ops.importers import import_model
+    from lmsmith.registry.importers import import_model
 
     secret = tmp_path / "secret.txt"
     secret.write_text("root:x:0:0")
@@ -176,7 +176,7 @@ def test_export_onto_a_file_is_a_clear_error(registry: Registry, tiny_dir: Path,
 
 
 def test_legacy_non_zip_bin_weights_import(registry: Registry, tiny_dir: Path, tmp_path):
-    from lmsmith.ops.importers import import_model
+    from lmsmith.registry.importers import import_model
 
     d = tmp_path / "legacy"
     d.mkdir()
@@ -200,7 +200,7 @@ def _raw_safetensors(path: Path, header: bytes, body: bytes = b"", declared: int
                                   "not_object", "bad_dtype"])
 @pytest.mark.parametrize("how", ["register", "import"])
 def test_malformed_safetensors_give_one_clear_error(registry: Registry, tiny_dir: Path, tmp_path, case, how):
-    from lmsmith.ops.importers import import_model
+    from lmsmith.registry.importers import import_model
 
     d = tmp_path / "m"
     d.mkdir()

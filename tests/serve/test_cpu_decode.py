@@ -65,7 +65,7 @@ def test_lean_step_in_bf16_is_close(tmp_path):
 
 @pytest.mark.parametrize("method,group", [("int8", None), ("int4", 32)])
 def test_lean_step_calls_the_quantized_kernels_directly(tmp_path, method: str, group):
-    from lmsmith.compress.storage import quantize_to_dir
+    from lmsmith.compress.quantize import quantize_to_dir
 
     src = build_tiny(tmp_path / "m")
     out = tmp_path / method

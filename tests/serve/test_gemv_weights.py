@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmsmith.compress.quantize import Fp8Linear, Int4Linear, Int8Linear, quantize_model_
+from lmsmith.quant import Fp8Linear, Int4Linear, Int8Linear, quantize_model_
 from lmsmith.serve.gemv import CANDIDATE_TILES, qkv_weight, tile_candidates, weight_kind
 
 

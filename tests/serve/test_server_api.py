@@ -7,7 +7,6 @@ import threading
 
 import jsonschema
 import pytest
-
 from fake_engine import SENTENCES
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "weather in a city",

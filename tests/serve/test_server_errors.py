@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from server_fuzz import fuzz_no_5xx
 
 from conftest import API_KEY
-from server_fuzz import fuzz_no_5xx
 
 USER = [{"role": "user", "content": "Hi"}]
 HTTP = httpx.Client(timeout=30)  # one client: creating one costs ~0.1 s (TLS setup)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from lmsmith.data import toolcalls as tc
-from lmsmith.tiny import CHAT_TEMPLATE
+from lmsmith.data.chat import CHAT_TEMPLATE
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lmsmith.errors import LmsmithError
-from lmsmith.serve import LLM, SamplingParams
-from lmsmith.serve import parallel
+from lmsmith.serve import LLM, SamplingParams, tp_layers
 from lmsmith.tiny import build_tiny
 
 PROMPTS = ["hello world", "the cat sat on the mat and then", "a", "one two three four five six seven eight nine " * 3]
@@ -96,14 +95,14 @@ def test_error_kv_heads_not_divisible(tmp_path):
 
 
 def test_error_more_ranks_than_gpus(monkeypatch):
-    from lmsmith.tiny import tiny_config
     from lmsmith.serve.llama import spec_from_config
+    from lmsmith.tiny import tiny_config
 
     spec = spec_from_config(tiny_config("llama"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(LmsmithError, match="needs 2 GPUs but 1 are visible"):
-        parallel.check_tp(spec, 2, torch.device("cuda"))
-    parallel.check_tp(spec, 2, torch.device("cpu"))  # CPU ranks need no GPUs
+        tp_layers.check_tp(spec, 2, torch.device("cuda"))
+    tp_layers.check_tp(spec, 2, torch.device("cpu"))  # CPU ranks need no GPUs
 
 
 def test_error_hf_fallback(tmp_path):
@@ -119,7 +118,7 @@ def test_cli_reports_tp_error(tiny_dir, capsys):
     assert "cannot be split evenly" in capsys.readouterr().err
 
 
-class _OneProcess(parallel.TPContext):
+class _OneProcess(tp_layers.TPContext):
     """A rank whose collectives are the identity: the test sums/concatenates the ranks' outputs itself."""
 
     def all_reduce(self, t):
@@ -138,13 +137,13 @@ def test_vocab_parallel_shards_recombine():
     emb, logits = 0, []
     for rank in range(2):
         tp = _OneProcess(rank, 2, "gloo")
-        shard = parallel._cut("model.embed_tokens.weight", tuple(w.shape), lambda i: w if i is None else w[i], tp,
+        shard = tp_layers.cut_shard("model.embed_tokens.weight", tuple(w.shape), lambda i: w if i is None else w[i], tp,
                               torch.float32)
         assert shard.shape == (6, hidden)
-        e = parallel.VocabParallelEmbedding(tp, vocab, hidden)
+        e = tp_layers.VocabParallelEmbedding(tp, vocab, hidden)
         e.weight.data = shard
         emb = emb + e(ids)
-        head = parallel.VocabParallelLMHead(tp, vocab, hidden)
+        head = tp_layers.VocabParallelLMHead(tp, vocab, hidden)
         head.weight.data = shard
         logits.append(F.linear(h, head.weight))
     torch.testing.assert_close(emb, F.embedding(ids, w))
@@ -152,11 +151,11 @@ def test_vocab_parallel_shards_recombine():
 
 
 def test_shard_layout():
-    tp = parallel.TPContext(1, 2, "gloo")
-    assert parallel.shard_index("model.layers.0.self_attn.q_proj.weight", (8, 4), tp) == (slice(4, 8),)
-    assert parallel.shard_index("model.layers.0.mlp.down_proj.weight", (4, 8), tp) == (slice(None), slice(4, 8))
-    assert parallel.shard_index("model.layers.0.self_attn.o_proj.bias", (4,), tp) == "zero"  # added once, on rank 0
-    assert parallel.shard_index("model.layers.0.input_layernorm.weight", (4,), tp) is None
+    tp = tp_layers.TPContext(1, 2, "gloo")
+    assert tp_layers.shard_index("model.layers.0.self_attn.q_proj.weight", (8, 4), tp) == (slice(4, 8),)
+    assert tp_layers.shard_index("model.layers.0.mlp.down_proj.weight", (4, 8), tp) == (slice(None), slice(4, 8))
+    assert tp_layers.shard_index("model.layers.0.self_attn.o_proj.bias", (4,), tp) == "zero"  # added once, on rank 0
+    assert tp_layers.shard_index("model.layers.0.input_layernorm.weight", (4,), tp) is None
 
 
 def test_dummy_load_format(tiny_dir):

@@ -11,8 +11,16 @@ import torch
 from lmsmith.data.packing import PackedRows
 from lmsmith.errors import LmsmithError
 from lmsmith.tiny import tiny_model
-from lmsmith.train.attention import (CAUSAL_ATTENTION, DocumentMasks, causal_attention_supported, collate_docs,
-                                     doc_mask_mode, resolve_sdpa_backend, sdpa_context, use_causal_attention)
+from lmsmith.train.attention import (
+    CAUSAL_ATTENTION,
+    DocumentMasks,
+    causal_attention_supported,
+    collate_docs,
+    doc_mask_mode,
+    resolve_sdpa_backend,
+    sdpa_context,
+    use_causal_attention,
+)
 
 
 def packed_docs(lengths: list[int], seed: int = 0) -> tuple[list[list[int]], PackedRows]:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmsmith.cli import main
 from lmsmith.errors import LmsmithError
@@ -209,7 +208,7 @@ def test_mlflow_local_store(tiny_dir, prose, tmp_path, lmsmith_home):
 
 
 def test_demo_step_finetunes_the_current_model(tiny_ref, registry, monkeypatch):
-    from lmsmith.train import demo
+    from lmsmith import demo
 
     monkeypatch.setitem(demo.DEMO_OPTIONS, "epochs", 1)
     monkeypatch.setenv("LMSMITH_NO_MLFLOW", "1")

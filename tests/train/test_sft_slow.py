@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lmsmith.demo import QUESTION
-from lmsmith.train.demo import FACT_QUESTION, demo_sft_config
+from lmsmith.demo import FACT_QUESTION, QUESTION, demo_sft_config
 from lmsmith.train.loop import train
 
 

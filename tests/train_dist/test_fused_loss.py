@@ -5,8 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from lmsmith.errors import LmsmithError
-from lmsmith.train.fused_loss import (FusedCausalLMLoss, fused_linear_cross_entropy, install_fused_head,
-                                      remove_fused_head)
+from lmsmith.train.fused_loss import (
+    FusedCausalLMLoss,
+    fused_linear_cross_entropy,
+    install_fused_head,
+    remove_fused_head,
+)
 from lmsmith.train.objectives import CausalLMLoss
 
 

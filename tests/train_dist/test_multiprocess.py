@@ -94,7 +94,7 @@ def _check(res: subprocess.CompletedProcess) -> None:
 
 
 def test_two_nodes_finish_and_match_one_process(runs):
-    for rc, (out, err) in zip(runs["node_rc"], runs["node_out"]):
+    for rc, (_out, err) in zip(runs["node_rc"], runs["node_out"]):
         assert rc == 0, err[-3000:]
     _check(runs["one_res"])
     nodes, one = _losses(runs["nodes"]), _losses(runs["one"])

@@ -8,9 +8,9 @@ import json
 from rich.table import Table
 
 from lmsmith.config import POSITIVE_INT
-from lmsmith.compress.quantize import GROUP_SIZES, METHODS
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import console, out
+from lmsmith.quant import GROUP_SIZES, METHODS
 
 
 def group_size_arg(value: str) -> int | None:
@@ -24,21 +24,21 @@ def group_size_arg(value: str) -> int | None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from lmsmith.compress.perplexity import read_text, ref_perplexity
-    from lmsmith.compress.storage import register_quantized
-    from lmsmith.ops.cli import human_bytes
-    from lmsmith.ops.registry import Registry
+    from lmsmith.compress.quantize import register_quantized
+    from lmsmith.models import resolve_model
+    from lmsmith.progress import human_bytes
 
     text = read_text(args.eval_text) if args.eval_text else None  # fail on a bad path before the slow part
-    mv, spec = register_quantized(args.ref, args.output_name, args.method, args.group_size, args.symmetric,
+    parent = resolve_model(args.ref)  # once for the quantization, the size and the perplexity
+    mv, spec = register_quantized(parent, args.output_name, args.method, args.group_size, args.symmetric,
                                   args.include_lm_head, command=args.command_line, lm_head_method=args.lm_head)
-    parent = Registry().resolve(args.ref, verify=False)
     parent_size = sum(p.stat().st_size for p in parent.dir.glob("*.safetensors"))
     metrics: dict[str, float] = {"size_bytes": mv.size, "parent_size_bytes": parent_size}
     if text is not None:
-        base = ref_perplexity(args.ref, text, device="cpu")
+        base = ref_perplexity(parent, text, device="cpu")
         quant = ref_perplexity(mv.ref, text, device="cpu")
         metrics.update(ppl=quant.ppl, parent_ppl=base.ppl, ppl_delta_pct=100 * (quant.ppl / base.ppl - 1))
-    Registry().update(mv.ref, metrics=metrics)
+    parent.registry.update(mv.ref, metrics=metrics)
     detail = f"group size {spec.group_size}, {'symmetric' if spec.symmetric else 'asymmetric'}" if spec.method == "int4" else ""
     console.print(f"registered {mv.ref}: {spec.method}{f' ({detail})' if detail else ''}, {len(spec.modules)} linears "
                   f"quantized, {human_bytes(parent_size)} -> {human_bytes(mv.size)}")

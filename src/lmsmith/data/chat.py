@@ -38,6 +38,26 @@ from typing import Any, Iterator
 
 from lmsmith.errors import LmsmithError
 
+# The ChatML-with-tools template (Qwen2.5 style) our tokenizers get (`lmsmith tokenizer train`, lmsmith.tiny):
+# the system turn lists tools; calls are JSON inside <tool_call> tags.
+CHAT_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
+    "You may call these tools. Reply with <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>.\n<tools>\n"
+    "{% for tool in tools %}\n{{ tool | tojson }}{% endfor %}\n</tools><|im_end|>\n"
+    "{% elif messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% if not tools %}<|im_start|>system\n{{ message['content'] }}<|im_end|>\n{% endif %}"
+    "{% elif message['role'] == 'tool' %}<|im_start|>tool\n<tool_response>{{ message['content'] }}</tool_response><|im_end|>\n"
+    "{% elif message['role'] == 'assistant' %}<|im_start|>assistant\n{% if message['content'] %}{{ message['content'] }}{% endif %}"
+    "{% if message.get('tool_calls') %}{% for call in message['tool_calls'] %}{% set fn = call['function'] if call.get('function') else call %}"
+    "<tool_call>{\"name\": \"{{ fn['name'] }}\", \"arguments\": "
+    "{{ fn['arguments'] if fn['arguments'] is string else fn['arguments'] | tojson }}}</tool_call>"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant", "tool")
 

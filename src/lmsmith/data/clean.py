@@ -28,7 +28,7 @@ from typing import Any, Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from lmsmith.ops.store import sha256_file as _sha256
+from lmsmith.registry.store import sha256_file as _sha256
 from lmsmith.data.dedup import MinHasher, NearDedup, cluster_sizes
 from lmsmith.data.normalize import normalize_text, text_hash
 from lmsmith.data.quality import QualityConfig, quality_reason

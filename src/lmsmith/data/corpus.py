@@ -25,11 +25,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from lmsmith.ops.store import sha256_file as file_sha256
 from lmsmith.data.chat import iter_jsonl, open_text
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.progress import console, task
+from lmsmith.registry.store import sha256_file as file_sha256
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 COMPRESSED = (".gz", ".zst")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lmsmith.ops.store import sha256_file as _sha256
 from lmsmith.errors import LmsmithError
+from lmsmith.registry.store import sha256_file as _sha256
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 DEFAULT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",
@@ -71,7 +71,8 @@ def read_texts(path: str | Path, max_chars: int | None = None, text_field: str =
 
 def load_any_tokenizer(spec: str):
     """A tokenizer from a tokenizer.json file, a directory, or a registered model ref."""
-    from lmsmith.models import has_tokenizer, load_tokenizer, quiet_transformers
+    from lmsmith.models import has_tokenizer, load_tokenizer
+    from lmsmith.runtime import quiet_transformers
 
     quiet_transformers()
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -160,8 +161,8 @@ def train_tokenizer(corpus: list[str | Path], output: str | Path, vocab_size: in
                     pad: str = "<|endoftext|>", unk: str | None = None, max_chars: int | None = None) -> Path:
     """Byte-level BPE (GPT-2 pre-tokenizer, digits split) with special tokens and a ChatML+tools chat
     template, saved as a HF tokenizer directory."""
-    from lmsmith.models import quiet_transformers
-    from lmsmith.tiny import CHAT_TEMPLATE
+    from lmsmith.data.chat import CHAT_TEMPLATE
+    from lmsmith.runtime import quiet_transformers
 
     quiet_transformers()
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -304,19 +305,19 @@ def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str
     and register the result as a new version of `output_name` with lineage. Returns (version, stats)."""
     import torch
 
-    from lmsmith.models import load_model, resolve, tokenizer_dir
-    from lmsmith.ops.registry import DataRef, Lineage, Registry
+    from lmsmith.models import load_model, resolve_model
     from lmsmith.progress import console
+    from lmsmith.registry import DataRef, Lineage
 
     if num_tokens < 1:
         raise LmsmithError("--num-tokens must be at least 1")
     if init not in ("pieces", "mean"):
         raise LmsmithError(f"unknown --init '{init}'", "use pieces (mean of the old pieces) or mean (mean of all rows)")
-    registry = Registry()
-    handle = resolve(ref, registry)
-    if handle.kind == "adapter":
+    source = resolve_model(ref)
+    registry, handle = source.registry, source.handle
+    if source.is_adapter:
         raise LmsmithError(f"{ref} is an adapter", "merge it first, or extend its base model")
-    tdir = tokenizer_dir(ref, registry)
+    tdir = source.tokenizer_dir
     if not (tdir / "tokenizer.json").exists():
         raise LmsmithError(f"{ref} has no tokenizer.json (fast tokenizer)", "extend needs a HF fast BPE tokenizer")
     from tokenizers import Tokenizer
@@ -333,7 +334,7 @@ def extend_model(ref: str, corpus: str | Path, num_tokens: int, output_name: str
         console.print(f"[yellow]only {len(learned.new_tokens)} tokens occur at least {min_frequency} times; "
                       "adding those")
 
-    model = load_model(ref, dtype="float32", device="cpu", registry=registry)
+    model = load_model(source, dtype="float32", device="cpu")
     saved_dtype = json.loads((handle.dir / "config.json").read_text()).get("dtype") or \
         json.loads((handle.dir / "config.json").read_text()).get("torch_dtype") or "float32"
     emb = model.get_input_embeddings().weight
@@ -416,7 +417,7 @@ def add_special_tokens(ref: str, tokens: list[str], output_name: str, command: s
     import torch
 
     from lmsmith.models import load_model, load_tokenizer, resolve
-    from lmsmith.ops.registry import Lineage, Registry
+    from lmsmith.registry.registry import Lineage, Registry
 
     tokens = [t for t in dict.fromkeys(t.strip() for t in tokens) if t]
     if not tokens:

@@ -78,12 +78,13 @@ class HFBackend:
         """`chat=None`: use the model's chat template when it has one (what a judge wants)."""
         import torch
 
-        from lmsmith.models import default_device, load_model, load_tokenizer
+        from lmsmith.models import default_device, load_model, load_tokenizer, resolve_model  # torch: only here
 
         self.ref, self.batch_size, self.chat = ref, max(1, batch_size), chat
         self.device = device or default_device()
-        self.tok = load_tokenizer(ref)
-        self.model = load_model(ref, dtype=dtype, device=self.device)
+        model = resolve_model(ref)  # once: weights and tokenizer come from the same resolution
+        self.tok = load_tokenizer(model)
+        self.model = load_model(model, dtype=dtype, device=self.device)
         self.torch = torch
         cfg = self.model.config
         cfg = getattr(cfg, "text_config", None) or cfg

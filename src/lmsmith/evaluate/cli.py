@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from lmsmith.config import NONNEGATIVE_INT, POSITIVE_INT
-from lmsmith.progress import console, out, table
+from lmsmith.config import NONNEGATIVE_INT, POSITIVE_INT, Parser
+from lmsmith.evaluate.report import print_compare, print_table
+from lmsmith.progress import console, out
 
 SUBCOMMANDS = ("compare", "judge", "tasks")
 
 
 def _parser(prog: str, description: str):
-    from lmsmith.cli import Parser
-
     return Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -132,21 +131,6 @@ def no_nan(obj):
     return obj
 
 
-def print_table(payload: dict) -> None:
-
-    from lmsmith.evaluate.report import fmt
-
-    t = table("task", "n", "metric", "value", "± stderr", title=f"{payload['model']}")
-    for r in payload["results"]:
-        for k, v in r["metrics"].items():
-            if not k.endswith("_stderr"):
-                t.add_row(r["task"], str(r["n"]), k, fmt(v), fmt(r["metrics"].get(f"{k}_stderr")))
-    out.print(t)
-    for r in payload["results"]:
-        if r["kind"] == "needle":
-            out.print(f"{r['task']}: KV cache {r['extra']['kv_formula']}")
-
-
 def run_compare(a: argparse.Namespace) -> int:
     from lmsmith.evaluate.harness import compare
 
@@ -158,20 +142,6 @@ def run_compare(a: argparse.Namespace) -> int:
         print_compare(res)
     console.print(f"report: {res['run_dir']}/compare.md")
     return 0
-
-
-def print_compare(res: dict) -> None:
-
-    from lmsmith.evaluate.report import fmt
-
-    t = table("task", "metric", "A", "B", "B - A", "p", "test", "n", title=f"A = {res['a']}   B = {res['b']}   (p < 0.05 in bold)")
-    for r in res["rows"]:
-        sig = r["p_value"] is not None and r["p_value"] < 0.05
-        t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",
-                  ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"] or "-"))
-    out.print(t)
-    for w in sorted({w for r in res["rows"] for w in r.get("warnings", [])}):
-        console.print(f"[yellow]warning: {w}")
 
 
 def run_judge(a: argparse.Namespace) -> int:

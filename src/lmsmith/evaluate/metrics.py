@@ -211,3 +211,13 @@ def mcnemar(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
 
 def is_binary(values: Sequence[float]) -> bool:
     return all(v in (0, 1, 0.0, 1.0) for v in values)
+
+
+def perplexity_metrics(loglikelihood: float, tokens: int, nbytes: int, words: int) -> dict[str, float]:
+    """A perplexity task's metrics from its total log-likelihood (lm-eval's definitions)."""
+    return {
+        "token_perplexity": math.exp(-loglikelihood / max(1, tokens)),
+        "byte_perplexity": math.exp(-loglikelihood / max(1, nbytes)),
+        "bits_per_byte": -loglikelihood / max(1, nbytes) / math.log(2),
+        "word_perplexity": math.exp(-loglikelihood / max(1, words)),
+    }

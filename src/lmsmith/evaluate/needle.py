@@ -13,6 +13,7 @@ from typing import Any
 from lmsmith.errors import LmsmithError
 from lmsmith.evaluate.backends import Backend, GenParams
 from lmsmith.evaluate.metrics import normalize
+from lmsmith.evaluate.result import TaskResult
 from lmsmith.evaluate.tasks import Task
 from lmsmith.progress import task as progress_task
 
@@ -66,8 +67,6 @@ def build_haystack(filler: list[str], needle: str, budget: int, depth: float, co
 
 
 def run_needle(task: Task, backend: Backend):
-    from lmsmith.evaluate.runner import TaskResult
-
     cfg = needle_settings(task)
     filler = sentences(cfg["filler"])
     if not filler:

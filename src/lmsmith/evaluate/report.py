@@ -12,6 +12,7 @@ from typing import Any
 
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
+from lmsmith.progress import console, out, table
 
 MAIN_METRIC = {"multiple_choice": "acc", "generation": None, "perplexity": "bits_per_byte", "needle": "retrieval"}
 
@@ -126,7 +127,7 @@ def attach_to_registry(ref: str, results: list[dict[str, Any]], run_dir: Path,
                        settings: dict[str, Any] | None = None, date: str | None = None) -> str | None:
     """Store the scores on the model version's metadata (latest as metrics, every run in its eval history
     with its settings); a plain directory path has no metadata to update."""
-    from lmsmith.ops.registry import Registry
+    from lmsmith.registry.registry import Registry
 
     reg = Registry()
     if reg.is_path_ref(ref):
@@ -154,3 +155,29 @@ def load_run(ref: str) -> dict[str, Any] | None:
             raise LmsmithError(f"{p} is not an lmsmith eval results file")
         return data
     return None
+
+
+def print_table(payload: dict) -> None:
+    """An eval run as a table on stdout: one row per task and metric, with its standard error."""
+    t = table("task", "n", "metric", "value", "± stderr", title=f"{payload['model']}")
+    for r in payload["results"]:
+        for k, v in r["metrics"].items():
+            if not k.endswith("_stderr"):
+                t.add_row(r["task"], str(r["n"]), k, fmt(v), fmt(r["metrics"].get(f"{k}_stderr")))
+    out.print(t)
+    for r in payload["results"]:
+        if r["kind"] == "needle":
+            out.print(f"{r['task']}: KV cache {r['extra']['kv_formula']}")
+
+
+def print_compare(res: dict) -> None:
+    """Two runs side by side on stdout, with the paired test of each difference."""
+    t = table("task", "metric", "A", "B", "B - A", "p", "test", "n",
+              title=f"A = {res['a']}   B = {res['b']}   (p < 0.05 in bold)")
+    for r in res["rows"]:
+        sig = r["p_value"] is not None and r["p_value"] < 0.05
+        t.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), f"{r['delta']:+.4f}",
+                  ("[bold]" if sig else "") + fmt(r["p_value"]), r["test"] or "-", str(r["n"] or "-"))
+    out.print(t)
+    for w in sorted({w for r in res["rows"] for w in r.get("warnings", [])}):
+        console.print(f"[yellow]warning: {w}")

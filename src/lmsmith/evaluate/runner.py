@@ -5,9 +5,7 @@ Per-item results are kept (not just the means) so that two runs can be compared 
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,23 +13,10 @@ import numpy as np
 from lmsmith.errors import LmsmithError
 from lmsmith.evaluate import metrics as M
 from lmsmith.evaluate.backends import Backend, GenParams
+from lmsmith.evaluate.needle import run_needle
+from lmsmith.evaluate.result import TaskResult
 from lmsmith.evaluate.tasks import Task
 from lmsmith.progress import task as progress_task
-
-
-@dataclass
-class TaskResult:
-    task: str
-    kind: str
-    n: int
-    metrics: dict[str, float]
-    items: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def task_config(task: Task) -> dict[str, Any]:
@@ -52,8 +37,6 @@ def run_task(task: Task, backend: Backend, seed: int = 0) -> TaskResult:
     elif task.kind == "perplexity":
         result = run_perplexity(task, backend)
     else:
-        from lmsmith.evaluate.needle import run_needle
-
         result = run_needle(task, backend)
     result.config = task_config(task)
     result.seconds = round(time.time() - t0, 2)
@@ -145,11 +128,6 @@ def run_perplexity(task: Task, backend: Backend) -> TaskResult:
         nbytes, nwords = len(text.encode("utf-8")), max(1, len(text.split()))
         items.append({"id": doc.index, "loglikelihood": ll, "tokens": ntok, "bytes": nbytes, "words": nwords})
         total_ll, total_tok, total_bytes, total_words = total_ll + ll, total_tok + ntok, total_bytes + nbytes, total_words + nwords
-    all_metrics = {
-        "token_perplexity": math.exp(-total_ll / max(1, total_tok)),
-        "byte_perplexity": math.exp(-total_ll / max(1, total_bytes)),
-        "bits_per_byte": -total_ll / max(1, total_bytes) / math.log(2),
-        "word_perplexity": math.exp(-total_ll / max(1, total_words)),
-    }
+    all_metrics = M.perplexity_metrics(total_ll, total_tok, total_bytes, total_words)
     return TaskResult(task.name, task.kind, len(items), {k: all_metrics[k] for k in task.metrics}, items,
                       extra={"tokens": total_tok, "bytes": total_bytes, "tokens_per_byte": total_tok / max(1, total_bytes)})

@@ -343,7 +343,8 @@ def load_task(name_or_path: str | Path, num_fewshot: int | None = None, limit: i
     for key in raw:
         if key not in FIELDS:
             close = [f for f in FIELDS if f.replace("_", "") == str(key).replace("_", "") or f.startswith(str(key)[:6])]
-            raise LmsmithError(f"{where(key)}: unknown field '{key}'", f"did you mean {close[0]}?" if close else f"known fields: {', '.join(sorted(FIELDS))}")
+            raise LmsmithError(f"{where(key)}: unknown field '{key}'",
+                               f"did you mean {close[0]}?" if close else f"known fields: {', '.join(sorted(FIELDS))}")
     name = str(raw.get("task") or raw.get("name") or path.stem)
     output_type = raw.get("output_type")
     if output_type is not None and output_type not in OUTPUT_TYPES:

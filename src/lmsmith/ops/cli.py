@@ -11,37 +11,31 @@ from rich.table import Table
 
 from lmsmith.config import PORT, POSITIVE_FLOAT, POSITIVE_INT, number
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.registry import Registry
-from lmsmith.progress import console, out, table
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
+from lmsmith.hardware import GPU_MEM_GIB
+from lmsmith.progress import console, human_bytes, out, table
+from lmsmith.registry import Registry
+from lmsmith.registry.views import eval_table, version_dict, version_table
 
 
 def cmd_create_tiny(args: argparse.Namespace) -> int:
     import tempfile
 
-    from lmsmith.ops.registry import Lineage
+    from lmsmith.registry import Lineage
     from lmsmith.tiny import ARCH_CONFIGS, build_tiny
 
     if args.arch not in ARCH_CONFIGS:
         raise LmsmithError(f"unknown architecture '{args.arch}'", f"choose from {', '.join(sorted(ARCH_CONFIGS))}")
     with tempfile.TemporaryDirectory() as tmp:
         d = build_tiny(Path(tmp) / args.name, args.arch, seed=args.seed)
-        mv = Registry().register(d, args.name, lineage=Lineage(stage="create-tiny", command=getattr(args, "command_line", None)),
-                                 tags={"tiny": args.arch})
+        mv = Registry().register(d, args.name, tags={"tiny": args.arch},
+                                 lineage=Lineage(stage="create-tiny", command=getattr(args, "command_line", None)))
     out.print(f"registered {mv.ref}: a random-init {args.arch} model (2 layers, hidden 64) with a byte-level "
               "BPE tokenizer and a chat template, for trying commands in seconds")
     return 0
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from lmsmith.ops.importers import DEFAULT_MODEL, pull_default
+    from lmsmith.registry.importers import DEFAULT_MODEL, pull_default
 
     if args.what != "default":
         raise LmsmithError(f"unknown model to pull: '{args.what}'",
@@ -53,7 +47,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from lmsmith.ops.importers import import_model
+    from lmsmith.registry.importers import import_model
 
     mv = import_model(args.path, args.name, dtype=args.dtype, command=args.command_line)
     console.print(f"registered {mv.ref}: {human_bytes(mv.size)} ({human_bytes(mv.stored_bytes)} new in the store)")
@@ -81,7 +75,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         reg.get(args.name)  # raises: unknown model, with the closest name
     versions = reg.list(args.name) if args.name else reg.list()
     if args.json:
-        print(json.dumps([v.to_dict() for v in versions], indent=2))
+        print(json.dumps([version_dict(v) for v in versions], indent=2))
         return 0
     if not versions:
         console.print("no models registered yet: try `lmsmith models pull default`")
@@ -96,35 +90,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     mv = Registry().get(args.ref)
-    d = mv.to_dict()
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(json.dumps(version_dict(mv), indent=2))
         return 0
-    t = table("key", "value", show_header=False, title=mv.ref)
-    for key in ("kind", "base", "created", "path", "aliases"):
-        if d.get(key):
-            t.add_row(key, str(d[key]) if not isinstance(d[key], list) else ", ".join(d[key]))
-    t.add_row("size", f"{human_bytes(mv.size)} in {len(mv.files)} files ({human_bytes(mv.stored_bytes)} new in the store)")
-    lin = mv.lineage
-    for key, val in (("parent", lin.parent), ("stage", lin.stage), ("command", lin.command), ("run id", lin.run_id),
-                     ("source", lin.source)):
-        if val:
-            t.add_row(key, str(val))
-    for ref in lin.data:
-        t.add_row("data", f"{ref.path} sha256:{(ref.sha256 or '?')[:12]}")
-    for k, v in mv.tags.items():
-        t.add_row(f"tag {k}", str(v))
-    for k, v in mv.metrics.items():
-        t.add_row(f"metric {k}", json.dumps(v) if not isinstance(v, (int, float, str)) else str(v))
-    out.print(t)
+    out.print(version_table(mv))
     if mv.evals:
-        e = table("date", "task", "n", "few-shot", "limit", "scores", "run", title=f"eval runs of {mv.ref}")
-        for run in mv.evals:
-            for task, r in run["tasks"].items():
-                scores = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["metrics"].items())
-                e.add_row(run["date"], task, str(r["n"]), str(r.get("num_fewshot")),
-                          str(run.get("settings", {}).get("limit")), scores, run["run_dir"])
-        out.print(e)
+        out.print(eval_table(mv))
     return 0
 
 
@@ -315,7 +286,6 @@ def register_models(sub: argparse._SubParsersAction) -> None:
 
 
 # usable GiB per GPU as torch sees it (an "80 GB" H100 shows ~79 GiB, of which ~78 are free to a process)
-GPU_MEM_GIB = {"h100": 79.0, "h200": 139.0, "a100": 79.0, "l40s": 44.0, "cpu": 64.0}
 
 
 def _default_gpu_mem(args: argparse.Namespace) -> None:

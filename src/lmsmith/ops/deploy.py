@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.registry import Registry, parse_ref
+from lmsmith.registry.registry import Registry, parse_ref
 from lmsmith.serve.routing import AliasMove, DeployState, deploy_path, read_deploy, write_deploy
 
 

@@ -18,7 +18,7 @@ import torch
 
 from lmsmith.errors import LmsmithError
 from lmsmith.models import is_quantized, load_model, parse_dtype
-from lmsmith.ops.registry import INDEX_FILE, ModelVersion, Registry
+from lmsmith.registry.registry import INDEX_FILE, ModelVersion, Registry
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 

@@ -7,7 +7,7 @@ Training memory per GPU is the sum of parts that can each be reasoned about:
   gathered layers                       (FSDP all-gathers full bf16 layers one or two at a time)
 Serving memory is weights plus the KV cache: 2 x layers x kv_heads x head_dim x bytes x tokens.
 Throughput comes from a measured MFU: tokens/s = MFU x peak FLOP/s x GPUs / FLOPs per token, with
-FLOPs per token = 6 N + 12 L d S (forward + backward, attention included).
+FLOPs per token = 4 N + 2 N_trainable + 12 L d S (`lmsmith.hardware.flops_per_token`: 6 N for full training).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lmsmith import hardware
 from lmsmith.errors import LmsmithError
+from lmsmith.hardware import GPU_BANDWIDTH_TBS, GPU_PEAK_TFLOPS
 
 GiB = 1024**3
 
@@ -38,9 +40,6 @@ SHAPES: dict[str, dict[str, Any]] = {
     "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                           num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
 }
-PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "l40s": 362.0, "cpu": 1.0}
-# Bandwidth measured on the lent machines (device-to-device copy), TB/s; others from spec sheets.
-BANDWIDTH_TBS = {"h100": 3.0, "h200": 4.3, "a100": 1.9, "l40s": 0.86, "cpu": 0.05}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
 
 
@@ -81,9 +80,15 @@ class Shape:
         per_layer = r * ((h + q) + 2 * (h + kv) + (q + h) + 2 * (h + i) + (i + h))  # q k v o gate up down
         return self.layers * per_layer
 
-    def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs per token (forward + backward), PaLM-style: 6N + 12 L d S."""
-        return 6 * self.params() + 12 * self.layers * self.heads * self.head_dim * seq_len
+    def matmul_params(self) -> int:
+        """Weights used in matmuls: all but the input embedding lookup (the tied head is one)."""
+        return self.params() - (0 if self.tied else self.vocab * self.hidden)
+
+    def flops_per_token(self, seq_len: int, trainable: int | None = None) -> float:
+        """Training FLOPs per token (`lmsmith.hardware.flops_per_token`; all weights trainable by default)."""
+        n = self.matmul_params()
+        return hardware.flops_per_token(n, n if trainable is None else trainable, self.layers,
+                                        self.heads * self.head_dim, seq_len)
 
     def kv_bytes_per_token(self, dtype_bytes: float = 2) -> float:
         return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
@@ -209,10 +214,8 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
     transient = parts["activations"] + parts["logits and loss"] + parts.get("bf16 weight copies (autocast)", 0.0)
     total = sum(parts.values()) - grads - transient + max(transient, grads)
     parts_gib = {k: round(v / GiB, 2) for k, v in parts.items()}
-    peak = PEAK_TFLOPS.get(gpu.lower(), PEAK_TFLOPS["h100"]) * 1e12
-    flops_tok = shape.flops_per_token(seq_len)
-    if lora or qlora:
-        flops_tok = flops_tok * 2 / 3  # no weight gradients for the frozen base
+    peak = GPU_PEAK_TFLOPS.get(gpu.lower(), GPU_PEAK_TFLOPS["h100"]) * 1e12
+    flops_tok = shape.flops_per_token(seq_len, trainable)  # LoRA: no weight gradients for the frozen base
     tps = mfu * peak * gpus / flops_tok
     fits = total / GiB <= gpu_mem_gib * 0.95
     if not fits:
@@ -248,7 +251,7 @@ def plan_serve(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
         "total_gib": round((weights + kv_need) / GiB, 2), "fits": fits,
         "max_kv_tokens": max_tokens, "max_full_context_sequences": max_tokens // context,
         # decoding reads every weight once per step: the batch-1 ceiling is bandwidth / weight bytes
-        "decode_bs1_tok_s_upper_bound": round(BANDWIDTH_TBS.get(gpu.lower(), 3.0) * 1e12 / weights),
+        "decode_bs1_tok_s_upper_bound": round(GPU_BANDWIDTH_TBS.get(gpu.lower(), 3.0) * 1e12 / weights),
     }
 
 

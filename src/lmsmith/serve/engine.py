@@ -29,9 +29,10 @@ from typing import Any
 import torch
 
 from lmsmith.errors import LmsmithError
-from lmsmith.models import load_tokenizer
+from lmsmith.models import ResolvedModel, load_tokenizer, resolve_model
 from lmsmith.serve.block_manager import BlockManager
-from lmsmith.serve.model_runner import auto_num_blocks, load_runner
+from lmsmith.serve.loader import load_runner
+from lmsmith.serve.model_runner import auto_num_blocks
 from lmsmith.serve.sampler import make_generator, overlappable, sample, sample_on_device
 from lmsmith.serve.sampling_params import SamplingParams
 from lmsmith.serve.scheduler import ScheduledSeq, Scheduler
@@ -88,7 +89,7 @@ def eos_ids_for(model_dir, tokenizer, config) -> list[int]:
 
 
 class Engine:
-    def __init__(self, model_ref: str, dtype: str | torch.dtype = "auto", device: str | None = None,
+    def __init__(self, model_ref: str | ResolvedModel, dtype: str | torch.dtype = "auto", device: str | None = None,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, max_model_len: int | None = None,
                  enable_prefix_caching: bool = True, allow_fallback: bool = True,
@@ -99,12 +100,13 @@ class Engine:
                 raise LmsmithError(f"{name} must be a positive integer, got {value!r}")
         if num_kv_blocks is not None and num_kv_blocks < 1:
             raise LmsmithError(f"num_kv_blocks must be a positive integer, got {num_kv_blocks!r}")
-        self.model_ref = str(model_ref)
-        self.runner, handle, model_len = load_runner(self.model_ref, dtype, device, max_model_len, allow_fallback,
+        model = resolve_model(model_ref)  # once: the runner and the tokenizer read the same resolution
+        self.model_ref = model.ref
+        self.runner, handle, model_len = load_runner(model, dtype, device, max_model_len, allow_fallback,
                                                      tensor_parallel_size, load_format)
         self.tensor_parallel_size = tensor_parallel_size
         self.device = self.runner.device
-        self.tokenizer = load_tokenizer(self.model_ref)
+        self.tokenizer = load_tokenizer(model)
         self.eos_token_ids = eos_ids_for(handle.base.dir, self.tokenizer, handle.config)
         if num_kv_blocks is None:
             num_kv_blocks = auto_num_blocks(self.runner, block_size, max_num_seqs, model_len)

@@ -1,7 +1,7 @@
 """Batch-1 decode with Triton GEMVs: fewer, fuller kernels than cuBLAS + element-wise launches.
 
 At batch 1 every projection is a pure weight stream and each small kernel launch in the graph costs ~1.5 us.
-Measured on an H100 (bench/gemm_probe.py): cuBLAS runs the 1B model's down projection as split-K plus a
+Measured on an H100 (bench/compress/gemm_probe.py): cuBLAS runs the 1B model's down projection as split-K plus a
 reduction kernel, o_proj at ~1.35 TB/s, and lm_head's bf16 logits need a separate fp32 cast. Here:
 - `gemv`: y = x @ W.T, each program owns `block_n` rows and streams them `block_k` columns at a time (fp32
   accumulation), output in any dtype (lm_head writes fp32 logits directly);
@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmsmith.compress.quantize import Int4Linear, Int8Linear
+from lmsmith.quant import Int4Linear, Int8Linear
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import paged_attention
 from lmsmith.serve.paged_decode import available, paged_decode, triton

@@ -123,7 +123,7 @@ class Attention(nn.Module):
 
     def fuse(self) -> None:
         if type(self.q_proj) is not nn.Linear:  # quantized: concatenated along the output dim, still quantized
-            from lmsmith.compress.quantize import concat_linears
+            from lmsmith.quant import concat_linears
 
             self.qkv_proj = concat_linears([self.q_proj, self.k_proj, self.v_proj])
             del self.q_proj, self.k_proj, self.v_proj
@@ -172,7 +172,7 @@ class MLP(nn.Module):
 
     def fuse(self) -> None:
         if type(self.gate_proj) is not nn.Linear:
-            from lmsmith.compress.quantize import concat_linears
+            from lmsmith.quant import concat_linears
 
             self.gate_up_proj = concat_linears([self.gate_proj, self.up_proj])
             del self.gate_proj, self.up_proj

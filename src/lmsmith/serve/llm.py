@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Sequence as Seq
+from typing import Any
+from typing import Sequence as Seq
 
 from lmsmith.data.chat import chat_ids
 from lmsmith.errors import LmsmithError
@@ -82,7 +83,8 @@ class LLM:
             outs = [final[(rid, i)] for i in range(p.n)]
             arrival = outs[0].metrics.arrival_time
             comps = [CompletionOutput(o.index, list(o.token_ids), o.text, o.finish_reason, o.stop_reason,
-                                      None if o.logprobs is None else logprobs.get((rid, o.index), []), [t - arrival for t in o.metrics.token_times]) for o in outs]
+                                      None if o.logprobs is None else logprobs.get((rid, o.index), []),
+                                      [t - arrival for t in o.metrics.token_times]) for o in outs]
             m = outs[0].metrics
             results.append(Completion(
                 prompt=prompt, prompt_token_ids=list(outs[0].prompt_token_ids), outputs=comps,

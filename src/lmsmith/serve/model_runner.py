@@ -7,24 +7,22 @@ so everything above it (scheduler, sampling, streaming) behaves the same.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmsmith.errors import LmsmithError
-from lmsmith.models import base_of, parse_dtype, quiet_transformers
-from lmsmith.ops.registry import Registry
+from lmsmith.models import load_model
+from lmsmith.quant.format import swap_in_quantized
+from lmsmith.quant.passes import prepare_for_inference
+from lmsmith.serve import tp_layers
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
-from lmsmith.compress.quantize import prepare_for_inference
-from lmsmith.compress.storage import read_spec, swap_in_quantized
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import bs1_eligible, forward_bs1, replay_ms, tune_tiles
-from lmsmith.models import is_quantized
-from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config, unsupported_reason
+from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config
 from lmsmith.serve.scheduler import ScheduledSeq
+from lmsmith.serve.weights import ModelHandle
 
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
 TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
@@ -33,61 +31,12 @@ BS1_PLANS: dict[str, dict] = {}  # filled at capture from the tiles measured fas
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
-def weight_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [model_dir / n for n in names]
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise LmsmithError(f"no safetensors weights in {model_dir}", "import the model with safetensors weights")
-    return files
-
-
-def read_state_dict(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
-    sd: dict[str, torch.Tensor] = {}
-    for f in weight_files(model_dir):
-        with safe_open(str(f), framework="pt", device="cpu") as fh:
-            for name in fh.keys():
-                t = fh.get_tensor(name)
-                # quantized weights and their float32 scales/zero points stay as stored
-                sd[name] = t.to(dtype) if t.is_floating_point() and not name.endswith((".scales", ".zeros")) else t
-    return sd
-
-
-class ModelHandle:
-    """Resolved ref: HF config, and where the weights come from (an adapter is merged into its base)."""
-
-    def __init__(self, ref: str):
-        quiet_transformers()
-        from transformers import AutoConfig
-
-        registry = Registry()
-        self.handle = registry.resolve(str(ref))
-        self.base = base_of(self.handle, registry)
-        self.is_adapter = self.handle.kind == "adapter"
-        try:
-            self.config = AutoConfig.from_pretrained(self.base.dir)
-        except (OSError, ValueError, KeyError) as e:
-            raise LmsmithError(f"cannot read the config of {self.handle.ref}: {str(e).splitlines()[0]}") from None
-
-    def state_dict(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        if self.is_adapter:
-            from lmsmith.models import load_model
-
-            model = load_model(str(self.handle.ref), dtype=torch.float32, device="cpu", merge_adapter=True)
-            return {k: v.to(dtype) for k, v in model.state_dict().items()}
-        return read_state_dict(self.base.dir, dtype)
-
-
 class NativeRunner:
     native = True
 
     def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, max_model_len: int,
                  tp: Any = None, load_format: str = "auto"):
-        """`tp` (a parallel.TPContext): load and run only this rank's shard. `load_format="dummy"`: random
+        """`tp` (a tp_layers.TPContext): load and run only this rank's shard. `load_format="dummy"`: random
         weights made on the device (benchmarks of shapes without a checkpoint)."""
         self.device = device
         self.dtype = dtype
@@ -95,25 +44,21 @@ class NativeRunner:
         self.spec = spec_from_config(mh.config)
         self.tp = tp
         if tp is not None:
-            from lmsmith.serve import parallel
-
-            full_spec, self.spec = self.spec, parallel.local_spec(self.spec, tp)
+            full_spec, self.spec = self.spec, tp_layers.local_spec(self.spec, tp)
         with torch.device("meta"):
             model = LlamaForCausalLM(self.spec)
             if tp is not None:
-                parallel.parallelize(model, full_spec, tp)
-        self.quant = read_spec(mh.base.dir) if load_format != "dummy" else None
+                tp_layers.parallelize(model, full_spec, tp)
+        self.quant = mh.quant if load_format != "dummy" else None
         if self.quant is not None:
             if tp is not None:
                 raise LmsmithError("tensor parallelism does not shard quantized weights yet",
                                    "serve the quantized model on one GPU, or shard the unquantized model")
             swap_in_quantized(model, self.quant, device)
         if load_format == "dummy":
-            from lmsmith.serve.parallel import dummy_weights
-
-            model = dummy_weights(model, dtype, device, seed=0 if tp is None else tp.rank)
+            model = tp_layers.dummy_weights(model, dtype, device, seed=0 if tp is None else tp.rank)
         else:
-            sd = mh.state_dict(dtype) if tp is None else parallel.shard_state_dict(mh, tp, dtype)
+            sd = mh.state_dict(dtype) if tp is None else tp_layers.shard_state_dict(mh, tp, dtype)
             if "lm_head.qweight" in sd:
                 pass  # a quantized lm_head: the embedding stays full precision for the lookups
             elif self.spec.tie_word_embeddings or "lm_head.weight" not in sd:
@@ -129,7 +74,7 @@ class NativeRunner:
         if self.quant is not None:
             prepare_for_inference(model, dtype)  # kernel layouts now, never inside a CUDA graph capture
         if tp is not None:
-            parallel.add_reduce_hooks(model, tp)
+            tp_layers.add_reduce_hooks(model, tp)
         self.model = model.eval()
         self.vocab_size = self.spec.vocab_size
         self.cos, self.sin = rope_tables(mh.config, self.spec, max_model_len + 1, dtype, device)
@@ -457,13 +402,11 @@ class HFRunner:
     supports_overlap = False  # it reads every sequence's tokens on the host
 
     def __init__(self, mh: ModelHandle, dtype: torch.dtype, device: torch.device, reason: str):
-        from lmsmith.models import load_model
-
         self.reason = reason
         self.device = device
         self.dtype = dtype
         self.config = mh.config
-        self.model = load_model(str(mh.handle.ref), dtype=dtype, device=str(device), merge_adapter=True)
+        self.model = load_model(mh.model, dtype=dtype, device=str(device), merge_adapter=True)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.block_size = 16
 
@@ -494,49 +437,6 @@ class HFRunner:
         if not rows:
             return torch.empty(0, self.vocab_size, device=self.device)
         return torch.stack(rows)
-
-
-def load_runner(ref: str, dtype: str | torch.dtype, device: str | None, max_model_len: int | None,
-                allow_fallback: bool = True, tensor_parallel_size: int = 1,
-                load_format: str = "auto") -> tuple[Any, ModelHandle, int]:
-    """Pick the native runner when the architecture is supported, else the transformers fallback.
-    `tensor_parallel_size` > 1 shards the native runner over that many GPUs (serve/parallel.py)."""
-    if load_format not in ("auto", "dummy"):
-        raise LmsmithError(f"unknown load_format {load_format!r}", "use 'auto' (the checkpoint) or 'dummy' (random weights)")
-    mh = ModelHandle(ref)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch_dtype = parse_dtype(dtype, dev)
-    limit = int(getattr(mh.config, "max_position_embeddings", 0) or 4096)
-    if max_model_len is not None:
-        if max_model_len < 2:
-            raise LmsmithError(f"max_model_len must be at least 2, got {max_model_len}")
-        if max_model_len > limit:
-            raise LmsmithError(f"max_model_len {max_model_len} exceeds the model's context of {limit} tokens",
-                               f"use at most {limit}")
-        limit = max_model_len
-    reason = unsupported_reason(mh.config)
-    if is_quantized(mh.base.dir) and mh.is_adapter:
-        raise LmsmithError(f"{mh.handle.ref} is an adapter on a quantized base, which cannot be merged",
-                           "merge the adapter into the full-precision base, then quantize the merged model")
-    if tensor_parallel_size != 1:
-        from lmsmith.serve.parallel import TPRunner, check_tp
-
-        if reason is not None:
-            raise LmsmithError(f"tensor parallelism needs the native runner, but {reason}",
-                               "drop --tensor-parallel-size (the transformers fallback runs on one device)")
-        if tensor_parallel_size > 1 and is_quantized(mh.base.dir):
-            raise LmsmithError("tensor parallelism does not shard quantized weights yet",
-                               "drop --tensor-parallel-size, or shard the unquantized model")
-        check_tp(spec_from_config(mh.config), tensor_parallel_size, dev)
-        if tensor_parallel_size > 1:
-            return TPRunner(mh, torch_dtype, dev, limit, tensor_parallel_size, load_format), mh, limit
-    if reason is None:
-        return NativeRunner(mh, torch_dtype, dev, limit, load_format=load_format), mh, limit
-    if load_format == "dummy":
-        raise LmsmithError("load_format='dummy' needs the native runner", reason)
-    if not allow_fallback:
-        raise LmsmithError(reason, "use a Llama/Mistral/Qwen2-family model")
-    return HFRunner(mh, torch_dtype, dev, reason), mh, limit
 
 
 def auto_num_blocks(runner: Any, block_size: int, max_num_seqs: int, max_model_len: int) -> int:

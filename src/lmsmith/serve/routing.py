@@ -26,7 +26,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, Field
 
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.registry import Registry, looks_like_path, parse_ref
+from lmsmith.registry.registry import Registry, looks_like_path, parse_ref
 from lmsmith.serve.async_engine import AsyncEngine
 
 log = logging.getLogger("lmsmith.serve")

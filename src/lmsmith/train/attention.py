@@ -55,10 +55,9 @@ def causal_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
                      **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: q [B, H, T, D], k/v [B, KV, S, D] -> out [B, T, H, D]."""
     if attention_mask is not None:  # a prepared 4-D mask (document masks): transformers' own kernels
+        from torch.nn.attention.flex_attention import BlockMask
         from transformers.integrations.flex_attention import flex_attention_forward
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        from torch.nn.attention.flex_attention import BlockMask
 
         fn = flex_attention_forward if isinstance(attention_mask, BlockMask) else sdpa_attention_forward
         return fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
@@ -91,9 +90,9 @@ def causal_attention_supported(config: Any) -> bool:
 
 def use_causal_attention(model: nn.Module) -> bool:
     """Switch a supported HF model (under PEFT/DDP wrappers) to `causal_attention`; False when left as is."""
-    from lmsmith.train.distributed import _inner
+    from lmsmith.train.parallelize import inner_model
 
-    inner = _inner(model)
+    inner = inner_model(model)
     cfg = getattr(inner, "config", None)
     if cfg is None or not causal_attention_supported(cfg) or cfg._attn_implementation not in (None, "sdpa"):
         return False
@@ -111,9 +110,9 @@ def use_causal_attention(model: nn.Module) -> bool:
 
 def use_flex_attention(model: nn.Module) -> None:
     """Switch the HF model (under PEFT/DDP wrappers) to its flex-attention implementation."""
-    from lmsmith.train.distributed import _inner
+    from lmsmith.train.parallelize import inner_model
 
-    inner = _inner(model)
+    inner = inner_model(model)
     setter = getattr(inner, "set_attn_implementation", None)
     try:
         if callable(setter):

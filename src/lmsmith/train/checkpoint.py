@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from lmsmith.errors import LmsmithError
+from lmsmith.train.collectives import DistEnv, barrier
 
 STEP_RE = re.compile(r"^step-(\d{8})$")
 
@@ -185,7 +186,7 @@ def clean_stale(ckpt_root: Path, keep: Path | None = None) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -225,7 +226,7 @@ def save_checkpoint(ckpt_root: Path, step: int, model: nn.Module, optimizer, sch
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
     for old in list_checkpoints(ckpt_root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     clean_stale(ckpt_root, keep=tmp)
@@ -292,3 +293,95 @@ def resume_checkpoint(ckpt_root: Path, load: Any, say: Any = print) -> tuple[Pat
         raise LmsmithError(f"no usable checkpoint in {ckpt_root}: {'; '.join(problems)}",
                            "restore a checkpoint from a backup, or start a new run")
     return None, None
+# ------------------------------------------------------------------ sharded runs: torch.distributed.checkpoint
+DCP_MODEL, DCP_OPTIM = "model", "optim"
+
+
+def is_dcp_checkpoint(path: Path) -> bool:
+    return (path / DCP_MODEL / ".metadata").is_file()
+
+
+def dcp_options(full: bool = False):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=full, cpu_offload=full, ignore_frozen_params=True)
+
+
+def save_dcp(ckpt_root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             train_state: dict[str, Any], env: DistEnv, keep: int = 2) -> Path:
+    """Write `step-XXXXXXXX/` atomically with torch.distributed.checkpoint: each rank writes its shards
+    into a temporary directory; rank 0 renames it into place after every rank is done.
+
+    Sharded tensors are stored with their global shape, so `load_dcp` reshards them for any number
+    of processes. Frozen weights (LoRA base) are not stored."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    final = ckpt_root / f"step-{step:08d}"
+    tmp = ckpt_root / f".tmp-step-{step:08d}-dcp"
+    if env.is_main:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier(env)
+    model_sd = get_model_state_dict(model, options=dcp_options())
+    optim_sd = get_optimizer_state_dict(model, optimizer, options=dcp_options())
+    dcp.save(model_sd, checkpoint_id=str(tmp / DCP_MODEL))
+    dcp.save(optim_sd, checkpoint_id=str(tmp / DCP_OPTIM))
+    save_rng(tmp / f"rng-rank{env.rank:05d}.safetensors")  # tensors + JSON: resume never unpickles code
+    barrier(env)
+    if env.is_main:
+        write_json_state(tmp / "state.json", {"scheduler": scheduler.state_dict()})
+        (tmp / "train_state.json").write_text(json.dumps({**train_state, "step": step, "world": env.world,
+                                                         "format": "dcp"}, indent=2))
+        write_manifest(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(ckpt_root)
+        for old in list_checkpoints(ckpt_root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in ckpt_root.glob(".tmp-step-*"):  # left by a run killed mid-save
+            shutil.rmtree(stale, ignore_errors=True)
+    barrier(env)
+    return final
+
+
+def load_dcp(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             env: DistEnv) -> dict[str, Any]:
+    """Load a `save_dcp` checkpoint into this (possibly differently sharded) model and optimizer.
+
+    Works with any world size, and without a process group (a plain single-process run)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    try:
+        train_state = json.loads((path / "train_state.json").read_text())
+        check_dcp_metadata(path)  # dcp.load unpickles .metadata: never let a tampered one run code
+        model_sd = get_model_state_dict(model, options=dcp_options())
+        dcp.load(model_sd, checkpoint_id=str(path / DCP_MODEL))
+        set_model_state_dict(model, model_sd, options=dcp_options())
+        optim_sd = get_optimizer_state_dict(model, optimizer, options=dcp_options())
+        dcp.load(optim_sd, checkpoint_id=str(path / DCP_OPTIM))
+        set_optimizer_state_dict(model, optimizer, optim_sd, options=dcp_options())
+        sched_state, _ = load_state(path, rng_name="")
+        rng_file = path / f"rng-rank{env.rank:05d}.safetensors"
+        old_rng = path / f"rng-rank{env.rank:05d}.pt"  # older lmsmith: loaded only if it holds plain data
+        rng = load_rng(rng_file) if rng_file.is_file() else safe_load(old_rng) if old_rng.is_file() else None
+    except Exception as e:  # OSError, RuntimeError, UnpicklingError (refused: not plain data), EOFError, ...
+        msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        raise LmsmithError(f"checkpoint {path} does not load: {msg}",
+                           "resume with the same model, LoRA and data options as the original run") from None
+    scheduler.load_state_dict(sched_state)
+    if rng is not None and int(train_state.get("world", 1)) == env.world:
+        set_rng_state(rng)
+    else:  # a different world size: no saved stream for this rank; derive one deterministically
+        seed = int(train_state.get("step", 0)) * 7919 + env.rank
+        torch.manual_seed(seed)
+        random.seed(seed)
+    return train_state

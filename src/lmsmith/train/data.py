@@ -21,8 +21,8 @@ from lmsmith.data.corpus import TokenCorpus, file_sha256, resolve_files, tokeniz
 from lmsmith.data.packing import PackedRows, collate_packed
 from lmsmith.data.preference import PairExample, prompt_ids, read_pairs, read_prompts, render_pair
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.registry import DataRef
 from lmsmith.progress import console
+from lmsmith.registry.registry import DataRef
 from lmsmith.train.config import TrainConfig
 
 

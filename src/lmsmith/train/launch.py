@@ -7,7 +7,7 @@ On several machines, start the same line on each node yourself with a shared ren
         --rdzv-id myrun -m lmsmith.train.launch train pretrain ...     # on node 0
     torchrun --nnodes 2 --node-rank 1 ... (same)                          # on node 1
 
-`python -m lmsmith.train.launch ARGS` is the same as `lmsmith ARGS`.
+`python -m lmsmith.train.launch ARGS` is the same as `lmsmith ARGS` (and `python -m lmsmith ARGS`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from lmsmith.errors import LmsmithError
-from lmsmith.train.distributed import NCCL_SAFE_ENV, launched_by_torchrun
+from lmsmith.train.collectives import NCCL_SAFE_ENV, launched_by_torchrun
 
 
 def torchrun_command(nproc: int, argv: list[str], *, nnodes: int = 1, node_rank: int = 0,
@@ -73,11 +73,8 @@ def needs_relaunch(nproc: int | None) -> bool:
     return bool(nproc) and not launched_by_torchrun()
 
 
-def main() -> int:
-    from lmsmith.cli import main as cli_main
-
-    return cli_main(sys.argv[1:])
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    import runpy
+
+    # the same as `python -m lmsmith ARGS`: the command line stays the entry point's, and no stage imports it
+    runpy.run_module("lmsmith", run_name="__main__", alter_sys=True)

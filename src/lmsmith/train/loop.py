@@ -33,17 +33,18 @@ from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode,
                                      use_flex_attention)
 from lmsmith.train.checkpoint import (clean_stale, latest_checkpoint, load_checkpoint, resume_checkpoint,
                                       save_checkpoint)
+from lmsmith import hardware
+from lmsmith.models import ResolvedModel, load_model
 from lmsmith.train.config import DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
-                                 check_model_source)
+                                 check_model_source, load_tokenizer_for, resolve_source)
 from lmsmith.train.objectives import Objective, SetupContext, make_objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
 # Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "disk-full:N", "nan-at-step:N", "interrupt-after-step:N"
 FAULT_ENV = "LMSMITH_TRAIN_FAULT"
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 
 
 @dataclass
@@ -69,28 +70,18 @@ def _fault() -> tuple[str, int] | None:
     return kind, int(n)
 
 
-def peak_flops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
 def flops_per_token(model: torch.nn.Module, n_trainable: int, seq_len: int) -> float:
-    """Matmul FLOPs per trained token: 2N forward + 2N input-grads + 2N_trainable weight-grads + attention.
-
-    N counts the weights used in matmuls (input embedding lookup excluded, output head included);
-    full fine-tuning gives the usual 6N. Attention adds 12 * layers * hidden * seq (PaLM appendix B)."""
+    """Matmul FLOPs per trained token of `model` (`lmsmith.hardware.flops_per_token`; quantized weights count
+    their logical size)."""
     cfg = getattr(model, "config", None)
     emb = model.get_input_embeddings().weight
     total = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() * 2 for n, b in model.named_buffers() if n.endswith("qweight"))
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     n = total if tied else total - emb.numel()
-    n_trainable = min(n_trainable, n)
     layers = getattr(cfg, "num_hidden_layers", 0) or 0
     hidden = getattr(cfg, "hidden_size", 0) or 0
-    return 4 * n + 2 * n_trainable + 12 * layers * hidden * seq_len
+    return hardware.flops_per_token(n, n_trainable, layers, hidden, seq_len)
 
 
 def new_run_id(task: str) -> str:
@@ -160,11 +151,12 @@ def prepare_run_dir(cfg: TrainConfig, refs: list | None = None) -> tuple[Path, s
     return run_dir, run_id
 
 
-def precheck(cfg: TrainConfig) -> None:
-    """Cheap checks that must fail before any compute."""
+def precheck(cfg: TrainConfig) -> ResolvedModel | None:
+    """Cheap checks that must fail before any compute. Returns the resolved --model, for the whole run."""
     check_model_source(cfg)
     check_resume(cfg)
-    check_lora_targets(cfg)
+    source = resolve_source(cfg)
+    check_lora_targets(cfg, source)
     if cfg.run_dir and not cfg.resume and (Path(cfg.run_dir) / "config.yaml").exists():
         raise LmsmithError(f"{cfg.run_dir} already holds a run", "pass --resume to continue it, or choose another --run-dir")
     if not cfg.data:
@@ -174,15 +166,14 @@ def precheck(cfg: TrainConfig) -> None:
         resolve_files(cfg.eval_data)
     if cfg.merge and not cfg.use_lora:
         raise LmsmithError("--merge applies to LoRA training", "drop --merge (full fine-tuning already yields a model)")
-    if cfg.task == "rm" and cfg.qlora:
-        raise LmsmithError("a reward model cannot be trained with --qlora", "use --lora-r R or full fine-tuning")
     if cfg.qlora:
         from lmsmith.train.nf4 import NF4Linear  # noqa: F401  (pure torch: runs wherever torch runs)
     if cfg.output_name:
-        from lmsmith.ops.registry import NAME_RE
+        from lmsmith.registry.registry import NAME_RE
 
         if not NAME_RE.match(cfg.output_name):
             raise LmsmithError(f"invalid --output-name '{cfg.output_name}'", "use letters, digits, '.', '_' or '-'")
+    return source
 
 
 def total_steps(cfg: TrainConfig, loader: Loader) -> int:
@@ -309,18 +300,17 @@ def train(cfg: TrainConfig, command: str | None = None, objective: Objective | N
 
 
 def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Objective | None = None) -> TrainResult:
-    precheck(cfg)
-    from lmsmith.train.model import load_tokenizer_for
+    source = precheck(cfg)
 
     strategy = D.parallel_strategy(cfg.fsdp, cfg.ddp, env)
     D.check_options(cfg.ac, cfg.gradient_checkpointing)
-    tokenizer = load_tokenizer_for(cfg)
+    tokenizer = load_tokenizer_for(cfg, source)
     # all data errors surface here, before the model is even loaded (rank 0 fills the token cache first)
     data = D.main_first(env, lambda: build_data(cfg, tokenizer))
     run_dir, run_id = D.on_main(env, lambda: prepare_run_dir(cfg, data.refs))
     if env.enabled:
         cfg = cfg.model_copy(update={"device": str(env.device)})
-    built = build_model(cfg, tokenizer)
+    built = build_model(cfg, tokenizer, source)
     use_compile, use_fused = cfg.speed_defaults(built.device.type)
     use_fused = use_fused and cfg.task in LM_TASKS  # preference and RL objectives need the logits themselves
     if cfg.task == "grpo" and cfg.compile is None:
@@ -387,7 +377,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obj
                   f"{f' x {env.world} processes ({strategy})' if env.enabled else ''}; run dir {run_dir}")
     fault = _fault()
     fpt = flops_per_token(D.unwrap(model), built.n_trainable, cfg.seq_len)
-    peak = peak_flops(device)
+    peak = hardware.peak_flops(device)
     peak = peak * env.world if peak else peak  # MFU of all GPUs together (= per GPU on even shards)
     last_loss = float("nan")
     last_eval: float | None = None
@@ -555,7 +545,7 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
     """Save the trained weights (adapter, merged or full model) and register them with lineage.
 
     `state_dict`: the weights gathered from a sharded (FSDP) model, saved instead of the model's own."""
-    from lmsmith.ops.registry import Lineage, Registry
+    from lmsmith.registry.registry import Lineage, Registry
     from lmsmith.train.fused_loss import remove_fused_head
 
     out = run_dir / "final"
@@ -574,7 +564,7 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
         model.save_pretrained(out, **extra)  # PEFT: adapter_config.json + adapter_model.safetensors only
         kind = "adapter"
         if cfg.merge:
-            out = merge_adapter(built.base_ref, out, run_dir / "merged")
+            out = merge_adapter(built.source or built.base_ref, out, run_dir / "merged")
             kind = "model"
     else:
         model.save_pretrained(out, **extra)
@@ -598,15 +588,13 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
     return result
 
 
-def merge_adapter(base_ref: str | None, adapter_dir: Path, out: Path) -> Path:
+def merge_adapter(base: str | ResolvedModel | None, adapter_dir: Path, out: Path) -> Path:
     """Fold the adapter into a full-precision copy of the base (also for QLoRA: the base is reloaded unquantized)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from lmsmith.models import resolve
-
-    base = AutoModelForCausalLM.from_pretrained(resolve(base_ref).dir, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    assert base is not None
+    model = load_model(base, dtype=torch.float32, device="cpu")
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     if out.exists():
         shutil.rmtree(out)
     merged.save_pretrained(out)

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from lmsmith.errors import LmsmithError
+from lmsmith.models import ResolvedModel, load_model, load_tokenizer, resolve_model
+from lmsmith.runtime import quiet_transformers
 from lmsmith.train.attention import use_causal_attention
-from lmsmith.models import load_tokenizer, quiet_transformers, resolve
 from lmsmith.train.config import TrainConfig
 
 NO_DECAY = ("bias", "norm", "embed_tokens", "wte", "wpe")
@@ -31,6 +32,7 @@ class Built:
     device: torch.device
     n_params: int
     n_trainable: int
+    source: ResolvedModel | None = None  # the resolved --model (None when trained from scratch)
 
 
 def pick_device(name: str) -> torch.device:
@@ -71,19 +73,21 @@ def check_model_source(cfg: TrainConfig) -> None:
         pass
 
 
-def check_lora_targets(cfg: TrainConfig) -> None:
+def resolve_source(cfg: TrainConfig) -> ResolvedModel | None:
+    """Resolve --model once for the whole run (hash-checked when its weights are first loaded)."""
+    return resolve_model(cfg.model, verify=False) if cfg.model else None
+
+
+def check_lora_targets(cfg: TrainConfig, source: ResolvedModel | None = None) -> None:
     """Check --lora-targets against the model's layer names on a weightless (meta) copy: no loading."""
     if not (cfg.use_lora and cfg.lora_targets and cfg.model):
         return
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from lmsmith.models import base_of
-    from lmsmith.ops.registry import Registry
-
-    registry = Registry()
-    h = base_of(resolve(cfg.model, registry, verify=False), registry)
+    source = source or resolve_source(cfg)
+    assert source is not None
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(h.dir))
+        model = AutoModelForCausalLM.from_config(source.hf_config)
     present = {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     missing = [t for t in cfg.lora_targets if t not in present]
     if missing:
@@ -91,10 +95,13 @@ def check_lora_targets(cfg: TrainConfig) -> None:
                            f"its linear layers: {', '.join(sorted(present))}")
 
 
-def load_tokenizer_for(cfg: TrainConfig):
-    ref = cfg.tokenizer or cfg.model
-    assert ref is not None
-    return load_tokenizer(ref)
+def load_tokenizer_for(cfg: TrainConfig, source: ResolvedModel | None = None):
+    """--tokenizer when given, else the model's own (from the already resolved `source`)."""
+    if cfg.tokenizer:
+        return load_tokenizer(cfg.tokenizer)
+    source = source or resolve_source(cfg)
+    assert source is not None
+    return load_tokenizer(source)
 
 
 def default_lora_targets(model: nn.Module) -> list[str]:
@@ -111,13 +118,14 @@ def default_lora_targets(model: nn.Module) -> list[str]:
     return names
 
 
-def build_model(cfg: TrainConfig, tokenizer: Any | None = None) -> Built:
+def build_model(cfg: TrainConfig, tokenizer: Any | None = None, source: ResolvedModel | None = None) -> Built:
     quiet_transformers()
     from transformers import AutoConfig, AutoModelForCausalLM
 
     check_model_source(cfg)
     device = pick_device(cfg.device)
-    tokenizer = tokenizer or load_tokenizer_for(cfg)
+    source = source or resolve_source(cfg)
+    tokenizer = tokenizer or load_tokenizer_for(cfg, source)
     torch.manual_seed(cfg.seed)
     base_ref = None
     if cfg.model_config_file:
@@ -136,21 +144,24 @@ def build_model(cfg: TrainConfig, tokenizer: Any | None = None) -> Built:
             raise LmsmithError(f"bad model config {cfg.model_config_file}: {str(e).splitlines()[0]}") from None
         model = AutoModelForCausalLM.from_config(mcfg, dtype=torch.float32)
     else:
-        h = resolve(cfg.model)
-        base_ref = h.ref
-        if h.kind == "adapter":
-            raise LmsmithError(f"{h.ref} is an adapter", f"train from its base ({h.base}) or merge it first")
-        try:
-            if cfg.task == "rm":  # scalar head on the backbone, loadable by any tool as a 1-label classifier
-                from transformers import AutoModelForSequenceClassification
+        assert source is not None
+        base_ref = source.name
+        if source.is_adapter:
+            raise LmsmithError(f"{source.name} is an adapter", f"train from its base ({source.handle.base}) or merge it first")
+        if source.quantized:
+            raise LmsmithError(f"{source.name} is quantized ({source.quant.method})",
+                               "train from the full-precision model it was quantized from")
+        if cfg.task == "rm":  # scalar head on the backbone, loadable by any tool as a 1-label classifier
+            from transformers import AutoModelForSequenceClassification
 
-                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-                model = AutoModelForSequenceClassification.from_pretrained(h.dir, dtype=torch.float32, num_labels=1,
-                                                                           pad_token_id=pad)
-            else:
-                model = AutoModelForCausalLM.from_pretrained(h.dir, dtype=torch.float32)
-        except (OSError, ValueError) as e:
-            raise LmsmithError(f"cannot load model {h.ref}: {str(e).splitlines()[0]}") from None
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            try:
+                model = AutoModelForSequenceClassification.from_pretrained(source.dir, dtype=torch.float32,
+                                                                           num_labels=1, pad_token_id=pad).train()
+            except (OSError, ValueError) as e:
+                raise LmsmithError(f"cannot load model {source.name}: {str(e).splitlines()[0]}") from None
+        else:
+            model = load_model(source, dtype=torch.float32, device="cpu").train()
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         raise LmsmithError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
                            f"{model.get_input_embeddings().weight.shape[0]}", "use the model's own tokenizer")
@@ -168,7 +179,7 @@ def build_model(cfg: TrainConfig, tokenizer: Any | None = None) -> Built:
     n_params = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() * 2 for n, b in model.named_buffers() if n.endswith("qweight"))
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return Built(model, tokenizer, base_ref, device, n_params, n_trainable)
+    return Built(model, tokenizer, base_ref, device, n_params, n_trainable, source)
 
 
 def apply_lora(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:

@@ -10,7 +10,6 @@ stays at ~0.56 bytes per parameter during training.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 NF4_LEVELS = torch.tensor([

@@ -58,13 +58,15 @@ def make_router(api_key: str | None, preferences: Path | None = None) -> APIRout
 
     @r.get("/models")
     def models() -> list[dict[str, Any]]:
-        from lmsmith.ops.registry import Registry
+        from lmsmith.registry import Registry
+        from lmsmith.registry.views import version_dict
 
-        return [v.to_dict() for v in Registry().list()]
+        return [version_dict(v) for v in Registry().list()]
 
     @r.post("/alias")
     def move_alias(body: AliasMove) -> dict[str, Any]:
-        from lmsmith.ops.registry import Registry
+        from lmsmith.registry import Registry
+        from lmsmith.registry.views import version_dict
 
         reg = Registry()
         try:
@@ -72,7 +74,7 @@ def make_router(api_key: str | None, preferences: Path | None = None) -> APIRout
                 reg.remove_alias(body.ref.partition("@")[0], body.alias)
             else:
                 reg.set_alias(body.ref, body.alias)
-            return {"ok": True, "versions": [v.to_dict() for v in reg.list(body.ref.partition("@")[0])]}
+            return {"ok": True, "versions": [version_dict(v) for v in reg.list(body.ref.partition("@")[0])]}
         except LmsmithError as e:
             fail(e)
 

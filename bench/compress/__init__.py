@@ -1,0 +1,1 @@
+"""Benchmarks of the compress stage (see bench/README.md)."""

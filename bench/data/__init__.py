@@ -1,0 +1,1 @@
+"""Benchmarks of the data stage (see bench/README.md)."""

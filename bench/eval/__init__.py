@@ -1,0 +1,1 @@
+"""Benchmarks of the eval stage (see bench/README.md)."""

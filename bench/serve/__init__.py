@@ -1,0 +1,1 @@
+"""Benchmarks of the serve stage (see bench/README.md)."""

@@ -1,0 +1,200 @@
+"""The server under load on a GPU: `lmsmith serve` (its own process) driven by `lmsmith bench serve`.
+
+Random-init weights of a real shape (default Llama-3.2-1B, bf16; nothing is downloaded), prompts sent as
+token-id arrays on /v1/completions with fixed output lengths (`ignore_eos`). Workloads:
+  c32:   `--requests` x (128 in, 256 out) at 32 concurrent streams -> ttft_p50_ms_c32, tpot_p50/p99_ms_c32
+  mix:   a seeded ShareGPT-like length mix (log-normal, medians 128 in / 128 out) at 32 streams
+  c1:    a few single-stream requests (the latency floor through HTTP)
+Engine step time (from the server's /metrics) is reported next to TPOT: the difference is server overhead.
+
+    python -m bench.serve.serve_load_gpu --out bench/results/serve_load-h100.json         # ~2-3 min on an H100
+    python -m bench.serve.serve_load_gpu --model PATH --device cpu --requests 8 ...       # smoke test, any model dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench._result import make_result, write_result
+from bench.common import ROOT
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with status {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the server was not ready within {timeout:.0f} s")
+
+
+PHASES = ("admit", "queue", "prefill", "deliver")
+
+
+def server_counters(url: str) -> dict[str, float]:
+    """Engine steps, seconds inside steps and the TTFT phase sums/counts from the server's Prometheus text."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+
+    def value(pattern: str) -> float:
+        m = re.search(rf"^{pattern} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    vals = {"steps": value("lmsmith_engine_steps_total"), "step_s": value("lmsmith_engine_step_seconds_total"),
+            "ttft_sum": value("lmsmith_time_to_first_token_seconds_sum"),
+            "ttft_count": value("lmsmith_time_to_first_token_seconds_count")}
+    for ph in PHASES:
+        vals[f"{ph}_sum"] = value(rf'lmsmith_ttft_phase_seconds_sum\{{phase="{ph}"\}}')
+        vals[f"{ph}_count"] = value(rf'lmsmith_ttft_phase_seconds_count\{{phase="{ph}"\}}')
+    return vals
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="llama-3.2-1b", help="random-init shape (lmsmith.ops.planner.SHAPES)")
+    ap.add_argument("--model", help="serve this model dir instead of a random-init shape")
+    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=128, help="requests per workload at --concurrency")
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--mix-output-len", type=int, default=128, help="median output length of the ShareGPT-like mix")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")
+    ap.add_argument("--max-num-seqs", type=int, default=64)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["c1", "mix"], help="workloads to leave out")
+    ap.add_argument("--server-log", help="file for the server's output (default: discarded)")
+    ap.add_argument("--out", help="result JSON (default: print only)")
+    args = ap.parse_args()
+
+    import torch
+
+    from lmsmith.serve.bench import bench_serve
+    from lmsmith.serve.server import free_port
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = tempfile.TemporaryDirectory()
+    if args.model:
+        model_dir, vocab = Path(args.model), json.loads((Path(args.model) / "config.json").read_text())["vocab_size"]
+    else:
+        from bench.common import build_model_dir
+        from lmsmith.ops.planner import SHAPES
+        if device != "cuda":
+            raise SystemExit("a random-init shape needs CUDA; pass --model DIR for a CPU smoke test")
+        t = time.perf_counter()
+        model_dir = build_model_dir(args.shape, Path(tmp.name) / "model", torch.bfloat16)
+        vocab = SHAPES[args.shape]["vocab_size"]
+        print(f"built {args.shape} in {time.perf_counter() - t:.1f} s", flush=True)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "lmsmith.cli", "serve", str(model_dir), "--port", str(port), "--dtype", args.dtype,
+           "--device", device, "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench",
+           "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning"]
+    log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    metrics: dict[str, float] = {}
+    workloads: dict[str, dict] = {}
+    try:
+        try:
+            wait_ready(url, proc, timeout=300)
+        except SystemExit as e:  # e.g. another stage's CLI import failing on this machine: serve() directly
+            print(f"{e}; retrying with lmsmith.serve.server.serve() directly", flush=True)
+            opts = cmd[cmd.index("--port"):]
+            kw = dict(zip([o.lstrip("-").replace("-", "_") for o in opts[::2]], opts[1::2]))
+            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()}
+            code = f"from lmsmith.serve.server import serve; serve({str(model_dir)!r}, **{kw!r})"
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env)
+            cmd = [sys.executable, "-c", code]
+            wait_ready(url, proc, timeout=300)
+        metrics["server_start_s"] = time.perf_counter() - t
+        common = dict(model="bench", token_ids=True, token_id_max=vocab, progress=False, seed=args.seed)
+        # warm-up: kernels, CUDA graphs of every batch bucket, prefill shapes, on other prompts
+        t = time.perf_counter()
+        bench_serve(url, requests=4, concurrency=1, prompt_len=args.prompt_len, output_len=8, **common | {"seed": 99})
+        bench_serve(url, requests=2 * args.concurrency, concurrency=args.concurrency, prompt_len=args.prompt_len,
+                    output_len=16, **common | {"seed": 98})
+        bench_serve(url, requests=args.concurrency, concurrency=args.concurrency, prompt_len=args.prompt_len,
+                    output_len=args.mix_output_len, dataset="sharegpt-mix", **common | {"seed": 97})
+        metrics["warmup_s"] = time.perf_counter() - t
+        c = args.concurrency
+        runs = [(f"c{c}", dict(requests=args.requests, concurrency=c, prompt_len=args.prompt_len,
+                               output_len=args.output_len))]
+        if "mix" not in args.skip:
+            runs.append((f"mix_c{c}", dict(requests=args.requests, concurrency=c, prompt_len=args.prompt_len,
+                                           output_len=args.mix_output_len, dataset="sharegpt-mix")))
+        if "c1" not in args.skip:
+            runs.append(("c1", dict(requests=4, concurrency=1, prompt_len=args.prompt_len, output_len=args.output_len)))
+        for name, kw in runs:
+            before = server_counters(url)
+            s = bench_serve(url, **common, **kw)
+            after = server_counters(url)
+            d = {k: after[k] - before[k] for k in after}
+            workloads[name] = s["config"] | {"duration_s": round(s["duration_s"], 2)}
+            for k in ("ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "itl_p50_ms",
+                      "itl_p99_ms", "e2e_p50_ms", "output_tok_per_s", "request_throughput", "errors"):
+                base, _, _ = k.rpartition("_ms")
+                key = f"{base}_ms_{name}" if k.endswith("_ms") else f"{k}_{name}"
+                metrics[key] = s[k]
+            if d["steps"] > 0:
+                metrics[f"engine_step_ms_{name}"] = 1000 * d["step_s"] / d["steps"]
+                metrics[f"engine_busy_frac_{name}"] = d["step_s"] / s["duration_s"]
+            if d["ttft_count"] > 0:  # handler start -> first token out; the client's TTFT adds HTTP and parsing
+                metrics[f"ttft_server_mean_ms_{name}"] = 1000 * d["ttft_sum"] / d["ttft_count"]
+                metrics[f"ttft_client_mean_ms_{name}"] = s["ttft_mean_ms"]
+            for ph in PHASES:  # mean TTFT split, server side
+                if d[f"{ph}_count"] > 0:
+                    metrics[f"ttft_{ph}_mean_ms_{name}"] = 1000 * d[f"{ph}_sum"] / d[f"{ph}_count"]
+            print(f"{name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
+                  f"{s['tpot_p50_ms']:.2f} ms p99 {s['tpot_p99_ms']:.2f} ms, {s['output_tok_per_s']:.0f} output tok/s, "
+                  f"engine step {metrics.get(f'engine_step_ms_{name}', float('nan')):.2f} ms, errors {s['errors']}; TTFT "
+                  + ", ".join(f"{ph} {metrics.get(f'ttft_{ph}_mean_ms_{name}', float('nan')):.1f}" for ph in PHASES)
+                  + f"; server-side TTFT {metrics.get(f'ttft_server_mean_ms_{name}', float('nan')):.1f}"
+                  + " ms (mean)", flush=True)
+            for e in s.get("error_examples", []):
+                print("  error:", e, flush=True)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        tmp.cleanup()
+
+
+    result = make_result(
+        "serve_load", {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
+        device=torch.device("cuda") if device == "cuda" else f"cpu ({platform.machine()})",
+        workload={"model": args.model or f"random-init {args.shape}", "dtype": args.dtype,
+                     "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
+                     "prompts": "token-id arrays on /v1/completions, stream, ignore_eos", "runs": workloads,
+                  "server_command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))},
+    )
+    if args.out:
+        write_result(args.out, result)
+    else:
+        print(json.dumps(result["metrics"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

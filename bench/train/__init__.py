@@ -1,0 +1,1 @@
+"""Benchmarks of the train stage (see bench/README.md)."""
