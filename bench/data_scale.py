@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _result import make_result, write_result
 from data_clean import generate
+
+from _result import make_result, write_result
 
 CLEAN_ARGS = ["--lang", "cs,pl,sl,en", "--min-words", "20", "--chunk-docs", "500", "--json"]
 

@@ -24,7 +24,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _result import make_result, write_result  # noqa: E402
-
 from lmsmith.ops.monitor.drift import DriftConfig, drift_report  # noqa: E402
 from lmsmith.ops.monitor.embed import Embedder  # noqa: E402
 from lmsmith.ops.monitor.logs import load_texts  # noqa: E402

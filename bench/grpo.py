@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _result import make_result, write_result  # noqa: E402
-
 from lmsmith.align.verifiers import exact_number  # noqa: E402
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _result import make_result, write_result  # noqa: E402
-
 from lmsmith.guard.evaluate import evaluate  # noqa: E402
 from lmsmith.guard.scan import Guard, read_records  # noqa: E402
 from lmsmith.guard.train import DATA_DIR  # noqa: E402

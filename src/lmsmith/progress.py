@@ -6,7 +6,6 @@ import contextlib
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.table import Table
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 console = Console(stderr=True)  # progress and status go to stderr; results go to stdout
 out = Console(soft_wrap=True, highlight=False)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmsmith.align.verifiers import exact_number, json_schema, parse_number, tool_call
 from lmsmith.cli import main

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
 
 from lmsmith.cli import main
 from lmsmith.serve import LLM, SamplingParams

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from fake_engine import FakeEngine
 
 from conftest import API_KEY
-from fake_engine import FakeEngine
 from lmsmith.ops import deploy
 from lmsmith.serve.routing import Router
 from lmsmith.serve.server import BackgroundServer, create_app

@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from conftest import API_KEY, MODEL
-
 from lmsmith.data import toolcalls as tc
 
 H = {"Authorization": f"Bearer {API_KEY}"}

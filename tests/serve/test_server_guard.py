@@ -3,11 +3,11 @@ redacts or blocks secrets and PII in plain and streamed answers, and both are co
 
 from __future__ import annotations
 
+import fake_engine
 import httpx
 import pytest
 from openai import APIError, BadRequestError, OpenAI
 
-import fake_engine
 from lmsmith.serve.guarding import GuardSettings
 from lmsmith.serve.server import BackgroundServer, create_app
 

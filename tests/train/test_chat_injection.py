@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from lmsmith.data.chat import (IGNORE_INDEX, chat_ids, encode_plain, encode_rendered, render_chat,
-                               render_template, special_ids)
+from lmsmith.data.chat import (
+    IGNORE_INDEX,
+    chat_ids,
+    encode_plain,
+    encode_rendered,
+    render_chat,
+    render_template,
+    special_ids,
+)
 from lmsmith.errors import LmsmithError
 from lmsmith.tiny import tiny_tokenizer
 

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from lmsmith.data.toolcalls import HERMES, FORMATS, parse_tool_calls
+from lmsmith.data.toolcalls import FORMATS, HERMES, parse_tool_calls
 from lmsmith.evaluate.metrics import extract_json
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

@@ -28,11 +28,11 @@ from typing import Any, Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from lmsmith.registry.store import sha256_file as _sha256
 from lmsmith.data.dedup import MinHasher, NearDedup, cluster_sizes
 from lmsmith.data.normalize import normalize_text, text_hash
 from lmsmith.data.quality import QualityConfig, quality_reason
 from lmsmith.errors import LmsmithError
+from lmsmith.registry.store import sha256_file as _sha256
 
 STEPS = ("normalize", "langid", "quality", "pii", "exact_dedup", "near_dedup")
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".txt", ".txt.gz")

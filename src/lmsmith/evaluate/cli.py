@@ -149,8 +149,14 @@ def run_judge(a: argparse.Namespace) -> int:
 
     from lmsmith.errors import LmsmithError
     from lmsmith.evaluate.backends import make_backend
-    from lmsmith.evaluate.judge import (JudgeConfig, human_agreement, judge, read_human_labels, read_items,
-                                         write_judge_run)
+    from lmsmith.evaluate.judge import (
+        JudgeConfig,
+        human_agreement,
+        judge,
+        read_human_labels,
+        read_items,
+        write_judge_run,
+    )
     from lmsmith.evaluate.report import new_run_dir
 
     try:

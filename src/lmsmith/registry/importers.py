@@ -21,8 +21,16 @@ import torch
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.progress import console, task
-from lmsmith.registry.registry import (PICKLE_SUFFIXES, SKIP_NAMES, DataRef, Lineage, ModelVersion, Registry,
-                                       check_links, read_safetensors_header)
+from lmsmith.registry.registry import (
+    PICKLE_SUFFIXES,
+    SKIP_NAMES,
+    DataRef,
+    Lineage,
+    ModelVersion,
+    Registry,
+    check_links,
+    read_safetensors_header,
+)
 from lmsmith.registry.store import sha256_file
 from lmsmith.runtime import DTYPES, quiet_transformers
 

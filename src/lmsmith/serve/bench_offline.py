@@ -29,12 +29,11 @@ def bench_offline(model: str, requests: int = 256, prompt_len: int = 128, output
             raise LmsmithError(f"{name} must be at least 1, got {v}")
     if dataset not in DATASETS:
         raise LmsmithError(f"unknown --dataset {dataset!r}", f"use one of: {', '.join(DATASETS)}")
-    from lmsmith.serve.llm import LLM
-    from lmsmith.serve.sampling_params import SamplingParams
-
     import contextlib
 
     from lmsmith.progress import console
+    from lmsmith.serve.llm import LLM
+    from lmsmith.serve.sampling_params import SamplingParams
 
     def status(text: str):  # the slow parts before the timed run are not silent
         return console.status(text) if progress else contextlib.nullcontext()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmsmith.config import (NONNEGATIVE_FLOAT, NONNEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT,
-                            number)
+from lmsmith.config import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, PORT, POSITIVE_FLOAT, POSITIVE_INT, number
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

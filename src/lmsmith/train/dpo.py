@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmsmith.progress import console, task as progress_task
+from lmsmith.progress import console
+from lmsmith.progress import task as progress_task
 from lmsmith.train.objectives import SetupContext, Stats, sequence_logps
 
 REFERENCE_FREE = ("simpo", "orpo")

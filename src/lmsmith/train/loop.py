@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,23 +24,37 @@ from typing import Any, Callable
 import torch
 import yaml
 
+from lmsmith import hardware
 from lmsmith.data.corpus import resolve_files
 from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
+from lmsmith.models import ResolvedModel, load_model
 from lmsmith.progress import console, make_progress
 from lmsmith.train import distributed as D
-from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context,
-                                     use_flex_attention)
-from lmsmith.train.checkpoint import (clean_stale, latest_checkpoint, load_checkpoint, resume_checkpoint,
-                                      save_checkpoint)
-from lmsmith import hardware
-from lmsmith.models import ResolvedModel, load_model
+from lmsmith.train.attention import (
+    DocumentMasks,
+    collate_docs,
+    doc_mask_mode,
+    resolve_sdpa_backend,
+    sdpa_context,
+    use_flex_attention,
+)
+from lmsmith.train.checkpoint import clean_stale, latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from lmsmith.train.config import DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
-from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
-                                 check_model_source, load_tokenizer_for, resolve_source)
-from lmsmith.train.objectives import Objective, SetupContext, make_objective
+from lmsmith.train.model import (
+    Built,
+    autocast_dtype,
+    build_model,
+    build_optimizer,
+    check_lora_targets,
+    check_model_source,
+    load_tokenizer_for,
+    resolve_source,
+)
+from lmsmith.train.objectives import Objective, SetupContext
+from lmsmith.train.tasks import make_objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
 # Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "disk-full:N", "nan-at-step:N", "interrupt-after-step:N"

@@ -112,23 +112,4 @@ class Stats:
         return out
 
 
-def make_objective(cfg: Any) -> Objective:
-    """The objective of a training task. GRPO's lives in `lmsmith.align` (it needs the engine) and is passed
-    to `train(cfg, objective=...)` by its command; the loop never imports it."""
-    if cfg.task in ("pretrain", "sft"):
-        return CausalLMLoss()
-    if cfg.task == "dpo":
-        from lmsmith.train.dpo import DPOLoss
-
-        return DPOLoss(cfg)
-    if cfg.task == "rm":
-        from lmsmith.train.reward import BradleyTerryLoss
-
-        return BradleyTerryLoss(cfg)
-    from lmsmith.errors import LmsmithError
-
-    raise LmsmithError(f"task {cfg.task!r} has no built-in objective",
-                       "pass one to train(cfg, objective=...); for GRPO use lmsmith.align.grpo.train_grpo(cfg)")
-
-
 OBJECTIVES = {"pretrain": CausalLMLoss, "sft": CausalLMLoss}

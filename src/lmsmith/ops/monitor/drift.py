@@ -25,7 +25,6 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
-
 from pydantic import Field, field_validator
 
 from lmsmith.config import Config

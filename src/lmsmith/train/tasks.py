@@ -1,0 +1,24 @@
+"""Which objective each training task minimizes: a table over the objective modules (objectives.py holds the
+protocol and the causal-LM loss; dpo.py and reward.py build on it), so none of them imports another's users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmsmith.errors import LmsmithError
+from lmsmith.train.dpo import DPOLoss
+from lmsmith.train.objectives import CausalLMLoss, Objective
+from lmsmith.train.reward import BradleyTerryLoss
+
+
+def make_objective(cfg: Any) -> Objective:
+    """The objective of a training task. GRPO's lives in `lmsmith.align` (it needs the engine) and is passed
+    to `train(cfg, objective=...)` by its command; the loop never imports it."""
+    if cfg.task in ("pretrain", "sft"):
+        return CausalLMLoss()
+    if cfg.task == "dpo":
+        return DPOLoss(cfg)
+    if cfg.task == "rm":
+        return BradleyTerryLoss(cfg)
+    raise LmsmithError(f"task {cfg.task!r} has no built-in objective",
+                       "pass one to train(cfg, objective=...); for GRPO use lmsmith.align.grpo.train_grpo(cfg)")
