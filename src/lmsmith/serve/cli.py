@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(args.ref, host=args.host, port=args.port, api_key=args.api_key or os.environ.get("LMSMITH_API_KEY"),
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
-          **engine_kwargs(args))
+          embedders=args.embedder, **engine_kwargs(args))
     return 0
 
 
@@ -96,6 +96,8 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond the batch before 429s")
     p.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request (0 = none)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on SIGTERM")
+    p.add_argument("--embedder", action="append", help="embedding model(s) for /v1/embeddings (repeatable; "
+                                                       "default: all-minilm-l6-v2, loaded on first use)")
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)

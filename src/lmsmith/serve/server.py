@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from lmsmith.data import toolcalls
 from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
+from lmsmith.serve import rag_routes
 from lmsmith.serve.api_errors import APIError, install_error_handlers
 from lmsmith.serve.async_engine import AsyncEngine
 from lmsmith.serve.handlers import ChatHandler, CompletionHandler, ServerState
@@ -33,7 +34,7 @@ __all__ = ["create_app", "serve", "BackgroundServer", "make_uvicorn_server", "fr
 
 def create_app(engine: Any, model_name: str, *, api_key: str | None = None, aliases: list[str] | None = None,
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
-               drain_timeout: float = 30.0) -> FastAPI:
+               drain_timeout: float = 30.0, embedders: list[str] | None = None) -> FastAPI:
     """The FastAPI app serving `engine` under the name `model_name` (and `aliases`)."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
@@ -84,6 +85,8 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)],
               responses={200: {"model": P.ChatCompletion}, 400: {"model": P.ErrorResponse}})
     async def chat_completions(body: P.ChatCompletionRequest, request: Request):
+        if body.rag is not None:
+            return await rag_routes.rag_chat(state, body, request)
         return await ChatHandler(state, body).respond(request)
 
     @app.post("/v1/completions", dependencies=[Depends(auth)],
@@ -91,6 +94,7 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     async def completions(body: P.CompletionRequest, request: Request):
         return await CompletionHandler(state, body).respond(request)
 
+    rag_routes.install(app, state, auth, embedders)
     return app
 
 
@@ -104,7 +108,7 @@ class _StatusCounter:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
+        endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/health",
                                     "/metrics") else "other"
 
         async def counting_send(message):
@@ -182,7 +186,7 @@ def _check_port(host: str, port: int) -> None:
 def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_num_seqs: int = 64, max_queue: int = 256,
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
-          **engine_kwargs: Any) -> None:
+          embedders: list[str] | None = None, **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
@@ -191,7 +195,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     with console.status(f"loading {ref}"):
         engine = Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
-                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout)
+                     max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
+                     embedders=embedders)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
                   f"(context {engine.max_model_len} tokens); Ctrl-C or SIGTERM stops after draining")
     server = make_uvicorn_server(app, host, port, log_level=log_level, drain_timeout=drain_timeout)
