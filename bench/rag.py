@@ -4,7 +4,8 @@ Vectors are synthetic and MiniLM-sized (dim 384, L2-normalized, inner product): 
 mixture in a 48-dimensional latent space projected to 384 dimensions plus isotropic noise, so that, like
 real sentence embeddings, they have low intrinsic dimension and cluster by topic. Queries come from the
 same distribution (held out). Exact top-10 comes from FAISS flat (brute force), the peer measured in the
-same run. Latency is one query at a time (what a RAG request does), after a warm-up.
+same run. Latency is one query at a time (what a RAG request does), after a warm-up, FAISS with one OpenMP
+thread (a team of threads per single query only adds wake-up latency, milliseconds on a busy machine).
 
     python bench/rag.py --n 100000 --candidates all          # choose the embedded default
     python bench/rag.py --n 100000,1000000 --candidates default,faiss-flat
@@ -49,6 +50,14 @@ def synth(n: int, nq: int, seed: int = 0, latent: int = 48, clusters: int = 2000
     return draw(n), draw(nq)
 
 
+def gaussian(n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Worst case for graph indexes: i.i.d. directions on the 384-d sphere (no structure at all)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n + nq, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x[:n], x[n:]
+
+
 def exact_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     import faiss
 
@@ -62,6 +71,9 @@ def recall(found: list[list[int]], truth: np.ndarray, k: int) -> float:
 
 
 def timed_queries(search, q: np.ndarray, warmup: int = 20) -> tuple[list[list[int]], np.ndarray]:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one query at a time: an OpenMP team only adds wake-up latency
     for v in q[:warmup]:
         search(v)
     found, lat = [], []
@@ -69,6 +81,7 @@ def timed_queries(search, q: np.ndarray, warmup: int = 20) -> tuple[list[list[in
         t = time.perf_counter()
         found.append(search(v))
         lat.append(time.perf_counter() - t)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
     return found, np.array(lat) * 1000
 
 
@@ -127,7 +140,7 @@ def c_sqlite_vec(x, tmp):
 def c_qdrant_local(x, tmp):
     from qdrant_client import QdrantClient, models
 
-    client = QdrantClient(path=str(Path(tmp) / "qdrant"))
+    client = QdrantClient(":memory:")  # local mode's search is the same numpy code in memory or on disk
     client.create_collection("b", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.DOT))
     for s in range(0, len(x), 5000):
         client.upload_collection("b", vectors=x[s:s + 5000], ids=list(range(s, min(s + 5000, len(x)))))
@@ -178,6 +191,8 @@ def main() -> None:
     ap.add_argument("--n", default="100000", help="comma-separated corpus sizes")
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--candidates", default="all", help=f"comma-separated: {', '.join(CANDIDATES)} or all")
+    ap.add_argument("--data", default="clustered", choices=["clustered", "gaussian"],
+                    help="clustered (like sentence embeddings; the default) or gaussian (worst case, keys get a -gaussian suffix)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "rag.json"))
     ap.add_argument("--merge", action="store_true", help="add to the metrics already in --out instead of replacing")
     args = ap.parse_args()
@@ -187,11 +202,11 @@ def main() -> None:
     metrics: dict[str, float] = {}
     if args.merge and Path(args.out).exists():
         metrics = json.loads(Path(args.out).read_text())["metrics"]
-    metrics["load_avg_1m_start"] = os.getloadavg()[0]
+    metrics[f"load_avg_1m_start/{args.n}-{args.data}"] = os.getloadavg()[0]
     for n in [int(s) for s in args.n.split(",")]:
-        x, q = synth(n, args.queries, seed=n)
+        x, q = (synth if args.data == "clustered" else gaussian)(n, args.queries, seed=n)
         truth = exact_topk(x, q, 10)
-        tag = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+        tag = (f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M") + ("" if args.data == "clustered" else "-gaussian")
         for name in names:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
@@ -212,11 +227,13 @@ def main() -> None:
                       file=sys.stderr, flush=True)
                 del search
                 gc.collect()
-    metrics["load_avg_1m_end"] = os.getloadavg()[0]
+    metrics[f"load_avg_1m_end/{args.n}-{args.data}"] = os.getloadavg()[0]
+    notes = json.loads(Path(args.out).read_text()).get("notes", []) if args.merge and Path(args.out).exists() else []
+    notes.append(f"{os.popen('uptime').read().strip()} after: --n {args.n} --data {args.data} --candidates {args.candidates}")
     res = make_result("rag", metrics, extra_versions=("faiss-cpu", "usearch", "sqlite-vec", "qdrant-client", "lancedb"),
                       data="synthetic clustered vectors, dim 384, L2-normalized (48-d latent Gaussian mixture, "
                            "2000 clusters, projected + noise); queries held out from the same distribution",
-                      uptime=os.popen("uptime").read().strip())
+                      uptime=os.popen("uptime").read().strip(), notes=notes)
     write_result(args.out, res)
 
 

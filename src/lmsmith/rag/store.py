@@ -18,6 +18,7 @@ search fuses the two rankings by reciprocal rank fusion (RRF, k=60), as Qdrant a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -253,12 +254,22 @@ class EmbeddedStore:
                     break
         return hits
 
+    @contextlib.contextmanager
+    def _one_thread(self):
+        """One query is one thread's work: an OpenMP team only adds wake-up latency (ms on a busy machine)."""
+        n = self.faiss.omp_get_max_threads()
+        self.faiss.omp_set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.faiss.omp_set_num_threads(n)
+
     def search(self, vector: np.ndarray, k: int, filter: dict[str, Any] | None = None) -> list[Hit]:
         filter = check_filter(filter)
         q = np.ascontiguousarray(np.asarray(vector, np.float32).reshape(1, -1))
         if q.shape[1] != self.dim:
             raise LmsmithError(f"the query vector is {q.shape[1]}-d but the store holds {self.dim}-d vectors")
-        with self.lock:
+        with self.lock, self._one_thread():
             ntotal = self.index.ntotal
             if ntotal == 0 or k <= 0:
                 return []
