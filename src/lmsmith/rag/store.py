@@ -131,7 +131,11 @@ class EmbeddedStore:
         if not stored_dim and not read_only:
             self._set_meta("dim", str(self.dim))
         ann = self.path / self.ANN
-        self.index = faiss.read_index(str(ann)) if ann.exists() else self._new_index()
+        if ann.exists():  # a read-only version maps its vectors from the file instead of loading them
+            flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) | faiss.IO_FLAG_READ_ONLY if read_only else 0
+            self.index = faiss.read_index(str(ann), flags)
+        else:
+            self.index = self._new_index()
 
     # --- schema
     def _schema(self) -> None:
