@@ -26,7 +26,7 @@ def store(request, tmp_path):
     if request.param == "embedded":
         st = EmbeddedStore(tmp_path / "e", dim=16)
     else:
-        st = QdrantStore(f"qdrant+path://{tmp_path}/q", "c", dim=16, create=True)
+        st = QdrantStore(f"qdrant+memory://{tmp_path.name}", "c", dim=16, create=True)
     yield st
     st.close()
 

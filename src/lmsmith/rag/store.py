@@ -371,7 +371,7 @@ def qdrant_client(url: str):
         if url not in _CLIENTS:
             if url.startswith("qdrant+path://"):
                 _CLIENTS[url] = QdrantClient(path=url[len("qdrant+path://"):])
-            elif url == "qdrant+memory://":
+            elif url.startswith("qdrant+memory://"):  # qdrant+memory://NAME: in-process, gone at exit
                 _CLIENTS[url] = QdrantClient(":memory:")
             else:
                 _CLIENTS[url] = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY"), timeout=60)
