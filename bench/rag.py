@@ -186,6 +186,21 @@ CANDIDATES = {"faiss-flat": c_faiss_flat, "faiss-hnsw": c_faiss_hnsw, "usearch":
               "sqlite-vec": c_sqlite_vec, "qdrant-local": c_qdrant_local, "lancedb": c_lancedb, "default": c_default}
 
 
+def save(args: argparse.Namespace, metrics: dict[str, float], final: bool = False) -> None:
+    import json
+
+    notes = json.loads(Path(args.out).read_text()).get("notes", []) if args.merge and Path(args.out).exists() else []
+    notes = [n for n in notes if not n.startswith("(partial)")]
+    uptime = os.popen("uptime").read().strip()
+    notes.append(f"{'' if final else '(partial) '}{uptime} after: --n {args.n} --data {args.data} --candidates {args.candidates}")
+    res = make_result("rag", metrics, extra_versions=("faiss-cpu", "usearch", "sqlite-vec", "qdrant-client", "lancedb"),
+                      data="synthetic clustered vectors, dim 384, L2-normalized (48-d latent Gaussian mixture, "
+                           "2000 clusters, projected + noise); keys ending -gaussian: i.i.d. directions on the "
+                           "sphere (worst case); queries held out from the same distribution",
+                      uptime=uptime, notes=notes)
+    write_result(args.out, res, echo=final)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", default="100000", help="comma-separated corpus sizes")
@@ -227,14 +242,9 @@ def main() -> None:
                       file=sys.stderr, flush=True)
                 del search
                 gc.collect()
+                save(args, metrics)  # after every candidate: a long run killed midway keeps what it measured
     metrics[f"load_avg_1m_end/{args.n}-{args.data}"] = os.getloadavg()[0]
-    notes = json.loads(Path(args.out).read_text()).get("notes", []) if args.merge and Path(args.out).exists() else []
-    notes.append(f"{os.popen('uptime').read().strip()} after: --n {args.n} --data {args.data} --candidates {args.candidates}")
-    res = make_result("rag", metrics, extra_versions=("faiss-cpu", "usearch", "sqlite-vec", "qdrant-client", "lancedb"),
-                      data="synthetic clustered vectors, dim 384, L2-normalized (48-d latent Gaussian mixture, "
-                           "2000 clusters, projected + noise); queries held out from the same distribution",
-                      uptime=os.popen("uptime").read().strip(), notes=notes)
-    write_result(args.out, res)
+    save(args, metrics, final=True)
 
 
 if __name__ == "__main__":
