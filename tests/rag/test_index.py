@@ -64,7 +64,7 @@ def test_embedder_mismatch_is_refused(docs_file, minilm, other_encoder, registry
 
 
 def test_llm_mean_pooled_embedder(docs_file, tiny_ref, registry):
-    mv, _ = build_index(docs_file, "LLMKB", embedder=tiny_ref)
+    build_index(docs_file, "LLMKB", embedder=tiny_ref)
     ix = Index("LLMKB")
     assert ix.embedder.causal and ix.embedder.dim == ix.store.dim
     assert top_ids(ix, DOCS[3]["text"], 1) == ["gpu"]  # a document's own text finds it

@@ -61,14 +61,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
         console.print(f"wrote {len(items)} x {emb.dim} vectors to {args.output} (embedder {emb.ref}, ids and "
                       f"embedder in {Path(args.output).with_suffix('.json')})")
         return 0
-    fh = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        for (i, _), v in zip(items, vecs):
-            fh.write(json.dumps({"id": i, "embedding": [round(float(x), 7) for x in v], "model": emb.ref,
-                                 "fingerprint": info["fingerprint"]}) + "\n")
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
+    lines = (json.dumps({"id": i, "embedding": [round(float(x), 7) for x in v], "model": emb.ref,
+                         "fingerprint": info["fingerprint"]}) + "\n" for (i, _), v in zip(items, vecs))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+    else:
+        sys.stdout.writelines(lines)
     return 0
 
 
