@@ -76,3 +76,41 @@ def test_near_dedup_signatures_on_disk(tmp_path):
         twin = index.add(i, h.signature(t))
     assert twin == 3
     assert np.load(tmp_path / "sigs.npy", mmap_mode="r").shape[0] >= 10
+
+
+def test_bucket_replay_decides_exactly_as_the_streaming_index():
+    """Shared buckets computed band by band over the whole corpus (what Ray workers do) and replayed in
+    corpus order keep and drop exactly the documents the one-process streaming index does."""
+    import numpy as np
+
+    from lmsmith.data.dedup import BucketReplay, NearDedup, band_keys, shared_buckets
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**32, size=(60, 128), dtype=np.uint32)
+    sigs = []
+    for _ in range(600):  # clusters of near copies (a varying share of positions changed) and unique documents
+        s = base[rng.integers(len(base))].copy() if rng.random() < 0.7 else rng.integers(0, 2**32, 128, dtype=np.uint32)
+        flip = rng.random(128) < rng.uniform(0.0, 0.45)
+        s[flip] = rng.integers(0, 2**32, int(flip.sum()), dtype=np.uint32)
+        sigs.append(s)
+    sigs = np.stack(sigs)
+    local = NearDedup(0.7, 128)
+    keys = band_keys(sigs, local.bands, local.rows)
+    # two "chunks", bucketed per band over both (the distributed step), then replayed
+    buckets = [shared_buckets(keys[:, b]) for b in range(local.bands)]
+    replay = BucketReplay(0.7, buckets)
+    a = [local.add(i, sigs[i]) for i in range(len(sigs))]
+    b = [replay.add(i, sigs[i], keys[i].tolist()) for i in range(len(sigs))]
+    assert a == b and sum(x is not None for x in a) > 100 and sum(x is None for x in a) > 60
+    assert local.clusters == replay.clusters
+    assert len(replay.sigs) < len(sigs)  # only kept documents in shared buckets keep a signature
+    # keys are the same in another process with another hash seed (workers on other machines agree)
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from lmsmith.data.dedup import band_keys; "
+            "print(band_keys(np.arange(128, dtype=np.uint32)[None], 16, 8).tolist())")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout
+    assert other.strip() == str(band_keys(np.arange(128, dtype=np.uint32)[None], 16, 8).tolist())

@@ -115,11 +115,10 @@ class NearDedup:
         self._sigs = np.load(self._path, mmap_mode="r+")
 
     def _keys(self, sig: np.ndarray) -> list[int]:
-        bands = sig[: self.bands * self.rows].reshape(self.bands, self.rows)
-        return [hash(row.tobytes()) for row in bands]
+        return band_keys(sig[None, :], self.bands, self.rows)[0].tolist()
 
-    def add(self, index: int, sig: np.ndarray) -> int | None:
-        keys = self._keys(sig)
+    def add(self, index: int, sig: np.ndarray, keys: list[int] | None = None) -> int | None:
+        keys = self._keys(sig) if keys is None else keys
         checked: set[int] = set()
         for band, key in enumerate(keys):
             other = self.buckets[band].get(key)
@@ -133,6 +132,60 @@ class NearDedup:
         self._sigs[index] = sig
         for band, key in enumerate(keys):
             self.buckets[band].setdefault(key, index)
+        return None
+
+
+def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64 LSH bucket keys (FNV-1a over each band's rows): the same in every process and
+    on every machine, unlike Python's salted `hash`, so keys computed by distributed workers agree."""
+    x = np.ascontiguousarray(sigs[:, : bands * rows]).reshape(len(sigs), bands, rows).astype(np.uint64)
+    h = np.full((len(sigs), bands), 0xCBF29CE484222325, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(rows):
+            h = (h ^ x[:, :, j]) * np.uint64(0x100000001B3)
+    return h
+
+
+def shared_buckets(keys: np.ndarray, first_index: int = 0) -> dict[int, np.ndarray]:
+    """One band's keys for documents first_index, first_index+1, ... -> {key: sorted document indices} for
+    the keys two or more documents share (the only buckets that can hold a duplicate pair)."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    if len(sk) == 0:
+        return {}
+    starts = np.flatnonzero(np.r_[True, sk[1:] != sk[:-1]])
+    ends = np.r_[starts[1:], len(sk)]
+    return {int(sk[a]): order[a:b] + first_index for a, b in zip(starts, ends) if b - a > 1}
+
+
+class BucketReplay:
+    """NearDedup's decisions replayed from precomputed shared buckets (`shared_buckets` per band, which
+    distributed workers compute over the whole corpus): documents are added in corpus order, and each is
+    kept or dropped exactly as `NearDedup.add` would, but only buckets shared by two or more documents and
+    the signatures of kept documents in them are held, not an index of every document."""
+
+    def __init__(self, threshold: float, buckets: list[dict[int, np.ndarray]]):
+        self.threshold = threshold
+        self.buckets = buckets
+        self.first_kept: list[dict[int, int]] = [dict() for _ in buckets]
+        self.sigs: dict[int, np.ndarray] = {}
+        self.clusters: dict[int, list[int]] = {}
+
+    def add(self, index: int, sig: np.ndarray, keys: list[int]) -> int | None:
+        checked: set[int] = set()
+        shared = [b for b, k in enumerate(keys) if k in self.buckets[b]]
+        for b in shared:
+            other = self.first_kept[b].get(keys[b])
+            if other is None or other in checked:
+                continue
+            checked.add(other)
+            if jaccard_estimate(sig, self.sigs[other]) >= self.threshold:
+                self.clusters.setdefault(other, []).append(index)
+                return other
+        for b in shared:
+            if keys[b] not in self.first_kept[b]:
+                self.first_kept[b][keys[b]] = index
+                self.sigs[index] = sig
         return None
 
 
