@@ -98,7 +98,7 @@ def test_bucket_replay_decides_exactly_as_the_streaming_index():
     keys = band_keys(sigs, local.bands, local.rows)
     # two "chunks", bucketed per band over both (the distributed step), then replayed
     buckets = [shared_buckets(keys[:, b]) for b in range(local.bands)]
-    replay = BucketReplay(0.7, buckets)
+    replay = BucketReplay(0.7, buckets, local.rows)
     a = [local.add(i, sigs[i]) for i in range(len(sigs))]
     b = [replay.add(i, sigs[i], keys[i].tolist()) for i in range(len(sigs))]
     assert a == b and sum(x is not None for x in a) > 100 and sum(x is None for x in a) > 60

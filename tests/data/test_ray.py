@@ -58,6 +58,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 def test_ray_output_equals_local_byte_for_byte(ray_cluster, dup_corpus, tmp_path):
+    """Same shards and report; on Ray the near-dup step groups LSH bands over the whole corpus (a task per band)."""
     local = clean(_cfg(dup_corpus, tmp_path / "local"))
     on_ray = clean(_cfg(dup_corpus, tmp_path / "ray", executor="ray"))
     assert local["chunks"] >= 4
@@ -81,7 +82,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_written_twice(dup_corpus, tmp
     work = tmp_path / "ray" / "_work"
     assert (work / "fault-2").exists()  # chunk 2's first worker died
     assert sorted(p.name for p in work.glob("chunk-00002*")) == ["chunk-00002.done.json", "chunk-00002.jsonl.gz",
-                                                                  "chunk-00002.npz"]
+                                                                  "chunk-00002.keys.npy", "chunk-00002.npz"]
     assert not list(work.glob("*.tmp*"))
     assert report["chunks_processed"] == report["chunks"]
     assert _outputs(tmp_path / "local") == _outputs(tmp_path / "ray")

@@ -28,7 +28,8 @@ from typing import Any, Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from lmsmith.data.dedup import MinHasher, NearDedup, cluster_sizes
+from lmsmith.data.dedup import (BucketReplay, MinHasher, NearDedup, band_buckets, band_keys, chunk_band_keys,
+                                cluster_sizes, optimal_bands)
 from lmsmith.data.normalize import normalize_text, text_hash
 from lmsmith.data.quality import QualityConfig, quality_reason
 from lmsmith.errors import LmsmithError
@@ -311,6 +312,11 @@ def process_chunk(index: int, docs: list[dict], cfg: CleanConfig, work: Path) ->
              langs=np.array([r["lang"] for r in out_recs], dtype=object).astype(str),
              chars=np.array([len(r["text"]) for r in out_recs], dtype=np.int64))
     os.replace(str(stem) + ".tmp.npz", str(stem) + ".npz")
+    if cfg.near_dedup:  # LSH band keys, column per band, for the corpus-wide band grouping on Ray
+        bands, rows = optimal_bands(cfg.near_threshold, cfg.num_perm)
+        keys = band_keys(np.stack(sigs), bands, rows).T if sigs else np.zeros((bands, 0), dtype=np.uint64)
+        np.save(str(stem) + ".keys.tmp.npy", np.ascontiguousarray(keys))
+        os.replace(str(stem) + ".keys.tmp.npy", str(stem) + ".keys.npy")
     import resource
 
     result = {"index": index, "docs": len(docs), "kept": len(out_recs), "tally": tally.to_dict(),
@@ -480,13 +486,27 @@ def clean(cfg: CleanConfig) -> dict:
     for i in sorted(results):
         tally.merge(results[i]["tally"])
     seen: set[int] = set()
-    near = NearDedup(cfg.near_threshold, cfg.num_perm, sig_store=work / "kept_signatures.npy") if cfg.near_dedup else None
+    near: NearDedup | BucketReplay | None = None
+    if cfg.near_dedup and cfg.executor == "ray":
+        # LSH bands grouped over the whole corpus by one Ray task per band; the replay below keeps and drops
+        # exactly what the local index would, holding only buckets two or more documents share
+        from lmsmith.data import ray_executor
+
+        bands, rows = optimal_bands(cfg.near_threshold, cfg.num_perm)
+        chunks = sorted(results)
+        buckets = list(ray_executor.ordered_map(band_buckets, ((str(work), chunks, b, bands, rows) for b in range(bands)),
+                                                max_in_flight=ray_executor.cluster_cpus()))
+        near = BucketReplay(cfg.near_threshold, buckets, rows)
+    elif cfg.near_dedup:
+        near = NearDedup(cfg.near_threshold, cfg.num_perm, sig_store=work / "kept_signatures.npy")
     drops: dict[int, dict[int, tuple[str, int]]] = {}  # chunk -> {row: (step, global index of the kept twin)}
     gidx = 0
     with task("dedup", len(results)) as bar:
         for i in sorted(results):
             z = np.load(work / f"chunk-{i:05d}.npz")
             hashes, sigs, langs, chars = z["hashes"], z["sigs"], z["langs"], z["chars"]
+            keys = (np.asarray(chunk_band_keys(work, i, near.bands, near.rows))
+                    if isinstance(near, BucketReplay) else None)
             for row in range(len(hashes)):
                 lang, n = str(langs[row]), int(chars[row])
                 if cfg.exact_dedup:
@@ -499,7 +519,8 @@ def clean(cfg: CleanConfig) -> dict:
                     seen.add(h)
                     tally.record("exact_dedup", lang, n, n)
                 if near is not None:
-                    twin = near.add(gidx, sigs[row])
+                    twin = (near.add(gidx, sigs[row], keys[:, row].tolist()) if keys is not None
+                            else near.add(gidx, sigs[row]))
                     if twin is not None:
                         drops.setdefault(i, {})[row] = ("near_dedup", twin)
                         tally.record("near_dedup", lang, n, None, "near_duplicate")

@@ -158,15 +158,31 @@ def shared_buckets(keys: np.ndarray, first_index: int = 0) -> dict[int, np.ndarr
     return {int(sk[a]): order[a:b] + first_index for a, b in zip(starts, ends) if b - a > 1}
 
 
+def chunk_band_keys(work: Path, chunk: int, bands: int, rows: int) -> np.ndarray:
+    """(bands, n) keys of one cleaning chunk: its `.keys.npy` (written by the chunk's worker), else computed
+    from its signatures (a chunk finished by an older run)."""
+    p = work / f"chunk-{chunk:05d}.keys.npy"
+    if p.is_file():
+        return np.load(p, mmap_mode="r")
+    return band_keys(np.load(work / f"chunk-{chunk:05d}.npz")["sigs"], bands, rows).T
+
+
+def band_buckets(work: str, chunks: list[int], band: int, bands: int, rows: int) -> dict[int, np.ndarray]:
+    """One band's shared buckets over the whole corpus (every chunk in order): a task per band on Ray."""
+    keys = [np.asarray(chunk_band_keys(Path(work), c, bands, rows)[band]) for c in chunks]
+    return shared_buckets(np.concatenate(keys) if keys else np.zeros(0, dtype=np.uint64))
+
+
 class BucketReplay:
     """NearDedup's decisions replayed from precomputed shared buckets (`shared_buckets` per band, which
     distributed workers compute over the whole corpus): documents are added in corpus order, and each is
     kept or dropped exactly as `NearDedup.add` would, but only buckets shared by two or more documents and
     the signatures of kept documents in them are held, not an index of every document."""
 
-    def __init__(self, threshold: float, buckets: list[dict[int, np.ndarray]]):
+    def __init__(self, threshold: float, buckets: list[dict[int, np.ndarray]], rows: int):
         self.threshold = threshold
         self.buckets = buckets
+        self.bands, self.rows = len(buckets), rows
         self.first_kept: list[dict[int, int]] = [dict() for _ in buckets]
         self.sigs: dict[int, np.ndarray] = {}
         self.clusters: dict[int, list[int]] = {}
