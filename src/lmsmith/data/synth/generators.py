@@ -67,8 +67,8 @@ class Base:
     def template_hashes(self) -> dict[str, str]:
         return {k: template_hash(v) for k, v in self.templates.items()}
 
-    def t(self, name: str, **values: Any) -> str:
-        return fill(self.templates[name], language=self.lang, **values)
+    def t(self, template: str, /, **values: Any) -> str:
+        return fill(self.templates[template], language=self.lang, **values)
 
     def params(self, *call_id: Any, temperature: float | None = None, json_schema: dict | None = None,
                max_tokens: int | None = None) -> Sampling:
@@ -469,7 +469,7 @@ class Tools(Base):
         # 2. the call's arguments, decoded under the tool's parameter schema
         r2 = caller.call_many([self.request(
             [{"role": "system", "content": self.t("arguments", tool=specs[i])}, {"role": "user", "content": req}],
-            self.params(items[i].source_id, "arguments", temperature=0.0,
+            self.params(items[i].source_id, "arguments", temperature=0.0, max_tokens=max(self.sampling.max_tokens, 256),
                         json_schema=tools[i]["function"]["parameters"])) for i, req in live])
         called = []
         for (i, req), r in zip(live, r2):
@@ -479,6 +479,8 @@ class Tools(Base):
             args, why = validate_json(r.text, tools[i]["function"]["parameters"])
             if why is None and not isinstance(args, dict):
                 why = "arguments are not a JSON object"
+            if why and r.finish_reason == "length":
+                why = "truncated at max_tokens: " + why
             if why:
                 res.reject(it, "arguments", why)
                 continue
