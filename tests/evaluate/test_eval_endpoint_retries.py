@@ -39,3 +39,16 @@ def test_stuck_server_times_out_with_clear_message(action):
             be.generate(["q"], GenParams(max_tokens=1))
         assert "cannot reach" not in str(e.value)
         assert time.monotonic() - t < 8
+
+
+def test_eval_cli_timeout_flags(capsys):
+    from lmsmith.cli import main
+
+    with FakeOpenAI() as srv:
+        srv.script = ["hang"]
+        t = time.monotonic()
+        rc = main(["eval", "--endpoint", srv.url, "--api-model", "stub", "--tasks", "cs_answers", "--limit", "1",
+                   "--timeout", "1", "--max-retries", "0", "--no-registry"])
+        assert rc == 1 and time.monotonic() - t < 60  # imports and task loading included; was 243 s before
+        err = capsys.readouterr().err
+        assert "timed out" in err and "cannot reach" not in err

@@ -321,11 +321,11 @@ class OpenAIBackend:
 
 def make_backend(model: str | None = None, endpoint: str | None = None, api_model: str | None = None,
                  api_key: str | None = None, dtype: str = "auto", device: str | None = None, batch_size: int = 16,
-                 chat: bool = False) -> Backend:
+                 chat: bool = False, endpoint_options: dict[str, Any] | None = None) -> Backend:
     if endpoint:
         if not api_model:
             raise LmsmithError("--endpoint needs --api-model NAME", "the model name the server serves")
-        return OpenAIBackend(endpoint, api_model, api_key=api_key, chat=chat)
+        return OpenAIBackend(endpoint, api_model, api_key=api_key, chat=chat, **(endpoint_options or {}))
     if not model:
         raise LmsmithError("no model given", "pass a model ref, or --endpoint URL --api-model NAME")
     return HFBackend(model, dtype=dtype, device=device, batch_size=batch_size, chat=chat)
