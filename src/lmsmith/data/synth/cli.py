@@ -116,7 +116,7 @@ def make_backend(model: str | None, endpoint: str | None, api_model: str | None,
                                concurrency=o.concurrency, timeout=o.timeout, max_retries=o.max_retries,
                                rate_limit=o.rate_limit)
     if not model:
-        raise LmsmithError(f"no model given", f"pass {flag} REF (our engine) or an endpoint URL with its model name")
+        raise LmsmithError("no model given", f"pass {flag} REF (our engine) or an endpoint URL with its model name")
     from lmsmith.serve.synth_backend import EngineBackend
 
     with console.status(f"loading {model} on the engine …"):
@@ -255,8 +255,6 @@ def cmd_curate(args: argparse.Namespace) -> int:
     if use_judge:
         backend = make_backend(o.judge, o.judge_endpoint, o.judge_api_model, o.judge_api_key, o, flag="--judge")
     else:
-        from lmsmith.data.synth.backends import Request  # noqa: F401 - no model calls without a judge
-
         backend = _NoModel()
         console.print("[yellow]no --judge / --judge-endpoint: only length, language and duplicate filters run")
     cache = cache_for(o)
