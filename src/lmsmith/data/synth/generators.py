@@ -123,7 +123,7 @@ def first_text(record: dict[str, Any], where: Any, field_name: str | None = None
 
 _LABEL = re.compile(r"^\s*(?:#+\s*)?(?:\*\*)?(?:new task|rewritten (?:prompt|task)|created prompt|instruction|question|"
                     r"request|task|prompt|nový úkol|úkol|instrukce|pokyn|otázka|požadavek|zadání|polecenie|pytanie|"
-                    r"zahteva|navodilo|vprašanje)\s*#*\s*(?:\*\*)?\s*[:：]\s*", re.IGNORECASE)
+                    r"zahteva|navodilo|vprašanje)\s*#*\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*", re.IGNORECASE)
 
 
 def clean_line(text: str, first_paragraph: bool = True) -> str:
