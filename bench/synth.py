@@ -1,7 +1,7 @@
 """Synthetic data throughput: the same `synth backtranslate` job through three backends, in one process.
 
     python bench/synth.py [--model smollm2-135m-instruct] [--records 40] [--max-tokens 64] [--concurrency 16]
-                          [--device cpu|cuda] [--skip-hf]
+                          [--device cpu|cuda] [--skip-hf] [--hf-records N] [--random-init-from DIR]
 
 1. engine: the in-process engine backend (`lmsmith.serve.synth_backend.EngineBackend`), every chunk's
    requests batched together (continuous batching);
@@ -10,13 +10,16 @@
 3. hf: transformers `generate` called once per record, in a loop (what a hand-written script does).
 
 Same prompts (the 20 Czech texts shipped in lmsmith/assets/synth, repeated with new ids up to --records),
-same seeded sampling and token limit, no call cache. Reports records/s and output tokens/s per backend and
+same seeded sampling and token limit, no call cache. `--random-init-from DIR` benchmarks a random-init model
+with DIR's config and tokenizer (the GPU machine has no weights to download; every answer then runs to
+--max-tokens, which makes the three backends produce the same number of tokens). Reports records/s and output tokens/s per backend and
 writes bench/results/synth_<device>.json ({"benchmark": "synth", ..., "metrics": {...}}).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -102,6 +105,8 @@ def main() -> int:
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--hf-records", type=int, help="records for the (slow) HF loop (default: --records)")
+    ap.add_argument("--random-init-from", help="model dir whose config + tokenizer get random bf16 weights")
     ap.add_argument("--out", help="result file (default: bench/results/synth_<device>.json)")
     args = ap.parse_args()
 
@@ -110,45 +115,79 @@ def main() -> int:
     from lmsmith.models import quiet_transformers
 
     quiet_transformers()
-    if args.model == "smollm2-135m-instruct":
+    tmpdir = tempfile.TemporaryDirectory()
+    if args.random_init_from:
+        args.model = random_init(Path(args.random_init_from), Path(tmpdir.name) / "model", args.device)
+    elif args.model == "smollm2-135m-instruct":
         from lmsmith.ops.importers import pull_default
 
         pull_default()
     from lmsmith.data.synth.backends import EndpointBackend
     from lmsmith.serve.engine import Engine
-    from lmsmith.serve.llm import LLM
     from lmsmith.serve.server import BackgroundServer, create_app
     from lmsmith.serve.synth_backend import EngineBackend
 
     metrics: dict[str, float | int] = {"records": args.records, "max_tokens": args.max_tokens,
                                        "http_concurrency": args.concurrency}
+    tag = "cpu" if args.device == "cpu" else torch.cuda.get_device_name().split()[-1].lower()
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"synth_{tag}.json")
+    label = f"random-init {Path(args.random_init_from).name}" if args.random_init_from else args.model
+
+    def save() -> None:  # after every backend, so a run cut short still leaves what it measured
+        kept = {k: v for k, v in metrics.items() if not k.startswith(("warmup", "hfwarm"))}
+        write_result(out, make_result("synth", kept, device=args.device, model=label), echo=False)
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         engine_be = EngineBackend(args.model, device=args.device, max_num_seqs=args.max_num_seqs)
         run_one("warmup", engine_be, argparse.Namespace(**{**vars(args), "records": 4}), work)
         metrics.update(run_one("engine", engine_be, args, work))
+        save()
         engine_be.close()
+        del engine_be
+        gc.collect()
 
         engine = Engine(args.model, device=args.device, max_num_seqs=args.max_num_seqs)
         with BackgroundServer(create_app(engine, args.model, max_num_seqs=args.max_num_seqs)) as srv:
             http_be = EndpointBackend(srv.url, args.model, concurrency=args.concurrency, timeout=600)
+            run_one("warmup", http_be, argparse.Namespace(**{**vars(args), "records": 2}), work)
             metrics.update(run_one("http", http_be, args, work))
             http_be.close()
+        metrics["engine_vs_http_records"] = round(metrics["engine_records_per_s"] / metrics["http_records_per_s"], 2)
+        save()
         del engine
+        gc.collect()
 
         if not args.skip_hf:
             hf = HFLoopBackend(args.model, args.device)
             run_one("hfwarm", hf, argparse.Namespace(**{**vars(args), "records": 1}), work)
-            metrics.update(run_one("hf", hf, args, work))
+            metrics.update(run_one("hf", hf, argparse.Namespace(**{**vars(args), "records": args.hf_records or args.records}), work))
+            metrics["hf_records"] = args.hf_records or args.records
             metrics["engine_vs_hf_records"] = round(metrics["engine_records_per_s"] / metrics["hf_records_per_s"], 2)
             metrics["http_vs_hf_records"] = round(metrics["http_records_per_s"] / metrics["hf_records_per_s"], 2)
-        metrics["engine_vs_http_records"] = round(metrics["engine_records_per_s"] / metrics["http_records_per_s"], 2)
-        del LLM
-    metrics = {k: v for k, v in metrics.items() if not k.startswith(("warmup", "hfwarm"))}
-    tag = "cpu" if args.device == "cpu" else torch.cuda.get_device_name().split()[-1].lower()
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"synth_{tag}.json")
-    write_result(out, make_result("synth", metrics, device=args.device, model=args.model))
+            save()
+    tmpdir.cleanup()
+    print(json.dumps({k: v for k, v in metrics.items() if not k.startswith(("warmup", "hfwarm"))}, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def random_init(src: Path, dest: Path, device: str) -> str:
+    """DIR's config, tokenizer and chat template with random weights (bf16 on GPU, fp32 on CPU)."""
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dest.mkdir(parents=True)
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "chat_template.jinja", "special_tokens_map.json"):
+        if (src / name).is_file():
+            shutil.copy(src / name, dest / name)
+    cfg = AutoConfig.from_pretrained(src)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.bfloat16 if device != "cpu" else torch.float32)
+    model.save_pretrained(dest, safe_serialization=True)
+    return str(dest)
 
 
 if __name__ == "__main__":
