@@ -19,6 +19,7 @@ from lmsmith.errors import LmsmithError
 COMMAND_MODULES = [
     "lmsmith.ops.cli",
     "lmsmith.data.cli",
+    "lmsmith.data.synth.cli",
     "lmsmith.train.cli",
     "lmsmith.evaluate.cli",
     "lmsmith.compress.cli",

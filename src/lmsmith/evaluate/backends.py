@@ -233,14 +233,13 @@ class OpenAIBackend:
     """
 
     def __init__(self, endpoint: str, model: str, api_key: str | None = None, chat: bool = True,
-                 timeout: float = 120.0, concurrency: int = 4):
-        import httpx
+                 timeout: float = 120.0, concurrency: int = 4, max_retries: int = 4):
+        from lmsmith.endpoint import EndpointClient
 
-        base = endpoint.rstrip("/")
-        self.base = base if base.endswith("/v1") else base + "/v1"
+        self.client = EndpointClient(endpoint, api_key, concurrency=max(1, concurrency), timeout=timeout,
+                                     max_retries=max_retries)
+        self.base = self.client.base
         self.model, self.chat, self.concurrency = model, chat, max(1, concurrency)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(timeout=timeout, headers=headers)
         self.info = ModelInfo(name=f"{model} @ {endpoint}")
         self._ll_checked: bool | None = None
 
@@ -249,19 +248,9 @@ class OpenAIBackend:
         return self._ll_checked is not False
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
-
-        try:
-            r = self.client.post(self.base + path, json=body)
-        except httpx.HTTPError as e:
-            raise LmsmithError(f"cannot reach {self.base}{path}: {e}", "is the server running? check --endpoint") from None
-        if r.status_code >= 400:
-            raise LmsmithError(f"{self.base}{path} answered HTTP {r.status_code}: {r.text[:200]}",
-                               "check --api-model and the server's logs")
-        try:
-            return r.json()
-        except ValueError:
-            raise LmsmithError(f"{self.base}{path} did not answer JSON: {r.text[:120]!r}") from None
+        """Retries on 429/5xx/dropped connections (honouring Retry-After) and a total deadline per attempt
+        live in the shared client (`lmsmith.endpoint`)."""
+        return self.client.post(path, body)
 
     def count_tokens(self, text: str) -> int:
         return max(1, round(len(text.encode()) / 4))  # the API hides its tokenizer: ~4 bytes a token
@@ -287,16 +276,13 @@ class OpenAIBackend:
         return cut_at_stops(text, params.until)
 
     def generate(self, prompts: list[str], params: GenParams, progress: Progress = None) -> list[str]:
-        from concurrent.futures import ThreadPoolExecutor
-
         def one(p: str) -> str:
             text = self.complete(p, params)
             if progress:
                 progress(1)
             return text
 
-        with ThreadPoolExecutor(self.concurrency) as pool:
-            return list(pool.map(one, prompts))
+        return self.client.map(one, prompts)
 
     def _prompt_logprobs(self, text: str) -> tuple[list[float | None], list[int]]:
         data = self._post("/completions", {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0,
@@ -338,12 +324,12 @@ class OpenAIBackend:
 
 def make_backend(model: str | None = None, endpoint: str | None = None, api_model: str | None = None,
                  api_key: str | None = None, dtype: str = "auto", device: str | None = None, batch_size: int = 16,
-                 chat: bool | None = False) -> Backend:
+                 chat: bool | None = False, endpoint_options: dict[str, Any] | None = None) -> Backend:
     """`chat=None`: chat format where the model has one (an endpoint: always)."""
     if endpoint:
         if not api_model:
             raise LmsmithError("--endpoint needs --api-model NAME", "the model name the server serves")
-        return OpenAIBackend(endpoint, api_model, api_key=api_key, chat=chat is not False)
+        return OpenAIBackend(endpoint, api_model, api_key=api_key, chat=chat is not False, **(endpoint_options or {}))
     if not model:
         raise LmsmithError("no model given", "pass a model ref, or --endpoint URL --api-model NAME")
     return HFBackend(model, dtype=dtype, device=device, batch_size=batch_size, chat=chat)

@@ -23,6 +23,9 @@ def add_backend_args(p: argparse.ArgumentParser, model_optional: bool = False) -
     p.add_argument("--endpoint", help="OpenAI-compatible server URL (e.g. http://localhost:8000/v1) instead of a local model")
     p.add_argument("--api-model", help="model name on the endpoint")
     p.add_argument("--api-key", help="API key for the endpoint (default: $OPENAI_API_KEY)")
+    p.add_argument("--timeout", type=float, default=120.0, help="endpoint: seconds per request attempt, to the last byte")
+    p.add_argument("--max-retries", type=int, default=4, help="endpoint: retries on 429/5xx/timeouts (backoff, Retry-After)")
+    p.add_argument("--concurrency", type=int, default=4, help="endpoint: requests in flight")
     p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on GPU), bfloat16, float32, float16")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--batch-size", type=POSITIVE_INT, default=16)
@@ -99,7 +102,8 @@ def backend_kwargs(a: argparse.Namespace) -> dict:
     import os
 
     return dict(endpoint=a.endpoint, api_model=a.api_model, api_key=a.api_key or os.environ.get("OPENAI_API_KEY"),
-                dtype=a.dtype, device=a.device, batch_size=a.batch_size, chat=a.chat)
+                dtype=a.dtype, device=a.device, batch_size=a.batch_size, chat=a.chat,
+                endpoint_options={"timeout": a.timeout, "max_retries": a.max_retries, "concurrency": a.concurrency})
 
 
 def run_eval(a: argparse.Namespace) -> int:

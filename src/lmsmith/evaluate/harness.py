@@ -36,12 +36,13 @@ def seed_everything(seed: int) -> None:
 def evaluate(model: str | None, tasks: str | list[str], *, endpoint: str | None = None, api_model: str | None = None,
              api_key: str | None = None, num_fewshot: int | None = None, limit: int | None = None, seed: int = 0,
              dtype: str = "auto", device: str | None = None, batch_size: int = 16, chat: bool = False,
-             run_dir: str | Path | None = None, attach: bool = True, backend: Backend | None = None) -> dict[str, Any]:
+             run_dir: str | Path | None = None, attach: bool = True, backend: Backend | None = None,
+             endpoint_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate on every task, write the run dir, attach the scores to the registry. Returns the payload."""
     loaded = [load_task(t, num_fewshot=num_fewshot, limit=limit) for t in parse_tasks(tasks)]  # all errors before loading a model
     seed_everything(seed)
     backend = backend or make_backend(model, endpoint=endpoint, api_model=api_model, api_key=api_key, dtype=dtype,
-                                      device=device, batch_size=batch_size, chat=chat)
+                                      device=device, batch_size=batch_size, chat=chat, endpoint_options=endpoint_options)
     label = model or api_model or "model"
     results = []
     for task in loaded:
