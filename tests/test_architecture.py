@@ -19,7 +19,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "lmsmith"
 # Rank of each top-level module or package: an import must go to a lower (or the same) rank. Ground floor first
 # (in its own order), then the stages in the flow, then the entry points. A new package must be placed here.
 FLOORS: list[tuple[str, list[str]]] = [
-    ("ground", ["lmsmith", "errors", "home", "hardware", "runtime", "progress", "config", "registry", "quant", "models"]),
+    ("ground", ["lmsmith", "errors", "home", "hardware", "runtime", "progress", "config", "endpoint", "registry", "quant",
+                "models"]),
     ("stages", ["data", "guard", "train", "evaluate", "compress", "rag", "serve", "align", "ops"]),
     ("entry points", ["tiny", "demo", "ui", "cli", "__main__"]),
 ]
