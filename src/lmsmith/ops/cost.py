@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmsmith import hardware
 from lmsmith.errors import LmsmithError
-from lmsmith.ops.planner import BANDWIDTH_TBS, DTYPE_BYTES, PEAK_TFLOPS, SHAPES, Shape, plan_serve
+from lmsmith.hardware import GPU_BANDWIDTH_TBS as BANDWIDTH_TBS
+from lmsmith.hardware import GPU_PEAK_TFLOPS as PEAK_TFLOPS
+from lmsmith.ops.planner import DTYPE_BYTES, SHAPES, Shape, plan_serve
 
 FORMATS = {"bf16": "bfloat16", "int8": "int8", "int4": "int4", "fp8": "fp8"}  # fp16 == bf16 in size and speed
 GPU_COUNTS = (1, 2, 4, 8)
-GPU_MEM_GIB = {"h100": 79.0, "h200": 139.0, "a100": 79.0, "l40s": 44.0}
+GPU_MEM_GIB = {g: v for g, v in hardware.GPU_MEM_GIB.items() if g != "cpu"}  # the GPUs cost is quoted for
 FP8_PEAK_GPUS = {"h100", "h200", "l40s"}
 TP_NAMES = {"8b": "llama-3.1-8b", "70b": "llama-3.1-70b", "1b": "llama-3.2-1b", "3b": "llama-3.2-3b"}
 
