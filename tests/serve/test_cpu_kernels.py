@@ -176,3 +176,23 @@ def test_default_model_int4_decode_perplexity_holds(default_model_dir, tmp_path,
 
     ref, ours = nll("0"), nll("1")
     assert math.exp(ours) <= math.exp(ref) * 1.03, (math.exp(ref), math.exp(ours))
+
+
+def test_the_build_uses_the_best_instruction_set_of_this_cpu():
+    """-march=native on an AVX-512 VNNI CPU gives the VNNI path (LMSMITH_CPU_KERNELS_MARCH builds the others)."""
+    import os
+
+    needs_kernels()
+    march = os.environ.get("LMSMITH_CPU_KERNELS_MARCH", "native")
+    flags = set(ck._cpu_flags().split())
+    if march == "x86-64-v3":
+        want = "avx2"
+    elif march == "x86-64":
+        want = "portable"
+    elif {"avx512f", "avx512bw", "avx512_vnni"} <= flags:
+        want = "avx512-vnni"
+    elif {"avx2", "f16c", "fma"} <= flags:
+        want = "avx2"
+    else:
+        want = "portable"
+    assert ck.isa() == want

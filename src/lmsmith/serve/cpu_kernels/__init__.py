@@ -8,7 +8,8 @@ for this machine (`-march=native`: AVX-512 VNNI, else AVX2, else portable C++) w
 ~/.cache/lmsmith/cpu_kernels), keyed by the source, the torch version and the CPU's flags.
 
 Where no compiler (or ninja) is found, or the build fails, `available()` is False and the engine keeps
-PyTorch's kernels; `LMSMITH_CPU_KERNELS=0` turns them off on purpose. The activation quantization (int8 per
+PyTorch's kernels; `LMSMITH_CPU_KERNELS=0` turns them off on purpose (`LMSMITH_CPU_KERNELS_MARCH=x86-64-v3` or
+`x86-64` builds the AVX2 or portable path instead of `-march=native`). The activation quantization (int8 per
 block of the weight's group, 32 for int8 weights: llama.cpp's Q8_1/Q8_0 activations) changes the numerics
 slightly, so only the decode step uses them; prefill and perplexity keep the exact path.
 """
@@ -56,9 +57,15 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
+def _march() -> str:
+    """-march for x86: native, or e.g. x86-64-v3 (AVX2) / x86-64 (portable) to build and test the other paths."""
+    return os.environ.get("LMSMITH_CPU_KERNELS_MARCH", "native")
+
+
 def build_key() -> str:
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__.encode(), _cpu_flags().encode(), platform.machine().encode()):
+    for part in (SOURCE.read_bytes(), torch.__version__.encode(), _cpu_flags().encode(), platform.machine().encode(),
+                 _march().encode()):
         h.update(part)
     return h.hexdigest()[:16]
 
@@ -92,7 +99,7 @@ def _build() -> str | None:
         return "ninja is not installed (pip install ninja)"
     if platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):
         return f"unsupported machine {platform.machine()}"
-    flags = ["-O3", "-fopenmp"] + (["-march=native"] if platform.machine().lower() in ("x86_64", "amd64") else
+    flags = ["-O3", "-fopenmp"] + (["-march=" + _march()] if platform.machine().lower() in ("x86_64", "amd64") else
                                    ["-mcpu=native"])
     out = cache_dir() / build_key()
     out.mkdir(parents=True, exist_ok=True)
