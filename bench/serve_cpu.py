@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 SIDES = ("ours", "ours_bf16", "int8", "int4", "int4_torch", "hf", "hf_bf16", "llamacpp")
-# int4_torch: the int4 checkpoint with our CPU kernels off (LMSMITH_CPU_KERNELS=0): PyTorch's int4 kernel, round 1
+# int8/int4 run our CPU kernels (LMSMITH_CPU_KERNELS=1, where they build); int4_torch the same int4 checkpoint on
+# PyTorch's int4 kernel (round 1's path)
 
 # runs inside the llama-cpp-python interpreter: argv = gguf, threads, new tokens, repeats, token ids (JSON)
 LLAMACPP_SCRIPT = r"""
@@ -85,8 +86,8 @@ def engine_decode(model_dir: str, ids: list[int], n: int, dtype: str) -> tuple[f
         eng = _ENGINES[key]
         import os
 
-        if model_dir.endswith("int4_torch"):  # kernels bind at the first decode step
-            os.environ["LMSMITH_CPU_KERNELS"] = "0"
+        # our CPU kernels (opt-in) for the int8/int4 sides, not for int4_torch; they bind at the first decode step
+        os.environ["LMSMITH_CPU_KERNELS"] = "0" if model_dir.endswith("int4_torch") else "1"
         eng.runner.model._cpu_linears(torch.float32 if dtype == "float32" else torch.bfloat16)
         os.environ.pop("LMSMITH_CPU_KERNELS", None)
     eng = _ENGINES[key]
@@ -143,7 +144,12 @@ def _kernels_isa() -> str:
     """What the int4/int8 sides ran: our compiled kernels (their instruction set) or PyTorch's, and why."""
     from lmsmith.serve import cpu_kernels
 
-    return cpu_kernels.isa() or f"off: {cpu_kernels.unavailable_reason()}"
+    import os
+
+    os.environ["LMSMITH_CPU_KERNELS"] = "1"
+    isa = cpu_kernels.isa() or f"unavailable: {cpu_kernels.unavailable_reason()}"
+    os.environ.pop("LMSMITH_CPU_KERNELS", None)
+    return isa
 
 
 def agree(a: list[int], b: list[int]) -> int:
