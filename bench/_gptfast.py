@@ -61,8 +61,8 @@ def _import_gptfast(path: Path):
     if "tokenizer" not in sys.modules:  # generate/quantize import it at top level; it needs sentencepiece/tiktoken
         sys.modules["tokenizer"] = types.SimpleNamespace(get_tokenizer=None)  # type: ignore[assignment]
     sys.path.insert(0, str(path))
-    import generate as gf_generate  # noqa: E402
-    import model as gf_model  # noqa: E402
+    import generate as gf_generate
+    import model as gf_model
 
     return gf_model, gf_generate
 
@@ -125,7 +125,7 @@ def gptfast_decode(path: Path, spec: dict, prompt: list[int], out_len: int, repe
     once()  # compiles and captures
     compile_s = time.perf_counter() - t0
     rates = [once() for _ in range(repeats)]
-    del model
+    model = None  # frees the weights before the next side
     if device == "cuda":
         torch.cuda.empty_cache()
     torch._dynamo.reset()

@@ -147,8 +147,6 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     assert torch.cuda.is_available(), "needs CUDA"
-    import transformers
-
     metrics: dict[str, float] = {}
     extra: dict = {}
 
