@@ -35,7 +35,9 @@ from bench._result import make_result, write_result
 from bench.common import RESULTS
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
-SIDES = ("ours", "ours_bf16", "int8", "int4", "hf", "hf_bf16", "llamacpp")
+SIDES = ("ours", "ours_bf16", "int8", "int4", "int4_torch", "hf", "hf_bf16", "llamacpp")
+# int8/int4 run our CPU kernels (LMSMITH_CPU_KERNELS=1, where they build); int4_torch the same int4 checkpoint on
+# PyTorch's int4 kernel (round 1's path)
 
 # runs inside the llama-cpp-python interpreter: argv = gguf, threads, new tokens, repeats, token ids (JSON)
 LLAMACPP_SCRIPT = r"""
@@ -81,6 +83,13 @@ def engine_decode(model_dir: str, ids: list[int], n: int, dtype: str) -> tuple[f
     key = (model_dir, dtype)
     if key not in _ENGINES:
         _ENGINES[key] = Engine(model_dir, dtype=dtype, device="cpu", max_num_seqs=1, enable_prefix_caching=False)
+        eng = _ENGINES[key]
+        import os
+
+        # our CPU kernels (opt-in) for the int8/int4 sides, not for int4_torch; they bind at the first decode step
+        os.environ["LMSMITH_CPU_KERNELS"] = "0" if model_dir.endswith("int4_torch") else "1"
+        eng.runner.model._cpu_linears(torch.float32 if dtype == "float32" else torch.bfloat16)
+        os.environ.pop("LMSMITH_CPU_KERNELS", None)
     eng = _ENGINES[key]
     eng.add_request(f"r{time.time_ns()}", ids, SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True))
     times, toks = [], []
@@ -131,6 +140,18 @@ def llamacpp_decode(python: str, gguf: Path, ids: list[int], n: int, threads: in
     return json.loads(r.stdout.strip().splitlines()[-1]), None
 
 
+def _kernels_isa() -> str:
+    """What the int4/int8 sides ran: our compiled kernels (their instruction set) or PyTorch's, and why."""
+    from lmsmith.serve import cpu_kernels
+
+    import os
+
+    os.environ["LMSMITH_CPU_KERNELS"] = "1"
+    isa = cpu_kernels.isa() or f"unavailable: {cpu_kernels.unavailable_reason()}"
+    os.environ.pop("LMSMITH_CPU_KERNELS", None)
+    return isa
+
+
 def agree(a: list[int], b: list[int]) -> int:
     """Greedy tokens two sides share before they first differ."""
     k = 0
@@ -170,7 +191,7 @@ def main() -> int:
                                        tokenize=True, return_dict=True)["input_ids"])
     tmp = tempfile.TemporaryDirectory()
     dirs = {"ours": model_dir, "ours_bf16": model_dir}
-    quant = {"int8": ("int8", None), "int4": ("int4", args.group_size)}
+    quant = {"int8": ("int8", None), "int4": ("int4", args.group_size), "int4_torch": ("int4", args.group_size)}
     for side, (method, gs) in quant.items():
         if side in args.sides:
             from lmsmith.compress.quantize import quantize_to_dir
@@ -185,10 +206,13 @@ def main() -> int:
             dirs[side] = str(out)
 
     def once(side: str) -> tuple[float, list[int]]:
-        if side in ("ours", "ours_bf16", "int8", "int4"):
+        if side in ("ours", "ours_bf16", "int8", "int4", "int4_torch"):
             return engine_decode(dirs[side], ids, args.new_tokens, "bfloat16" if side == "ours_bf16" else args.dtype)
         return hf_decode(model_dir, ids, args.new_tokens, getattr(torch, args.dtype) if side == "hf" else torch.bfloat16)
 
+    import os
+
+    load_before = [round(x, 2) for x in os.getloadavg()]
     local = [s for s in args.sides if s != "llamacpp"]
     for side in local:  # warm-up round: loads, first-call costs
         once(side)
@@ -202,7 +226,7 @@ def main() -> int:
             print(f"round {r + 1}: {side} {rate:.1f} tok/s", flush=True)
 
     names = {"ours": "decode_tok_s", "ours_bf16": "bf16_decode_tok_s", "int8": "int8_decode_tok_s",
-             "int4": "int4_decode_tok_s", "hf": "hf_decode_tok_s", "hf_bf16": "hf_bf16_decode_tok_s",
+             "int4": "int4_decode_tok_s", "int4_torch": "int4_torch_kernels_decode_tok_s", "hf": "hf_decode_tok_s", "hf_bf16": "hf_bf16_decode_tok_s",
              "llamacpp": "llamacpp_q4_1_decode_tok_s"}
     metrics: dict[str, float | int] = {names[s]: round(statistics.median(v), 2) for s, v in rates.items()}
     notes = []
@@ -248,6 +272,8 @@ def main() -> int:
         model=args.model, dtype=args.dtype,
         workload={"prompt_tokens": len(ids), "new_tokens": args.new_tokens, "batch": 1, "repeats": args.repeats,
                   "int4_group_size": args.group_size, "lm_head": args.lm_head, "engine_runner": runner,
+                  "cpu_kernels": _kernels_isa(), "load_avg_1_5_15": {"start": load_before,
+                                                                      "end": [round(x, 2) for x in os.getloadavg()]},
                   "rates_tok_s": {s: [round(x, 2) for x in v] for s, v in rates.items()}},
     )
     result["versions"].update(lmsmith=getattr(lmsmith, "__version__", "0.1.0"), transformers=transformers.__version__,

@@ -10,6 +10,7 @@ Workloads (fixed output lengths, EOS ignored) match the baselines in DEVELOPERS.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -64,11 +65,26 @@ def main() -> None:
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-offline", action="store_true", help="batch-1 decode only")
     ap.add_argument("--compare-sync", action="store_true", help="also time ours with the overlapped decode loop off")
+    ap.add_argument("--gpt-fast", metavar="DIR", help="a gpt-fast checkout (model.py, generate.py, quantize.py)")
+    ap.add_argument("--int4", action="store_true", help="also time our engine on an int4 copy (group 128)")
+    ap.add_argument("--bandwidth-8b", metavar="OUT", help="also time batch-1 decode of the Llama-3.1-8B shape; "
+                    "writes the serve_bandwidth result there")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     assert torch.cuda.is_available(), "needs CUDA"
 
     metrics: dict[str, float] = {}
+    extra: dict = {}
+
+    def save() -> None:  # after every stage: a run cut short still leaves what it measured
+        if args.out:
+            Path(args.out).write_text(json.dumps(make_result("serve_throughput", metrics, args, extra), indent=2) + "\n")
+
+    from _gptfast import copy_bandwidth, decode_bytes_per_token
+
+    bw = copy_bandwidth()
+    metrics["copy_bw_gb_s"] = bw / 1e9
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
         vocab = SHAPES[args.shape]["vocab_size"]
@@ -80,6 +96,11 @@ def main() -> None:
         if args.compare_sync:
             metrics["decode_bs1_sync_tok_s"] = r1["sync_tok_s"]
         print("ours bs1", r1, flush=True)
+        bpt = decode_bytes_per_token(SHAPES[args.shape], args.prompt_len + args.output_len // 2)
+        metrics["bytes_per_token_bs1_gb"] = bpt / 1e9
+        metrics["bw_fraction_decode_bs1"] = bpt * r1["tok_s"] / bw
+        extra["bs1_graph"] = bs1_graph
+        save()
         if not args.skip_offline:
             r = ours(d, [batch], args.output_len, compare_sync=args.compare_sync, max_num_seqs=256,
                      max_num_batched_tokens=8192)
@@ -88,7 +109,44 @@ def main() -> None:
                 metrics["offline_256_sync_tok_s"] = r["sync_tok_s"]
             metrics["offline_256_ttft_p50_ms"] = r["ttft_p50_ms"]
             print("ours offline", r, flush=True)
+            save()
         torch.cuda.empty_cache()
+        if args.int4:
+            from lmsmith.quant.format import quantize_to_dir
+
+            quantize_to_dir(d, Path(tmp) / "int4", "int4", 128, include_lm_head=True, lm_head_method="int4")
+            gc.collect()
+            for f in d.iterdir():
+                if f.name.startswith(("tokenizer", "special_tokens", "generation_config")) and not (Path(tmp) / "int4" / f.name).exists():
+                    (Path(tmp) / "int4" / f.name).write_bytes(f.read_bytes())
+            r4 = ours(Path(tmp) / "int4", [[p] for p in batch[:5]], args.output_len)
+            metrics["int4_lmhead_int4_decode_bs1_tok_s"] = r4["tok_s"]
+            print("ours int4 bs1", r4, flush=True)
+            save()
+            torch.cuda.empty_cache()
+        if args.gpt_fast:
+            from _gptfast import gptfast_decode
+
+            for key, int4 in (("gptfast_decode_bs1_tok_s", False), ("gptfast_int4_decode_bs1_tok_s", True)):
+                try:
+                    g = gptfast_decode(Path(args.gpt_fast), SHAPES[args.shape], batch[0], args.output_len, int4=int4)
+                except Exception as e:  # e.g. its int4 kernel missing on this GPU: report, keep the run
+                    extra.setdefault("notes", []).append(f"gpt-fast {'int4' if int4 else 'bf16'} failed: "
+                                                         f"{type(e).__name__}: {str(e)[:300]}")
+                    print(extra["notes"][-1], flush=True)
+                    continue
+                metrics[key] = g["tok_s"]
+                extra.setdefault("gptfast", {})["int4" if int4 else "bf16"] = g
+                print("gpt-fast", "int4" if int4 else "bf16", g, flush=True)
+                save()
+            if "gptfast_decode_bs1_tok_s" in metrics:
+                metrics["decode_bs1_vs_gptfast"] = metrics["decode_bs1_tok_s"] / metrics["gptfast_decode_bs1_tok_s"]
+                if "offline_256_tok_s" in metrics:  # gpt-fast has no batching: its offline rate is its batch-1 rate
+                    metrics["offline_256_vs_gptfast"] = metrics["offline_256_tok_s"] / metrics["gptfast_decode_bs1_tok_s"]
+            if "gptfast_int4_decode_bs1_tok_s" in metrics and "int4_lmhead_int4_decode_bs1_tok_s" in metrics:
+                metrics["int4_decode_bs1_vs_gptfast_int4"] = (metrics["int4_lmhead_int4_decode_bs1_tok_s"]
+                                                              / metrics["gptfast_int4_decode_bs1_tok_s"])
+            save()
         if not args.skip_hf:
             from transformers import AutoModelForCausalLM
 

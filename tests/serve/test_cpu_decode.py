@@ -64,8 +64,11 @@ def test_lean_step_in_bf16_is_close(tmp_path):
 
 
 @pytest.mark.parametrize("method,group", [("int8", None), ("int4", 32)])
-def test_lean_step_calls_the_quantized_kernels_directly(tmp_path, method: str, group):
+def test_lean_step_calls_the_quantized_kernels_directly(tmp_path, monkeypatch, method: str, group):
+    """PyTorch's kernels (the owned ones, which quantize activations, are tested in test_cpu_kernels.py)."""
     from lmsmith.compress.quantize import quantize_to_dir
+
+    monkeypatch.setenv("LMSMITH_CPU_KERNELS", "0")
 
     src = build_tiny(tmp_path / "m")
     out = tmp_path / method

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmsmith.serve import cpu_kernels
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import AttentionMetadata, decode_attention_cpu, paged_attention
 
@@ -310,7 +311,8 @@ class LlamaForCausalLM(nn.Module):
                     w, b = (weight, bias) if mod is None else (mod.weight, mod.bias)
                     return lambda x: F.linear(x, w, b)
                 kernel = getattr(mod, "cpu_kernel", None)
-                return (kernel(dtype) if kernel else None) or mod
+                fn = (kernel(dtype) if kernel else None) or mod
+                return cpu_kernels.bind(mod, dtype, fn) or fn  # owned int4/int8 GEMVs where they build
 
             fns = [(bind(l.self_attn.qkv_proj, l.self_attn.qkv_w, l.self_attn.qkv_b), bind(l.self_attn.o_proj),
                     bind(l.mlp.gate_up_proj, l.mlp.gu_w, l.mlp.gu_b), bind(l.mlp.down_proj)) for l in self.model.layers]

@@ -1,0 +1,279 @@
+"""NOT YET RUN ON A GPU (issue 26, round 2): the peer comparison script, kept next to serve_gpu.py until its first
+GPU run folds it in. GPU serving throughput: our engine vs HF transformers on a random-init model of a real shape.
+
+Workloads (fixed output lengths, EOS ignored) match the baselines in DEVELOPERS.md:
+  decode batch 1 (128 in, 256 out); HF `generate` batch 64; 256 requests x (128 in, 256 out) offline,
+  ours through the continuous-batching engine and HF's through `generate_batch` when it exists.
+
+    python bench/serve_gpu.py --shape llama-3.2-1b --out bench/results/serve_throughput-h100.json
+
+Side by side in the same run (issue 26): `--gpt-fast DIR` runs gpt-fast (a checkout kept in an ignored folder,
+never committed; see bench/_gptfast.py) at batch 1 in bf16 and int4 on the same shape; `--int4` times our engine
+on an int4 (group 128, int4 lm_head: gpt-fast quantizes every linear) copy of the model; the batch-1 bandwidth
+fraction (bytes per token / time per token / a measured device-to-device copy bandwidth) is reported for the
+shape, and `--bandwidth-8b OUT` also measures it on the Llama-3.1-8B shape (a `serve_bandwidth` result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from lmsmith.ops.planner import SHAPES  # noqa: E402
+
+
+def build_model_dir(shape: str, dest: Path, dtype: torch.dtype) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    spec = dict(SHAPES[shape])
+    cfg = AutoConfig.for_model("llama", **spec, max_position_embeddings=8192, rope_theta=500000.0, bos_token_id=1,
+                               eos_token_id=2, rms_norm_eps=1e-5)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.save_pretrained(dest)
+    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2).save_pretrained(dest)
+    _write_tokenizer(dest, cfg.vocab_size)
+    del model
+    torch.cuda.empty_cache()
+    return dest
+
+
+def _write_tokenizer(dest: Path, vocab: int) -> None:
+    """A word-level tokenizer covering the vocabulary, so the engine has one to detokenize with."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="t2", bos_token="t1", pad_token="t2",
+                            unk_token="t0").save_pretrained(dest)
+
+
+def prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(10, vocab, (n, length), generator=g).tolist()
+
+
+def hf_generate(model, batch: list[list[int]], out_len: int) -> float:
+    ids = torch.tensor(batch, device="cuda")
+    kw = dict(max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False, pad_token_id=2)
+    model.generate(ids[:, :8], attention_mask=torch.ones_like(ids[:, :8]), max_new_tokens=4, do_sample=False, pad_token_id=2)
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    model.generate(ids, attention_mask=torch.ones_like(ids), **kw)
+    torch.cuda.synchronize()
+    return len(batch) * out_len / (time.perf_counter() - t)
+
+
+def hf_generate_batch(model, batch: list[list[int]], out_len: int) -> float | None:
+    from transformers import GenerationConfig
+
+    if not hasattr(model, "generate_batch"):
+        return None
+    gc = GenerationConfig(max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False, eos_token_id=-1,
+                          pad_token_id=2, use_cuda_graph=False, num_blocks=4096, max_batch_tokens=1024)
+    try:
+        model.generate_batch(inputs=batch[:4], generation_config=gc, progress_bar=False)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = model.generate_batch(inputs=batch, generation_config=gc, progress_bar=False)
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        produced = sum(len(r.generated_tokens) for r in out.values())
+        return produced / dt
+    except Exception as e:  # API differences across versions: report, don't crash the run
+        print(f"HF generate_batch failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def ours(model_dir: Path, batches: list[list[list[int]]], out_len: int, compare_sync: bool = False,
+         **engine_kw) -> dict[str, float]:
+    """Times one `LLM.generate` per batch (after a warm-up on other prompts); the median over batches.
+    `compare_sync`: time again with the overlapped decode loop off (keys prefixed `sync_`)."""
+    from lmsmith.serve import LLM, SamplingParams
+
+    llm = LLM(str(model_dir), dtype="bfloat16", **engine_kw)
+    sp = SamplingParams(max_tokens=out_len, temperature=0.0, ignore_eos=True)
+    warm = prompts(4, len(batches[0][0]), llm.engine.vocab_size, seed=123)
+    llm.generate(warm[:1], sp, use_tqdm=False)  # warm-up (kernels compiled, graphs captured)
+    llm.generate(warm[1:], sp, use_tqdm=False)
+    # the workload's own shapes once (prefill batch, graph buckets), two tokens each, on other prompts
+    llm.generate(prompts(len(batches[0]), len(batches[0][0]), llm.engine.vocab_size, seed=7),
+                 SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True), use_tqdm=False)
+    graphs = getattr(llm.engine.runner, "graphs", None)
+    result = {"bs1_graph": getattr(graphs, "bs1_choice", None), "bs1_graph_ms": getattr(graphs, "bs1_timings", None),
+              "bs1_tiles_ms": getattr(graphs, "tile_timings", None)}
+    for mode in ("async", "sync") if compare_sync else ("async",):
+        llm.engine.async_scheduling = mode == "async" and llm.engine.async_scheduling
+        rates, ttfts = [], []
+        for batch in batches:
+            llm.engine.blocks.reset_prefix_cache()  # every timed run computes its prompts
+            t = time.perf_counter()
+            res = llm.generate(batch, sp, use_tqdm=False)
+            dt = time.perf_counter() - t
+            rates.append(sum(len(o.token_ids) for r in res for o in r.outputs) / dt)
+            ttfts += [r.ttft for r in res if getattr(r, "ttft", None) is not None]
+        prefix = "" if mode == "async" else "sync_"
+        result.update({prefix + "tok_s": statistics.median(rates), prefix + "runs_tok_s": [round(r, 1) for r in rates],
+                       prefix + "ttft_p50_ms": 1000 * statistics.median(ttfts) if ttfts else float("nan")})
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--requests", type=int, default=256)
+    ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-offline", action="store_true", help="batch-1 decode only")
+    ap.add_argument("--compare-sync", action="store_true", help="also time ours with the overlapped decode loop off")
+    ap.add_argument("--gpt-fast", metavar="DIR", help="a gpt-fast checkout (model.py, generate.py, quantize.py)")
+    ap.add_argument("--int4", action="store_true", help="also time our engine on an int4 copy (group 128)")
+    ap.add_argument("--bandwidth-8b", metavar="OUT", help="also time batch-1 decode of the Llama-3.1-8B shape; "
+                    "writes the serve_bandwidth result there")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    assert torch.cuda.is_available(), "needs CUDA"
+    metrics: dict[str, float] = {}
+    extra: dict = {}
+
+    def save() -> None:  # after every stage: a run cut short still leaves what it measured
+        if args.out:
+            Path(args.out).write_text(json.dumps(make_result("serve_throughput", metrics, args, extra), indent=2) + "\n")
+
+    from _gptfast import copy_bandwidth, decode_bytes_per_token
+
+    bw = copy_bandwidth()
+    metrics["copy_bw_gb_s"] = bw / 1e9
+    print(f"copy bandwidth {bw / 1e9:.0f} GB/s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
+        vocab = SHAPES[args.shape]["vocab_size"]
+        batch = prompts(args.requests, args.prompt_len, vocab)
+        r1 = ours(d, [[p] for p in batch[:5]], args.output_len, compare_sync=args.compare_sync)
+        bs1_graph = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"], "tiles_ms": r1["bs1_tiles_ms"]}
+        metrics["decode_bs1_tok_s"] = r1["tok_s"]
+        metrics["decode_bs1_ttft_p50_ms"] = r1["ttft_p50_ms"]
+        if args.compare_sync:
+            metrics["decode_bs1_sync_tok_s"] = r1["sync_tok_s"]
+        print("ours bs1", r1, flush=True)
+        bpt = decode_bytes_per_token(SHAPES[args.shape], args.prompt_len + args.output_len // 2)
+        metrics["bytes_per_token_bs1_gb"] = bpt / 1e9
+        metrics["bw_fraction_decode_bs1"] = bpt * r1["tok_s"] / bw
+        extra["bs1_graph"] = bs1_graph
+        save()
+        if not args.skip_offline:
+            r = ours(d, [batch], args.output_len, compare_sync=args.compare_sync, max_num_seqs=256,
+                     max_num_batched_tokens=8192)
+            metrics["offline_256_tok_s"] = r["tok_s"]
+            if args.compare_sync:
+                metrics["offline_256_sync_tok_s"] = r["sync_tok_s"]
+            metrics["offline_256_ttft_p50_ms"] = r["ttft_p50_ms"]
+            print("ours offline", r, flush=True)
+            save()
+        torch.cuda.empty_cache()
+        if args.int4:
+            from lmsmith.quant.format import quantize_to_dir
+
+            quantize_to_dir(d, Path(tmp) / "int4", "int4", 128, include_lm_head=True, lm_head_method="int4")
+            gc.collect()
+            for f in d.iterdir():
+                if f.name.startswith(("tokenizer", "special_tokens", "generation_config")) and not (Path(tmp) / "int4" / f.name).exists():
+                    (Path(tmp) / "int4" / f.name).write_bytes(f.read_bytes())
+            r4 = ours(Path(tmp) / "int4", [[p] for p in batch[:5]], args.output_len)
+            metrics["int4_lmhead_int4_decode_bs1_tok_s"] = r4["tok_s"]
+            print("ours int4 bs1", r4, flush=True)
+            save()
+            torch.cuda.empty_cache()
+        if args.gpt_fast:
+            from _gptfast import gptfast_decode
+
+            for key, int4 in (("gptfast_decode_bs1_tok_s", False), ("gptfast_int4_decode_bs1_tok_s", True)):
+                try:
+                    g = gptfast_decode(Path(args.gpt_fast), SHAPES[args.shape], batch[0], args.output_len, int4=int4)
+                except Exception as e:  # e.g. its int4 kernel missing on this GPU: report, keep the run
+                    extra.setdefault("notes", []).append(f"gpt-fast {'int4' if int4 else 'bf16'} failed: "
+                                                         f"{type(e).__name__}: {str(e)[:300]}")
+                    print(extra["notes"][-1], flush=True)
+                    continue
+                metrics[key] = g["tok_s"]
+                extra.setdefault("gptfast", {})["int4" if int4 else "bf16"] = g
+                print("gpt-fast", "int4" if int4 else "bf16", g, flush=True)
+                save()
+            if "gptfast_decode_bs1_tok_s" in metrics:
+                metrics["decode_bs1_vs_gptfast"] = metrics["decode_bs1_tok_s"] / metrics["gptfast_decode_bs1_tok_s"]
+                if "offline_256_tok_s" in metrics:  # gpt-fast has no batching: its offline rate is its batch-1 rate
+                    metrics["offline_256_vs_gptfast"] = metrics["offline_256_tok_s"] / metrics["gptfast_decode_bs1_tok_s"]
+            if "gptfast_int4_decode_bs1_tok_s" in metrics and "int4_lmhead_int4_decode_bs1_tok_s" in metrics:
+                metrics["int4_decode_bs1_vs_gptfast_int4"] = (metrics["int4_lmhead_int4_decode_bs1_tok_s"]
+                                                              / metrics["gptfast_int4_decode_bs1_tok_s"])
+            save()
+        if not args.skip_hf:
+            from transformers import AutoModelForCausalLM
+
+            hf = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).cuda().eval()
+            metrics["hf_decode_bs1_tok_s"] = hf_generate(hf, batch[:1], args.output_len)
+            metrics["hf_decode_bs64_tok_s"] = hf_generate(hf, batch[:64], args.output_len)
+            cb = hf_generate_batch(hf, batch, args.output_len)
+            if cb is not None:
+                metrics["hf_cb_offline_256_tok_s"] = cb
+            print("hf", metrics, flush=True)
+            save()
+    if args.bandwidth_8b:
+        bandwidth_8b(args, bw)
+    result = make_result("serve_throughput", metrics, args, extra)
+    print(json.dumps(result, indent=2))
+    save()
+
+
+def make_result(name: str, metrics: dict, args, extra: dict, shape: str | None = None) -> dict:
+    import transformers
+
+    return {
+        "benchmark": name,
+        "device": torch.cuda.get_device_name(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python " + " ".join(sys.argv),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+        "metrics": {k: round(v, 4 if "fraction" in k or "_vs_" in k else 2) for k, v in metrics.items()},
+        "workload": {"shape": shape or args.shape, "prompt_len": args.prompt_len, "output_len": args.output_len,
+                     "requests": args.requests, "dtype": "bfloat16", "weights": "random init"},
+    } | extra
+
+
+def bandwidth_8b(args, bw: float) -> None:
+    """Batch-1 bf16 decode of the Llama-3.1-8B shape: bytes per token / time per token / copy bandwidth."""
+    from _gptfast import decode_bytes_per_token
+
+    shape = "llama-3.1-8b"
+    gc.collect()
+    torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = build_model_dir(shape, Path(tmp) / "model", torch.bfloat16)
+        batch = prompts(3, args.prompt_len, SHAPES[shape]["vocab_size"])
+        r = ours(d, [[p] for p in batch], args.output_len)
+    bpt = decode_bytes_per_token(SHAPES[shape], args.prompt_len + args.output_len // 2)
+    metrics = {"decode_bs1_tok_s_8b": r["tok_s"], "bytes_per_token_bs1_gb_8b": bpt / 1e9, "copy_bw_gb_s": bw / 1e9,
+               "bw_fraction_decode_bs1_8b": bpt * r["tok_s"] / bw}
+    res = make_result("serve_bandwidth", metrics, args, {"runs_tok_s": r["runs_tok_s"], "bs1_graph": r["bs1_graph"]},
+                      shape=shape)
+    Path(args.bandwidth_8b).write_text(json.dumps(res, indent=2) + "\n")
+    print("8b", json.dumps(res["metrics"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
