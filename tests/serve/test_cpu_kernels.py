@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmsmith.compress.quantize import Int4Linear, Int8Linear
+from lmsmith.quant import Int4Linear, Int8Linear
 from lmsmith.serve import cpu_kernels as ck
 
 
@@ -50,7 +50,7 @@ def test_int4_gemv_matches_the_dequantized_weight(n, k, group, symmetric, bias, 
     w = mod.dequantize(torch.float32)
     # w = q * s + m: the q * s part meets the int8 activations, the offsets m the exact sum of each block of x;
     # equal up to float rounding (fp16 scale/offset in the layout)
-    from lmsmith.compress.quantize import int4_zero_points
+    from lmsmith.quant.codecs import int4_zero_points
 
     m = (-int4_zero_points(mod.scales, mod.zeros) * mod.scales).repeat_interleave(group, 1)
     want = nn.functional.linear(quantized_x(x, group), w - m, mod.bias) + x @ m.T
@@ -83,7 +83,7 @@ def test_int4_layout_round_trips():
     assert qpack.shape == (2, 8, 64) and s.shape == m.shape == (2, 2, 16)
     lo, hi = (qpack & 15).view(2, 8, 16, 4), (qpack >> 4).view(2, 8, 16, 4)
     q = torch.stack([lo, hi], 3).permute(0, 2, 1, 3, 4).reshape(32, 64)[:20]  # [row, k]
-    from lmsmith.compress.quantize import unpack_int4
+    from lmsmith.quant import unpack_int4
 
     assert torch.equal(q, unpack_int4(mod.qweight))
     w = (q.float().view(20, 2, 32) * s.float().transpose(1, 2).reshape(32, 2)[:20, :, None]

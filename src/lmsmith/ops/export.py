@@ -64,7 +64,7 @@ def _save_full(model: torch.nn.Module, mv: ModelVersion, dest: Path, drop: tuple
 
 def dequantized(mv: ModelVersion) -> torch.nn.Module:
     """The quantized model with every quantized linear replaced by a plain nn.Linear of its dequantized weight."""
-    from lmsmith.compress.quantize import QuantLinear
+    from lmsmith.quant import QuantLinear
 
     config = json.loads((mv.dir / "config.json").read_text())
     dtype = _model_dtype(config)
