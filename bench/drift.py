@@ -127,7 +127,8 @@ def main() -> None:
         metrics[f"{label}_report_s_mean"] = round(float(np.mean(secs)), 3)
         print(f"{label}: drift in {hits}/{args.seeds} splits ({np.mean(secs):.2f} s per report)", flush=True)
     metrics.update(log_timing([r["text"] for r in rows], args.log_requests, embed))
-    write_result(args.out, make_result("drift", metrics, device="cpu", workload={"traffic": "src/lmsmith/assets/monitor/traffic.jsonl", "seeds": args.seeds,
+    write_result(args.out, make_result("drift", metrics, device="cpu", workload={
+        "traffic": "src/lmsmith/assets/monitor/traffic.jsonl", "seeds": args.seeds,
                            "texts_per_side": args.n, "shifts": args.shifts, "embedder": args.embedder,
                            "alpha": DriftConfig().alpha, "permutations": DriftConfig().permutations},
                  notes="Same-mix splits for the false-alarm rate; 10% or 30% of the current side in another language "

@@ -142,9 +142,9 @@ def llamacpp_decode(python: str, gguf: Path, ids: list[int], n: int, threads: in
 
 def _kernels_isa() -> str:
     """What the int4/int8 sides ran: our compiled kernels (their instruction set) or PyTorch's, and why."""
-    from lmsmith.serve import cpu_kernels
-
     import os
+
+    from lmsmith.serve import cpu_kernels
 
     os.environ["LMSMITH_CPU_KERNELS"] = "1"
     isa = cpu_kernels.isa() or f"unavailable: {cpu_kernels.unavailable_reason()}"

@@ -56,7 +56,7 @@ def test_windows_overlap_and_cover_the_text(guard):
     text = document(300, None)
     spans = guard.windows(text)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    for (a0, b0), (a1, b1) in zip(spans, spans[1:]):
+    for (_a0, b0), (a1, _b1) in zip(spans, spans[1:]):
         assert a1 < b0  # overlapping
 
 

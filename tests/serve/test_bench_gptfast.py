@@ -12,7 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "serve"))
 
-from _gptfast import decode_bytes_per_token, gptfast_decode
+from _gptfast import decode_bytes_per_token, gptfast_decode  # noqa: E402
 
 SPEC = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=256)

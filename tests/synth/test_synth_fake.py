@@ -230,7 +230,8 @@ def test_curate_dedup_language_and_judge(tmp_path):
         score = 5 if "výborná" in prompt else 2
         return json.dumps({"reason": f"hodnocení {score}", "score": score})
 
-    chat = lambda q, a, i: {"id": i, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    def chat(q, a, i):
+        return {"id": i, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
     long_cs = "Praha je hlavní město České republiky, leží na Vltavě a žije v ní přes milion lidí."
     rows = [chat("Co je Praha?", long_cs + " Je to výborná odpověď.", 1),
             chat("Co je Praha?", long_cs + " Je to výborná odpověď.", 2),  # exact duplicate

@@ -49,7 +49,7 @@ def score_file(ref: str, path: str | Path, device: str | None = None, batch_size
         raise LmsmithError(f"{path} has no records")
     rm = RewardModelScorer(ref, device, batch_size)
     seqs: list[list[int]] = []
-    for kind, obj, x in records:
+    for kind, _obj, x in records:
         if kind == "pair":
             tools = obj.get("tools")
             seqs.append(render_answer(rm.tokenizer, x.prompt, x.chosen, x.where, tools).input_ids)
@@ -60,7 +60,7 @@ def score_file(ref: str, path: str | Path, device: str | None = None, batch_size
     scores = rm.score_ids(seqs)
     rows, i = [], 0
     pair_margins: list[float] = []
-    for kind, obj, x in records:
+    for kind, _obj, x in records:
         if kind == "pair":
             c, r = scores[i], scores[i + 1]
             i += 2

@@ -28,8 +28,16 @@ from typing import Any, Iterator, Literal
 import numpy as np
 from pydantic import Field
 
-from lmsmith.data.dedup import (BucketReplay, MinHasher, NearDedup, band_buckets, band_keys, chunk_band_keys,
-                                cluster_sizes, optimal_bands)
+from lmsmith.data.dedup import (
+    BucketReplay,
+    MinHasher,
+    NearDedup,
+    band_buckets,
+    band_keys,
+    chunk_band_keys,
+    cluster_sizes,
+    optimal_bands,
+)
 from lmsmith.data.normalize import normalize_text, text_hash
 from lmsmith.data.quality import QualityConfig, quality_reason
 from lmsmith.errors import LmsmithError

@@ -80,7 +80,8 @@ def absolute_instruction(cfg: JudgeConfig) -> str:
     if not cfg.criteria:
         return (f'Score the response from {lo} (worst) to {hi} (best). Answer with a JSON object '
                 f'{{"score": <{lo}-{hi}>, "reason": "<one short sentence>"}}.')
-    return f'Score the response from {lo} (worst) to {hi} (best). Answer with a JSON object {{"reason": "<one sentence>", "score": <{lo}-{hi}>}}.{crit}'
+    return (f'Score the response from {lo} (worst) to {hi} (best). '
+            f'Answer with a JSON object {{"reason": "<one sentence>", "score": <{lo}-{hi}>}}.{crit}')
 
 
 def absolute_prompt(item: dict[str, Any], cfg: JudgeConfig) -> str:

@@ -4,7 +4,8 @@ Throughput comes, in this order, from `--tokens-per-s`, a live server (`--metric
 `vllm:generation_tokens_total` / `vllm:prompt_tokens_total` between two scrapes), or committed benchmark
 results (bench/results/*.json): the server under load when measured for this model shape and GPU, else its
 offline throughput, else the nearest measured shape scaled by weight bytes (decoding reads every weight once
-per step; a measurement of the same shape on another GPU is scaled by memory bandwidth first). Each format (bf16/fp16, int8, int4, fp8) gets the fewest GPUs whose memory holds its weights plus the
+per step; a measurement of the same shape on another GPU is scaled by memory bandwidth first). Each format
+(bf16/fp16, int8, int4, fp8) gets the fewest GPUs whose memory holds its weights plus the
 KV cache for `context x concurrency` tokens (lmsmith.ops.planner), and its speed relative to bf16 as measured by
 bench/quant_gpu.py --engine on that GPU (else the weight-bytes estimate). Fewer cards at a similar speed is where
 quantized serving saves money. Input tokens are priced from prefill throughput: measured when given, else

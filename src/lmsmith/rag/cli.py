@@ -189,9 +189,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from lmsmith.registry.registry import Registry
     from lmsmith.rag.evaluation import evaluate_answers, evaluate_retrieval, read_qa
     from lmsmith.rag.index import Index, parse_filter
+    from lmsmith.registry.registry import Registry
 
     items = read_qa(args.qa)
     index = Index(args.kb, device=args.device)

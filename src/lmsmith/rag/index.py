@@ -23,12 +23,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from lmsmith.errors import LmsmithError
-from lmsmith.registry.registry import DataRef, Lineage, ModelVersion, Registry
-from lmsmith.registry.store import sha256_file
 from lmsmith.progress import console, task
 from lmsmith.rag.docs import Document, chunk_text, read_documents, token_splitter
 from lmsmith.rag.embed import Embedder, get_embedder
 from lmsmith.rag.store import EmbeddedStore, Hit, Point, QdrantStore, hybrid, is_qdrant_url
+from lmsmith.registry.registry import DataRef, Lineage, ModelVersion, Registry
+from lmsmith.registry.store import sha256_file
 
 MANIFEST = "index.json"
 STORE_DIR = "store"

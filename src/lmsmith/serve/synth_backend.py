@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from lmsmith.data.synth.backends import OnReply, Reply, Request
 from lmsmith.data.chat import chat_ids
+from lmsmith.data.synth.backends import OnReply, Reply, Request
 from lmsmith.errors import LmsmithError
 from lmsmith.serve.llm import LLM
 from lmsmith.serve.sampling_params import SamplingParams

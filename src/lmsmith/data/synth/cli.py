@@ -237,7 +237,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from lmsmith.data.synth.curate import RUBRIC, CurateOptions as Opts, JudgeStep, prefilter
+    from lmsmith.data.synth.curate import RUBRIC, JudgeStep, prefilter
+    from lmsmith.data.synth.curate import CurateOptions as Opts
     from lmsmith.data.synth.runner import Caller, read_items, run_chunks
 
     o = config_from_args(CurateOptions, args)
@@ -297,8 +298,10 @@ class _NoModel:
 
 EXAMPLES = {
     "generate": "lmsmith synth generate --model smollm2-135m-instruct --input prompts.jsonl --output answers.jsonl --n 2",
-    "evolve": "lmsmith synth evolve --endpoint http://127.0.0.1:8000/v1 --api-model m --input seeds.jsonl --output evolved.jsonl --rounds 3 --language cs",
-    "transform": "lmsmith synth transform --model M --input records.jsonl --output out.jsonl --instruction 'Extract the name and age' --json-schema person.json",
+    "evolve": ("lmsmith synth evolve --endpoint http://127.0.0.1:8000/v1 --api-model m --input seeds.jsonl "
+               "--output evolved.jsonl --rounds 3 --language cs"),
+    "transform": ("lmsmith synth transform --model M --input records.jsonl --output out.jsonl "
+                  "--instruction 'Extract the name and age' --json-schema person.json"),
     "backtranslate": "lmsmith synth backtranslate --model M --input docs.jsonl --output sft.jsonl --language cs",
     "tools": "lmsmith synth tools --model M --input tools.json --output tool_chats.jsonl --n 4",
     "curate": "lmsmith synth curate --judge M --input sft.jsonl --output curated.jsonl --threshold 4 --language cs",

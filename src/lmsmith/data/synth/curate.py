@@ -21,7 +21,8 @@ from lmsmith.errors import LmsmithError
 RUBRIC = """Judge whether the response is a good example of how an AI assistant should answer the user's instruction.
 1: incomplete, vague, off-topic, harmful, or not what the user asked for; or the instruction itself makes no sense.
 2: addresses most of the request but misses a key part or answers it only partly.
-3: helpful and answers the request, but reads like a text copied from elsewhere (a blog, a web page, an ad) rather than an answer written for this user.
+3: helpful and answers the request, but reads like a text copied from elsewhere (a blog, a web page, an ad)
+   rather than an answer written for this user.
 4: written from an assistant's point of view to answer this instruction, complete and well organized; small gaps in focus, concision or style.
 5: a perfect assistant answer: focused on the request, expert, correct, well written, nothing irrelevant."""
 

@@ -11,7 +11,8 @@ Signals (each answers "is the current traffic different?" in its own way):
 A signal drifts when its test is significant and its effect is large enough to matter (a PSI of 0.1, a 0.1
 shift in language mix, an AUC of 0.6, ...), as monitoring tools do to avoid paging on noise from large
 samples. `alpha` is the family-wise false-alarm rate of the overall verdict: each of the k signals is tested at
-alpha / k (Bonferroni), so same-distribution traffic raises `drift` in at most alpha of comparisons. The token, language, classifier and MMD p-values come from permutation tests over the pooled texts,
+alpha / k (Bonferroni), so same-distribution traffic raises `drift` in at most alpha of comparisons. The token,
+language, classifier and MMD p-values come from permutation tests over the pooled texts,
 which are exact for any sample size; the KS p-value is asymptotic. The classifier's AUC is tested by permutation too: a cross-fitted AUC
 has more variance than the Mann-Whitney null suggests, and a normal approximation raised false alarms.
 """

@@ -139,7 +139,8 @@ def pack_int4(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor |
     qr = q.view(nb, 16, k // 8, 2, 4).permute(0, 2, 1, 3, 4)  # [nb, k/8, row, half, i]
     qpack = (qr[..., 0, :] | (qr[..., 1, :] << 4)).contiguous().view(nb, k // 8, 64)
     g = s.shape[1]
-    to16 = lambda t: t.view(nb, 16, g).transpose(1, 2).contiguous().half()
+    def to16(t):
+        return t.view(nb, 16, g).transpose(1, 2).contiguous().half()
     return qpack, to16(s), to16(m)
 
 
