@@ -112,7 +112,7 @@ def main() -> None:
             save()
         torch.cuda.empty_cache()
         if args.int4:
-            from lmsmith.quant.format import quantize_to_dir
+            from lmsmith.compress.quantize import quantize_to_dir
 
             quantize_to_dir(d, Path(tmp) / "int4", "int4", 128, include_lm_head=True, lm_head_method="int4")
             gc.collect()

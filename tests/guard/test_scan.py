@@ -166,7 +166,7 @@ def test_hf_sequence_classifier_as_a_ref(tmp_path, tiny_dir):
     model = AutoModelForSequenceClassification.from_config(cfg)
     with torch.no_grad():
         model.score.weight.zero_()
-        model.score.weight[0, 0] = 50.0  # INJECTION logit follows hidden unit 0
+        model.score.weight[0, 0] = 5.0  # INJECTION logit follows hidden unit 0 (not saturated: p < 1)
     model.save_pretrained(tmp_path / "clf")
     tok.save_pretrained(tmp_path / "clf")
     g = Guard(hf_model=str(tmp_path / "clf"), hf_threshold=0.5)

@@ -113,7 +113,7 @@ def test_no_compiler_or_switched_off_keeps_pytorchs_kernels(monkeypatch):
 
 
 def quantized_engine(tmp_path, method: str):
-    from lmsmith.quant.format import quantize_to_dir
+    from lmsmith.compress.quantize import quantize_to_dir
     from lmsmith.serve.engine import Engine
     from lmsmith.tiny import build_tiny
 
@@ -156,7 +156,7 @@ def test_default_model_int4_decode_perplexity_holds(default_model_dir, tmp_path,
     import math
 
     from lmsmith.models import load_tokenizer
-    from lmsmith.quant.format import quantize_to_dir
+    from lmsmith.compress.quantize import quantize_to_dir
     from lmsmith.serve import SamplingParams
     from lmsmith.serve.engine import Engine
     from lmsmith.serve.scheduler import ScheduledSeq
