@@ -28,8 +28,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from lmsmith.ops.registry import Registry
 
     text = read_text(args.eval_text) if args.eval_text else None  # fail on a bad path before the slow part
-    mv, spec = register_quantized(args.ref, args.output_name, args.method, args.group_size, args.symmetric,
-                                  args.include_lm_head, command=args.command_line, lm_head_method=args.lm_head)
+    if args.algorithm != "rtn" or args.bits not in (None, 4) or args.calibration:
+        from lmsmith.compress.ptq import PTQConfig, register_calibrated
+
+        cfg = PTQConfig(method=args.method, algorithm=args.algorithm, bits=args.bits, group_size=args.group_size,
+                        symmetric=args.symmetric, act_order=args.act_order, damp=args.damp,
+                        include_lm_head=args.include_lm_head, lm_head_method=args.lm_head,
+                        calibration=args.calibration, samples=args.samples, seq_len=args.seq_len)
+        mv, spec = register_calibrated(args.ref, args.output_name, cfg, command=args.command_line)
+    else:
+        mv, spec = register_quantized(args.ref, args.output_name, args.method, args.group_size, args.symmetric,
+                                      args.include_lm_head, command=args.command_line, lm_head_method=args.lm_head)
     parent = Registry().resolve(args.ref, verify=False)
     parent_size = sum(p.stat().st_size for p in parent.dir.glob("*.safetensors"))
     metrics: dict[str, float] = {"size_bytes": mv.size, "parent_size_bytes": parent_size}
@@ -38,7 +47,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         quant = ref_perplexity(mv.ref, text, device="cpu")
         metrics.update(ppl=quant.ppl, parent_ppl=base.ppl, ppl_delta_pct=100 * (quant.ppl / base.ppl - 1))
     Registry().update(mv.ref, metrics=metrics)
-    detail = f"group size {spec.group_size}, {'symmetric' if spec.symmetric else 'asymmetric'}" if spec.method == "int4" else ""
+    detail = (f"{spec.bits or 4}-bit, group size {spec.group_size}, {'symmetric' if spec.symmetric else 'asymmetric'}"
+              if spec.method == "int4" else "")
+    detail = f"{spec.algorithm}, {detail}" if detail else spec.algorithm
     console.print(f"registered {mv.ref}: {spec.method}{f' ({detail})' if detail else ''}, {len(spec.modules)} linears "
                   f"quantized, {human_bytes(parent_size)} -> {human_bytes(mv.size)}")
     if text is not None:
@@ -81,6 +92,13 @@ def add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-lm-head", action="store_true", help="also quantize lm_head (kept full precision by default)")
 
 
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", metavar="FILE", default=None,
+                   help="calibration text: plain text, JSONL or JSON (text/messages fields), in the model's language")
+    p.add_argument("--samples", type=int, default=128, help="calibration windows")
+    p.add_argument("--seq-len", type=int, default=512, help="tokens per calibration window")
+
+
 def add_lm_head_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm-head", choices=METHODS, default=None, metavar="METHOD",
                    help="quantize lm_head with its own method, e.g. int8 beside int4 layers (implies --include-lm-head)")
@@ -96,6 +114,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--method", required=True, choices=METHODS, help="int8 (per channel), int4 (group-wise), fp8 (e4m3, GPU)")
     add_quant_args(q)
     add_lm_head_arg(q)
+    add_calibration_args(q)
+    q.add_argument("--algorithm", choices=("rtn", "gptq", "awq"), default="rtn",
+                   help="rtn: round to nearest; gptq: error-compensating (needs --calibration); awq: activation-aware "
+                        "scales and clipping (needs --calibration)")
+    q.add_argument("--bits", type=int, choices=(2, 3, 4, 8), default=None,
+                   help="int4 grid: 4 (default), 3 or 2 bits per weight, stored in int4 storage (same size and kernels)")
+    q.add_argument("--no-act-order", dest="act_order", action="store_false",
+                   help="gptq: quantize columns left to right instead of by activation energy")
+    q.add_argument("--damp", type=float, default=0.01, help="gptq: Hessian dampening, share of its mean diagonal")
     q.add_argument("--output-name", required=True, help="registry name of the quantized model")
     q.add_argument("--eval-text", metavar="FILE", help="also measure perplexity before/after on this text (stored as metrics)")
     q.set_defaults(func=cmd_quantize)
