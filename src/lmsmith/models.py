@@ -106,6 +106,13 @@ def is_quantized(path: Path) -> bool:
     return isinstance(q, dict) and q.get("quant_method") == "lmsmith"
 
 
+def read_config_text(path: Path) -> str:
+    try:
+        return (path / "config.json").read_text()
+    except OSError:
+        return ""
+
+
 def load_model(ref: str, dtype: str | torch.dtype | None = "auto", device: str | None = None,
                registry: Registry | None = None, merge_adapter: bool = False, **kwargs: Any):
     """Load a causal LM (an adapter is applied to its base). Registry versions are hash-checked first."""
@@ -129,6 +136,10 @@ def load_model(ref: str, dtype: str | torch.dtype | None = "auto", device: str |
             from lmsmith.compress.storage import load_quantized
 
             return load_quantized(h.dir, torch_dtype, device)
+        elif "lmsmith_lowrank" in read_config_text(h.dir):  # factorized linears (lmsmith.compress.lowrank)
+            from lmsmith.compress.lowrank import load_lowrank
+
+            return load_lowrank(h.dir, torch_dtype, device)
         else:
             model = AutoModelForCausalLM.from_pretrained(h.dir, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError, KeyError) as e:

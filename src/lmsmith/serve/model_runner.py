@@ -19,6 +19,7 @@ from lmsmith.models import base_of, parse_dtype, quiet_transformers
 from lmsmith.ops.registry import Registry
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.compress.quantize import prepare_for_inference
+from lmsmith.compress.lowrank import densify_state, section_of
 from lmsmith.compress.storage import read_spec, swap_in_quantized
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import bs1_eligible, forward_bs1, replay_ms, tune_tiles
@@ -54,7 +55,8 @@ def read_state_dict(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tens
                 t = fh.get_tensor(name)
                 # quantized weights and their float32 scales/zero points stay as stored
                 sd[name] = t.to(dtype) if t.is_floating_point() and not name.endswith((".scales", ".zeros")) else t
-    return sd
+    lowrank = section_of(model_dir)
+    return densify_state(sd, lowrank["ranks"]) if lowrank else sd  # factorized linears: dense for the engine
 
 
 class ModelHandle:
