@@ -183,6 +183,8 @@ class InputStats:
         self.abs: dict[str, torch.Tensor] = {}
         self.inputs: dict[str, list[torch.Tensor]] = {}
         self.handles: list[Any] = []
+        self.alias: dict[str, str] = {}  # linears fed the very same input tensor (q/k/v, gate/up) share stats
+        self._last: tuple[Any, str] | None = None
 
     def __enter__(self) -> "InputStats":
         for name, lin in self.linears.items():
@@ -196,6 +198,10 @@ class InputStats:
 
     def _hook(self, name: str):
         def hook(module, args):
+            if self._last is not None and args[0] is self._last[0] and self._last[1] != name:
+                self.alias[name] = self._last[1]
+                return
+            self._last = (args[0], name)
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
             n = x.shape[0]
             if name not in self.n:
@@ -215,18 +221,30 @@ class InputStats:
                 self.inputs[name].append(x)
         return hook
 
+    def source(self, name: str) -> str:
+        return self.alias.get(name, name)
+
     def hessian(self, name: str) -> torch.Tensor:
+        name = self.source(name)
         return self.h[name] / max(self.n[name], 1)
 
     def abs_mean(self, name: str) -> torch.Tensor:
+        name = self.source(name)
         return self.abs[name] / max(self.n[name], 1)
 
     def col_norm(self, name: str) -> torch.Tensor:
         """||X_j||_2 over all calibration tokens (Wanda's activation norm)."""
-        return self.sq[name].sqrt()
+        return self.sq[self.source(name)].sqrt()
 
     def input_matrix(self, name: str) -> torch.Tensor:
-        return torch.cat(self.inputs[name])
+        return torch.cat(self.inputs[self.source(name)])
+
+    def groups(self, names: list[str]) -> list[list[str]]:
+        """`names` grouped by shared input, in order (q/k/v together, gate/up together)."""
+        out: dict[str, list[str]] = {}
+        for n in names:
+            out.setdefault(self.source(n), []).append(n)
+        return list(out.values())
 
 
 def iter_layer_linears(layer: nn.Module) -> Iterator[tuple[str, nn.Linear]]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from lmsmith.compress.calibration import CalibrationSpec, InputStats, calibration_ids, decoder_layers, layerwise, linears_of
-from lmsmith.compress.gptq import inverse_hessian_chol
+from lmsmith.compress.gptq import inverse_hessian_chol, single_thread
 from lmsmith.compress.quantize import target_linears
 from lmsmith.errors import LmsmithError
 
@@ -92,6 +92,7 @@ def prune_mask(score: torch.Tensor, sparsity: float, nm: tuple[int, int] | None)
 
 
 @torch.no_grad()
+@single_thread()
 def sparsegpt_prune(w: torch.Tensor, h: torch.Tensor, sparsity: float, nm: tuple[int, int] | None,
                     damp: float = 0.01, block: int = BLOCK) -> torch.Tensor:
     """SparseGPT on one weight [N, K] with input Hessian [K, K]; returns the pruned, error-corrected weight."""
@@ -121,19 +122,13 @@ def sparsegpt_prune(w: torch.Tensor, h: torch.Tensor, sparsity: float, nm: tuple
                 mask1[:, cols] = prune_mask(w1[:, cols].pow(2) / d[cols][None, :].pow(2), 0, nm)
             col = w1[:, i]
             q = torch.where(mask1[:, i], torch.zeros_like(col), col)
-            e = (col - q) / hinv1[i, i]
-            w1[:, i:] -= e[:, None] * hinv1[i, i:][None, :]
+            e = err1[:, i]
+            torch.sub(col, q, out=e).div_(hinv1[i, i])
+            w1[:, i:].addr_(e, hinv1[i, i:], alpha=-1.0)
             w1[:, i] = q
-            err1[:, i] = e
         w[:, i1:i2] = w1
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     return w
-
-
-def same_input_groups(names: list[str], stats: InputStats) -> list[list[str]]:
-    from lmsmith.compress.ptq import same_input_groups as groups
-
-    return groups(names, stats)
 
 
 @torch.no_grad()
@@ -161,7 +156,7 @@ def prune_model_(model: nn.Module, tokenizer, cfg: PruneConfig) -> dict[str, Any
                     score = lin.weight.abs().float() * st.col_norm(n)[None, :]
                     lin.weight.masked_fill_(prune_mask(score, sparsity, nm), 0.0)
                 return
-            for grp in same_input_groups(list(lins), st):
+            for grp in st.groups(list(lins)):
                 w = sparsegpt_prune(torch.cat([lins[n].weight for n in grp]), st.hessian(grp[0]), sparsity, nm, cfg.damp)
                 row = 0
                 for n in grp:

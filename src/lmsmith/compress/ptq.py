@@ -65,19 +65,6 @@ def qualified_names(model: nn.Module) -> dict[int, str]:
     return {id(m): n for n, m in model.named_modules()}
 
 
-def same_input_groups(names: list[str], stats: InputStats) -> list[list[str]]:
-    """Linears whose calibration Hessians are identical read the same input (q/k/v, gate/up)."""
-    groups: list[list[str]] = []
-    for n in names:
-        for g in groups:
-            if stats.h[g[0]].shape == stats.h[n].shape and torch.equal(stats.h[g[0]], stats.h[n]):
-                g.append(n)
-                break
-        else:
-            groups.append([n])
-    return groups
-
-
 @torch.no_grad()
 def calibrated_quantize_(model: nn.Module, tokenizer, cfg: PTQConfig) -> QuantSpec:
     """Quantize `model` in place with cfg.algorithm; returns the spec (stored as config.json's section)."""
@@ -98,7 +85,7 @@ def calibrated_quantize_(model: nn.Module, tokenizer, cfg: PTQConfig) -> QuantSp
             if cfg.algorithm == "gptq":
                 with InputStats(lins, hessian=True) as st:
                     forward()
-                for grp in same_input_groups(list(lins), st):
+                for grp in st.groups(list(lins)):
                     w = torch.cat([lins[n].weight.float() for n in grp])
                     q, s, z = gptq_quantize(w, st.hessian(grp[0]), grid, group, cfg.act_order, cfg.damp)
                     row = 0

@@ -56,6 +56,10 @@ class TrainConfig(Config):
                                                               "of attention and MLP)")
     qlora: bool = Field(False, description="keep the frozen base in 4-bit NF4 (implies LoRA)")
     merge: bool = Field(False, description="register the merged model instead of the adapter")
+    qat: Literal["int4", "int8"] | None = Field(None, description="quantization-aware training: fake-quantize the "
+                                                                   "linears to this storage grid (needs --full)")
+    qat_group_size: int | None = Field(None, description="--qat int4 group size (default: the largest of 128, 64, "
+                                                         "32 dividing every layer)")
     gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
     run_dir: str | None = Field(None, description="run directory (default: $LMSMITH_HOME/runs/<run id>)")
     resume: bool = Field(False, description="continue the run in --run-dir from its last checkpoint")

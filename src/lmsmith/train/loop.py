@@ -9,6 +9,7 @@ full model), plots the curves and registers the model with lineage.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 import shutil
@@ -37,6 +38,7 @@ from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
                                  check_model_source)
 from lmsmith.train.objectives import OBJECTIVES, Objective
+from lmsmith.train.qat import QAT_KEY, bake as bake_qat
 from lmsmith.train.tracking import Tracker, plot_curves
 
 # Test hook (fault injection): "kill-after-step:N", "kill-during-save:N", "nan-at-step:N", "interrupt-after-step:N"
@@ -151,6 +153,10 @@ def precheck(cfg: TrainConfig) -> None:
         raise LmsmithError("--merge applies to LoRA training", "drop --merge (full fine-tuning already yields a model)")
     if cfg.qlora:
         from lmsmith.train.nf4 import NF4Linear  # noqa: F401  (pure torch: runs wherever torch runs)
+    if cfg.qat and cfg.use_lora:
+        raise LmsmithError("--qat trains the quantized weights themselves, not a LoRA adapter", "add --full")
+    if cfg.qat and (cfg.nproc or 1) > 1:
+        raise LmsmithError("--qat runs on one process for now", "drop --nproc")
     if cfg.output_name:
         from lmsmith.ops.registry import NAME_RE
 
@@ -499,7 +505,10 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
             out = merge_adapter(built.base_ref, out, run_dir / "merged")
             kind = "model"
     else:
+        qat = bake_qat(model) if cfg.qat else None  # weights snapped onto the grid they trained on
         model.save_pretrained(out, **extra)
+        if qat is not None:
+            write_config_section(out, QAT_KEY, qat)
     if kind == "model":
         built.tokenizer.save_pretrained(out)
     console.print(f"saved {'adapter' if kind == 'adapter' else 'model'} to {out}")
@@ -515,6 +524,13 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
         (run_dir / "registered").write_text(mv.ref + "\n")
         console.print(f"registered {mv.ref} ({kind}{', base ' + built.base_ref if kind == 'adapter' else ''})")
     return result
+
+
+def write_config_section(model_dir: Path, key: str, value: dict[str, Any]) -> None:
+    cfg_path = model_dir / "config.json"
+    config = json.loads(cfg_path.read_text())
+    config[key] = value
+    cfg_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def merge_adapter(base_ref: str | None, adapter_dir: Path, out: Path) -> Path:
