@@ -10,11 +10,13 @@ import yaml
 from lmsmith.config import add_config_args, build, config_from_args
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import out
-from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
+from lmsmith.train.config import DistillConfig, PretrainConfig, SFTConfig, TrainConfig
 
 EXAMPLES = {
     "pretrain": "lmsmith train pretrain --model tiny --data corpus/ --seq-len 512 --steps 1000 --output-name tiny-cs",
     "sft": "lmsmith train sft --model smollm2-135m-instruct --data chat.jsonl --lora-r 16 --epochs 3 --output-name my-sft",
+    "distill": "lmsmith train distill --teacher big --student small --data corpus.txt --kd forward --alpha 0.5 "
+               "--steps 500 --output-name small-kd",
 }
 
 
@@ -79,7 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="pretrain, continue pretraining or fine-tune (SFT, LoRA, QLoRA) a model")
     tsub = p.add_subparsers(dest="train_command", metavar="COMMAND", parser_class=type(p))
     for name, cls, help_text in (("pretrain", PretrainConfig, "(continued) pretraining on text corpora, packed"),
-                                 ("sft", SFTConfig, "supervised fine-tuning on chat JSONL (LoRA by default)")):
+                                 ("sft", SFTConfig, "supervised fine-tuning on chat JSONL (LoRA by default)"),
+                                 ("distill", DistillConfig, "knowledge distillation: a student learns a teacher's "
+                                                            "token distributions (same tokenizer)")):
         q = tsub.add_parser(name, help=help_text, description=f"{help_text}. Example: {EXAMPLES[name]}")
         add_config_args(q, cls)
         _tune(q)

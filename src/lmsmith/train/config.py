@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmsmith.config import Config
 
@@ -19,7 +19,7 @@ RESUME_MUTABLE = {"resume", "run_dir", "save_every", "keep_checkpoints", "tracki
 class TrainConfig(Config):
     """Options shared by every training command (the loop's knobs)."""
 
-    task: Literal["pretrain", "sft"] = Field("pretrain", description="what to train (set by the command)")
+    task: Literal["pretrain", "sft", "distill"] = Field("pretrain", description="what to train (set by the command)")
     model: str | None = Field(None, description="model ref to start from (registry name[@version] or path)")
     model_config_file: str | None = Field(None, description="HF config.json for a model trained from scratch "
                                                             "(also --model-config)")
@@ -130,3 +130,30 @@ class SFTConfig(TrainConfig):
     epochs: float = Field(3.0, gt=0, description="passes over the data when --steps is not given")
     lr: float = Field(2e-4, gt=0, description="peak learning rate")
     lora_r: int | None = Field(16, gt=0, description="LoRA rank (SFT uses LoRA unless --full)")
+
+
+class DistillConfig(TrainConfig):
+    """`lmsmith train distill`: the student (--student, or --model) learns the teacher's token distributions."""
+
+    task: Literal["pretrain", "sft", "distill"] = "distill"
+    teacher: str | None = Field(None, description="teacher model ref (same tokenizer as the student)")
+    student: str | None = Field(None, description="student model ref to start from (same as --model)")
+    kd: Literal["forward", "reverse", "jsd"] = Field("forward", description="divergence: forward KL (mass-covering), "
+                                                                           "reverse KL (mode-seeking) or JSD")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term; 1 - alpha goes to "
+                                                      "cross-entropy on the data's labels")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of both distributions (loss x T^2)")
+    on_policy: float = Field(0.0, ge=0, le=1, description="share of batches where the student samples its own "
+                                                          "continuation and the teacher scores it (GKD)")
+    on_policy_tokens: int = Field(64, gt=0, description="tokens the student samples per on-policy sequence")
+    data_format: Literal["auto", "text", "chat"] = Field("auto", description="text (packed, like pretrain) or chat "
+                                                                            "JSONL (like sft); auto: by content")
+    epochs: float = Field(1.0, gt=0, description="passes over the data when --steps is not given")
+
+    @model_validator(mode="after")
+    def _student_is_model(self) -> "DistillConfig":
+        if self.student and self.model and self.student != self.model:
+            raise ValueError("--student and --model name different models; give one")
+        if self.student and not self.model:
+            self.model = self.student
+        return self

@@ -32,12 +32,12 @@ from lmsmith.train import distributed as D
 from lmsmith.train.attention import (DocumentMasks, collate_docs, doc_mask_mode, resolve_sdpa_backend, sdpa_context,
                                      use_flex_attention)
 from lmsmith.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from lmsmith.train.config import PretrainConfig, SFTConfig, TrainConfig
+from lmsmith.train.config import DistillConfig, PretrainConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.model import (Built, autocast_dtype, build_model, build_optimizer, check_lora_targets,
                                  check_model_source)
-from lmsmith.train.objectives import OBJECTIVES, Objective
+from lmsmith.train.objectives import Objective, make_objective
 from lmsmith.train.qat import QAT_KEY, bake as bake_qat
 from lmsmith.train.tracking import Tracker, plot_curves
 
@@ -98,7 +98,7 @@ def new_run_id(task: str) -> str:
 
 
 def config_class(task: str) -> type[TrainConfig]:
-    return SFTConfig if task == "sft" else PretrainConfig
+    return {"sft": SFTConfig, "distill": DistillConfig}.get(task, PretrainConfig)
 
 
 def check_resume(cfg: TrainConfig) -> str | None:
@@ -153,6 +153,13 @@ def precheck(cfg: TrainConfig) -> None:
         raise LmsmithError("--merge applies to LoRA training", "drop --merge (full fine-tuning already yields a model)")
     if cfg.qlora:
         from lmsmith.train.nf4 import NF4Linear  # noqa: F401  (pure torch: runs wherever torch runs)
+    if cfg.task == "distill":
+        teacher = getattr(cfg, "teacher", None)
+        if not teacher:
+            raise LmsmithError("distillation needs a teacher", "pass --teacher REF")
+        from lmsmith.train.distill import check_tokenizers
+
+        check_tokenizers(teacher, cfg.tokenizer or cfg.model or "")
     if cfg.qat and cfg.use_lora:
         raise LmsmithError("--qat trains the quantized weights themselves, not a LoRA adapter", "add --full")
     if cfg.qat and (cfg.nproc or 1) > 1:
@@ -287,6 +294,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
         cfg = cfg.model_copy(update={"device": str(env.device)})
     built = build_model(cfg, tokenizer)
     use_compile, use_fused = cfg.speed_defaults(built.device.type)
+    use_fused = use_fused and cfg.task != "distill"  # distillation needs the student's logits
     doc_masks = None
     if not cfg.cross_doc_attention and cfg.task == "pretrain":
         # packed rows keep their document ids; the mask is built on the device (flex BlockMask on CUDA)
@@ -298,7 +306,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv) -> TrainResult
                                         fused_loss=use_fused, reshard_after_forward=cfg.reshard_after_forward,
                                         hf_gradient_checkpointing=cfg.gradient_checkpointing)
     model, device = built.model, built.device
-    objective: Objective = FusedCausalLMLoss(head) if head is not None else OBJECTIVES[cfg.task]()
+    objective: Objective = FusedCausalLMLoss(head) if head is not None else make_objective(cfg, device, tokenizer)
     loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
     optimizer, scheduler = build_optimizer(model, cfg, steps, device)
