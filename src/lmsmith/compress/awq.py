@@ -21,7 +21,7 @@ from lmsmith.compress.grid import Grid
 
 N_GRID = 20
 MAX_SHRINK = 0.5
-SEARCH_TOKENS = 1024  # calibration tokens used by the alpha and clip searches (a seeded subset)
+SEARCH_TOKENS = 512  # calibration tokens used by the alpha and clip searches (a seeded subset)
 
 
 @dataclass
