@@ -84,6 +84,20 @@ def measure(path: Path, texts: dict[str, str], device: str, tokens: int) -> dict
     return row
 
 
+def random_model(config_dir: Path, out: Path) -> str:
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir), dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    for f in config_dir.iterdir():
+        if f.name != "config.json" and not f.name.endswith((".safetensors", ".index.json")):
+            shutil.copy2(f, out / f.name)
+    return str(out)
+
+
 def run_llmcompressor(python: str, src: Path, out: Path, scheme: str, cal: str, samples: int, seq_len: int,
                       group: int) -> Path:
     """llm-compressor in its own interpreter; the output is loaded back as a dense HF model (dequantized)."""
@@ -135,8 +149,12 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=32, help="decoded tokens per speed measurement (0 = skip)")
     ap.add_argument("--llmcompressor", default=None, metavar="PYTHON", help="interpreter with llmcompressor installed")
     ap.add_argument("--gpu", action="store_true", help="GPU decode speed of the variants and 2:4 kernel timing")
+    ap.add_argument("--random-init", default=None, metavar="DIR",
+                    help="config.json + tokenizer of the model: random weights of its shapes (speed runs on the GPU)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.random_init:  # GPU machines cannot fetch weights: real shapes, random values (speed only)
+        args.model = random_model(Path(args.random_init), Path(tempfile.mkdtemp()) / "random")
     if args.model is None:
         from lmsmith.ops.importers import pull_default
 

@@ -129,8 +129,7 @@ def search_clip(x: torch.Tensor, w: torch.Tensor, grid: Grid, group_size: int | 
     g = k if grid.method == "int8" else int(group_size or k)
     w = w.float()
     wg = w.reshape(n, k // g, g)
-    xg = x.reshape(x.shape[0], k // g, g)  # [T, G, g]
-    ref = torch.einsum("tjc,njc->tnj", xg, wg)  # per-group output contributions [T, N, G]
+    xb = x.float().reshape(x.shape[0], k // g, g).transpose(0, 1).contiguous()  # [G, T, g]
     hi0, lo0 = wg.amax(-1, keepdim=True), wg.amin(-1, keepdim=True)
     best_err = torch.full((n, k // g), float("inf"), device=w.device)
     best_ratio = torch.ones(n, k // g, 1, device=w.device)
@@ -141,8 +140,9 @@ def search_clip(x: torch.Tensor, w: torch.Tensor, grid: Grid, group_size: int | 
             clipped = torch.maximum(torch.minimum(wg, m), -m)
         else:
             clipped = torch.minimum(torch.maximum(wg, lo0 * ratio), hi0 * ratio)
-        wq = grid.fake_quant(clipped.reshape(n, k), group_size).reshape(n, k // g, g)
-        err = (torch.einsum("tjc,njc->tnj", xg, wq) - ref).pow(2).mean(0)  # [N, G]
+        dw = grid.fake_quant(clipped.reshape(n, k), group_size).reshape(n, k // g, g) - wg
+        # each group's share of the output error: x_g @ (Q(w_g) - w_g)^T, batched over groups
+        err = torch.bmm(xb, dw.permute(1, 2, 0)).pow(2).mean(1).t()  # [N, G]
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_ratio = torch.where(better[..., None], torch.full_like(best_ratio, ratio), best_ratio)

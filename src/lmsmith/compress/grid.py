@@ -84,15 +84,10 @@ class Grid:
         """Round-to-nearest: (q [N, K], scales [N, G], zeros [N, G])."""
         n, k = w.shape
         g = k if self.method == "int8" else int(group_size or k)
-        wg = w.float().reshape(n, k // g, g)
-        scales, zeros = [], []
-        qs = []
-        for j in range(k // g):
-            s, z = self.params(wg[:, j])
-            qs.append(self.quantize(wg[:, j], s, z))
-            scales.append(s)
-            zeros.append(z)
-        return torch.cat(qs, 1), torch.stack(scales, 1), torch.stack(zeros, 1)
+        wg = w.float().reshape(n * (k // g), g)  # one row per (output row, group): one vectorized pass
+        s, z = self.params(wg)
+        q = self.quantize(wg, s, z)
+        return q.reshape(n, k), s.reshape(n, k // g), z.reshape(n, k // g)
 
 
 def to_module(linear: nn.Linear, grid: Grid, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
