@@ -112,7 +112,8 @@ def semi_structured(device: str) -> dict[str, float]:
     from torch.sparse import to_sparse_semi_structured
 
     out: dict[str, float] = {}
-    shapes = {"smollm2_mlp": (1536, 576), "llama8b_mlp": (14336, 4096), "llama8b_qkv": (6144, 4096)}
+    shapes = {"smollm2_mlp_up": (1536, 576), "smollm2_mlp_down": (576, 1536), "llama8b_mlp_up": (14336, 4096),
+              "llama8b_mlp_down": (4096, 14336), "llama8b_qkv": (6144, 4096)}
     for name, (n, k) in shapes.items():
         w = torch.randn(n, k, device=device, dtype=torch.float16)
         mask = torch.tensor([0, 0, 1, 1], device=device, dtype=torch.bool).tile(n, k // 4)
@@ -123,18 +124,18 @@ def semi_structured(device: str) -> dict[str, float]:
             out[f"{name}_error"] = 1.0
             print(f"semi-structured unavailable for {name}: {e}", file=sys.stderr)
             continue
-        for m in (1, 16, 256, 2048):
-            x = torch.randn(m if m >= 32 else 32, k, device=device, dtype=torch.float16)  # cuSPARSELt needs M >= 32
+        for m in (32, 256, 2048, 8192):  # the sparse kernels need M >= 32: decode batches are padded to it
+            x = torch.randn(m, k, device=device, dtype=torch.float16)
             for label, fn in (("dense", lambda: torch.nn.functional.linear(x, w)),
                               ("sparse24", lambda: torch.nn.functional.linear(x, ws))):
-                for _ in range(5):
+                for _ in range(10):
                     fn()
                 torch.cuda.synchronize()
                 t = time.perf_counter()
-                for _ in range(50):
+                for _ in range(100):
                     fn()
                 torch.cuda.synchronize()
-                out[f"{name}_m{m}_{label}_us"] = (time.perf_counter() - t) / 50 * 1e6
+                out[f"{name}_m{m}_{label}_us"] = (time.perf_counter() - t) / 100 * 1e6
             out[f"{name}_m{m}_speedup"] = out[f"{name}_m{m}_dense_us"] / out[f"{name}_m{m}_sparse24_us"]
     return out
 
