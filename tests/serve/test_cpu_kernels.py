@@ -155,8 +155,8 @@ def test_default_model_int4_decode_perplexity_holds(default_model_dir, tmp_path,
     a perplexity in the hundreds."""
     import math
 
-    from lmsmith.models import load_tokenizer
     from lmsmith.compress.quantize import quantize_to_dir
+    from lmsmith.models import load_tokenizer
     from lmsmith.serve import SamplingParams
     from lmsmith.serve.engine import Engine
     from lmsmith.serve.scheduler import ScheduledSeq

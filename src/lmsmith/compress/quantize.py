@@ -33,9 +33,14 @@ def quantize_to_dir(source_dir: Path, out_dir: Path, method: str, group_size: in
                            "quantize the unquantized parent model instead")
     stored = config.get("dtype") or config.get("torch_dtype") or "float32"
     save_dtype = parse_dtype(stored) if isinstance(stored, str) and stored != "auto" else torch.float32
+    qat = config.get("lmsmith_qat") if isinstance(config.get("lmsmith_qat"), dict) else {}
+    if qat.get("method") == method == "int4" and group_size is None:
+        group_size = qat.get("group_size")  # a QAT model converts on the grid it trained on
     model = load_model(str(source_dir), dtype=torch.float32, device="cpu")
     spec = quantize_model_(model, method, group_size, symmetric, include_lm_head, skip, allow_cpu_fp8=True,
                            progress=True, lm_head_method=lm_head_method)
+    if qat.get("method") == method and (method == "int8" or qat.get("group_size") == spec.group_size) and not symmetric:
+        spec.algorithm = "qat"  # the weights already lie on this grid: rounding them changes nothing
     save_quantized(model, source_dir, out_dir, spec, dtype=save_dtype)
     return spec, model
 

@@ -10,6 +10,7 @@ import torch
 from lmsmith.errors import LmsmithError
 from lmsmith.models.resolved import ResolvedModel, resolve_model
 from lmsmith.quant.format import load_quantized
+from lmsmith.quant.lowrank_format import is_lowrank_dir, load_lowrank
 from lmsmith.registry import Registry
 from lmsmith.runtime import default_device, parse_dtype, quiet_transformers
 
@@ -34,6 +35,8 @@ def load_model(ref: str | ResolvedModel, dtype: str | torch.dtype | None = "auto
                 model = model.merge_and_unload()
         elif model_ref.quantized:  # lmsmith-quantized weights (lmsmith compress quantize)
             return load_quantized(model_ref.dir, torch_dtype, device)
+        elif is_lowrank_dir(model_ref.dir):  # factorized linears (lmsmith compress lowrank)
+            return load_lowrank(model_ref.dir, torch_dtype, device)
         else:
             model = AutoModelForCausalLM.from_pretrained(model_ref.dir, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError, KeyError) as e:

@@ -23,6 +23,8 @@ class QuantSpec:
     lm_head_method: str | None = None  # with include_lm_head: the lm_head's method (None: the same as `method`)
     skip: list[str] = field(default_factory=list)
     quant_method: str = QUANT_METHOD
+    bits: int | None = None  # int4 storage holding a coarser grid (3 or 2 bits; lmsmith.compress.grid); None: 4
+    algorithm: str = "rtn"  # how the values were chosen: rtn, gptq, awq, qat (storage is the same)
     modules: list[str] = field(default_factory=list)  # filled in: the linears that were swapped
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import torch
 
 from lmsmith.errors import LmsmithError
 from lmsmith.models import ResolvedModel, load_model, resolve_model
+from lmsmith.quant.lowrank_format import densify_state, section_of
 
 
 def weight_files(model_dir: Path) -> list[Path]:
@@ -32,7 +33,8 @@ def read_state_dict(model_dir: Path, dtype: torch.dtype) -> dict[str, torch.Tens
                 t = fh.get_tensor(name)
                 # quantized weights and their float32 scales/zero points stay as stored
                 sd[name] = t.to(dtype) if t.is_floating_point() and not name.endswith((".scales", ".zeros")) else t
-    return sd
+    lowrank = section_of(model_dir)
+    return densify_state(sd, lowrank["ranks"]) if lowrank else sd  # factorized linears: dense for the engine
 
 
 class ModelHandle:

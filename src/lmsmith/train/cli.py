@@ -11,7 +11,7 @@ import yaml
 from lmsmith.config import POSITIVE_INT, add_config_args, build, config_from_args
 from lmsmith.errors import LmsmithError
 from lmsmith.progress import out
-from lmsmith.train.config import DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
+from lmsmith.train.config import DistillConfig, DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
 
 EXAMPLES = {
     "pretrain": "lmsmith train pretrain --model tiny --data corpus/ --seq-len 512 --steps 1000 --output-name tiny-cs",
@@ -20,6 +20,8 @@ EXAMPLES = {
     "rm": "lmsmith train rm --model smollm2-135m-instruct --data pairs.jsonl --output-name my-rm",
     "grpo": "lmsmith train grpo --model my-sft --prompts tasks.jsonl --reward verifier:exact_number --group-size 8 "
             "--output-name my-grpo",
+    "distill": "lmsmith train distill --teacher big --student small --data corpus.txt --kd forward --alpha 0.5 "
+               "--steps 500 --output-name small-kd",
 }
 
 
@@ -117,7 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                     "SimPO, ORPO)"),
                                  ("rm", RMConfig, "a Bradley-Terry reward model (scalar head) on preference pairs"),
                                  ("grpo", GRPOConfig, "online RL with verifiable rewards (GRPO), rollouts from "
-                                                      "lmsmith's engine")):
+                                                      "lmsmith's engine"),
+                                 ("distill", DistillConfig, "knowledge distillation: a student learns a teacher's "
+                                                            "token distributions (same tokenizer)")):
         q = tsub.add_parser(name, help=help_text, description=f"{help_text}. Example: {EXAMPLES[name]}")
         add_config_args(q, cls)
         q.set_defaults(func=cmd_train, config_cls=cls)

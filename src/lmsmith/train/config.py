@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lmsmith.config import Config
 
@@ -20,7 +20,7 @@ RESUME_MUTABLE = {"resume", "run_dir", "save_every", "keep_checkpoints", "tracki
 class TrainConfig(Config):
     """Options shared by every training command (the loop's knobs)."""
 
-    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = Field("pretrain", description="what to train (set by the command)")
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo", "distill"] = Field("pretrain", description="what to train (set by the command)")
     model: str | None = Field(None, description="model ref to start from (registry name[@version] or path)")
     model_config_file: str | None = Field(None, description="HF config.json for a model trained from scratch "
                                                             "(also --model-config)")
@@ -57,6 +57,10 @@ class TrainConfig(Config):
                                                               "of attention and MLP)")
     qlora: bool = Field(False, description="keep the frozen base in 4-bit NF4 (implies LoRA)")
     merge: bool = Field(False, description="register the merged model instead of the adapter")
+    qat: Literal["int4", "int8"] | None = Field(None, description="quantization-aware training: fake-quantize the "
+                                                                   "linears to this storage grid (needs --full)")
+    qat_group_size: int | None = Field(None, description="--qat int4 group size (default: the largest of 128, 64, "
+                                                         "32 dividing every layer)")
     gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
     run_dir: str | None = Field(None, description="run directory (default: $LMSMITH_HOME/runs/<run id>)")
     resume: bool = Field(False, description="continue the run in --run-dir from its last checkpoint")
@@ -119,11 +123,11 @@ class TrainConfig(Config):
 
 
 class PretrainConfig(TrainConfig):
-    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "pretrain"
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo", "distill"] = "pretrain"
 
 
 class SFTConfig(TrainConfig):
-    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "sft"
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo", "distill"] = "sft"
     seq_len: int = Field(2048, gt=1, description="maximum example length in tokens")
     epochs: float = Field(3.0, gt=0, description="passes over the data when --steps is not given")
     lr: float = Field(2e-4, gt=0, description="peak learning rate")
@@ -133,7 +137,7 @@ class SFTConfig(TrainConfig):
 class DPOConfig(SFTConfig):
     """Direct preference optimization and its relatives on (prompt, chosen, rejected) pairs."""
 
-    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "dpo"
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo", "distill"] = "dpo"
     seq_len: int = Field(1024, gt=1, description="maximum length of prompt + answer in tokens")
     epochs: float = Field(1.0, gt=0, description="passes over the data when --steps is not given")
     lr: float = Field(5e-6, gt=0, description="peak learning rate (LoRA usually wants ~1e-4)")
@@ -153,7 +157,7 @@ class DPOConfig(SFTConfig):
 class RMConfig(SFTConfig):
     """Bradley-Terry reward model: a scalar head on the backbone, trained on preference pairs."""
 
-    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "rm"
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo", "distill"] = "rm"
     seq_len: int = Field(1024, gt=1, description="maximum length of prompt + answer in tokens")
     epochs: float = Field(1.0, gt=0, description="passes over the data when --steps is not given")
     lr: float = Field(1e-5, gt=0, description="peak learning rate")
@@ -166,7 +170,7 @@ class RMConfig(SFTConfig):
 class GRPOConfig(TrainConfig):
     """Online RL with verifiable rewards: rollouts from lmsmith's engine, group-normalized advantages."""
 
-    task: Literal["pretrain", "sft", "dpo", "rm", "grpo"] = "grpo"
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo", "distill"] = "grpo"
     reward: list[str] = Field(default_factory=list, description="reward functions: verifier:module:function, "
                                                                 "verifier:NAME (built in), rm:NAME, judge:REF")
     reward_weights: list[float] | None = Field(None, description="weight per --reward (default: all 1)")
@@ -194,3 +198,28 @@ class GRPOConfig(TrainConfig):
         """`--reward A B` or `--reward A,B` (the CLI gives a list of lists)."""
         items = v if isinstance(v, list) else [v]
         return [str(y) for x in items for y in (x if isinstance(x, list) else [x]) if str(y).strip()]
+class DistillConfig(TrainConfig):
+    """`lmsmith train distill`: the student (--student, or --model) learns the teacher's token distributions."""
+
+    task: Literal["pretrain", "sft", "dpo", "rm", "grpo", "distill"] = "distill"
+    teacher: str | None = Field(None, description="teacher model ref (same tokenizer as the student)")
+    student: str | None = Field(None, description="student model ref to start from (same as --model)")
+    kd: Literal["forward", "reverse", "jsd"] = Field("forward", description="divergence: forward KL (mass-covering), "
+                                                                           "reverse KL (mode-seeking) or JSD")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term; 1 - alpha goes to "
+                                                      "cross-entropy on the data's labels")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of both distributions (loss x T^2)")
+    on_policy: float = Field(0.0, ge=0, le=1, description="share of batches where the student samples its own "
+                                                          "continuation and the teacher scores it (GKD)")
+    on_policy_tokens: int = Field(64, gt=0, description="tokens the student samples per on-policy sequence")
+    data_format: Literal["auto", "text", "chat"] = Field("auto", description="text (packed, like pretrain) or chat "
+                                                                            "JSONL (like sft); auto: by content")
+    epochs: float = Field(1.0, gt=0, description="passes over the data when --steps is not given")
+
+    @model_validator(mode="after")
+    def _student_is_model(self) -> "DistillConfig":
+        if self.student and self.model and self.student != self.model:
+            raise ValueError("--student and --model name different models; give one")
+        if self.student and not self.model:
+            self.model = self.student
+        return self

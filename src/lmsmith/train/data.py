@@ -332,8 +332,32 @@ def prompt_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
     return DataSpec(kept, None, collate_prompts, data_refs(cfg.data), {"prompts": len(kept)})
 
 
+def looks_like_chat(specs: list[str]) -> bool:
+    """Chat JSONL (a `messages` list on the first line) rather than text."""
+    import json
+
+    for f in resolve_files(specs):
+        if f.suffix == ".jsonl":
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                first = fh.readline()
+            try:
+                return isinstance(json.loads(first).get("messages"), list)
+            except (ValueError, AttributeError):
+                return False
+        return False
+    return False
+
+
+def distill_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:
+    """Distillation reads either kind: chat (targets = assistant tokens) or packed text (every token)."""
+    fmt = getattr(cfg, "data_format", "auto")
+    chat = fmt == "chat" or (fmt == "auto" and looks_like_chat(cfg.data))
+    return (chat_data if chat else packed_text)(cfg, tokenizer)
+
+
 FORMATS: dict[str, Callable[[TrainConfig, Any], DataSpec]] = {
-    "pretrain": packed_text, "sft": chat_data, "dpo": preference_data, "rm": preference_data, "grpo": prompt_data}
+    "pretrain": packed_text, "sft": chat_data, "dpo": preference_data, "rm": preference_data, "grpo": prompt_data,
+    "distill": distill_data}
 
 
 def build_data(cfg: TrainConfig, tokenizer: Any) -> DataSpec:

@@ -40,7 +40,7 @@ from lmsmith.train.attention import (
     use_flex_attention,
 )
 from lmsmith.train.checkpoint import clean_stale, latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
-from lmsmith.train.config import DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
+from lmsmith.train.config import DistillConfig, DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, Prefetcher, build_data, iterate_eval
 from lmsmith.train.fused_loss import FusedCausalLMLoss
 from lmsmith.train.model import (
@@ -54,6 +54,8 @@ from lmsmith.train.model import (
     resolve_source,
 )
 from lmsmith.train.objectives import Objective, SetupContext
+from lmsmith.train.qat import QAT_KEY
+from lmsmith.train.qat import bake as bake_qat
 from lmsmith.train.tasks import make_objective
 from lmsmith.train.tracking import Tracker, plot_curves
 
@@ -103,7 +105,7 @@ def new_run_id(task: str) -> str:
 
 
 CONFIGS: dict[str, type[TrainConfig]] = {"pretrain": PretrainConfig, "sft": SFTConfig, "dpo": DPOConfig,
-                                          "rm": RMConfig, "grpo": GRPOConfig}
+                                          "rm": RMConfig, "grpo": GRPOConfig, "distill": DistillConfig}
 STAGES = {"rm": "reward"}  # lineage stage names where they differ from the task
 LM_TASKS = ("pretrain", "sft")  # next-token objectives: the fused lm_head + loss applies to these only
 
@@ -182,6 +184,17 @@ def precheck(cfg: TrainConfig) -> ResolvedModel | None:
         raise LmsmithError("--merge applies to LoRA training", "drop --merge (full fine-tuning already yields a model)")
     if cfg.qlora:
         from lmsmith.train.nf4 import NF4Linear  # noqa: F401  (pure torch: runs wherever torch runs)
+    if cfg.task == "distill":
+        teacher = getattr(cfg, "teacher", None)
+        if not teacher:
+            raise LmsmithError("distillation needs a teacher", "pass --teacher REF")
+        from lmsmith.train.distill import check_tokenizers
+
+        check_tokenizers(teacher, cfg.tokenizer or cfg.model or "")
+    if cfg.qat and cfg.use_lora:
+        raise LmsmithError("--qat trains the quantized weights themselves, not a LoRA adapter", "add --full")
+    if cfg.qat and (cfg.nproc or 1) > 1:
+        raise LmsmithError("--qat runs on one process for now", "drop --nproc")
     if cfg.output_name:
         from lmsmith.registry.registry import NAME_RE
 
@@ -341,7 +354,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obj
                                         hf_gradient_checkpointing=cfg.gradient_checkpointing)
     model, device = built.model, built.device
     if objective is None:
-        objective = FusedCausalLMLoss(head) if head is not None else make_objective(cfg)
+        objective = FusedCausalLMLoss(head) if head is not None else make_objective(cfg, device, tokenizer)
     loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
     optimizer, scheduler = build_optimizer(model, cfg, steps, device)
@@ -581,7 +594,10 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
             out = merge_adapter(built.source or built.base_ref, out, run_dir / "merged")
             kind = "model"
     else:
+        qat = bake_qat(model) if cfg.qat else None  # weights snapped onto the grid they trained on
         model.save_pretrained(out, **extra)
+        if qat is not None:
+            write_config_section(out, QAT_KEY, qat)
     if cfg.task == "rm":
         kind = "model"
     if kind == "model":
@@ -600,6 +616,13 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
         (run_dir / "registered").write_text(mv.ref + "\n")
         console.print(f"registered {mv.ref} ({kind}{', base ' + built.base_ref if kind == 'adapter' else ''})")
     return result
+
+
+def write_config_section(model_dir: Path, key: str, value: dict[str, Any]) -> None:
+    cfg_path = model_dir / "config.json"
+    config = json.loads(cfg_path.read_text())
+    config[key] = value
+    cfg_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def merge_adapter(base: str | ResolvedModel | None, adapter_dir: Path, out: Path) -> Path:

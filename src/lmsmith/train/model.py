@@ -168,6 +168,10 @@ def build_model(cfg: TrainConfig, tokenizer: Any | None = None, source: Resolved
     model.config.use_cache = False
     # plain causal SDPA without a mask: transformers then skips its per-forward host syncs (train/attention.py)
     use_causal_attention(model)
+    if cfg.qat:  # forward on the storage grid, gradients straight through (train/qat.py)
+        from lmsmith.train.qat import attach
+
+        attach(model, cfg.qat, cfg.qat_group_size)
     if cfg.use_lora:
         model = apply_lora(model, cfg, device)
     if cfg.gradient_checkpointing:

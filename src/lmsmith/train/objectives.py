@@ -113,3 +113,13 @@ class Stats:
 
 
 OBJECTIVES = {"pretrain": CausalLMLoss, "sft": CausalLMLoss}
+
+
+def make_objective(cfg, device: torch.device, tokenizer) -> Objective:
+    """The objective of a run: its task's class, or distillation against a loaded teacher."""
+    if cfg.task == "distill":
+        from lmsmith.train.distill import make_distill_objective
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return make_distill_objective(cfg, device, pad or 0)
+    return OBJECTIVES[cfg.task]()

@@ -11,11 +11,16 @@ from lmsmith.train.objectives import CausalLMLoss, Objective
 from lmsmith.train.reward import BradleyTerryLoss
 
 
-def make_objective(cfg: Any) -> Objective:
+def make_objective(cfg: Any, device: Any = None, tokenizer: Any = None) -> Objective:
     """The objective of a training task. GRPO's lives in `lmsmith.align` (it needs the engine) and is passed
-    to `train(cfg, objective=...)` by its command; the loop never imports it."""
+    to `train(cfg, objective=...)` by its command; the loop never imports it. Distillation loads its teacher."""
     if cfg.task in ("pretrain", "sft"):
         return CausalLMLoss()
+    if cfg.task == "distill":
+        from lmsmith.train.distill import make_distill_objective
+
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return make_distill_objective(cfg, device, pad or 0)
     if cfg.task == "dpo":
         return DPOLoss(cfg)
     if cfg.task == "rm":
