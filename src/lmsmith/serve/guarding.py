@@ -107,6 +107,22 @@ class ServerGuard:
             raise APIError(400, f"the input guard flagged {r.id} as a likely prompt injection (score {r.score:.2f}: "
                                 f"{', '.join(r.reasons) or 'classifier'})", param=r.id, code="guard")
 
+    async def filter_chunks(self, request: Any, texts: list[str]) -> list[bool]:
+        """Retrieved (RAG) chunks are third-party text: scan each before it enters the prompt and keep only the
+        clean ones (a flagged chunk is dropped, counted and noted, never a reason to refuse the user)."""
+        if self.input is None or not texts:
+            return [True] * len(texts)
+        results = await asyncio.to_thread(lambda: [self.input.scan(t, id=f"rag.chunk.{i}") for i, t in enumerate(texts)])
+        self.scanned.labels("rag").inc(len(results))
+        for r in results:
+            if r.control_tokens:
+                self.control_tokens.inc(sum(r.control_tokens.values()))
+            if r.flagged:
+                for reason in r.reasons or ["score"]:
+                    self.flagged.labels("rag", reason).inc()
+        self._note(request, "input", [{**r.to_dict(), "control_tokens": r.control_tokens} for r in results if r.flagged])
+        return [not r.flagged for r in results]
+
     async def check_chat(self, request: Any, messages: list) -> None:
         texts, strict = [], []
         for i, m in enumerate(messages):

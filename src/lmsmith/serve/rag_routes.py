@@ -129,6 +129,9 @@ async def rag_chat(state: ServerState, body: P.ChatCompletionRequest, request: R
         status = 404 if "unknown index" in e.message else 400
         raise APIError(status, str(e), type="not_found_error" if status == 404 else "invalid_request_error",
                        param="rag.index") from None
+    if state.guard is not None:  # injected instructions hidden in documents never reach the prompt
+        keep = await state.guard.filter_chunks(request, [h.text for h in hits])
+        hits = [h for h, ok in zip(hits, keep) if ok]
     msgs = list(body.messages)
     system = system_prompt(hits)
     if msgs[0].role in ("system", "developer"):  # the caller's own system text stays first
