@@ -94,7 +94,7 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
         return {"input_ids": ids, "labels": ids}
 
     def step():
-        forward_backward(model, objective, [batch()], device, amp, 1.0)
+        forward_backward(model, objective, [batch()], device, amp, 1.0, optimizer=opt if args.fused_clip else None)
         apply_update(opt, sched)
 
     result = timed(step, args, device)
@@ -273,13 +273,36 @@ def strip_flags(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if a in ("--isolate", "--trl", "--baseline"):
+        if a in ("--isolate", "--trl", "--baseline", "--also-unfused-clip"):
             continue
-        if a in ("--per-run-timeout", "--modes", "--name", "--baseline-modes"):
+        if a in ("--per-run-timeout", "--modes", "--name", "--baseline-modes", "--torchtitan"):
             skip = True
             continue
         out.append(a)
     return out
+
+
+def torchtitan_isolated(args, timeout: float) -> dict[str, float]:
+    """torchtitan's own Trainer on the same shape, batch and sequence length (bench/train/torchtitan_peer.py)."""
+    import os
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    cmd = [sys.executable, "-m", "bench.train.torchtitan_peer", "--steps", str(args.steps), "--warmup",
+           str(args.warmup), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--json-out", path]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(args.torchtitan).resolve()),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    try:
+        r = subprocess.run(cmd, timeout=timeout, env=env)
+        if r.returncode != 0:
+            return {"torchtitan_failed": float(r.returncode)}
+        return {k: v for k, v in json.loads(Path(path).read_text()).items() if isinstance(v, (int, float))}
+    except subprocess.TimeoutExpired:
+        return {"torchtitan_timed_out": 1.0}
+    except (OSError, json.JSONDecodeError):
+        return {"torchtitan_failed": 1.0}
 
 
 def trl_isolated(args, timeout: float) -> dict[str, float]:
@@ -321,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-block torch.compile (default: the loop's: on for CUDA, off on CPU)")
     p.add_argument("--fused-loss", action=argparse.BooleanOptionalAction, default=None,
                    help="chunked lm_head + cross-entropy (default: the loop's: on for CUDA, off on CPU)")
+    p.add_argument("--fused-clip", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold the gradient clip into the fused AdamW step (as `lmsmith train` does)")
+    p.add_argument("--also-unfused-clip", action="store_true", help="also time full FT with --no-fused-clip")
+    p.add_argument("--torchtitan", default=None, metavar="DIR",
+                   help="also run torchtitan's Trainer (installed under DIR, see bench/train/torchtitan_peer.py)")
     p.add_argument("--sdpa-backend", default="auto", choices=["auto", "flash", "cudnn", "efficient", "math"])
     p.add_argument("--loss-chunk", type=int, default=None, help="tokens per fused-loss chunk (default: the loop's)")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="as `lmsmith train --lora-dropout`")
@@ -373,6 +401,15 @@ def main(argv: list[str] | None = None) -> int:
                 metrics[f"{k}_{mode}" if name == "lmsmith" else f"{name}_{k}_{mode}"] = v
             print(f"  {key}: " + ", ".join(f"{k}={v:.4g}" for k, v in r.items()), file=sys.stderr, flush=True)
             cleanup(device)
+    if args.also_unfused_clip and "full" in modes:  # A/B of the clip folded into AdamW, same run
+        print("running lmsmith_full --no-fused-clip ...", file=sys.stderr, flush=True)
+        r = run_isolated(argv + ["--no-fused-clip"], "lmsmith", "full", args.per_run_timeout)
+        metrics.update({f"unfused_clip_{k}_full": v for k, v in r.items()})
+    if args.torchtitan and "full" in modes:
+        print("running torchtitan_full ...", file=sys.stderr, flush=True)
+        metrics.update(torchtitan_isolated(args, args.per_run_timeout))
+        if "torchtitan_tokens_per_s_full" in metrics and "tokens_per_s_full" in metrics:
+            metrics["speedup_vs_torchtitan_full"] = metrics["tokens_per_s_full"] / metrics["torchtitan_tokens_per_s_full"]
     if args.trl and "lora" in modes:
         print("running trl_lora ...", file=sys.stderr, flush=True)
         metrics.update(trl_isolated(args, args.per_run_timeout))

@@ -244,13 +244,14 @@ def evaluate(model, objective: Objective, data: DataSpec, cfg: TrainConfig, devi
 def forward_backward(model, objective: Objective, micro: list[dict[str, torch.Tensor]], device: torch.device, amp,
                      max_grad_norm: float, env: D.DistEnv | None = None,
                      prepare: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None,
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     optimizer: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Accumulate the gradient of one optimizer step over micro-batches and clip it.
 
     Each micro-batch's summed loss is divided by the step's total target count, so accumulation equals one
     big batch. Returns (loss, grad norm before clipping) as device tensors: nothing here waits for the GPU
     (target counts come from the CPU copy of the batch); the loop reads them at its log steps.
-    `prepare` turns a device batch into model inputs (document masks)."""
+    `prepare` turns a device batch into model inputs (document masks). Given the `optimizer`, a fused AdamW
+    applies the clip inside its step (see clip_grad_norm)."""
     env = env or D.DistEnv()
     # Data parallel: targets are counted over all ranks and each rank's loss is scaled by the world size;
     # DDP/FSDP average gradients over ranks, which gives exactly the gradient of the global batch.
@@ -270,7 +271,7 @@ def forward_backward(model, objective: Objective, micro: list[dict[str, torch.Te
         loss_sum += loss.detach().float()
     if env.enabled and env.world > 1:
         loss_sum = D.all_reduce_tensor(env, loss_sum) / env.world
-    grad_norm = D.clip_grad_norm([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    grad_norm = D.clip_grad_norm([p for p in model.parameters() if p.requires_grad], max_grad_norm, optimizer)
     return loss_sum, grad_norm
 
 
@@ -506,7 +507,7 @@ def _train(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obj
                     micro = prepare_step(micro)
                 n_tokens = sum(int(b["input_ids"].numel()) for b in micro)
                 loss_sum, grad_norm = forward_backward(model, objective, micro, device, amp, cfg.max_grad_norm, env,
-                                                       doc_masks)
+                                                       doc_masks, optimizer)
                 lr = scheduler.get_last_lr()[0]
                 apply_update(optimizer, scheduler)
                 if after_update is not None:  # e.g. GRPO: the new weights go into the rollout engine
