@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.train()
     model = trainer.model_parts[0]
     n_params = sum(p.numel() for p in model.parameters())
-    layers, heads, dim = len(model.layers), llama3_args[args.flavor].n_heads, llama3_args[args.flavor].dim
+    layers, dim = len(model.layers), llama3_args[args.flavor].dim
     from lmsmith.hardware import flops_per_token  # the same formula as ours: the embedding lookup is no matmul
 
     matmul = n_params - model.tok_embeddings.weight.numel()
