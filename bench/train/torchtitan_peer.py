@@ -87,10 +87,12 @@ def main(argv: list[str] | None = None) -> dict:
     llama3_args["1B"] = TransformerModelArgs(dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, vocab_size=128256,
                                              ffn_dim_multiplier=1.5, multiple_of=256, rope_theta=500000)
     vocab = llama3_args[args.flavor].vocab_size
-    spec = spec_mod.get_train_spec("llama3")
-    spec.build_tokenizer_fn = None
-    spec.build_dataloader_fn = lambda **kw: RandomTokens(args.batch_size, args.seq_len, vocab)
-    spec.build_validator_fn = None
+    import dataclasses
+
+    spec = dataclasses.replace(  # get_train_spec builds a fresh spec per call: register the patched one
+        spec_mod.get_train_spec("llama3"), model_args=dict(llama3_args), build_tokenizer_fn=None,
+        build_dataloader_fn=lambda **kw: RandomTokens(args.batch_size, args.seq_len, vocab), build_validator_fn=None)
+    spec_mod.register_train_spec("llama3", spec)  # user specs take priority over the built-in one
     total = args.warmup + args.steps
     cli = ["--model.name", "llama3", "--model.flavor", args.flavor,
            "--training.local_batch_size", str(args.batch_size), "--training.seq_len", str(args.seq_len),
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     ffn = int(2 * 4 * 2048 / 3 * 1.5)
     assert (ffn + 255) // 256 * 256 == 8192, "the 1B flavor's FFN must be 8192"
     if args.dry_run:
+        assert spec_mod.get_train_spec("llama3").build_tokenizer_fn is None
         print(json.dumps({"torchtitan": getattr(torchtitan, "__version__", "?"), "flavor": args.flavor,
                           "compile": cfg.compile.enable, "ac": cfg.activation_checkpoint.mode}))
         return {}
