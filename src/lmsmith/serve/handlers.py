@@ -185,6 +185,10 @@ class _Handler:
         except ShuttingDown:
             raise APIError(503, "the server is shutting down", type="service_unavailable",
                            code="shutting_down") from None
+        except EngineFailed as e:  # the engine process died (or failed to take the request)
+            raise APIError(503 if not self.s.async_engine.alive else 500, f"the engine failed: {e}",
+                           type="service_unavailable" if not self.s.async_engine.alive else "internal_error",
+                           code="engine_failed") from None
         except LmsmithError as e:
             raise bad_request(str(e)) from None
         except ValueError as e:
