@@ -111,6 +111,9 @@ class Engine:
         if num_kv_blocks is None:
             num_kv_blocks = auto_num_blocks(self.runner, block_size, max_num_seqs, model_len)
         self.runner.allocate_kv(num_kv_blocks, block_size, max_num_seqs)
+        capture_prefill = getattr(self.runner, "capture_prefill", None)
+        if capture_prefill is not None:  # CUDA: piecewise graphs of prefill/mixed steps (serve.prefill_graphs)
+            capture_prefill(max_num_batched_tokens)
         self.blocks = BlockManager(num_kv_blocks, block_size, enable_prefix_caching)
         # a lone sequence must always fit, otherwise it would preempt itself forever
         self.max_model_len = min(model_len, num_kv_blocks * block_size)
@@ -223,6 +226,7 @@ class Engine:
             "prefix_cache_queries": self.blocks.prefix_queries, "prefix_cache_hits": self.blocks.prefix_hits,
             "prefix_cache_unit": "tokens", "preemptions": self.scheduler.num_preemptions,
             "prompt_tokens": self.prompt_tokens, "generation_tokens": self.generation_tokens,
+            "prefill_graph_steps": getattr(getattr(self.runner, "prefill_graphs", None), "steps", 0),
         }
 
     def step(self) -> list[RequestOutput]:

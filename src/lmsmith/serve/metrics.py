@@ -51,6 +51,8 @@ class EngineStatsCollector:
             "lmsmith_preemptions": ("sequences preempted for lack of KV memory", s.get("preemptions", 0)),
             "lmsmith_engine_steps": ("engine steps (one batched forward each)", s.get("engine_steps", 0)),
             "lmsmith_engine_step_seconds": ("wall time spent inside engine steps", s.get("engine_step_seconds", 0.0)),
+            "lmsmith_engine_prefill_graph_steps": ("prefill/mixed steps replayed as piecewise CUDA graphs",
+                                                   s.get("prefill_graph_steps", 0)),
         }
         for name, (doc, value) in counters.items():
             c = CounterMetricFamily(name, doc)
