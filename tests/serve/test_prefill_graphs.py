@@ -1,5 +1,5 @@
-"""Piecewise prefill graphs (serve.prefill_graphs) with capture off: the same pieces, padding and bucketing run
-eagerly on the CPU, so what the CUDA graphs replay is checked against the plain model here."""
+"""Piecewise prefill graphs (serve.prefill_graphs) on the CPU: the same pieces, padding, bucketing, capture order and
+capture-time check as on CUDA (each graph emulated by recomputing into its captured outputs), against the plain model."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ def tiny(tmp_path_factory):
     return build_tiny(tmp_path_factory.mktemp("pg") / "tiny", "llama")
 
 
-def with_pieces(engine: Engine) -> PrefillGraphs:
+def with_pieces(engine: Engine, capture: bool = False) -> PrefillGraphs:
+    """capture=False: the pieces run eagerly each step; True: captured (on a CPU, each piece's "graph" replays
+    into the tensors it left at capture, as a CUDA graph writes its outputs), checked per bucket."""
     r = engine.runner
-    r.prefill_graphs = PrefillGraphs(r, 64, scratch_block=r.kv_cache.shape[2] - 1, capture=False)
+    r.prefill_graphs = PrefillGraphs(r, 64, scratch_block=r.kv_cache.shape[2] - 1, capture=capture)
     return r.prefill_graphs
 
 
@@ -34,10 +36,12 @@ def test_buckets_pad_up_to_the_token_budget(tiny):
     assert [pg.bucket(n) for n in (1, 16, 17, 33, 64, 65)] == [16, 16, 32, 64, 64, None]
 
 
-def test_a_mixed_padded_step_matches_the_eager_model(tiny):
+@pytest.mark.parametrize("capture", [False, True])
+def test_a_mixed_padded_step_matches_the_eager_model(tiny, capture):
     """Two fresh prompts of one length (the batched path), one of another, a later chunk and two decodes."""
     plain, piecewise = Engine(str(tiny), **KW), Engine(str(tiny), **KW)
-    pg = with_pieces(piecewise)
+    pg = with_pieces(piecewise, capture)
+    assert not pg.rejected and sorted(pg.buckets) == [16, 32, 64]  # every bucket passed its check at capture
 
     def batch(engine: Engine) -> list[ScheduledSeq]:
         out = []
@@ -61,12 +65,13 @@ def test_a_mixed_padded_step_matches_the_eager_model(tiny):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_generation_through_the_pieces_equals_the_plain_engine(tiny):
+@pytest.mark.parametrize("capture", [False, True])
+def test_generation_through_the_pieces_equals_the_plain_engine(tiny, capture):
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14], list(range(20, 45)), [7, 8, 9, 10, 11, 12, 13]]
     outs = []
     for pieces in (False, True):
         engine = Engine(str(tiny), **KW)
-        pg = with_pieces(engine) if pieces else None
+        pg = with_pieces(engine, capture) if pieces else None
         for i, p in enumerate(prompts):
             engine.add_request(f"r{i}", p, SamplingParams(max_tokens=6, temperature=0))
         done = {}

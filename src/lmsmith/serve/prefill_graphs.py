@@ -16,7 +16,9 @@ one copy, and per layer a graph replay plus the attention call.
 Token counts are bucketed (`PREFILL_BUCKETS`, up to the step's token budget); padded rows read token 0 at
 position 0 and write their K/V into the scratch block. Each bucket is checked against the eager step when it is
 captured (same inputs, logits within bf16 rounding) and dropped if it differs or fails. `capture=False` runs the
-same pieces eagerly on padded buffers: how the CPU tests exercise the bucketing, padding and piece split.
+same pieces eagerly on padded buffers; on a CPU, `capture=True` stands an `EmulatedGraph` in for each graph
+(replay = recompute into the captured output tensors): how the CPU tests exercise bucketing, padding, the piece
+split, the capture order and the check.
 """
 
 from __future__ import annotations
@@ -73,6 +75,30 @@ def graphs_wanted(runner: Any) -> bool:
     kernels pick their layout by batch size), unless LMSMITH_PREFILL_GRAPHS=0."""
     return (runner.device.type == "cuda" and runner.model.fused and runner.quant is None and runner.tp is None
             and os.environ.get("LMSMITH_PREFILL_GRAPHS", "1") != "0")
+
+
+class EmulatedGraph:
+    """What a captured piece does on replay, on a device without CUDA graphs (the CPU tests of the capture path):
+    read the tensors the previous piece left at capture time, recompute, and write the results into the tensors
+    this piece left at capture time (a graph's outputs live at fixed addresses and are overwritten in place)."""
+
+    def __init__(self, fn: Callable, b: "Bucket"):
+        self.fn, self.b = fn, b
+        self.inputs = dict(b.state)
+        fn(b)
+        self.outputs = dict(b.state)
+
+    def replay(self) -> None:
+        b = self.b
+        b.state = dict(self.inputs)
+        self.fn(b)
+        for k, t in self.outputs.items():
+            if b.state[k] is not t:
+                t.copy_(b.state[k])
+        b.state = dict(self.outputs)
+
+    def reset(self) -> None:
+        pass
 
 
 class Bucket:
@@ -205,18 +231,20 @@ class PrefillGraphs:
             except Exception as e:  # a driver/Triton problem: this bucket stays eager
                 self.rejected[n] = f"{type(e).__name__}: {e}"[:200]
                 log.warning("prefill graph for %d tokens not captured: %s", n, self.rejected[n])
-                torch.cuda.synchronize(r.device)
+                if r.device.type == "cuda":
+                    torch.cuda.synchronize(r.device)
                 continue
             if not err < 5e-2:  # the same kernels on padded rows: only rounding may differ
                 self.rejected[n] = f"relative error {err:.3g}"
                 log.warning("prefill graph for %d tokens rejected: relative error %.3g", n, err)
                 continue
             self.buckets[n] = b
-        torch.cuda.synchronize(r.device)
+        if r.device.type == "cuda":
+            torch.cuda.synchronize(r.device)
 
     def _capture(self, n: int) -> Bucket:
         r = self.runner
-        b = Bucket(n, r, pin=True)
+        b = Bucket(n, r, pin=r.device.type == "cuda")
         b.host_np[2, :] = self.scratch_slot
         b.inp.copy_(b.host)
         for fn in self.pieces():
@@ -224,6 +252,9 @@ class PrefillGraphs:
             for _ in range(2):  # warm-up outside the capture: Triton compiles, cuBLAS picks its kernels
                 fn(b)
                 b.state = dict(inputs)
+            if r.device.type != "cuda":
+                b.graphs.append(EmulatedGraph(fn, b))
+                continue
             torch.cuda.synchronize(r.device)
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self.pool):
@@ -254,7 +285,9 @@ class PrefillGraphs:
                                      positions=torch.tensor(positions, device=dev))
 
         m = meta()
-        ref = r.model(torch.tensor(ids, device=dev), r.cos, r.sin, r.kv_cache, m, rows)
+        pos = m.positions
+        cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
+        ref = r.model(torch.tensor(ids, device=dev), cos, sin, r.kv_cache, m, rows)
         self.buckets[b.n] = b
         try:
             got = self.run(b.n, ids, positions, slots, meta(), rows)
