@@ -91,6 +91,8 @@ class EngineCore:
                     self.apply(msg, acks)
             except (EOFError, OSError):
                 return  # the parent closed its end: it is gone or shutting down
+            if acks:  # answer the adds now, not after the step: the handlers send their headers meanwhile
+                self.send(acks, [], False, None)
             outputs, failure = [], None
             if eng.has_unfinished():
                 t = time.perf_counter()
@@ -109,8 +111,8 @@ class EngineCore:
                 if o.finished:
                     self.live.discard(o.request_id)  # (n > 1: any sample finishing is fine, abort is idempotent)
             now = time.monotonic()
-            if acks or packed or failure or now - self.stats_sent > STATS_EVERY_S:
-                self.send(acks, packed, now - self.stats_sent > STATS_EVERY_S, failure)
+            if packed or failure or now - self.stats_sent > STATS_EVERY_S:
+                self.send([], packed, now - self.stats_sent > STATS_EVERY_S, failure)
 
     def send(self, acks: list, outputs: list, with_stats: bool, failure: str | None) -> None:
         stats = None
