@@ -207,3 +207,102 @@ def test_the_child_exits_when_its_parent_dies(tiny_llama, tmp_path):
         return False
 
     assert wait_for(gone, 15)
+
+
+# ------------------------------------------------------------- the same protocol without a spawn (fast, any engine)
+class CoreInThread:
+    """An EngineClient stand-in: the real EngineCore loop and pipes, in a thread of this process, around any
+    engine (here the FakeEngine, whose step we can make fail)."""
+
+    in_process = False
+
+    def __init__(self, engine):
+        import multiprocessing as mp
+        import threading
+        from types import SimpleNamespace
+
+        from lmsmith.serve.engine_process import EngineCore
+
+        self.inner = engine
+        self.tokenizer, self.max_model_len, self.vocab_size = engine.tokenizer, engine.max_model_len, engine.vocab_size
+        self.max_num_seqs = engine.max_num_seqs
+        cmd_r, self._cmd = mp.Pipe(duplex=False)
+        self._out, out_w = mp.Pipe(duplex=False)
+        self.core = EngineCore(engine, cmd_r, out_w, os.getppid())
+        self.thread = threading.Thread(target=self.core.run, daemon=True)
+        self.thread.start()
+        self.closed, self.last_stats = False, {}
+        self.proc = SimpleNamespace(join=lambda timeout=None: None, exitcode=None)
+
+    def send(self, msg):
+        self._cmd.send(msg)
+
+    def fileno(self):
+        return self._out.fileno()
+
+    def poll(self):
+        return self._out.poll()
+
+    def recv(self):
+        return self._out.recv()
+
+    def stats(self):
+        return self.last_stats
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self._cmd.send(("stop",))
+            self.thread.join(10)
+
+
+@pytest.fixture
+def piped(make_server, tiny_dir):
+    from fake_engine import FakeEngine
+
+    core = CoreInThread(FakeEngine(tiny_dir))
+    srv = make_server(engine=core, api_key=None)
+    yield srv
+    srv.__exit__(None, None, None)
+    assert not core.thread.is_alive()  # the server's shutdown stopped the core
+
+
+def chat(srv, **kw) -> httpx.Response:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20} | kw
+    return httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=30)
+
+
+def test_a_failing_step_in_the_core_fails_its_requests_and_serving_goes_on(piped):
+    engine = piped.engine.inner
+    real_step = engine.step
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("boom")
+        return real_step()
+
+    engine.step = flaky
+    r = chat(piped)
+    assert r.status_code == 500 and "boom" in r.json()["error"]["message"]
+    ok = chat(piped, max_tokens=3)
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
+    assert httpx.get(piped.url + "/health").status_code == 200
+
+
+def test_outputs_cross_the_pipe_as_the_engine_made_them(piped, make_server, tiny_dir):
+    from fake_engine import FakeEngine
+
+    direct = make_server(engine=FakeEngine(tiny_dir), api_key=None)
+    for kw in ({"n": 2, "seed": 1}, {"logprobs": True, "top_logprobs": 2}, {"stop": ["capital"]}):
+        a, b = chat(direct, **kw).json(), chat(piped, **kw).json()
+        for x in (a, b):
+            x.pop("id"), x.pop("created")
+        assert a == b
+    lines = []
+    with httpx.stream("POST", piped.url + "/v1/chat/completions", timeout=30, json={
+            "model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "stream": True}) as s:
+        lines = [ln for ln in s.iter_lines() if ln.startswith("data: ")]
+    text = "".join(json.loads(ln[6:])["choices"][0]["delta"].get("content") or "" for ln in lines[:-1])
+    assert text == chat(direct).json()["choices"][0]["message"]["content"]

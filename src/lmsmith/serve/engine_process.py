@@ -151,7 +151,8 @@ def pack_output(o: Any) -> tuple:
     m = o.metrics
     times = None if m is None else (m.arrival_time, m.first_scheduled_time, m.first_token_time, m.finish_time)
     full = (list(o.token_ids), o.text) if o.finished else None
-    return (o.request_id, o.index, list(o.new_token_ids), o.text_delta, o.finished, o.finish_reason, o.stop_reason,
+    return (o.request_id, o.index, list(o.new_token_ids), o.text_delta, o.finished, o.finish_reason,
+            getattr(o, "stop_reason", None),
             o.logprobs, o.num_cached_tokens, times, full)
 
 
