@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -57,9 +59,11 @@ def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs:
             "max_num_seqs": engine.scheduler.max_num_seqs, "device": str(engine.device), "native": engine.native,
             "eos_token_ids": list(engine.eos_token_ids), "model_ref": engine.model_ref,
             "stats": _stats(engine, 0, 0.0)}
-    out_conn.send(("ready", info))
     try:
+        out_conn.send(("ready", info))
         EngineCore(engine, cmd_conn, out_conn, parent_pid).run()
+    except (BrokenPipeError, EOFError, ConnectionError):
+        pass  # the server went away mid-send: nothing left to serve
     finally:
         engine.close()
 
@@ -69,7 +73,7 @@ class EngineCore:
 
     def __init__(self, engine: Any, cmd_conn: Any, out_conn: Any, parent_pid: int):
         self.engine, self.cmd, self.out, self.parent_pid = engine, cmd_conn, out_conn, parent_pid
-        self.live: set[str] = set()  # requests added and not yet finished or aborted
+        self.live: dict[str, int] = {}  # requests added and not yet finished or aborted -> samples still running
         self.steps, self.step_seconds = 0, 0.0
         self.stats_sent = 0.0
 
@@ -108,8 +112,10 @@ class EngineCore:
                 self.steps += 1
             packed = [pack_output(o) for o in outputs]
             for o in outputs:
-                if o.finished:
-                    self.live.discard(o.request_id)  # (n > 1: any sample finishing is fine, abort is idempotent)
+                if o.finished and o.request_id in self.live:
+                    self.live[o.request_id] -= 1
+                    if self.live[o.request_id] <= 0:
+                        del self.live[o.request_id]
             now = time.monotonic()
             if packed or failure or now - self.stats_sent > STATS_EVERY_S:
                 self.send([], packed, now - self.stats_sent > STATS_EVERY_S, failure)
@@ -135,11 +141,11 @@ class EngineCore:
         except Exception as e:  # noqa: BLE001 - the handler answers it with a 500
             acks.append((rid, ("EngineFailed", f"{type(e).__name__}: {e}", None)))
         else:
-            self.live.add(rid)
+            self.live[rid] = max(1, int(getattr(params, "n", 1) or 1))
             acks.append((rid, None))
 
     def abort(self, rid: str) -> None:
-        self.live.discard(rid)
+        self.live.pop(rid, None)
         try:
             self.engine.abort(rid)
         except Exception:  # already finished or unknown: nothing to free
@@ -311,12 +317,32 @@ class ProcessAsyncEngine(AsyncEngine):
         self._loop.add_reader(self.engine.fileno(), self._on_readable)
 
     def stop(self) -> None:
-        if self._loop is not None and not self.dead:
+        """Stop the child. Callable from the event loop or from another thread (the router retires engines
+        from a worker thread): the pipe's reader is removed on the loop before the pipe closes."""
+        loop = self._loop
+        if loop is not None and not self.dead and not loop.is_closed():
+            self.dead = True  # our own shutdown: the pipe's EOF is not a crash
             try:
-                self._loop.remove_reader(self.engine.fileno())
-            except (ValueError, OSError, RuntimeError):
-                pass
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                self._remove_reader()
+            else:
+                done = concurrent.futures.Future()
+
+                def remove() -> None:
+                    self._remove_reader()
+                    done.set_result(None)
+
+                loop.call_soon_threadsafe(remove)
+                with contextlib.suppress(Exception):
+                    done.result(5)
         self.engine.close()
+
+    def _remove_reader(self) -> None:
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            self._loop.remove_reader(self.engine.fileno())
 
     async def add(self, request_id: str, prompt: list[int] | str, params: Any) -> Handle:
         if not self.accepting:
@@ -331,7 +357,11 @@ class ProcessAsyncEngine(AsyncEngine):
         self._adds[request_id] = ack
         try:
             self._submit(("add", request_id, prompt, params))
-            await asyncio.wait_for(ack, self.request_timeout) if self.request_timeout else await ack
+            try:
+                await asyncio.wait_for(ack, self.request_timeout) if self.request_timeout else await ack
+            except asyncio.TimeoutError:
+                raise EngineFailed(f"the engine process did not take the request within {self.request_timeout:g} s") \
+                    from None
         except BaseException:
             self._adds.pop(request_id, None)
             self._abort(request_id)
@@ -384,10 +414,7 @@ class ProcessAsyncEngine(AsyncEngine):
         if self.dead:
             return
         self.dead = True
-        try:
-            self._loop.remove_reader(self.engine.fileno())
-        except (ValueError, OSError):
-            pass
+        self._remove_reader()
         proc = self.engine.proc
         proc.join(1)
         if not self.engine.closed:  # not our own shutdown: say so loudly
@@ -427,7 +454,8 @@ def unpack_output(packed: tuple, tracked: Tracked) -> Any:
 
 def default_engine_process(device: str | None) -> bool:
     """On for CUDA (the step's host work would otherwise hold the HTTP process's GIL), off on CPU, where the
-    model's own threads need the cores and a second process measured no gain (bench/results/serve_load_notes.md)."""
+    model's own threads need the cores and a second process measured no clear gain on a 2-core machine
+    (bench/results/serve_load-cpu-tiny.json)."""
     if device is not None:
         return str(device).startswith("cuda")
     import torch
