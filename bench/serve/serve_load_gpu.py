@@ -6,9 +6,10 @@ token-id arrays on /v1/completions with fixed output lengths (`ignore_eos`). Wor
   mix:   a seeded ShareGPT-like length mix (log-normal, medians 128 in / 128 out) at 32 streams
   c1:    a few single-stream requests (the latency floor through HTTP)
 Engine step time (from the server's /metrics) is reported next to TPOT: the difference is server overhead.
-Each engine placement (`--modes`: the engine loop in its own process, `--engine-process`, and in a thread of the
-HTTP process, `--no-engine-process`) gets its own server in the same run: fields end in `_engine_process` and
-`_thread` (e.g. ttft_p50_ms_c32_engine_process); the first mode also fills the unsuffixed fields.
+Each server variant (`--modes`: the engine loop in its own process, `--engine-process`; in a thread of the HTTP
+process, `--no-engine-process`; in its own process with prefill steps run eagerly, LMSMITH_PREFILL_GRAPHS=0) gets
+its own server in the same run, one after the other: fields end in `_engine_process`, `_thread` and
+`_engine_process_eager` (e.g. ttft_p50_ms_c32_engine_process); the first mode also fills the unsuffixed fields.
 
     python -m bench.serve.serve_load_gpu --out bench/results/serve_load-h100.json         # ~4 min on an H100
     python -m bench.serve.serve_load_gpu --model PATH --device cpu --requests 8 ...       # smoke test, any model dir
@@ -60,6 +61,7 @@ def server_counters(url: str) -> dict[str, float]:
         return float(m.group(1)) if m else 0.0
 
     vals = {"steps": value("lmsmith_engine_steps_total"), "step_s": value("lmsmith_engine_step_seconds_total"),
+            "graph_steps": value("lmsmith_engine_prefill_graph_steps_total"),
             "ttft_sum": value("lmsmith_time_to_first_token_seconds_sum"),
             "ttft_count": value("lmsmith_time_to_first_token_seconds_count")}
     for ph in PHASES:
@@ -76,12 +78,14 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    flag = {"engine_process": "--engine-process", "thread": "--no-engine-process"}[mode]
+    flag = "--no-engine-process" if mode == "thread" else "--engine-process"
     cmd = [sys.executable, "-m", "lmsmith.cli", "serve", str(model_dir), "--port", str(port), "--dtype", args.dtype,
            "--device", device, "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench",
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning", flag]
     log = open(f"{args.server_log}.{mode}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    if mode == "engine_process_eager":  # the same server without the piecewise prefill graphs
+        env["LMSMITH_PREFILL_GRAPHS"] = "0"
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     metrics: dict[str, float] = {}
@@ -93,7 +97,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             print(f"{e}; retrying with lmsmith.serve.server.serve() directly", flush=True)
             opts = cmd[cmd.index("--port"):-1]
             kw = dict(zip([o.lstrip("-").replace("-", "_") for o in opts[::2]], opts[1::2]))
-            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()} | {"engine_process": mode == "engine_process"}
+            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()} | {"engine_process": mode != "thread"}
             code = f"from lmsmith.serve.server import serve; serve({str(model_dir)!r}, **{kw!r})"
             proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env)
             cmd = [sys.executable, "-c", code]
@@ -128,6 +132,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
                 base, _, _ = k.rpartition("_ms")
                 key = f"{base}_ms_{name}" if k.endswith("_ms") else f"{k}_{name}"
                 metrics[key] = s[k]
+            metrics[f"prefill_graph_steps_{name}"] = d["graph_steps"]  # steps replayed as piecewise CUDA graphs
             if d["steps"] > 0:
                 metrics[f"engine_step_ms_{name}"] = 1000 * d["step_s"] / d["steps"]
                 metrics[f"engine_busy_frac_{name}"] = d["step_s"] / s["duration_s"]
@@ -169,8 +174,11 @@ def main() -> int:
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
     ap.add_argument("--skip", nargs="*", default=[], choices=["c1", "mix"], help="workloads to leave out")
-    ap.add_argument("--modes", nargs="+", default=["engine_process", "thread"], choices=["engine_process", "thread"],
-                    help="engine loop placements to measure side by side; the first also fills the unsuffixed fields")
+    ap.add_argument("--modes", nargs="+", default=["engine_process", "thread", "engine_process_eager"],
+                    choices=["engine_process", "thread", "engine_process_eager"],
+                    help="servers to measure side by side: the engine loop in its own process, in a thread of the HTTP "
+                         "process, and in its own process without prefill graphs (LMSMITH_PREFILL_GRAPHS=0); the "
+                         "first also fills the unsuffixed fields")
     ap.add_argument("--server-log", help="file prefix for the servers' output (PREFIX.MODE; default: discarded)")
     ap.add_argument("--out", help="result JSON (default: print only)")
     args = ap.parse_args()
