@@ -26,6 +26,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 import traceback
 from typing import Any
@@ -44,6 +45,8 @@ def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs:
     """The child process: load the engine, say ready (or why not), then serve commands until told to stop."""
     from lmsmith.serve.engine import Engine
 
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (the process group) and systemd (the cgroup) signal us too:
+        signal.signal(sig, _ignore)  # the server drains first, then stops us (or we see it die); not inherited
     _grow_pipe(out_conn)
     _share_cores(engine_kwargs.get("device"))
     try:
@@ -66,6 +69,10 @@ def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs:
         pass  # the server went away mid-send: nothing left to serve
     finally:
         engine.close()
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
 
 
 class EngineCore:
@@ -281,10 +288,7 @@ class EngineClient:
         except (OSError, ValueError):
             pass
         self.proc.join(timeout)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        if self.proc.is_alive():
+        if self.proc.is_alive():  # stuck (e.g. in a kernel): it ignores SIGTERM, so kill
             self.proc.kill()
             self.proc.join(5)
         for c in (self._cmd, self._out):
