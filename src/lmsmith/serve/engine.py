@@ -148,11 +148,15 @@ class Engine:
     def encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
             return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        if not isinstance(prompt, (list, tuple)):
             raise LmsmithError("a prompt must be a string or a list of token ids")
-        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
-        if bad:
-            raise LmsmithError(f"token id {bad[0]} is out of range for a vocabulary of {self.vocab_size}")
+        # checked at C speed (a burst of 32 x 128 ids held the engine ~4 ms per step with a generator per id)
+        if not set(map(type, prompt)) <= {int} and \
+                not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            raise LmsmithError("a prompt must be a string or a list of token ids")
+        if prompt and (min(prompt) < 0 or max(prompt) >= self.vocab_size):
+            bad = next(t for t in prompt if not 0 <= t < self.vocab_size)
+            raise LmsmithError(f"token id {bad} is out of range for a vocabulary of {self.vocab_size}")
         return list(prompt)
 
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None,

@@ -201,7 +201,12 @@ class NativeRunner:
             ids.extend(seq.tokens[start:start + n])
             positions.extend(range(start, start + n))
             table = seq.block_table
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            p, end = start, start + n
+            while p < end:  # one range per block, not a generator step per token
+                take = min(bs - p % bs, end - p)
+                first = table[p // bs] * bs + p % bs
+                slots.extend(range(first, first + take))
+                p += take
             if n == 1:
                 decode_rows.append(row)
                 decode_tables.append(table[:(start + bs) // bs])
