@@ -124,8 +124,11 @@ class EngineCore:
                     if self.live[o.request_id] <= 0:
                         del self.live[o.request_id]
             now = time.monotonic()
-            if packed or failure or now - self.stats_sent > STATS_EVERY_S:
-                self.send([], packed, now - self.stats_sent > STATS_EVERY_S, failure)
+            # stats ride along at most every STATS_EVERY_S, and whenever a request finishes (so /metrics read after
+            # a response already counts its steps)
+            fresh = now - self.stats_sent > STATS_EVERY_S or any(o.finished for o in outputs)
+            if packed or failure or fresh:
+                self.send([], packed, fresh, failure)
 
     def send(self, acks: list, outputs: list, with_stats: bool, failure: str | None) -> None:
         stats = None

@@ -27,7 +27,6 @@ from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, QueueF
 from lmsmith.serve.guarding import system_prompt_of
 from lmsmith.serve.metrics import ServerMetrics
 
-
 INLINE_PROMPT_IDS = 16384  # token-id prompts up to this many ids are checked on the event loop (~0.1 ms)
 
 
