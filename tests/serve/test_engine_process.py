@@ -39,7 +39,8 @@ def wait_for(cond, timeout: float = 20.0) -> bool:
 def tiny_llama(tmp_path_factory) -> Path:
     from lmsmith.tiny import build_tiny
 
-    return build_tiny(tmp_path_factory.mktemp("proc") / "tiny", "llama")
+    # a long context, so the requests that must stay in flight (429, timeout) cannot finish first on a fast machine
+    return build_tiny(tmp_path_factory.mktemp("proc") / "tiny", "llama", max_position_embeddings=4096)
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +112,17 @@ def test_n_samples_and_stop_strings_cross_the_pipe(psrv):
 def test_client_leaving_aborts_and_frees_kv_blocks(psrv):
     before = psrv.aeng.stats().get("generation_tokens", 0)
     with httpx.stream("POST", psrv.url + "/v1/completions", timeout=60, json={
-            "model": "tiny", "prompt": PROMPT, "max_tokens": 400, "temperature": 0, "stream": True}) as s:
+            "model": "tiny", "prompt": PROMPT, "max_tokens": 4000, "temperature": 0, "stream": True}) as s:
         lines = s.iter_lines()
         for _ in range(3):
             next(lines)
         assert psrv.aeng.in_flight == 1
     assert wait_for(lambda: idle(psrv)), psrv.aeng.stats()  # the child aborted it: no running sequence, no blocks
-    assert psrv.aeng.stats()["generation_tokens"] - before < 400
+    assert psrv.aeng.stats()["generation_tokens"] - before < 4000
 
 
 def test_capacity_429_and_request_timeout(psrv):
-    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 400, "temperature": 0, "stream": True}
+    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 4000, "temperature": 0, "stream": True}
     with httpx.Client(timeout=60) as client, contextlib.ExitStack() as stack:
         for _ in range(3):  # 2 running + 1 waiting: headers come back once the child took each one
             s = stack.enter_context(client.stream("POST", psrv.url + "/v1/completions", json=body))
@@ -131,7 +132,7 @@ def test_capacity_429_and_request_timeout(psrv):
     assert wait_for(lambda: idle(psrv)), psrv.aeng.stats()
     psrv.aeng.request_timeout = 0.5
     try:
-        r = complete(psrv, max_tokens=400)
+        r = complete(psrv, max_tokens=4000)
         assert r.status_code == 408 and r.json()["error"]["code"] == "request_timeout"
     finally:
         psrv.aeng.request_timeout = 600.0
@@ -167,7 +168,7 @@ def test_a_dead_child_fails_requests_then_answers_503(tiny_llama):
     engine = EngineClient(str(tiny_llama), **KW)
     with BackgroundServer(create_app(engine, "tiny", max_num_seqs=2)) as srv:
         with httpx.stream("POST", srv.url + "/v1/completions", timeout=60, json={
-                "model": "tiny", "prompt": PROMPT, "max_tokens": 400, "temperature": 0, "stream": True}) as s:
+                "model": "tiny", "prompt": PROMPT, "max_tokens": 4000, "temperature": 0, "stream": True}) as s:
             lines = s.iter_lines()
             next(lines)
             os.kill(engine.proc.pid, signal.SIGKILL)  # what the OOM killer or a segfault does
