@@ -183,6 +183,7 @@ def test_a_dead_child_fails_requests_then_answers_503(tiny_llama):
     assert engine.closed
 
 
+@pytest.mark.slow  # a Python subprocess that spawns the engine: two torch imports, ~15 s on 2 cores
 def test_the_child_exits_when_its_parent_dies(tiny_llama, tmp_path):
     script = textwrap.dedent(f"""
         import os, sys
