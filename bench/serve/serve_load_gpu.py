@@ -103,6 +103,9 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             cmd = [sys.executable, "-c", code]
             wait_ready(url, proc, timeout=300)
         metrics["server_start_s"] = time.perf_counter() - t
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:  # 0: no prefill graphs (eager, or CPU)
+            m = re.search(r"^lmsmith_engine_prefill_graph_buckets (\S+)$", r.read().decode(), re.M)
+        metrics["prefill_graph_buckets"] = float(m.group(1)) if m else 0.0
         common = dict(model="bench", token_ids=True, token_id_max=vocab, progress=False, seed=args.seed)
         # warm-up: kernels, CUDA graphs of every batch bucket, prefill shapes, on other prompts
         t = time.perf_counter()

@@ -231,6 +231,7 @@ class Engine:
             "prefix_cache_unit": "tokens", "preemptions": self.scheduler.num_preemptions,
             "prompt_tokens": self.prompt_tokens, "generation_tokens": self.generation_tokens,
             "prefill_graph_steps": getattr(getattr(self.runner, "prefill_graphs", None), "steps", 0),
+            "prefill_graph_buckets": len(getattr(getattr(self.runner, "prefill_graphs", None), "buckets", ())),
         }
 
     def step(self) -> list[RequestOutput]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any, Callable
 
 import torch
@@ -224,6 +225,7 @@ class PrefillGraphs:
     @torch.inference_mode()
     def capture_all(self) -> None:
         r = self.runner
+        t0 = time.perf_counter()
         for n in reversed(self.sizes):  # largest first: smaller buckets reuse its pool
             try:
                 b = self._capture(n)
@@ -241,6 +243,9 @@ class PrefillGraphs:
             self.buckets[n] = b
         if r.device.type == "cuda":
             torch.cuda.synchronize(r.device)
+        self.capture_s = time.perf_counter() - t0
+        log.info("prefill graphs: %d of %d token-count buckets captured in %.1f s%s", len(self.buckets),
+                 len(self.sizes), self.capture_s, f" (rejected: {self.rejected})" if self.rejected else "")
 
     def _capture(self, n: int) -> Bucket:
         r = self.runner
