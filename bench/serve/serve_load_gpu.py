@@ -6,8 +6,12 @@ token-id arrays on /v1/completions with fixed output lengths (`ignore_eos`). Wor
   mix:   a seeded ShareGPT-like length mix (log-normal, medians 128 in / 128 out) at 32 streams
   c1:    a few single-stream requests (the latency floor through HTTP)
 Engine step time (from the server's /metrics) is reported next to TPOT: the difference is server overhead.
+Each server variant (`--modes`: the engine loop in its own process, `--engine-process`; in a thread of the HTTP
+process, `--no-engine-process`; in its own process with prefill steps run eagerly, LMSMITH_PREFILL_GRAPHS=0) gets
+its own server in the same run, one after the other: fields end in `_engine_process`, `_thread` and
+`_engine_process_eager` (e.g. ttft_p50_ms_c32_engine_process); the first mode also fills the unsuffixed fields.
 
-    python -m bench.serve.serve_load_gpu --out bench/results/serve_load-h100.json         # ~2-3 min on an H100
+    python -m bench.serve.serve_load_gpu --out bench/results/serve_load-h100.json         # ~4 min on an H100
     python -m bench.serve.serve_load_gpu --model PATH --device cpu --requests 8 ...       # smoke test, any model dir
 """
 
@@ -57,6 +61,7 @@ def server_counters(url: str) -> dict[str, float]:
         return float(m.group(1)) if m else 0.0
 
     vals = {"steps": value("lmsmith_engine_steps_total"), "step_s": value("lmsmith_engine_step_seconds_total"),
+            "graph_steps": value("lmsmith_engine_prefill_graph_steps_total"),
             "ttft_sum": value("lmsmith_time_to_first_token_seconds_sum"),
             "ttft_count": value("lmsmith_time_to_first_token_seconds_count")}
     for ph in PHASES:
@@ -65,51 +70,22 @@ def server_counters(url: str) -> dict[str, float]:
     return vals
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="llama-3.2-1b", help="random-init shape (lmsmith.ops.planner.SHAPES)")
-    ap.add_argument("--model", help="serve this model dir instead of a random-init shape")
-    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--requests", type=int, default=128, help="requests per workload at --concurrency")
-    ap.add_argument("--prompt-len", type=int, default=128)
-    ap.add_argument("--output-len", type=int, default=256)
-    ap.add_argument("--mix-output-len", type=int, default=128, help="median output length of the ShareGPT-like mix")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")
-    ap.add_argument("--max-num-seqs", type=int, default=64)
-    ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
-    ap.add_argument("--skip", nargs="*", default=[], choices=["c1", "mix"], help="workloads to leave out")
-    ap.add_argument("--server-log", help="file for the server's output (default: discarded)")
-    ap.add_argument("--out", help="result JSON (default: print only)")
-    args = ap.parse_args()
-
-    import torch
-
+def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, device: str) -> tuple[dict, dict, list]:
+    """Start `lmsmith serve` with the engine loop in its own process (`engine_process`) or in a thread of the
+    HTTP process (`thread`), warm it up, run the workloads; returns (metrics, workload configs, server command)."""
     from lmsmith.serve.bench import bench_serve
     from lmsmith.serve.server import free_port
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tmp = tempfile.TemporaryDirectory()
-    if args.model:
-        model_dir, vocab = Path(args.model), json.loads((Path(args.model) / "config.json").read_text())["vocab_size"]
-    else:
-        from bench.common import build_model_dir
-        from lmsmith.ops.planner import SHAPES
-        if device != "cuda":
-            raise SystemExit("a random-init shape needs CUDA; pass --model DIR for a CPU smoke test")
-        t = time.perf_counter()
-        model_dir = build_model_dir(args.shape, Path(tmp.name) / "model", torch.bfloat16)
-        vocab = SHAPES[args.shape]["vocab_size"]
-        print(f"built {args.shape} in {time.perf_counter() - t:.1f} s", flush=True)
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    flag = "--no-engine-process" if mode == "thread" else "--engine-process"
     cmd = [sys.executable, "-m", "lmsmith.cli", "serve", str(model_dir), "--port", str(port), "--dtype", args.dtype,
            "--device", device, "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench",
-           "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning"]
-    log = open(args.server_log, "w") if args.server_log else subprocess.DEVNULL
+           "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning", flag]
+    log = open(f"{args.server_log}.{mode}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    if mode == "engine_process_eager":  # the same server without the piecewise prefill graphs
+        env["LMSMITH_PREFILL_GRAPHS"] = "0"
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     metrics: dict[str, float] = {}
@@ -119,14 +95,17 @@ def main() -> int:
             wait_ready(url, proc, timeout=300)
         except SystemExit as e:  # e.g. another stage's CLI import failing on this machine: serve() directly
             print(f"{e}; retrying with lmsmith.serve.server.serve() directly", flush=True)
-            opts = cmd[cmd.index("--port"):]
+            opts = cmd[cmd.index("--port"):-1]
             kw = dict(zip([o.lstrip("-").replace("-", "_") for o in opts[::2]], opts[1::2]))
-            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()}
+            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()} | {"engine_process": mode != "thread"}
             code = f"from lmsmith.serve.server import serve; serve({str(model_dir)!r}, **{kw!r})"
             proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env)
             cmd = [sys.executable, "-c", code]
             wait_ready(url, proc, timeout=300)
         metrics["server_start_s"] = time.perf_counter() - t
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as r:  # 0: no prefill graphs (eager, or CPU)
+            m = re.search(r"^lmsmith_engine_prefill_graph_buckets (\S+)$", r.read().decode(), re.M)
+        metrics["prefill_graph_buckets"] = float(m.group(1)) if m else 0.0
         common = dict(model="bench", token_ids=True, token_id_max=vocab, progress=False, seed=args.seed)
         # warm-up: kernels, CUDA graphs of every batch bucket, prefill shapes, on other prompts
         t = time.perf_counter()
@@ -147,6 +126,7 @@ def main() -> int:
         for name, kw in runs:
             before = server_counters(url)
             s = bench_serve(url, **common, **kw)
+            time.sleep(0.2)  # the engine process sends its step counters when it goes idle
             after = server_counters(url)
             d = {k: after[k] - before[k] for k in after}
             workloads[name] = s["config"] | {"duration_s": round(s["duration_s"], 2)}
@@ -155,6 +135,7 @@ def main() -> int:
                 base, _, _ = k.rpartition("_ms")
                 key = f"{base}_ms_{name}" if k.endswith("_ms") else f"{k}_{name}"
                 metrics[key] = s[k]
+            metrics[f"prefill_graph_steps_{name}"] = d["graph_steps"]  # steps replayed as piecewise CUDA graphs
             if d["steps"] > 0:
                 metrics[f"engine_step_ms_{name}"] = 1000 * d["step_s"] / d["steps"]
                 metrics[f"engine_busy_frac_{name}"] = d["step_s"] / s["duration_s"]
@@ -164,7 +145,7 @@ def main() -> int:
             for ph in PHASES:  # mean TTFT split, server side
                 if d[f"{ph}_count"] > 0:
                     metrics[f"ttft_{ph}_mean_ms_{name}"] = 1000 * d[f"{ph}_sum"] / d[f"{ph}_count"]
-            print(f"{name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
+            print(f"[{mode}] {name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
                   f"{s['tpot_p50_ms']:.2f} ms p99 {s['tpot_p99_ms']:.2f} ms, {s['output_tok_per_s']:.0f} output tok/s, "
                   f"engine step {metrics.get(f'engine_step_ms_{name}', float('nan')):.2f} ms, errors {s['errors']}; TTFT "
                   + ", ".join(f"{ph} {metrics.get(f'ttft_{ph}_mean_ms_{name}', float('nan')):.1f}" for ph in PHASES)
@@ -178,8 +159,63 @@ def main() -> int:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        tmp.cleanup()
+    return metrics, workloads, cmd
 
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="llama-3.2-1b", help="random-init shape (lmsmith.ops.planner.SHAPES)")
+    ap.add_argument("--model", help="serve this model dir instead of a random-init shape")
+    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=128, help="requests per workload at --concurrency")
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--mix-output-len", type=int, default=128, help="median output length of the ShareGPT-like mix")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")
+    ap.add_argument("--max-num-seqs", type=int, default=64)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    ap.add_argument("--skip", nargs="*", default=[], choices=["c1", "mix"], help="workloads to leave out")
+    ap.add_argument("--modes", nargs="+", default=["engine_process", "thread", "engine_process_eager"],
+                    choices=["engine_process", "thread", "engine_process_eager"],
+                    help="servers to measure side by side: the engine loop in its own process, in a thread of the HTTP "
+                         "process, and in its own process without prefill graphs (LMSMITH_PREFILL_GRAPHS=0); the "
+                         "first also fills the unsuffixed fields")
+    ap.add_argument("--server-log", help="file prefix for the servers' output (PREFIX.MODE; default: discarded)")
+    ap.add_argument("--out", help="result JSON (default: print only)")
+    args = ap.parse_args()
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = tempfile.TemporaryDirectory()
+    if args.model:
+        model_dir, vocab = Path(args.model), json.loads((Path(args.model) / "config.json").read_text())["vocab_size"]
+    else:
+        from bench.common import build_model_dir
+        from lmsmith.ops.planner import SHAPES
+        if device != "cuda":
+            raise SystemExit("a random-init shape needs CUDA; pass --model DIR for a CPU smoke test")
+        t = time.perf_counter()
+        model_dir = build_model_dir(args.shape, Path(tmp.name) / "model", torch.bfloat16)
+        vocab = SHAPES[args.shape]["vocab_size"]
+        print(f"built {args.shape} in {time.perf_counter() - t:.1f} s", flush=True)
+
+    metrics: dict[str, float] = {}
+    workloads: dict[str, dict] = {}
+    commands: dict[str, str] = {}
+    try:
+        for mode in args.modes:  # side by side on the same machine, one server at a time
+            got, runs, cmd = run_mode(mode, args, model_dir, vocab, device)
+            commands[mode] = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+            workloads |= {f"{k}_{mode}": v for k, v in runs.items()}
+            metrics |= {f"{k}_{mode}": v for k, v in got.items()}
+            if mode == args.modes[0]:  # the unsuffixed fields (what earlier results and the README quote)
+                metrics |= got
+    finally:
+        tmp.cleanup()
+    metrics["modes"] = len(args.modes)
 
     result = make_result(
         "serve_load", {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
@@ -187,7 +223,7 @@ def main() -> int:
         workload={"model": args.model or f"random-init {args.shape}", "dtype": args.dtype,
                      "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
                      "prompts": "token-id arrays on /v1/completions, stream, ignore_eos", "runs": workloads,
-                  "server_command": " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))},
+                  "engine_modes": list(args.modes), "unsuffixed_fields": args.modes[0], "server_commands": commands},
     )
     if args.out:
         write_result(args.out, result)

@@ -21,14 +21,17 @@ CLOCK = {"type": "function", "function": {"name": "get_time", "parameters": {
 USER = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-@pytest.fixture(scope="module")
-def real(tmp_path_factory):
+@pytest.fixture(scope="module", params=["thread", "engine-process"])
+def real(tmp_path_factory, request):
+    """The engine loop in a thread of the server, and in its own process (`lmsmith serve --engine-process`)."""
     from lmsmith.serve.engine import Engine
+    from lmsmith.serve.engine_process import EngineClient
     from lmsmith.serve.server import BackgroundServer, create_app
     from lmsmith.tiny import build_tiny
 
     d = build_tiny(tmp_path_factory.mktemp("real") / "tiny", "llama")
-    engine = Engine(str(d), max_num_seqs=8, block_size=16, max_num_batched_tokens=512)
+    kind = Engine if request.param == "thread" else EngineClient
+    engine = kind(str(d), max_num_seqs=8, block_size=16, max_num_batched_tokens=512, device="cpu")
     srv = BackgroundServer(create_app(engine, "tiny", max_num_seqs=8)).__enter__()
     srv.engine = engine
     yield srv

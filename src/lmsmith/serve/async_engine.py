@@ -37,10 +37,12 @@ class EngineFailed(Exception):
 
 
 @dataclass
-class _Tracked:
+class Tracked:
     queue: asyncio.Queue
     n: int
     finished: set[int] = field(default_factory=set)
+    prompt: Any = None  # the prompt ids (a child-process engine sends no prompt back)
+    acc: dict = field(default_factory=dict)  # sample index -> [token ids, text] so far (child-process engine)
 
 
 class AsyncEngine:
@@ -50,7 +52,7 @@ class AsyncEngine:
         self.capacity = max_num_seqs + max_queue  # running batch + waiting queue
         self.request_timeout = request_timeout
         self.accepting = True
-        self._requests: dict[str, _Tracked] = {}
+        self._requests: dict[str, Tracked] = {}
         self._commands: list[tuple] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -84,6 +86,11 @@ class AsyncEngine:
             self._thread.join(timeout=10)
 
     @property
+    def alive(self) -> bool:
+        """False once the engine can serve nothing more (its process died); /health answers 503."""
+        return True
+
+    @property
     def in_flight(self) -> int:
         return len(self._requests)
 
@@ -98,7 +105,7 @@ class AsyncEngine:
             raise ShuttingDown()
         if len(self._requests) >= self.capacity:
             raise QueueFull()
-        tracked = _Tracked(asyncio.Queue(), n=max(1, int(getattr(params, "n", 1) or 1)))
+        tracked = Tracked(asyncio.Queue(), n=max(1, int(getattr(params, "n", 1) or 1)))
         self._requests[request_id] = tracked
         admitted: concurrent.futures.Future = concurrent.futures.Future()
         try:
@@ -204,7 +211,7 @@ class Handle:
     Leaving early (an exception, a cancelled task, `close()`) aborts the request in the engine;
     passing the deadline raises RequestTimeout."""
 
-    def __init__(self, owner: AsyncEngine, request_id: str, tracked: _Tracked):
+    def __init__(self, owner: AsyncEngine, request_id: str, tracked: Tracked):
         self.owner, self.request_id, self.tracked = owner, request_id, tracked
         self.done = self.closed = False
         # the deadline arrives as an item in the queue: no timer per awaited token

@@ -26,7 +26,7 @@ class PrefillChunk:
 
 @dataclass
 class AttentionMetadata:
-    slot_mapping: torch.Tensor  # [T] cache slot for each token's new K/V
+    slot_mapping: torch.Tensor | None  # [T] cache slot for each token's new K/V (None: the prefill graphs hold them)
     decode_rows: torch.Tensor | None  # [B] rows of single-token (decode) queries
     decode_block_tables: torch.Tensor | None  # [B, max_blocks] (padded with 0)
     decode_context_lens: torch.Tensor | None  # [B] keys each decode query sees (including itself)
@@ -85,16 +85,19 @@ def _window_mask(q_pos: torch.Tensor, k_len: int, window: int | None, device) ->
 
 
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    meta: AttentionMetadata, scale: float, write: bool = True) -> torch.Tensor:
-    """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d].
+                    meta: AttentionMetadata, scale: float, write: bool = True,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """q: [T, heads, d]; k, v: [T, kv_heads, d] (already rotated). Returns [T, heads, d] (in `out` if given:
+    the prefill graphs' static buffer, whose rows past the metadata's are padding and left as they are).
     `write=False`: k/v are already in the cache (the fused RoPE kernel put them there)."""
     if write:
         write_kv(k_cache, v_cache, k, v, meta.slot_mapping)
     window = meta.sliding_window
     fused = _pd.available(q.device)
-    if meta.decode_only and fused:
+    if meta.decode_only and fused and out is None:
         return _pd.paged_decode(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, scale, window)
-    out = torch.empty_like(q)
+    if out is None:
+        out = torch.empty_like(q)
     kv_heads, d = k.shape[-2:]
     gqa = q.shape[1] != kv_heads
     if meta.decode_rows is not None and fused:

@@ -123,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
           prompt_special_tokens=args.prompt_special_tokens, max_request_bytes=args.max_request_bytes,
-          guard=guard, embedders=args.embedder, **engine_kwargs(args))
+          guard=guard, embedders=args.embedder, engine_process=args.engine_process, **engine_kwargs(args))
     return 0
 
 
@@ -167,6 +167,9 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedder", action="append", help="embedding model(s) for /v1/embeddings (repeatable; "
                                                        "default: all-minilm-l6-v2, loaded on first use)")
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
+    p.add_argument("--engine-process", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the engine loop in its own process, so HTTP parsing and streaming never wait for it "
+                        "(default: on with CUDA, off on CPU)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=True,
                    help="the web UI at /ui: playground, models, runs, monitor (default: on)")

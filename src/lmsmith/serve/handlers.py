@@ -27,6 +27,8 @@ from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, QueueF
 from lmsmith.serve.guarding import system_prompt_of
 from lmsmith.serve.metrics import ServerMetrics
 
+INLINE_PROMPT_IDS = 16384  # token-id prompts up to this many ids are checked on the event loop (~0.1 ms)
+
 
 @dataclass
 class ServerState:
@@ -185,6 +187,10 @@ class _Handler:
         except ShuttingDown:
             raise APIError(503, "the server is shutting down", type="service_unavailable",
                            code="shutting_down") from None
+        except EngineFailed as e:  # the engine process died (or failed to take the request)
+            raise APIError(503 if not self.s.async_engine.alive else 500, f"the engine failed: {e}",
+                           type="service_unavailable" if not self.s.async_engine.alive else "internal_error",
+                           code="engine_failed") from None
         except LmsmithError as e:
             raise bad_request(str(e)) from None
         except ValueError as e:
@@ -553,9 +559,9 @@ class CompletionHandler(_Handler):
         lists = [p] if isinstance(p[0], int) else p
         out = []
         for ids in lists:
-            bad = [t for t in ids if not 0 <= t < self.s.vocab_size]
-            if bad:
-                raise bad_request(f"token id {bad[0]} is outside the vocabulary (0..{self.s.vocab_size - 1})",
+            if ids and (min(ids) < 0 or max(ids) >= self.s.vocab_size):
+                bad = next(t for t in ids if not 0 <= t < self.s.vocab_size)
+                raise bad_request(f"token id {bad} is outside the vocabulary (0..{self.s.vocab_size - 1})",
                                   "prompt")
             out.append((None, list(ids)))
         return out
@@ -607,7 +613,12 @@ class CompletionHandler(_Handler):
     async def respond(self, request: Request):
         self.check_text()
         self.check_model()
-        prepared = await self.off_loop(self.prepare)
+        p = self.body.prompt
+        ids_only = isinstance(p, list) and bool(p) and not isinstance(p[0], str)
+        if ids_only and (len(p) if isinstance(p[0], int) else sum(map(len, p))) <= INLINE_PROMPT_IDS:
+            prepared = self.prepare()  # nothing to tokenize: a hop to the prep thread would cost more (GIL handoff)
+        else:
+            prepared = await self.off_loop(self.prepare)
         guard = self.s.guard
         if guard is not None:
             await guard.check_texts(request, [(f"prompt.{k}" if len(prepared) > 1 else "prompt", self.prompt_text(k, p))

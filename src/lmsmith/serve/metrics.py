@@ -37,6 +37,8 @@ class EngineStatsCollector:
             "lmsmith_kv_cache_usage_ratio": ("fraction of KV-cache blocks in use", s.get("kv_usage", 0.0)),
             "lmsmith_kv_cache_blocks_total": ("KV-cache blocks", s.get("kv_blocks_total", 0)),
             "lmsmith_kv_cache_blocks_used": ("KV-cache blocks in use", s.get("kv_blocks_used", 0)),
+            "lmsmith_engine_prefill_graph_buckets": ("token-count buckets with captured prefill graphs",
+                                                     s.get("prefill_graph_buckets", 0)),
         }
         queries, hits = s.get("prefix_cache_queries", 0), s.get("prefix_cache_hits", 0)
         gauges["lmsmith_prefix_cache_hit_rate"] = ("prefix-cache hits / queries since start",
@@ -51,6 +53,8 @@ class EngineStatsCollector:
             "lmsmith_preemptions": ("sequences preempted for lack of KV memory", s.get("preemptions", 0)),
             "lmsmith_engine_steps": ("engine steps (one batched forward each)", s.get("engine_steps", 0)),
             "lmsmith_engine_step_seconds": ("wall time spent inside engine steps", s.get("engine_step_seconds", 0.0)),
+            "lmsmith_engine_prefill_graph_steps": ("prefill/mixed steps replayed as piecewise CUDA graphs",
+                                                   s.get("prefill_graph_steps", 0)),
         }
         for name, (doc, value) in counters.items():
             c = CounterMetricFamily(name, doc)

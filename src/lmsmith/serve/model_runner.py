@@ -21,6 +21,7 @@ from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import bs1_eligible, forward_bs1, replay_ms, tune_tiles
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config
+from lmsmith.serve.prefill_graphs import PrefillGraphs, graphs_wanted
 from lmsmith.serve.scheduler import ScheduledSeq
 from lmsmith.serve.weights import ModelHandle
 
@@ -82,6 +83,7 @@ class NativeRunner:
         self.block_size = 16
         self.max_model_len = max_model_len
         self.graphs: DecodeGraphs | None = None
+        self.prefill_graphs: PrefillGraphs | None = None
         self.use_cuda_graphs = device.type == "cuda"
         self.model.fused = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
 
@@ -98,9 +100,17 @@ class NativeRunner:
         if self.use_cuda_graphs:
             self.graphs = DecodeGraphs(self, max_num_seqs, scratch_block=num_blocks)
 
+    def capture_prefill(self, max_num_batched_tokens: int) -> None:
+        """Piecewise CUDA graphs for prefill and mixed steps up to the step's token budget (serve.prefill_graphs)."""
+        if self.use_cuda_graphs and self.kv_cache is not None and graphs_wanted(self):
+            self.prefill_graphs = PrefillGraphs(self, max_num_batched_tokens, scratch_block=self.kv_cache.shape[2] - 1)
+
     def release_graphs(self) -> None:
         """Drop the captured decode graphs. Under tensor parallelism they hold NCCL work, and destroying the
         process group while such graphs exist hangs in ncclCommDestroy (pytorch/pytorch#115388)."""
+        if self.prefill_graphs is not None:
+            self.prefill_graphs.release()
+            self.prefill_graphs = None
         if self.graphs is not None:
             for g in self.graphs.graphs.values():
                 g.reset()
@@ -191,7 +201,12 @@ class NativeRunner:
             ids.extend(seq.tokens[start:start + n])
             positions.extend(range(start, start + n))
             table = seq.block_table
-            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            p, end = start, start + n
+            while p < end:  # one range per block, not a generator step per token
+                take = min(bs - p % bs, end - p)
+                first = table[p // bs] * bs + p % bs
+                slots.extend(range(first, first + take))
+                p += take
             if n == 1:
                 decode_rows.append(row)
                 decode_tables.append(table[:(start + bs) // bs])
@@ -204,8 +219,10 @@ class NativeRunner:
             if s.samples:
                 logit_rows.append(row + n - 1)
         dev = self.device
+        pg = self.prefill_graphs
+        bucket = pg.bucket(len(ids)) if pg is not None and not (src_rows and max(src_rows) >= 0) else None
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev), decode_rows=None,
+            slot_mapping=None if bucket else torch.tensor(slots, dtype=torch.long, device=dev), decode_rows=None,
             decode_block_tables=None, decode_context_lens=None, prefills=prefills, block_size=bs,
             sliding_window=self.spec.sliding_window)
         if decode_rows:
@@ -214,8 +231,10 @@ class NativeRunner:
             meta.decode_block_tables = torch.tensor([t + [0] * (width - len(t)) for t in decode_tables],
                                                     dtype=torch.long, device=dev)
             meta.decode_context_lens = torch.tensor(decode_lens, dtype=torch.long, device=dev)
-            if dev.type == "cpu" and not prefills and len(logit_rows) == len(batch):
+            if dev.type == "cpu" and not prefills and len(logit_rows) == len(batch) and not bucket:
                 meta.host_tables, meta.host_lens = decode_tables, decode_lens  # the lean CPU decode step
+        if bucket:  # token ids, positions and slots go in the bucket's buffer with one copy
+            return pg.run(bucket, ids, positions, slots, meta, torch.tensor(logit_rows, dtype=torch.long, device=dev))
         pos = torch.tensor(positions, dtype=torch.long, device=dev)
         meta.positions = pos
         cos, sin = (self.cos, self.sin) if self.model.fused else (self.cos[pos], self.sin[pos])

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from lmsmith.errors import LmsmithError
 from lmsmith.registry.registry import Registry, looks_like_path, parse_ref
 from lmsmith.serve.async_engine import AsyncEngine
+from lmsmith.serve.engine_process import make_async_engine
 
 log = logging.getLogger("lmsmith.serve")
 DEPLOY_FILE = "deploy.json"
@@ -167,7 +168,7 @@ class Router:
     def _new_aeng(self, engine: Any, like: AsyncEngine) -> AsyncEngine:
         """An AsyncEngine for another version, with the same admission limits as the server's."""
         seqs = int(getattr(like.engine, "max_num_seqs", None) or 64)
-        aeng = AsyncEngine(engine, max_num_seqs=seqs, max_queue=max(0, like.capacity - seqs),
+        aeng = make_async_engine(engine, max_num_seqs=seqs, max_queue=max(0, like.capacity - seqs),
                            request_timeout=like.request_timeout)
         aeng.start()
         return aeng

@@ -25,7 +25,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.serve import protocol as P
 from lmsmith.serve import rag_routes
 from lmsmith.serve.api_errors import APIError, install_error_handlers
-from lmsmith.serve.async_engine import AsyncEngine
+from lmsmith.serve.engine_process import make_async_engine
 from lmsmith.serve.guarding import GuardSettings, ServerGuard
 from lmsmith.serve.handlers import ChatHandler, CompletionHandler, ServerState
 from lmsmith.serve.kserve import make_router as kserve_router
@@ -47,7 +47,7 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     alias and splits canary traffic; `request_log` (serve.request_log) records requests; `embedders` serve
     /v1/embeddings (and retrieval for chat requests with a `rag` field)."""
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
-    aeng = AsyncEngine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
+    aeng = make_async_engine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
     names = {model_name, *(aliases or [])}
     names |= {n.split("@")[0] for n in list(names)}
     state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats, model_name, version),
@@ -97,6 +97,8 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
     async def health() -> JSONResponse:
         if not state.async_engine.accepting:
             return JSONResponse({"status": "shutting down"}, status_code=503)
+        if not state.async_engine.alive:
+            return JSONResponse({"status": "engine failed", "error": state.async_engine.error}, status_code=503)
         return JSONResponse({"status": "ok", "model": model_name, "running": state.async_engine.in_flight})
 
     @app.get("/metrics")
@@ -257,18 +259,28 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
           request_timeout: float | None = 600.0, drain_timeout: float = 30.0, log_level: str = "info",
           prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024,
           guard: GuardSettings | None = None, setup: Callable[[FastAPI], Any] | None = None,
-          request_log: Any = None, embedders: list[str] | None = None, **engine_kwargs: Any) -> None:
+          request_log: Any = None, embedders: list[str] | None = None, engine_process: bool | None = None,
+          **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT. A registry `NAME@ALIAS` is followed:
     moving the alias (or a canary, `lmsmith deploy`) swaps versions without dropping requests. `setup(app)`
-    may add routes (the UI)."""
+    may add routes (the UI). `engine_process`: run the engine loop in a child process (serve.engine_process;
+    None: on with CUDA, off on CPU)."""
     from lmsmith.progress import console
     from lmsmith.serve.engine import Engine
+    from lmsmith.serve.engine_process import EngineClient, default_engine_process
     from lmsmith.serve.routing import Router
 
     _check_port(host, port)  # before the (slow) model load
-    with console.status(f"loading {ref}"):
-        router = Router.for_ref(ref, lambda r: Engine(r, max_num_seqs=max_num_seqs, **engine_kwargs))
-        engine = router.initial_engine() if router else Engine(ref, max_num_seqs=max_num_seqs, **engine_kwargs)
+    if engine_process is None:
+        engine_process = default_engine_process(engine_kwargs.get("device"))
+    kind = EngineClient if engine_process else Engine
+
+    def make(r: str) -> Any:
+        return kind(r, max_num_seqs=max_num_seqs, **engine_kwargs)
+
+    with console.status(f"loading {ref}" + (" in the engine process" if engine_process else "")):
+        router = Router.for_ref(ref, make)
+        engine = router.initial_engine() if router else make(ref)
     app = create_app(engine, served_model_name or ref, api_key=api_key, max_num_seqs=max_num_seqs,
                      max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
                      prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes, guard=guard,

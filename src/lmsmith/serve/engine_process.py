@@ -1,0 +1,477 @@
+"""The engine in its own process (as vLLM v1's EngineCore), so the HTTP process never waits for its GIL.
+
+In one process the engine thread holds the GIL for the Python side of every step (busy ~99% of the time under
+load), and a burst of requests waits to be parsed and admitted. Here the HTTP process parses, tokenizes,
+streams and does flow control (`ProcessAsyncEngine`, the `AsyncEngine` interface the handlers use), and a
+child process owns the `Engine` and runs schedule + step in a loop (`run_engine_core`). They talk over two
+pipes with pickled tuples of token ids and text deltas; no tensors cross.
+
+    parent -> child   ("add", rid, prompt_ids, params) | ("abort", rid) | ("stop",)
+    child -> parent   ("ready", info) | ("error", message, hint)               once, after loading
+                      ("step", acks, outputs, stats, failure)                   after commands and steps
+
+`acks` answer adds (None or the error, raised to the handler: a 400 before anything streams); `outputs` are
+per-sequence deltas that the parent accumulates into `RequestOutput`s; `failure` is a step that raised (its
+requests fail with a 500, the engine keeps serving). A child that dies (killed, OOM, crash) closes its pipe:
+requests in flight fail with a 500, new ones get a 503 and /health turns 503. The child exits when the parent
+dies (its command pipe closes, or its parent pid changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from typing import Any
+
+from lmsmith.errors import LmsmithError
+from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, QueueFull, ShuttingDown, Tracked
+
+log = logging.getLogger("lmsmith.serve")
+
+STATS_EVERY_S = 0.05  # while busy, engine stats ride along with step outputs at most this often
+PIPE_BYTES = 1 << 20  # room for a burst of adds without blocking the event loop on a busy child
+
+
+# ---------------------------------------------------------------------------------------------- child side
+def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs: dict, parent_pid: int) -> None:
+    """The child process: load the engine, say ready (or why not), then serve commands until told to stop."""
+    from lmsmith.serve.engine import Engine
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (the process group) and systemd (the cgroup) signal us too:
+        signal.signal(sig, _ignore)  # the server drains first, then stops us (or we see it die); not inherited
+    _grow_pipe(out_conn)
+    _share_cores(engine_kwargs.get("device"))
+    try:
+        engine = Engine(model_ref, **engine_kwargs)
+    except LmsmithError as e:
+        out_conn.send(("error", e.message, e.hint))
+        return
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it as a clear error
+        out_conn.send(("error", f"the engine failed to load: {type(e).__name__}: {e}", None))
+        traceback.print_exc()
+        return
+    info = {"max_model_len": engine.max_model_len, "vocab_size": engine.vocab_size,
+            "max_num_seqs": engine.scheduler.max_num_seqs, "device": str(engine.device), "native": engine.native,
+            "eos_token_ids": list(engine.eos_token_ids), "model_ref": engine.model_ref,
+            "stats": _stats(engine, 0, 0.0)}
+    try:
+        out_conn.send(("ready", info))
+        EngineCore(engine, cmd_conn, out_conn, parent_pid).run()
+    except (BrokenPipeError, EOFError, ConnectionError):
+        pass  # the server went away mid-send: nothing left to serve
+    finally:
+        engine.close()
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
+
+
+class EngineCore:
+    """The child's loop: apply commands, step, send acks and outputs; block on the pipe when idle."""
+
+    def __init__(self, engine: Any, cmd_conn: Any, out_conn: Any, parent_pid: int):
+        self.engine, self.cmd, self.out, self.parent_pid = engine, cmd_conn, out_conn, parent_pid
+        self.live: dict[str, int] = {}  # requests added and not yet finished or aborted -> samples still running
+        self.steps, self.step_seconds = 0, 0.0
+        self.stats_sent = 0.0
+
+    def run(self) -> None:
+        eng = self.engine
+        while True:
+            busy = eng.has_unfinished()
+            if not busy:
+                self.send([], [], True, None)  # idle: the final stats of the burst
+                while not self.cmd.poll(0.5):
+                    if os.getppid() != self.parent_pid:
+                        return  # the server died without telling us
+            acks: list = []
+            try:
+                while self.cmd.poll():
+                    msg = self.cmd.recv()
+                    if msg[0] == "stop":
+                        return
+                    self.apply(msg, acks)
+            except (EOFError, OSError):
+                return  # the parent closed its end: it is gone or shutting down
+            if acks:  # answer the adds now, not after the step: the handlers send their headers meanwhile
+                self.send(acks, [], False, None)
+            outputs, failure = [], None
+            if eng.has_unfinished():
+                t = time.perf_counter()
+                try:
+                    outputs = eng.step()
+                except Exception as e:  # an engine bug or an OOM: fail what is in flight, keep serving
+                    traceback.print_exc()
+                    failure = f"{type(e).__name__}: {e}"
+                    for rid in list(self.live):
+                        self.abort(rid)
+                    outputs = []
+                self.step_seconds += time.perf_counter() - t
+                self.steps += 1
+            packed = [pack_output(o) for o in outputs]
+            for o in outputs:
+                if o.finished and o.request_id in self.live:
+                    self.live[o.request_id] -= 1
+                    if self.live[o.request_id] <= 0:
+                        del self.live[o.request_id]
+            now = time.monotonic()
+            # stats ride along at most every STATS_EVERY_S, and whenever a request finishes (so /metrics read after
+            # a response already counts its steps)
+            fresh = now - self.stats_sent > STATS_EVERY_S or any(o.finished for o in outputs)
+            if packed or failure or fresh:
+                self.send([], packed, fresh, failure)
+
+    def send(self, acks: list, outputs: list, with_stats: bool, failure: str | None) -> None:
+        stats = None
+        if with_stats:
+            stats = _stats(self.engine, self.steps, self.step_seconds)
+            self.stats_sent = time.monotonic()
+        self.out.send(("step", acks, outputs, stats, failure))
+
+    def apply(self, msg: tuple, acks: list) -> None:
+        if msg[0] == "abort":
+            self.abort(msg[1])
+            return
+        _, rid, prompt, params = msg
+        try:
+            self.engine.add_request(rid, prompt, params)
+        except LmsmithError as e:
+            acks.append((rid, ("LmsmithError", e.message, e.hint)))
+        except ValueError as e:
+            acks.append((rid, ("ValueError", str(e), None)))
+        except Exception as e:  # noqa: BLE001 - the handler answers it with a 500
+            acks.append((rid, ("EngineFailed", f"{type(e).__name__}: {e}", None)))
+        else:
+            self.live[rid] = max(1, int(getattr(params, "n", 1) or 1))
+            acks.append((rid, None))
+
+    def abort(self, rid: str) -> None:
+        self.live.pop(rid, None)
+        try:
+            self.engine.abort(rid)
+        except Exception:  # already finished or unknown: nothing to free
+            pass
+
+
+def pack_output(o: Any) -> tuple:
+    """One RequestOutput as a small tuple of deltas; the full token ids and text only once, when it finishes."""
+    m = o.metrics
+    times = None if m is None else (m.arrival_time, m.first_scheduled_time, m.first_token_time, m.finish_time)
+    full = (list(o.token_ids), o.text) if o.finished else None
+    return (o.request_id, o.index, list(o.new_token_ids), o.text_delta, o.finished, o.finish_reason,
+            getattr(o, "stop_reason", None),
+            o.logprobs, o.num_cached_tokens, times, full)
+
+
+def _stats(engine: Any, steps: int, step_seconds: float) -> dict:
+    try:
+        s = dict(engine.stats())
+    except Exception:
+        s = {}
+    return s | {"engine_steps": steps, "engine_step_seconds": step_seconds}
+
+
+def _share_cores(device: str | None) -> None:
+    """On CPU, leave one core to the HTTP process: its event loop runs at the same time now, and an OpenMP team
+    whose thread is descheduled stalls every op at its barrier (measured: steps 28x slower with all cores)."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS") or (device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu":
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
+
+
+def _grow_pipe(conn: Any) -> None:
+    """Linux pipes hold 64 KiB by default; a larger buffer keeps a burst of requests from blocking the writer."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(conn.fileno(), 1031, PIPE_BYTES)  # F_SETPIPE_SZ
+    except Exception:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------- parent side
+class EngineClient:
+    """What the HTTP process holds in place of an `Engine`: the tokenizer and the engine's limits here, the
+    engine itself in a child process (started now; this returns once the model is loaded there).
+
+    `startup_timeout` bounds the load (None: wait as long as the child is alive)."""
+
+    in_process = False
+
+    def __init__(self, model_ref: Any, startup_timeout: float | None = None, **engine_kwargs: Any):
+        from lmsmith.models import load_tokenizer, resolve_model
+
+        model = resolve_model(model_ref)  # a bad ref fails here, before a process starts
+        ctx = mp.get_context("spawn")  # never fork a process that may hold CUDA or threads
+        cmd_r, self._cmd = ctx.Pipe(duplex=False)
+        self._out, out_w = ctx.Pipe(duplex=False)
+        _grow_pipe(self._cmd)
+        ref = model.name  # canonical (NAME@V or the path): the child loads exactly this version
+        self.proc = ctx.Process(target=run_engine_core, args=(cmd_r, out_w, ref, engine_kwargs, os.getpid()),
+                                name="lmsmith-engine-core", daemon=False)  # daemonic processes cannot start TP workers
+        self.proc.start()
+        cmd_r.close()
+        out_w.close()  # the child holds the only write end: its exit reads as EOF here
+        self.closed = False
+        atexit.register(self.close)
+        try:
+            self.tokenizer = load_tokenizer(model)
+            info = self._wait_ready(startup_timeout)  # the tokenizer loaded above while the child loads the weights
+        except BaseException:
+            self.close()
+            raise
+        self.model_ref = info["model_ref"]
+        self.max_model_len = int(info["max_model_len"])
+        self.vocab_size = int(info["vocab_size"])
+        self.max_num_seqs = int(info["max_num_seqs"])
+        self.device = info["device"]
+        self.native = info["native"]
+        self.eos_token_ids = info["eos_token_ids"]
+        self.last_stats: dict = info["stats"]
+
+    def _wait_ready(self, timeout: float | None) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._out.poll(0.2):
+            if not self.proc.is_alive():
+                raise LmsmithError(f"the engine process exited with status {self.proc.exitcode} while loading the model",
+                                   "see the log above; or serve in one process with --no-engine-process")
+            if deadline is not None and time.monotonic() > deadline:
+                raise LmsmithError(f"the engine process did not load the model within {timeout:g} s")
+        try:
+            msg = self._out.recv()
+        except EOFError:
+            self.proc.join(5)
+            raise LmsmithError(f"the engine process exited with status {self.proc.exitcode} while loading the model",
+                               "see the log above") from None
+        if msg[0] == "error":
+            self.proc.join(10)
+            raise LmsmithError(msg[1], msg[2])
+        return msg[1]
+
+    def stats(self) -> dict:
+        return self.last_stats
+
+    def update_weights(self, weights: Any) -> int:
+        raise LmsmithError("cannot push weights into an engine running in its own process",
+                           "use an in-process engine (lmsmith.serve.LLM, or `lmsmith serve --no-engine-process`)")
+
+    def send(self, msg: tuple) -> None:
+        self._cmd.send(msg)
+
+    def fileno(self) -> int:
+        """The pipe the child's messages arrive on (for the event loop's reader)."""
+        return self._out.fileno()
+
+    def poll(self) -> bool:
+        return self._out.poll()
+
+    def recv(self) -> tuple:
+        return self._out.recv()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the child (politely, then by force) and close the pipes. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        atexit.unregister(self.close)
+        try:
+            self._cmd.send(("stop",))
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():  # stuck (e.g. in a kernel): it ignores SIGTERM, so kill
+            self.proc.kill()
+            self.proc.join(5)
+        for c in (self._cmd, self._out):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class ProcessAsyncEngine(AsyncEngine):
+    """`AsyncEngine` over an `EngineClient`: the same admission, timeout, abort and drain, with the step loop in
+    the child. Outputs are read on the event loop itself (`add_reader` on the pipe): no thread here competes
+    for the GIL."""
+
+    def __init__(self, engine: EngineClient, max_num_seqs: int = 64, max_queue: int = 256,
+                 request_timeout: float | None = 600.0):
+        super().__init__(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
+        self._adds: dict[str, asyncio.Future] = {}
+        self.dead = False
+
+    def _snapshot(self) -> dict:
+        return dict(self.engine.last_stats)
+
+    @property
+    def alive(self) -> bool:
+        return not self.dead
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.engine.fileno(), self._on_readable)
+
+    def stop(self) -> None:
+        """Stop the child. Callable from the event loop or from another thread (the router retires engines
+        from a worker thread): the pipe's reader is removed on the loop before the pipe closes."""
+        loop = self._loop
+        if loop is not None and not self.dead and not loop.is_closed():
+            self.dead = True  # our own shutdown: the pipe's EOF is not a crash
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if on_loop:
+                self._remove_reader()
+            else:
+                done = concurrent.futures.Future()
+
+                def remove() -> None:
+                    self._remove_reader()
+                    done.set_result(None)
+
+                loop.call_soon_threadsafe(remove)
+                with contextlib.suppress(Exception):
+                    done.result(5)
+        self.engine.close()
+
+    def _remove_reader(self) -> None:
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            self._loop.remove_reader(self.engine.fileno())
+
+    async def add(self, request_id: str, prompt: list[int] | str, params: Any) -> Handle:
+        if not self.accepting:
+            raise ShuttingDown()
+        if self.dead:
+            raise EngineFailed(self.error or "the engine process is not running")
+        if len(self._requests) >= self.capacity:
+            raise QueueFull()
+        tracked = Tracked(asyncio.Queue(), n=max(1, int(getattr(params, "n", 1) or 1)), prompt=prompt)
+        self._requests[request_id] = tracked
+        ack = self._loop.create_future()
+        self._adds[request_id] = ack
+        try:
+            self._submit(("add", request_id, prompt, params))
+            try:
+                await asyncio.wait_for(ack, self.request_timeout) if self.request_timeout else await ack
+            except asyncio.TimeoutError:
+                raise EngineFailed(f"the engine process did not take the request within {self.request_timeout:g} s") \
+                    from None
+        except BaseException:
+            self._adds.pop(request_id, None)
+            self._abort(request_id)
+            raise
+        return Handle(self, request_id, tracked)
+
+    def _submit(self, command: tuple) -> None:
+        if self.dead or self.engine.closed:
+            return
+        try:
+            self.engine.send(command)
+        except (OSError, ValueError) as e:  # the child is gone; its EOF will fail the requests
+            log.warning("could not reach the engine process: %s", e)
+
+    # ------------------------------------------------------------------ reading the child's messages
+    def _on_readable(self) -> None:
+        eng = self.engine
+        try:
+            while eng.poll():
+                self._handle(eng.recv())
+        except (EOFError, OSError):
+            self._child_gone()
+
+    def _handle(self, msg: tuple) -> None:
+        _, acks, outputs, stats, failure = msg
+        for rid, err in acks:
+            fut = self._adds.pop(rid, None)
+            if fut is None or fut.done():
+                continue
+            if err is None:
+                fut.set_result(None)
+            else:
+                kind, message, hint = err
+                fut.set_exception(LmsmithError(message, hint) if kind == "LmsmithError" else
+                                  ValueError(message) if kind == "ValueError" else EngineFailed(message))
+        for packed in outputs:
+            t = self._requests.get(packed[0])
+            if t is not None:
+                t.queue.put_nowait(unpack_output(packed, t))
+        if stats is not None:
+            self.engine.last_stats = stats
+            self._stats = stats
+            self.steps, self.step_seconds = stats.get("engine_steps", 0), stats.get("engine_step_seconds", 0.0)
+        if failure is not None:
+            log.error("engine step failed: %s", failure)
+            self.error = failure
+            self._dispatch_error(EngineFailed(failure))
+
+    def _child_gone(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        self._remove_reader()
+        proc = self.engine.proc
+        proc.join(1)
+        if not self.engine.closed:  # not our own shutdown: say so loudly
+            self.error = f"the engine process exited unexpectedly (exit status {proc.exitcode})"
+            log.error("%s; requests in flight fail, new ones get 503", self.error)
+        else:
+            self.error = "the engine process was stopped"
+        err = EngineFailed(self.error)
+        for fut in self._adds.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._adds.clear()
+        self._dispatch_error(err)
+
+
+def unpack_output(packed: tuple, tracked: Tracked) -> Any:
+    """A RequestOutput as the engine would have made it, from a packed delta and what the request has so far."""
+    from lmsmith.serve.engine import RequestOutput
+    from lmsmith.serve.sequence import RequestMetrics
+
+    rid, index, new, delta, finished, reason, stop, logprobs, cached, times, full = packed
+    acc = tracked.acc.get(index)
+    if acc is None:
+        acc = tracked.acc[index] = [[], ""]
+    if full is not None:
+        acc[0], acc[1] = full
+    else:
+        acc[0] += new
+        acc[1] += delta
+    metrics = None
+    if times is not None:
+        metrics = RequestMetrics(times[0], times[1], times[2], times[3])
+    return RequestOutput(request_id=rid, index=index, new_token_ids=new, text_delta=delta, token_ids=list(acc[0]),
+                         text=acc[1], finished=finished, finish_reason=reason, stop_reason=stop, logprobs=logprobs,
+                         prompt_token_ids=tracked.prompt, num_cached_tokens=cached, metrics=metrics)
+
+
+def default_engine_process(device: str | None) -> bool:
+    """On for CUDA (the step's host work would otherwise hold the HTTP process's GIL), off on CPU, where the
+    model's own threads need the cores and a second process measured no clear gain on a 2-core machine
+    (bench/results/serve_load-cpu-tiny.json)."""
+    if device is not None:
+        return str(device).startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def make_async_engine(engine: Any, max_num_seqs: int = 64, max_queue: int = 256,
+                      request_timeout: float | None = 600.0) -> AsyncEngine:
+    """The async front of an engine: over a child process for an `EngineClient`, else a thread in this process."""
+    cls = ProcessAsyncEngine if getattr(engine, "in_process", True) is False else AsyncEngine
+    return cls(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
