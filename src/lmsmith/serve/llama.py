@@ -275,6 +275,8 @@ class LlamaForCausalLM(nn.Module):
         b, qd, kd = input_ids.shape[0], s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
         half = s.head_dim // 2
         fns = self._cpu_linears(cos.dtype)
+        if self._cpu_fused_ok(fns, kv_cache, b):
+            return self._forward_decode_cpu_fused(input_ids, cos, sin, kv_cache, meta, logit_rows, fns)
         sign = torch.ones(s.head_dim, dtype=sin.dtype)
         sign[:half] = -1
         cos, sin = cos[:, None, :], (sin * sign)[:, None, :]
@@ -299,6 +301,37 @@ class LlamaForCausalLM(nn.Module):
             x = x + down_fn(F.silu(g).mul_(u))
         h = _rms(x if logit_rows is None else x[logit_rows], self.model.norm)
         return fns[-1](h).float()
+
+    def _cpu_fused_ok(self, fns: list, kv_cache: torch.Tensor, rows: int) -> bool:
+        """The owned kernels' fused step applies: fp32, every layer's linears bound to them, few rows."""
+        return (kv_cache.dtype == torch.float32 and rows <= cpu_kernels.MAX_ROWS and kv_cache.is_contiguous()
+                and all(hasattr(fn, "fused") for layer in fns[:-1] for fn in layer))
+
+    def _forward_decode_cpu_fused(self, input_ids, cos, sin, kv_cache, meta, logit_rows, fns):
+        """The decode step in five owned-kernel calls per layer (`cpu_kernels`): RMSNorm folded into the qkv and
+        gate_up GEMVs' activation quantization, RoPE + K/V write + attention as one op, the residual adds into
+        the o and down GEMVs' output, SiLU(gate) * up into the down GEMV's input."""
+        s = self.spec
+        attend = torch.ops.lmsmith_cpu.decode_attention
+        layers = self.model.layers
+        tables, lens, slots = meta.decode_block_tables, meta.decode_context_lens, meta.slot_mapping
+        window, bs = meta.sliding_window or 0, meta.block_size
+        x = self.model.embed_tokens(input_ids).float()
+        kv = kv_cache.unbind(0)
+        for i, layer in enumerate(layers):
+            qkv_fn, o_fn, gu_fn, down_fn = fns[i]
+            ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
+            qkv = qkv_fn.fused(x, ln1.weight, ln1.eps)
+            o = attend(qkv, cos, sin, kv[i][0], kv[i][1], slots, tables, lens, s.num_heads, s.num_kv_heads,
+                       s.head_dim, layer.self_attn.scale, window, bs)
+            x = o_fn.fused(o, None, 0.0, 0, x)
+            x = down_fn.fused(gu_fn.fused(x, ln2.weight, ln2.eps), None, 0.0, 1, x)
+        if logit_rows is not None and logit_rows.numel() != x.shape[0]:
+            x = x[logit_rows]
+        head, norm = fns[-1], self.model.norm
+        if hasattr(head, "fused"):
+            return head.fused(x, norm.weight, norm.eps)
+        return head(_rms(x, norm)).float()
 
     def _cpu_linears(self, dtype: torch.dtype) -> list:
         """Per layer (qkv, o, gate_up, down) and then the lm_head, as direct kernel calls bound once: a
