@@ -226,6 +226,7 @@ class LlamaForCausalLM(nn.Module):
         self.fused = False  # set by the runner on CUDA in bf16/fp16: Triton kernels for the element-wise stages
         self.lean_cpu_decode = True  # decode-only CPU steps take `_forward_decode_cpu` (False: the general path)
         self._cpu_fns: tuple | None = None  # (dtype, bound linears) of that step
+        self._cpu_plan: tuple | None = None  # (bound linears, cpu_kernels.DecodePlan) of the owned kernels' step
 
     def fuse(self) -> None:
         for layer in self.model.layers:
@@ -305,33 +306,28 @@ class LlamaForCausalLM(nn.Module):
     def _cpu_fused_ok(self, fns: list, kv_cache: torch.Tensor, rows: int) -> bool:
         """The owned kernels' fused step applies: fp32, every layer's linears bound to them, few rows."""
         return (kv_cache.dtype == torch.float32 and rows <= cpu_kernels.MAX_ROWS and kv_cache.is_contiguous()
-                and all(hasattr(fn, "fused") for layer in fns[:-1] for fn in layer))
+                and all(hasattr(fn, "spec") for layer in fns[:-1] for fn in layer))
 
     def _forward_decode_cpu_fused(self, input_ids, cos, sin, kv_cache, meta, logit_rows, fns):
-        """The decode step in five owned-kernel calls per layer (`cpu_kernels`): RMSNorm folded into the qkv and
-        gate_up GEMVs' activation quantization, RoPE + K/V write + attention as one op, the residual adds into
-        the o and down GEMVs' output, SiLU(gate) * up into the down GEMV's input."""
+        """The decode step as one owned-kernel call (`cpu_kernels.DecodePlan`): per layer RMSNorm folded into the
+        qkv and gate_up GEMVs' activation quantization, RoPE + K/V write + attention as one op, the residual adds
+        into the o and down GEMVs' output, SiLU(gate) * up into the down GEMV's input; no Python between them."""
         s = self.spec
-        attend = torch.ops.lmsmith_cpu.decode_attention
-        layers = self.model.layers
-        tables, lens, slots = meta.decode_block_tables, meta.decode_context_lens, meta.slot_mapping
-        window, bs = meta.sliding_window or 0, meta.block_size
+        if self._cpu_plan is None or self._cpu_plan[0] is not fns:
+            layers = self.model.layers
+            norms = [(n.weight, n.eps) for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)]
+            head = fns[-1] if hasattr(fns[-1], "spec") else None
+            self._cpu_plan = (fns, cpu_kernels.DecodePlan(fns[:-1], norms + [(self.model.norm.weight,
+                                                                             self.model.norm.eps)], head))
+        plan = self._cpu_plan[1]
+        caches = list(kv_cache.flatten(0, 1).unbind(0))  # [k0, v0, k1, v1, ...]
         x = self.model.embed_tokens(input_ids).float()
-        kv = kv_cache.unbind(0)
-        for i, layer in enumerate(layers):
-            qkv_fn, o_fn, gu_fn, down_fn = fns[i]
-            ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
-            qkv = qkv_fn.fused(x, ln1.weight, ln1.eps)
-            o = attend(qkv, cos, sin, kv[i][0], kv[i][1], slots, tables, lens, s.num_heads, s.num_kv_heads,
-                       s.head_dim, layer.self_attn.scale, window, bs)
-            x = o_fn.fused(o, None, 0.0, 0, x)
-            x = down_fn.fused(gu_fn.fused(x, ln2.weight, ln2.eps), None, 0.0, 1, x)
-        if logit_rows is not None and logit_rows.numel() != x.shape[0]:
-            x = x[logit_rows]
-        head, norm = fns[-1], self.model.norm
-        if hasattr(head, "fused"):
-            return head.fused(x, norm.weight, norm.eps)
-        return head(_rms(x, norm)).float()
+        out = plan(x, caches, cos, sin, meta.slot_mapping, meta.decode_block_tables, meta.decode_context_lens,
+                   s.num_heads, s.num_kv_heads, s.head_dim, self.model.layers[0].self_attn.scale, meta.sliding_window,
+                   meta.block_size)
+        if logit_rows is not None and logit_rows.numel() != out.shape[0]:
+            out = out[logit_rows]
+        return out if plan.head else fns[-1](out).float()
 
     def _cpu_linears(self, dtype: torch.dtype) -> list:
         """Per layer (qkv, o, gate_up, down) and then the lm_head, as direct kernel calls bound once: a

@@ -187,12 +187,15 @@ def bind(mod: torch.nn.Module, dtype: torch.dtype, fallback: Callable[[torch.Ten
     bias = None if mod.bias is None else mod.bias.detach().float().contiguous()
     if isinstance(mod, Int4Linear):
         qpack, s, m = pack_int4(mod.qweight, mod.scales, mod.zeros, mod.group_size)
-        op, args = torch.ops.lmsmith_cpu.int4_gemv, (qpack, s, m, bias, n, mod.group_size)
+        op, args = torch.ops.lmsmith_cpu.int4_gemv.default, (qpack, s, m, bias, n, mod.group_size)
+        spec = (4, [qpack, s, m], n, mod.group_size)
     else:
         wpack = pack_int8(mod.qweight)
         scale = torch.zeros(wpack.shape[0] * 16)
         scale[:n] = mod.scales.detach().cpu().float()
-        op, args = torch.ops.lmsmith_cpu.int8_gemv, (wpack, scale, bias, n)
+        op, args = torch.ops.lmsmith_cpu.int8_gemv.default, (wpack, scale, bias, n)
+        spec = (8, [wpack, scale, torch.empty(0)], n, 0)
+    spec[1].append(torch.empty(0) if bias is None else bias)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > MAX_ROWS and fallback is not None:
@@ -208,6 +211,7 @@ def bind(mod: torch.nn.Module, dtype: torch.dtype, fallback: Callable[[torch.Ten
         return op(x, *args, norm, eps, act, residual)
     run.kernel = op  # type: ignore[attr-defined]
     run.fused = fused  # type: ignore[attr-defined]
+    run.spec = spec  # type: ignore[attr-defined]  # (kind 4 / 8, its 4 tensors, N, group): for `decode_forward`
     return run
 
 
@@ -219,3 +223,26 @@ def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_
     then each row attends to its `lens[r]` cached positions (the last `window`) through `tables` [M, blocks]."""
     return torch.ops.lmsmith_cpu.decode_attention(qkv, cos, sin, k_cache, v_cache, slots, tables, lens, heads,
                                                   kv_heads, head_dim, scale, window or 0, block_size)
+
+
+class DecodePlan:
+    """A Llama-family decode step as one `decode_forward` call: every layer's bound projections (qkv, o, gate_up,
+    down; `bind`'s `spec`), its two RMSNorm weights, the final norm and the lm_head when it is bound too."""
+
+    def __init__(self, layers: list[tuple], norms: list[tuple[torch.Tensor, float]], head: Callable | None):
+        fns = [fn for layer in layers for fn in layer] + ([head] if head is not None else [])
+        self.proj = [t for fn in fns for t in fn.spec[1]]
+        self.kind = [fn.spec[0] for fn in fns]
+        self.n_out = [fn.spec[2] for fn in fns]
+        self.group = [fn.spec[3] for fn in fns]
+        self.norms = [w.detach().float().contiguous() for w, _ in norms]
+        self.eps = [float(e) for _, e in norms]
+        self.head = head is not None
+
+    def __call__(self, x: torch.Tensor, caches: list[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor,
+                 slots: torch.Tensor, tables: torch.Tensor, lens: torch.Tensor, heads: int, kv_heads: int,
+                 head_dim: int, scale: float, window: int | None, block_size: int) -> torch.Tensor:
+        """Logits [M, vocab] (the final-normed hidden states when the lm_head is not bound)."""
+        return torch.ops.lmsmith_cpu.decode_forward.default(
+            x, self.proj, self.kind, self.n_out, self.group, self.norms, self.eps, caches, cos, sin, slots, tables,
+            lens, heads, kv_heads, head_dim, scale, window or 0, block_size, self.head)

@@ -430,6 +430,45 @@ at::Tensor decode_attention(const at::Tensor& qkv_, const at::Tensor& cos_, cons
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------- whole step
+// The decode step of a Llama-family decoder in one call (no Python or dispatcher between the ops), the same ops as
+// LlamaForCausalLM._forward_decode_cpu_fused. proj: 4 tensors per projection (int4: qpack, s, m, bias; int8: wpack,
+// scale, unused, bias; an empty bias = none), 4 projections per layer (qkv, o, gate_up, down) and then the lm_head
+// when `head`; kind/n_out/group per projection (kind 4 or 8); norms: 2 per layer (input, post-attention) and the
+// final one, eps per norm; caches: k and v per layer. Returns the logits, or the final-normed x without a head.
+at::Tensor project(const std::vector<at::Tensor>& proj, const std::vector<int64_t>& kind,
+                   const std::vector<int64_t>& n_out, const std::vector<int64_t>& group, size_t i, const at::Tensor& x,
+                   const c10::optional<at::Tensor>& norm, double eps, int64_t act, const c10::optional<at::Tensor>& res) {
+  const at::Tensor& b = proj[4 * i + 3];
+  const c10::optional<at::Tensor> bias = b.numel() ? c10::optional<at::Tensor>(b) : c10::nullopt;
+  if (kind[i] == 4) return int4_gemv(x, proj[4 * i], proj[4 * i + 1], proj[4 * i + 2], bias, n_out[i], group[i], norm, eps, act, res);
+  return int8_gemv(x, proj[4 * i], proj[4 * i + 1], bias, n_out[i], norm, eps, act, res);
+}
+
+at::Tensor decode_forward(const at::Tensor& x0, at::TensorList proj_, at::IntArrayRef kind_, at::IntArrayRef n_out_,
+                          at::IntArrayRef group_, at::TensorList norms, at::ArrayRef<double> eps, at::TensorList caches,
+                          const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& slots, const at::Tensor& tables,
+                          const at::Tensor& lens, int64_t H, int64_t KV, int64_t D, double scale, int64_t window,
+                          int64_t block_size, bool head) {
+  const std::vector<at::Tensor> proj(proj_.begin(), proj_.end());
+  const std::vector<int64_t> kind(kind_.begin(), kind_.end()), n_out(n_out_.begin(), n_out_.end()),
+      group(group_.begin(), group_.end());
+  const int64_t L = (int64_t)caches.size() / 2;
+  TORCH_CHECK((int64_t)kind.size() == 4 * L + (head ? 1 : 0) && (int64_t)proj.size() == 4 * (int64_t)kind.size() &&
+              (int64_t)norms.size() == 2 * L + 1 && eps.size() == norms.size(), "decode_forward: inconsistent lists");
+  at::Tensor x = x0.contiguous();
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor qkv = project(proj, kind, n_out, group, 4 * l, x, norms[2 * l], eps[2 * l], 0, c10::nullopt);
+    at::Tensor kc = caches[2 * l], vc = caches[2 * l + 1];
+    const at::Tensor o = decode_attention(qkv, cos, sin, kc, vc, slots, tables, lens, H, KV, D, scale, window, block_size);
+    x = project(proj, kind, n_out, group, 4 * l + 1, o, c10::nullopt, 0.0, 0, x);
+    const at::Tensor gu = project(proj, kind, n_out, group, 4 * l + 2, x, norms[2 * l + 1], eps[2 * l + 1], 0, c10::nullopt);
+    x = project(proj, kind, n_out, group, 4 * l + 3, gu, c10::nullopt, 0.0, 1, x);
+  }
+  if (head) return project(proj, kind, n_out, group, 4 * L, x, norms[2 * L], eps[2 * L], 0, c10::nullopt);
+  return at::rms_norm(x, {x.size(1)}, norms[2 * L], eps[2 * L]);
+}
+
 const char* isa() {
 #if QG_AVX512
   return "avx512-vnni";
@@ -451,6 +490,9 @@ TORCH_LIBRARY(lmsmith_cpu, m) {
         "int act=0, Tensor? residual=None) -> Tensor");
   m.def("decode_attention(Tensor qkv, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slots, "
         "Tensor tables, Tensor lens, int H, int KV, int D, float scale, int window, int block_size) -> Tensor");
+  m.def("decode_forward(Tensor x, Tensor[] proj, int[] kind, int[] n_out, int[] group, Tensor[] norms, float[] eps, "
+        "Tensor(a!)[] caches, Tensor cos, Tensor sin, Tensor slots, Tensor tables, Tensor lens, int H, int KV, int D, "
+        "float scale, int window, int block_size, bool head) -> Tensor");
   m.def("isa() -> str", &isa_op);
 }
 
@@ -458,4 +500,5 @@ TORCH_LIBRARY_IMPL(lmsmith_cpu, CPU, m) {
   m.impl("int4_gemv", &int4_gemv);
   m.impl("int8_gemv", &int8_gemv);
   m.impl("decode_attention", &decode_attention);
+  m.impl("decode_forward", &decode_forward);
 }
