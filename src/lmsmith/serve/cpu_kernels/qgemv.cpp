@@ -133,22 +133,25 @@ void int4_block(const uint8_t* qp, const uint16_t* sp, const uint16_t* mp, const
   const float* d = a.d.data() + r * G;
   const float* xs = a.sum.data() + r * G;
 #if QG_AVX512
+  // (q0, q1) = v & 0x000F000F; (q2, q3) * 16 = v & 0x00F000F0 (no shift: its sums are exact multiples of 16);
+  // (q4, q5) = (v >> 8) & 0x000F000F; (q6, q7) = v >> 12 per 16-bit lane (no mask)
   __m512 acc = _mm512_setzero_ps();
-  const __m512i mask = _mm512_set1_epi32(0x000F000F);
+  const __m512i mask = _mm512_set1_epi32(0x000F000F), mask16 = _mm512_set1_epi32(0x00F000F0);
   for (int64_t g = 0; g < G; ++g) {
-    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+    __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512(), a16 = _mm512_setzero_si512();
     for (int64_t j = 0; j < per; ++j) {
       const int64_t kk = g * per + j;
       const int16_t* x = xq + kk * 8;
       const __m512i v = _mm512_loadu_si512((const void*)(qp + kk * 64));
       a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(v, mask), _mm512_set1_epi32(pair(x)));
-      a1 = _mm512_dpwssd_epi32(a1, _mm512_and_si512(_mm512_srli_epi32(v, 4), mask), _mm512_set1_epi32(pair(x + 2)));
-      a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(_mm512_srli_epi32(v, 8), mask), _mm512_set1_epi32(pair(x + 4)));
-      a1 = _mm512_dpwssd_epi32(a1, _mm512_and_si512(_mm512_srli_epi32(v, 12), mask), _mm512_set1_epi32(pair(x + 6)));
+      a16 = _mm512_dpwssd_epi32(a16, _mm512_and_si512(v, mask16), _mm512_set1_epi32(pair(x + 2)));
+      a1 = _mm512_dpwssd_epi32(a1, _mm512_and_si512(_mm512_srli_epi32(v, 8), mask), _mm512_set1_epi32(pair(x + 4)));
+      a0 = _mm512_dpwssd_epi32(a0, _mm512_srli_epi16(v, 12), _mm512_set1_epi32(pair(x + 6)));
     }
+    const __m512i ai = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_srai_epi32(a16, 4));
     const __m512 s = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(sp + g * 16)));
     const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(mp + g * 16)));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(s, _mm512_set1_ps(d[g])), acc);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ai), _mm512_mul_ps(s, _mm512_set1_ps(d[g])), acc);
     acc = _mm512_fmadd_ps(m, _mm512_set1_ps(xs[g]), acc);
   }
   _mm512_storeu_ps(out16, acc);
