@@ -33,6 +33,7 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define QG_AVX512 1
 #include <immintrin.h>
+#define QG_PREFETCH 1024  // bytes ahead of the weight stream (prefetches never fault past the end)
 #elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
 #define QG_AVX2 1
 #include <immintrin.h>
@@ -142,6 +143,7 @@ void int4_block(const uint8_t* qp, const uint16_t* sp, const uint16_t* mp, const
     for (int64_t j = 0; j < per; ++j) {
       const int64_t kk = g * per + j;
       const int16_t* x = xq + kk * 8;
+      _mm_prefetch((const char*)(qp + kk * 64 + QG_PREFETCH), _MM_HINT_T0);  // the stream runs on into the next block
       const __m512i v = _mm512_loadu_si512((const void*)(qp + kk * 64));
       a0 = _mm512_dpwssd_epi32(a0, _mm512_and_si512(v, mask), _mm512_set1_epi32(pair(x)));
       a16 = _mm512_dpwssd_epi32(a16, _mm512_and_si512(v, mask16), _mm512_set1_epi32(pair(x + 2)));
@@ -273,6 +275,7 @@ void int8_block(const uint8_t* wp, const QuantAct& a, int64_t r, int64_t K, floa
     __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
     for (int64_t j = 0; j < per; ++j) {
       const int64_t kk = g * per + j;
+      _mm_prefetch((const char*)(wp + kk * 64 + QG_PREFETCH), _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512((const void*)(wp + kk * 64));
       const __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(v, 8), 8);  // (w0, w1)
       const __m512i hi = _mm512_srai_epi16(v, 8);                         // (w2, w3)
