@@ -82,7 +82,7 @@ def main() -> int:
                                                          s.num_kv_heads, s.head_dim, s.head_dim ** -0.5, None, bs),
         "lm_head_gemv_rmsnorm": lambda: head.fused(x, ln.weight, ln.eps),
     }
-    ids = list(range(1000, 1000 + args.context - 32))
+    ids = [(7 * j) % (s.vocab_size - 10) + 5 for j in range(args.context - 32)]
 
     def step_ms() -> tuple[float, float]:
         """(engine step, decode_forward call) per token, over 32 decode steps after the prompt."""
