@@ -98,6 +98,13 @@ def _build() -> str | None:
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         return f"no C++ compiler ({cxx}) on PATH"
+    if shutil.which("ninja") is None:  # the `ninja` wheel (a dependency) outside an activated venv: not on PATH
+        try:
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except (ImportError, AttributeError):
+            pass
     if not cpp_extension.is_ninja_available():
         return "ninja is not installed (pip install ninja)"
     if platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):
