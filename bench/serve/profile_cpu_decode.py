@@ -1,5 +1,7 @@
 """Where one CPU decode step goes: the whole step, the step with its projections replaced by cached outputs,
 and with attention replaced too (the differences are the matmuls and the attention; the rest is small ops).
+This is the lean step on PyTorch's kernels (LMSMITH_CPU_KERNELS=0, the path without a compiler); the default
+fused step on our kernels is one C++ call per token: `profile_cpu_fused.py` takes that one apart.
 
     python -m bench.serve.profile_cpu_decode --method int4 --lm-head int8      # the default model, quantized here
 
@@ -10,6 +12,7 @@ Medians over `--repeats` steps; on a shared machine run it twice.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -57,6 +60,7 @@ def main() -> int:
 
         pull_default()
     model_dir = resolve(args.model).dir
+    os.environ["LMSMITH_CPU_KERNELS"] = "0"  # the lean step of PyTorch's kernels, whose parts can be swapped out
     tmp = tempfile.TemporaryDirectory()
     if args.method != "none":
         from lmsmith.compress.quantize import quantize_to_dir

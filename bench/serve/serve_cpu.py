@@ -5,10 +5,12 @@ Every side decodes the same prompt token ids greedily for `--new-tokens` tokens,
 `--threads` threads; decode tok/s counts the tokens after the first over the time after the first (prefill
 excluded). The sides run interleaved for `--repeats` rounds and the medians are reported, so a shared,
 noisy CPU affects them alike. llama.cpp runs in another interpreter (`--llamacpp-python`, a venv with
-llama-cpp-python; building it from PyPI takes ~10 minutes on 2 cores) and is skipped with a note when
-that interpreter cannot import llama_cpp.
+llama-cpp-python; building it from PyPI takes ~10-30 minutes on 2 cores), kept running and asked for one round
+at a time so its rounds interleave with ours; it is skipped with a note when that interpreter cannot import
+llama_cpp.
 
-    python -m bench.serve.serve_cpu --llamacpp-python /work/llamacpp-venv/bin/python     # ~4 min on 2 quiet cores
+    python3 -m venv /work/peers/llamacpp && CMAKE_ARGS="-DGGML_NATIVE=ON" /work/peers/llamacpp/bin/pip install llama-cpp-python
+    python -m bench.serve.serve_cpu --threads 1 --llamacpp-python /work/peers/llamacpp/bin/python     # ~5 min on 2 quiet cores
 
 The int8/int4 sides quantize the lm_head to int8 too (`--lm-head`), as the Q4_1 GGUF that llama.cpp runs does
 (Q4_1 layers, a Q8_0 output matrix): int4 with group size 32 and a float offset is the Q4_1 grid.
@@ -36,27 +38,30 @@ from bench.common import RESULTS
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 SIDES = ("ours", "ours_bf16", "int8", "int4", "int4_torch", "hf", "hf_bf16", "llamacpp")
-# int8/int4 run our CPU kernels (LMSMITH_CPU_KERNELS=1, where they build); int4_torch the same int4 checkpoint on
-# PyTorch's int4 kernel (round 1's path)
+# int8/int4 run our CPU kernels (on by default where they build); int4_torch the same int4 checkpoint on
+# PyTorch's int4 kernel (LMSMITH_CPU_KERNELS=0, round 1's path)
 
-# runs inside the llama-cpp-python interpreter: argv = gguf, threads, new tokens, repeats, token ids (JSON)
+# runs inside the llama-cpp-python interpreter: argv = gguf, threads, new tokens, token ids (JSON); after a warm-up
+# round it prints its version, then decodes one round per line read from stdin and prints its rate as JSON, so the
+# rounds interleave with the other sides' (a shared CPU's load swings within minutes)
 LLAMACPP_SCRIPT = r"""
 import json, sys, time
 from llama_cpp import Llama, __version__
-gguf, threads, n, repeats, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+gguf, threads, n, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 llm = Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=len(ids) + n + 8, verbose=False)
-rates, first = [], None
-for r in range(repeats + 1):  # the first round warms up
+def once():
     llm.reset()
     times, toks = [], []
     for tok in llm.generate(ids, temp=0.0, top_k=1, reset=True):  # generate never stops on EOS: the caller does
         times.append(time.perf_counter()); toks.append(tok)
         if len(toks) == n:
             break
-    if r:
-        rates.append((n - 1) / (times[-1] - times[0]))
-    first = first or toks
-print(json.dumps({"rates": rates, "tokens": first, "version": __version__}))
+    return (n - 1) / (times[-1] - times[0]), toks
+once()
+print(json.dumps({"version": __version__}), flush=True)
+for line in sys.stdin:
+    rate, toks = once()
+    print(json.dumps({"rate": rate, "tokens": toks}), flush=True)
 """
 
 
@@ -86,7 +91,7 @@ def engine_decode(model_dir: str, ids: list[int], n: int, dtype: str) -> tuple[f
         eng = _ENGINES[key]
         import os
 
-        # our CPU kernels (opt-in) for the int8/int4 sides, not for int4_torch; they bind at the first decode step
+        # our CPU kernels for the int8/int4 sides, not for int4_torch; they bind at the first decode step
         os.environ["LMSMITH_CPU_KERNELS"] = "0" if model_dir.endswith("int4_torch") else "1"
         eng.runner.model._cpu_linears(torch.float32 if dtype == "float32" else torch.bfloat16)
         os.environ.pop("LMSMITH_CPU_KERNELS", None)
@@ -124,20 +129,43 @@ def hf_decode(model_dir: str, ids: list[int], n: int, dtype: torch.dtype) -> tup
     return (len(times) - 1) / (times[-1] - times[0]), out[0, len(ids):].tolist()
 
 
-def llamacpp_decode(python: str, gguf: Path, ids: list[int], n: int, threads: int, repeats: int
-                    ) -> tuple[dict | None, str | None]:
-    """({"rates", "tokens", "version"}, None) or (None, why it was skipped)."""
+class LlamaCpp:
+    """llama.cpp in its own interpreter (a venv with llama-cpp-python), one decode round per `once()` call."""
+
+    def __init__(self, python: str, gguf: Path, ids: list[int], n: int, threads: int):
+        self.proc = subprocess.Popen([python, "-c", LLAMACPP_SCRIPT, str(gguf), str(threads), str(n), json.dumps(ids)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.version = self._read()["version"]
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"llama.cpp failed: {self.proc.stderr.read().strip()[-300:]}")
+        return json.loads(line)
+
+    def once(self) -> tuple[float, list[int]]:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        r = self._read()
+        return r["rate"], r["tokens"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def start_llamacpp(python: str, gguf: Path, ids: list[int], n: int, threads: int) -> tuple[LlamaCpp | None, str | None]:
+    """(a running llama.cpp side, None) or (None, why it was skipped)."""
     try:
         probe = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
         return None, f"llama.cpp skipped: cannot run {python}: {e}"
     if probe.returncode != 0:
         return None, f"llama.cpp skipped: {python} cannot import llama_cpp ({probe.stderr.strip().splitlines()[-1][:160]})"
-    r = subprocess.run([python, "-c", LLAMACPP_SCRIPT, str(gguf), str(threads), str(n), str(repeats), json.dumps(ids)],
-                       capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        return None, f"llama.cpp failed: {r.stderr.strip()[-300:]}"
-    return json.loads(r.stdout.strip().splitlines()[-1]), None
+    try:
+        return LlamaCpp(python, gguf, ids, n, threads), None
+    except (RuntimeError, json.JSONDecodeError, KeyError) as e:
+        return None, str(e)[:400]
 
 
 def _kernels_isa() -> str:
@@ -212,39 +240,41 @@ def main() -> int:
 
     import os
 
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    local = [s for s in args.sides if s != "llamacpp"]
-    for side in local:  # warm-up round: loads, first-call costs
-        once(side)
-    rates: dict[str, list[float]] = {s: [] for s in local}
-    tokens: dict[str, list[int]] = {}
-    for r in range(args.repeats):
-        for side in local:
-            rate, toks = once(side)
-            rates[side].append(rate)
-            tokens.setdefault(side, toks)
-            print(f"round {r + 1}: {side} {rate:.1f} tok/s", flush=True)
-
-    names = {"ours": "decode_tok_s", "ours_bf16": "bf16_decode_tok_s", "int8": "int8_decode_tok_s",
-             "int4": "int4_decode_tok_s", "int4_torch": "int4_torch_kernels_decode_tok_s", "hf": "hf_decode_tok_s", "hf_bf16": "hf_bf16_decode_tok_s",
-             "llamacpp": "llamacpp_q4_1_decode_tok_s"}
-    metrics: dict[str, float | int] = {names[s]: round(statistics.median(v), 2) for s, v in rates.items()}
     notes = []
     versions = {}
+    llama = None
     if "llamacpp" in args.sides:
         if not args.llamacpp_python:
             notes.append("llama.cpp skipped: pass --llamacpp-python PATH (an interpreter with llama-cpp-python)")
         else:
             gguf = Path(args.gguf) if args.gguf else default_gguf()
-            res, why = llamacpp_decode(args.llamacpp_python, gguf, ids, args.new_tokens, args.threads, args.repeats)
+            llama, why = start_llamacpp(args.llamacpp_python, gguf, ids, args.new_tokens, args.threads)
             if why:
                 notes.append(why)
                 print(why, flush=True)
             else:
-                metrics[names["llamacpp"]] = round(statistics.median(res["rates"]), 2)
-                tokens["llamacpp"] = res["tokens"]
-                versions["llama_cpp_python"] = res["version"]
-                print(f"llama.cpp {res['rates']}", flush=True)
+                versions["llama_cpp_python"] = llama.version
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    local = [s for s in args.sides if s != "llamacpp"]
+    for side in local:  # warm-up round: loads, first-call costs
+        once(side)
+    run_sides = local + (["llamacpp"] if llama else [])
+    rates: dict[str, list[float]] = {s: [] for s in run_sides}
+    tokens: dict[str, list[int]] = {}
+    loads = []
+    for r in range(args.repeats):
+        for side in run_sides:
+            rate, toks = llama.once() if side == "llamacpp" else once(side)
+            rates[side].append(rate)
+            tokens.setdefault(side, toks)
+            print(f"round {r + 1}: {side} {rate:.1f} tok/s", flush=True)
+        loads.append(round(os.getloadavg()[0], 2))
+    if llama:
+        llama.close()
+    names = {"ours": "decode_tok_s", "ours_bf16": "bf16_decode_tok_s", "int8": "int8_decode_tok_s",
+             "int4": "int4_decode_tok_s", "int4_torch": "int4_torch_kernels_decode_tok_s", "hf": "hf_decode_tok_s", "hf_bf16": "hf_bf16_decode_tok_s",
+             "llamacpp": "llamacpp_q4_1_decode_tok_s"}
+    metrics: dict[str, float | int] = {names[s]: round(statistics.median(v), 2) for s, v in rates.items()}
     if "ours" in tokens:
         for side, toks in tokens.items():
             if side != "ours":
@@ -274,6 +304,7 @@ def main() -> int:
                   "int4_group_size": args.group_size, "lm_head": args.lm_head, "engine_runner": runner,
                   "cpu_kernels": _kernels_isa(), "load_avg_1_5_15": {"start": load_before,
                                                                       "end": [round(x, 2) for x in os.getloadavg()]},
+                  "load_avg_1min_after_each_round": loads,
                   "rates_tok_s": {s: [round(x, 2) for x in v] for s, v in rates.items()}},
     )
     result["versions"].update(lmsmith=getattr(lmsmith, "__version__", "0.1.0"), transformers=transformers.__version__,

@@ -226,6 +226,7 @@ class LlamaForCausalLM(nn.Module):
         self.fused = False  # set by the runner on CUDA in bf16/fp16: Triton kernels for the element-wise stages
         self.lean_cpu_decode = True  # decode-only CPU steps take `_forward_decode_cpu` (False: the general path)
         self._cpu_fns: tuple | None = None  # (dtype, bound linears) of that step
+        self._cpu_plan: tuple | None = None  # (bound linears, cpu_kernels.DecodePlan) of the owned kernels' step
 
     def fuse(self) -> None:
         for layer in self.model.layers:
@@ -275,6 +276,8 @@ class LlamaForCausalLM(nn.Module):
         b, qd, kd = input_ids.shape[0], s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
         half = s.head_dim // 2
         fns = self._cpu_linears(cos.dtype)
+        if self._cpu_fused_ok(fns, kv_cache, b):
+            return self._forward_decode_cpu_fused(input_ids, cos, sin, kv_cache, meta, logit_rows, fns)
         sign = torch.ones(s.head_dim, dtype=sin.dtype)
         sign[:half] = -1
         cos, sin = cos[:, None, :], (sin * sign)[:, None, :]
@@ -299,6 +302,32 @@ class LlamaForCausalLM(nn.Module):
             x = x + down_fn(F.silu(g).mul_(u))
         h = _rms(x if logit_rows is None else x[logit_rows], self.model.norm)
         return fns[-1](h).float()
+
+    def _cpu_fused_ok(self, fns: list, kv_cache: torch.Tensor, rows: int) -> bool:
+        """The owned kernels' fused step applies: fp32, every layer's linears bound to them, few rows."""
+        return (kv_cache.dtype == torch.float32 and rows <= cpu_kernels.MAX_ROWS and kv_cache.is_contiguous()
+                and all(hasattr(fn, "spec") for layer in fns[:-1] for fn in layer))
+
+    def _forward_decode_cpu_fused(self, input_ids, cos, sin, kv_cache, meta, logit_rows, fns):
+        """The decode step as one owned-kernel call (`cpu_kernels.DecodePlan`): per layer RMSNorm folded into the
+        qkv and gate_up GEMVs' activation quantization, RoPE + K/V write + attention as one op, the residual adds
+        into the o and down GEMVs' output, SiLU(gate) * up into the down GEMV's input; no Python between them."""
+        s = self.spec
+        if self._cpu_plan is None or self._cpu_plan[0] is not fns:
+            layers = self.model.layers
+            norms = [(n.weight, n.eps) for l in layers for n in (l.input_layernorm, l.post_attention_layernorm)]
+            head = fns[-1] if hasattr(fns[-1], "spec") else None
+            self._cpu_plan = (fns, cpu_kernels.DecodePlan(fns[:-1], norms + [(self.model.norm.weight,
+                                                                             self.model.norm.eps)], head))
+        plan = self._cpu_plan[1]
+        caches = list(kv_cache.flatten(0, 1).unbind(0))  # [k0, v0, k1, v1, ...]
+        x = self.model.embed_tokens(input_ids).float()
+        out = plan(x, caches, cos, sin, meta.slot_mapping, meta.decode_block_tables, meta.decode_context_lens,
+                   s.num_heads, s.num_kv_heads, s.head_dim, self.model.layers[0].self_attn.scale, meta.sliding_window,
+                   meta.block_size)
+        if logit_rows is not None and logit_rows.numel() != out.shape[0]:
+            out = out[logit_rows]
+        return out if plan.head else fns[-1](out).float()
 
     def _cpu_linears(self, dtype: torch.dtype) -> list:
         """Per layer (qkv, o, gate_up, down) and then the lm_head, as direct kernel calls bound once: a
