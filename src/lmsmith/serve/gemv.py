@@ -26,6 +26,8 @@ whichever replays faster on the device at hand (LMSMITH_DECODE_GEMV=0 keeps the 
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -281,6 +283,20 @@ CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own k
     "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (4, 2048, 8)]},
 }
 WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int8p": 9}  # the kernel's WQ switch
+# the planar layouts (rows, "P", warps, split): a warp reads one row's 512-byte plane tile, 16 bytes per thread;
+# split-K (programs per row block) where N = 2048 leaves the GPU half idle. Per projection of the Llama-3.2-1B shape:
+PLANAR_TILES = {
+    "qkv": [(8, "P", 4, 1), (16, "P", 4, 1), (8, "P", 4, 2), (16, "P", 8, 2)],
+    "gate_up": [(4, "P", 4, 1), (8, "P", 4, 1), (8, "P", 8, 1), (16, "P", 8, 1)],  # output rows: x2 weight rows
+    "o_proj": [(4, "P", 4, 1), (8, "P", 4, 1), (8, "P", 4, 2), (16, "P", 4, 2)],
+    "down": [(8, "P", 4, 2), (8, "P", 4, 4), (16, "P", 4, 4), (16, "P", 8, 2)],
+    "lm_head": [(8, "P", 4, 1), (16, "P", 4, 1), (16, "P", 8, 1), (32, "P", 8, 1)],
+}
+
+
+def planar_enabled() -> bool:
+    """LMSMITH_GEMV_PLANAR=0 keeps the int4/int8 GEMV on the stored layouts (round 1's kernel: benchmarks)."""
+    return os.environ.get("LMSMITH_GEMV_PLANAR", "1") != "0"
 
 
 def weight_kind(w) -> str | None:
@@ -535,7 +551,15 @@ def tile_candidates(name: str, w, bias=None) -> list:
     if kind is None:
         return [None]
     table = CANDIDATE_TILES[kind]
-    return [None] + table.get(name, table.get("*", []))
+    stored = table.get(name, table.get("*", []))
+    if kind == "dense" or not planar_enabled():
+        return [None] + stored
+    # int4 on the stored layout never beat tinygemm (quant_engine_notes.md): planar only; int8 keeps both
+    return [None] + PLANAR_TILES.get(name, PLANAR_TILES["lm_head"]) + (stored if kind == "int8" else [])
+
+
+def uses_planar(plan: dict | None) -> bool:
+    return any(isinstance(t, tuple) and len(t) > 1 and t[1] == "P" for t in (plan or {}).values())
 
 
 @torch.inference_mode()
