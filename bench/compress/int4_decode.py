@@ -96,7 +96,7 @@ def quantized(w: torch.Tensor, kind: str, group: int):
 def matrix_phase(shape: str, proj: dict[str, tuple[int, int]], device: torch.device, group: int,
                  time_it: bool, rotate_mb: int, metrics: dict, details: dict) -> None:
     """Correctness of every new tile vs fp32 math (and the round-1 kernels' error for scale), then timings."""
-    from lmsmith.serve.gemv import CANDIDATE_TILES, PLANAR_TILES, _call
+    from lmsmith.serve.gemv import CANDIDATE_TILES, _call, planar_tiles
 
     tag = shape.replace("llama-", "").replace(".", "")
     torch.manual_seed(0)
@@ -116,7 +116,7 @@ def matrix_phase(shape: str, proj: dict[str, tuple[int, int]], device: torch.dev
             ref = x.float() @ q.dequantize(torch.float32).t()
             glu = False
             kw = {"out_dtype": torch.float32}
-            tiles = {"planar": PLANAR_TILES[name], "stored": CANDIDATE_TILES[kind]["*"]}
+            tiles = {"planar": planar_tiles(name, kind), "stored": CANDIDATE_TILES[kind]["*"]}
             for family, cands in tiles.items():
                 for tile in cands:
                     key = f"{kind}_{family}_{'x'.join(map(str, tile))}"

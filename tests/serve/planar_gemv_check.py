@@ -51,9 +51,9 @@ def main() -> int:
     xb = (torch.randn(1, k) * 2).bfloat16()
     for kind, mod in modules(k, n, 0, torch.bfloat16):
         ref = xb.float() @ mod.dequantize(torch.float32).t()
-        for rows, split in ((4, 1), (8, 2), (16, 4)):
-            y = gemv(xb, mod, rows, "P", out_dtype=torch.float32, split=split)
-            check(f"{kind}-bf16-dot-{rows}x{split}", y, ref, 1e-4)
+        for rows, variant, split in ((4, "P", 1), (8, "P", 2), (16, "P", 4), (4, "F", 1), (8, "F", 4)):
+            y = gemv(xb, mod, rows, variant, out_dtype=torch.float32, split=split)
+            check(f"{kind}-bf16-dot-{rows}{variant}{split}", y, ref, 1e-4)
     x = xb.half()
     for kind, mod in modules(k, n, 0):
         ref = x.float() @ mod.dequantize(torch.float32).t()
@@ -61,17 +61,17 @@ def main() -> int:
         check(f"{kind}-fp16-out", gemv(x, mod, 8, "P", split=2), ref)
         # gate_up with the SwiGLU epilogue: y = silu(gate) * up, gate/up rounded to bf16 first
         g, u = ref.half().float().chunk(2, dim=-1)
-        for split in (1, 2):
-            check(f"{kind}-glu-split{split}", gemv(x, mod, 4, "P", glu=True, split=split), F.silu(g) * u)
+        for variant, split in (("P", 1), ("F", 2)):
+            check(f"{kind}-glu-{variant}{split}", gemv(x, mod, 4, variant, glu=True, split=split), F.silu(g) * u)
         # o_proj/down with the add+RMSNorm epilogue, the ticket counter back at zero afterwards
         res = torch.randn(1, n).half()
         nw = (torch.rand(n) + 0.5).half()
         cnt = torch.zeros(1, dtype=torch.int32)
-        for split in (1, 4):
-            y, h, r = gemv(x, mod, 8, "P", norm=(res, nw, 1e-5, cnt), split=split)
+        for variant, split in (("F", 1), ("P", 4), ("F", 4)):
+            y, h, r = gemv(x, mod, 8, variant, norm=(res, nw, 1e-5, cnt), split=split)
             s = ref.half() + res
-            check(f"{kind}-norm-split{split}-res", r, s)
-            check(f"{kind}-norm-split{split}-h", h, rmsnorm(s, nw, 1e-5))
+            check(f"{kind}-norm-{variant}{split}-res", r, s)
+            check(f"{kind}-norm-{variant}{split}-h", h, rmsnorm(s, nw, 1e-5))
             assert cnt.item() == 0, "the norm ticket was not reset"
         assert int(block_counters(x.device, 1).abs().sum()) == 0, "a split-K row-block counter was not reset"
     # qkv with the RoPE + K/V cache epilogue (heads 2, kv heads 1, head dim 32: N = 128)
@@ -85,7 +85,7 @@ def main() -> int:
         kc = torch.zeros(8, kvh, d).half()
         vc = torch.zeros_like(kc)
         cnt = torch.zeros(1, dtype=torch.int32)
-        q, y = gemv(x, mod, 8, "P", rope=(cos, sin, pos, slot, kc, vc, heads, kvh, d, cnt), split=2)
+        q, y = gemv(x, mod, 8, "F", rope=(cos, sin, pos, slot, kc, vc, heads, kvh, d, cnt), split=2)
         c, sn = cos[3].float(), sin[3].float()
 
         def rot(t):

@@ -62,8 +62,10 @@ if triton is not None:
         GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
         min(BLOCK_K, GROUP): each sub-block lies in one group, so the scale and offset apply once per sub-block
         to sum(q * x) and sum(x) instead of once per weight.
-        WQ 5 / 9: the planar int32 layouts of `lmsmith.quant.planar` (int4 with A/B pairs in s_ptr as int64; int8
-        offset-binary with s[N]); tiles of VEC words per thread, KW words per plane, one AND-OR + FMA per weight.
+        WQ 5 / 6 / 9: the planar int32 layouts of `lmsmith.quant.planar` (int4 with A/B pairs in s_ptr as int64;
+        int8 offset-binary with s[N]), KW words per plane, one AND-OR + FMA per weight. int4 comes in two
+        shapes: 5 tiles [ROWS, KW / VEC, VEC] and sums each thread's VEC products before the affine pair;
+        6 tiles [ROWS, KW] and dequantizes every weight with one more FMA (w = A * f + B).
         SPLIT > 1 (planar only): grid (row blocks, SPLIT), program (r, j) reduces the j-th slice of the row's tiles
         into ws[j] (float32 [SPLIT, rows]); the last of a row block's programs (ticket rb[r]) sums the slices and
         runs the rest (SwiGLU, store, RoPE / add+RMSNorm tickets), so narrow matrices (N = 2048) fill the GPU.
@@ -82,17 +84,16 @@ if triton is not None:
             rmask = rows < N
             wrows = rows
         wrow = w_ptr + wrows.to(tl.int64) * stride_w
-        if WQ == 5 or WQ == 9:
-            C: tl.constexpr = KW // VEC
-            woff = tl.arange(0, C)[:, None] * VEC + tl.arange(0, VEC)[None, :]  # [C, VEC] words of a plane
-            wp = wrow[:, None, None] + woff[None, :, :]  # [ROWS, C, VEC]
-            PL: tl.constexpr = 8 if WQ == 5 else 4
+        if WQ == 5 or WQ == 6 or WQ == 9:
+            PL: tl.constexpr = 4 if WQ == 9 else 8
             TPS = K // (PL * KW * SPLIT)  # tiles per program
             t0 = tl.program_id(1) * TPS
             ONE: tl.constexpr = 0x3F800000
-            if WQ == 5:
-                NP = K // KW
-                abrow = s_ptr + wrows.to(tl.int64) * NP
+            if WQ == 5:  # [ROWS, KW / VEC, VEC] tiles: the affine pair applies once per VEC weights of a thread
+                C: tl.constexpr = KW // VEC
+                woff = tl.arange(0, C)[:, None] * VEC + tl.arange(0, VEC)[None, :]  # [C, VEC] words of a plane
+                wp = wrow[:, None, None] + woff[None, :, :]  # [ROWS, C, VEC]
+                abrow = s_ptr + wrows.to(tl.int64) * (K // KW)
                 acc = tl.zeros([ROWS, C], tl.float32)
                 for t in range(t0, t0 + TPS):
                     w = tl.load(wp + t * KW, mask=rmask[:, None, None], other=0)
@@ -111,31 +112,54 @@ if triton is not None:
                         b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
                         acc += tl.sum(f * xi[None, :, :], 2) * a[:, None] + b[:, None] * tl.sum(xi, 1)[None, :]
                 y = tl.sum(acc, 1)
-            else:
-                acc7 = tl.zeros([ROWS, C], tl.float32)
-                acc15 = tl.zeros([ROWS, C], tl.float32)
-                xs7 = tl.zeros([C], tl.float32)
-                xs15 = tl.zeros([C], tl.float32)
-                for t in range(t0, t0 + TPS):
-                    w = tl.load(wp + t * KW, mask=rmask[:, None, None], other=0)
-                    lo = w << 7
-                    hi = w >> 9
-                    xb = x_ptr + t * (PL * KW) + woff
-                    x0 = tl.load(xb).to(tl.float32)
-                    x1 = tl.load(xb + KW).to(tl.float32)
-                    x2 = tl.load(xb + 2 * KW).to(tl.float32)
-                    x3 = tl.load(xb + 3 * KW).to(tl.float32)
-                    acc7 += tl.sum(((lo & (255 << 7)) | ONE).to(tl.float32, bitcast=True) * x0[None, :, :], 2)
-                    acc15 += tl.sum(((lo & (255 << 15)) | ONE).to(tl.float32, bitcast=True) * x1[None, :, :], 2)
-                    acc7 += tl.sum(((hi & (255 << 7)) | ONE).to(tl.float32, bitcast=True) * x2[None, :, :], 2)
-                    acc15 += tl.sum(((hi & (255 << 15)) | ONE).to(tl.float32, bitcast=True) * x3[None, :, :], 2)
-                    xs7 += tl.sum(x0 + x2, 1)
-                    xs15 += tl.sum(x1 + x3, 1)
-                # f = 1 + u * 2**(pos - 23), u = b + 128: sum b x = 2**(23 - pos) * (sum f x - sum x) - 128 * sum x
-                y = (tl.sum(acc7 - xs7[None, :], 1) * 65536.0 + tl.sum(acc15 - xs15[None, :], 1) * 256.0
-                     - 128.0 * (tl.sum(xs7, 0) + tl.sum(xs15, 0)))
-                if SPLIT == 1:
-                    y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
+            else:  # flat [ROWS, KW] tiles, x broadcast along rows (the layout of the 16-bit path)
+                cols = tl.arange(0, KW)
+                wp = wrow[:, None] + cols[None, :]
+                if WQ == 6:  # w = A * f + B per weight (one FMA, exact up to its rounding), then the FMA with x
+                    abrow = s_ptr + wrows.to(tl.int64) * (K // KW)
+                    acc = tl.zeros([ROWS, KW], tl.float32)
+                    for t in range(t0, t0 + TPS):
+                        w = tl.load(wp + t * KW, mask=rmask[:, None], other=0)
+                        xb = x_ptr + t * (PL * KW) + cols
+                        for i in tl.static_range(8):
+                            if i < 3:
+                                src = w << 3
+                            elif i < 6:
+                                src = w >> 9
+                            else:
+                                src = w << 11
+                            f = ((src & (15 << (11 + 4 * (i % 3)))) | ONE).to(tl.float32, bitcast=True)
+                            xi = tl.load(xb + i * KW).to(tl.float32)
+                            ab = tl.load(abrow + t * 8 + i, mask=rmask, other=0)
+                            a = ab.to(tl.int32).to(tl.float32, bitcast=True)
+                            b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                            acc += (f * a[:, None] + b[:, None]) * xi[None, :]
+                    y = tl.sum(acc, 1)
+                else:  # int8: per-row scale, so the planes' sums stay apart until the end
+                    acc7 = tl.zeros([ROWS, KW], tl.float32)
+                    acc15 = tl.zeros([ROWS, KW], tl.float32)
+                    xs7 = tl.zeros([KW], tl.float32)
+                    xs15 = tl.zeros([KW], tl.float32)
+                    for t in range(t0, t0 + TPS):
+                        w = tl.load(wp + t * KW, mask=rmask[:, None], other=0)
+                        lo = w << 7
+                        hi = w >> 9
+                        xb = x_ptr + t * (PL * KW) + cols
+                        x0 = tl.load(xb).to(tl.float32)
+                        x1 = tl.load(xb + KW).to(tl.float32)
+                        x2 = tl.load(xb + 2 * KW).to(tl.float32)
+                        x3 = tl.load(xb + 3 * KW).to(tl.float32)
+                        acc7 += ((lo & (255 << 7)) | ONE).to(tl.float32, bitcast=True) * x0[None, :]
+                        acc15 += ((lo & (255 << 15)) | ONE).to(tl.float32, bitcast=True) * x1[None, :]
+                        acc7 += ((hi & (255 << 7)) | ONE).to(tl.float32, bitcast=True) * x2[None, :]
+                        acc15 += ((hi & (255 << 15)) | ONE).to(tl.float32, bitcast=True) * x3[None, :]
+                        xs7 += x0 + x2
+                        xs15 += x1 + x3
+                    # f = 1 + u * 2**(pos - 23), u = b + 128: sum b x = 2**(23 - pos) (sum f x - sum x) - 128 sum x
+                    y = (tl.sum(acc7 - xs7[None, :], 1) * 65536.0 + tl.sum(acc15 - xs15[None, :], 1) * 256.0
+                         - 128.0 * (tl.sum(xs7, 0) + tl.sum(xs15, 0)))
+                    if SPLIT == 1:
+                        y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
         elif WQ == 4:
             R: tl.constexpr = BLOCK_K // SUB
             G = K // GROUP
@@ -282,16 +306,26 @@ CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own k
     "int4": {"*": [(4, 1024, 4), (8, 1024, 4), (8, 2048, 8)]},
     "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (4, 2048, 8)]},
 }
-WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int8p": 9}  # the kernel's WQ switch
-# the planar layouts (rows, "P", warps, split): a warp reads one row's 512-byte plane tile, 16 bytes per thread;
-# split-K (programs per row block) where N = 2048 leaves the GPU half idle. Per projection of the Llama-3.2-1B shape:
+WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int4f": 6, "int8p": 9}  # the kernel's WQ switch
+# the planar layouts (rows, "P" | "F", warps, split): a warp reads one row's 512-byte plane tile, 16 bytes per
+# thread; "P" sums each thread's products before the int4 affine pair, "F" applies it per weight (int8: one
+# kernel, both letters); split-K (programs per row block) where N = 2048 leaves the GPU half idle. Per projection of
+# the Llama-3.2-1B shape (output rows; gate_up's programs read twice as many weight rows):
 PLANAR_TILES = {
-    "qkv": [(8, "P", 4, 1), (16, "P", 4, 1), (8, "P", 4, 2), (16, "P", 8, 2)],
-    "gate_up": [(4, "P", 4, 1), (8, "P", 4, 1), (8, "P", 8, 1), (16, "P", 8, 1)],  # output rows: x2 weight rows
-    "o_proj": [(4, "P", 4, 1), (8, "P", 4, 1), (8, "P", 4, 2), (16, "P", 4, 2)],
-    "down": [(8, "P", 4, 2), (8, "P", 4, 4), (16, "P", 4, 4), (16, "P", 8, 2)],
+    "qkv": [(8, "F", 4, 1), (16, "F", 4, 1), (8, "P", 4, 1), (16, "P", 4, 2), (8, "F", 4, 2)],
+    "gate_up": [(4, "F", 4, 1), (8, "F", 8, 1), (8, "P", 4, 1), (16, "P", 8, 1), (8, "F", 4, 1)],
+    "o_proj": [(4, "F", 4, 1), (8, "F", 4, 2), (8, "P", 4, 2), (4, "P", 4, 1)],
+    "down": [(8, "F", 4, 2), (8, "F", 4, 4), (8, "P", 4, 4), (16, "P", 8, 2), (16, "F", 8, 4)],
     "lm_head": [(8, "P", 4, 1), (16, "P", 4, 1), (16, "P", 8, 1), (32, "P", 8, 1)],
 }
+
+
+def planar_tiles(name: str, kind: str) -> list[tuple]:
+    """The planar candidates of a projection for int4 or int8 weights (int8 has the flat kernel only)."""
+    tiles = PLANAR_TILES.get(name, PLANAR_TILES["lm_head"])
+    if kind == "int4":
+        return list(tiles)
+    return list(dict.fromkeys((t[0], "P", *t[2:]) for t in tiles))
 
 
 def planar_enabled() -> bool:
@@ -342,9 +376,10 @@ def drop_planar(model) -> None:
                 m._packed[1].pop(key, None)
 
 
-def _operands(w, dtype: torch.dtype, planar: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, int]:
+def _operands(w, dtype: torch.dtype, planar: bool | str = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, int]:
     """(weight as stored, scales, offsets, kind, group size) of a projection; scales/offsets are the weight itself
-    where there are none (unused by the kernel). `planar`: the int4/int8 planar layout (kinds int4p / int8p)."""
+    where there are none (unused by the kernel). `planar`: the int4/int8 planar layout (kinds int4p / int8p;
+    "F": int4f, the flat-tile kernel)."""
     kind = weight_kind(w)
     if kind is None:
         raise ValueError(f"the GEMV kernel cannot read {type(w).__name__} weights")
@@ -358,7 +393,7 @@ def _operands(w, dtype: torch.dtype, planar: bool = False) -> tuple[torch.Tensor
         if pl is None:
             raise ValueError(f"in_features={w.in_features} has no planar tiling")
         if kind == "int4":
-            return pl["q32"], pl["ab"], pl["ab"], "int4p", w.group_size
+            return pl["q32"], pl["ab"], pl["ab"], "int4f" if planar == "F" else "int4p", w.group_size
         return pl["q32"], pl["scales32"], pl["scales32"], "int8p", 1
     lay = w.prepare(w.qweight.device, dtype)  # built at load time (prepare_for_inference): a dict lookup here
     if kind == "int4":
@@ -387,9 +422,11 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
     weight, y + residual) computed by the last program, i.e. (y, h, new residual).
     `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
     q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot.
-    `block_k="P"`: read an int4 / int8 weight in its planar layout, `split` programs per row block (split-K)."""
-    planar = block_k == "P"
-    wt, scales, offsets, kind, group = _operands(w, x.dtype, planar)
+    `block_k="P"` / `"F"`: read an int4 / int8 weight in its planar layout (int4: per-thread partial sums /
+    a flat tile), `split` programs per row block (split-K)."""
+    planar = block_k in ("P", "F")
+    flat = block_k == "F"
+    wt, scales, offsets, kind, group = _operands(w, x.dtype, "F" if flat else planar)
     n, k = _shape(w)
     assert x.shape[0] == 1 and x.shape[1] == k and x.stride(-1) == 1 and wt.stride(-1) == 1
     rows_w = n
@@ -401,8 +438,8 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
     eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
     kw, blocks = 4, triton.cdiv(n, block_n)
     if planar:
-        planes = INT4_PLANES if kind == "int4p" else INT8_PLANES
-        kw = plane_width(k, planes, group if kind == "int4p" else None)
+        planes = INT8_PLANES if kind == "int8p" else INT4_PLANES
+        kw = plane_width(k, planes, None if kind == "int8p" else group)
         tiles = k // (planes * kw)
         while tiles % split:
             split //= 2
@@ -516,7 +553,7 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
 
 
 def _call(x, w, tile: tuple, **kw):
-    """tile: (rows, columns, warps) of the stored layout, or (rows, "P", warps, split) of the planar one."""
+    """tile: (rows, columns, warps) of the stored layout, or (rows, "P" | "F", warps, split) of the planar one."""
     return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4,
                 split=tile[3] if len(tile) > 3 else 1, **kw)
 
@@ -555,11 +592,11 @@ def tile_candidates(name: str, w, bias=None) -> list:
     if kind == "dense" or not planar_enabled():
         return [None] + stored
     # int4 on the stored layout never beat tinygemm (quant_engine_notes.md): planar only; int8 keeps both
-    return [None] + PLANAR_TILES.get(name, PLANAR_TILES["lm_head"]) + (stored if kind == "int8" else [])
+    return [None] + planar_tiles(name, kind) + (stored if kind == "int8" else [])
 
 
 def uses_planar(plan: dict | None) -> bool:
-    return any(isinstance(t, tuple) and len(t) > 1 and t[1] == "P" for t in (plan or {}).values())
+    return any(isinstance(t, tuple) and len(t) > 1 and t[1] in ("P", "F") for t in (plan or {}).values())
 
 
 @torch.inference_mode()
