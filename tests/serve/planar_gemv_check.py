@@ -54,6 +54,11 @@ def main() -> int:
         for rows, variant, split in ((4, "P", 1), (8, "P", 2), (16, "P", 4), (4, "F", 1), (8, "F", 4)):
             y = gemv(xb, mod, rows, variant, out_dtype=torch.float32, split=split)
             check(f"{kind}-bf16-dot-{rows}{variant}{split}", y, ref, 1e-4)
+    for kind, mod in modules(k, 112, 2, torch.bfloat16):  # N not a multiple of the rows per program
+        ref = xb.float() @ mod.dequantize(torch.float32).t()
+        for rows, variant, split in ((32, "F", 2), (32, "P", 1)):
+            y = gemv(xb, mod, rows, variant, out_dtype=torch.float32, split=split, num_warps=1)
+            check(f"{kind}-ragged-{rows}{variant}{split}", y, ref, 1e-4)
     x = xb.half()
     for kind, mod in modules(k, n, 0):
         ref = x.float() @ mod.dequantize(torch.float32).t()

@@ -87,16 +87,19 @@ if triton is not None:
         if WQ == 5 or WQ == 6 or WQ == 9:
             PL: tl.constexpr = 4 if WQ == 9 else 8
             TPS = K // (PL * KW * SPLIT)  # tiles per program
+            # rows past N read row 0 (never stored): no masks, so no predicated loads in the loop
+            srows = tl.where(rmask, wrows, 0).to(tl.int64)
+            wrow = w_ptr + srows * stride_w
+            abrow = s_ptr + srows * (K // KW)
             t0 = tl.program_id(1) * TPS
             ONE: tl.constexpr = 0x3F800000
             if WQ == 5:  # [ROWS, KW / VEC, VEC] tiles: the affine pair applies once per VEC weights of a thread
                 C: tl.constexpr = KW // VEC
                 woff = tl.arange(0, C)[:, None] * VEC + tl.arange(0, VEC)[None, :]  # [C, VEC] words of a plane
                 wp = wrow[:, None, None] + woff[None, :, :]  # [ROWS, C, VEC]
-                abrow = s_ptr + wrows.to(tl.int64) * (K // KW)
                 acc = tl.zeros([ROWS, C], tl.float32)
                 for t in range(t0, t0 + TPS):
-                    w = tl.load(wp + t * KW, mask=rmask[:, None, None], other=0)
+                    w = tl.load(wp + t * KW)
                     xb = x_ptr + t * (PL * KW) + woff
                     for i in tl.static_range(8):  # the shifts and positions of planar.INT4_FIELDS
                         if i < 3:
@@ -107,7 +110,7 @@ if triton is not None:
                             src = w << 11
                         f = ((src & (15 << (11 + 4 * (i % 3)))) | ONE).to(tl.float32, bitcast=True)
                         xi = tl.load(xb + i * KW).to(tl.float32)  # [C, VEC]
-                        ab = tl.load(abrow + t * 8 + i, mask=rmask, other=0)
+                        ab = tl.load(abrow + t * 8 + i)
                         a = ab.to(tl.int32).to(tl.float32, bitcast=True)
                         b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
                         acc += tl.sum(f * xi[None, :, :], 2) * a[:, None] + b[:, None] * tl.sum(xi, 1)[None, :]
@@ -116,10 +119,9 @@ if triton is not None:
                 cols = tl.arange(0, KW)
                 wp = wrow[:, None] + cols[None, :]
                 if WQ == 6:  # w = A * f + B per weight (one FMA, exact up to its rounding), then the FMA with x
-                    abrow = s_ptr + wrows.to(tl.int64) * (K // KW)
                     acc = tl.zeros([ROWS, KW], tl.float32)
                     for t in range(t0, t0 + TPS):
-                        w = tl.load(wp + t * KW, mask=rmask[:, None], other=0)
+                        w = tl.load(wp + t * KW)
                         xb = x_ptr + t * (PL * KW) + cols
                         for i in tl.static_range(8):
                             if i < 3:
@@ -130,7 +132,7 @@ if triton is not None:
                                 src = w << 11
                             f = ((src & (15 << (11 + 4 * (i % 3)))) | ONE).to(tl.float32, bitcast=True)
                             xi = tl.load(xb + i * KW).to(tl.float32)
-                            ab = tl.load(abrow + t * 8 + i, mask=rmask, other=0)
+                            ab = tl.load(abrow + t * 8 + i)
                             a = ab.to(tl.int32).to(tl.float32, bitcast=True)
                             b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
                             acc += (f * a[:, None] + b[:, None]) * xi[None, :]
@@ -141,7 +143,7 @@ if triton is not None:
                     xs7 = tl.zeros([KW], tl.float32)
                     xs15 = tl.zeros([KW], tl.float32)
                     for t in range(t0, t0 + TPS):
-                        w = tl.load(wp + t * KW, mask=rmask[:, None], other=0)
+                        w = tl.load(wp + t * KW)
                         lo = w << 7
                         hi = w >> 9
                         xb = x_ptr + t * (PL * KW) + cols
