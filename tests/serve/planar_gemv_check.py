@@ -51,9 +51,10 @@ def main() -> int:
     xb = (torch.randn(1, k) * 2).bfloat16()
     for kind, mod in modules(k, n, 0, torch.bfloat16):
         ref = xb.float() @ mod.dequantize(torch.float32).t()
-        for rows, variant, split in ((4, "P", 1), (8, "P", 2), (16, "P", 4), (4, "F", 1), (8, "F", 4)):
-            y = gemv(xb, mod, rows, variant, out_dtype=torch.float32, split=split)
-            check(f"{kind}-bf16-dot-{rows}{variant}{split}", y, ref, 1e-4)
+        for rows, variant, split, warps in ((4, "P", 1, 4), (8, "P", 2, 1), (16, "P", 4, 1), (4, "F", 1, 1),
+                                            (8, "F", 4, 4), (8, "S", 1, 1), (4, "S", 2, 1)):
+            y = gemv(xb, mod, rows, variant, out_dtype=torch.float32, split=split, num_warps=warps)
+            check(f"{kind}-bf16-dot-{rows}{variant}{split}w{warps}", y, ref, 1e-4)
     for kind, mod in modules(k, 112, 2, torch.bfloat16):  # N not a multiple of the rows per program
         ref = xb.float() @ mod.dequantize(torch.float32).t()
         for rows, variant, split in ((32, "F", 2), (32, "P", 1)):
@@ -66,13 +67,13 @@ def main() -> int:
         check(f"{kind}-fp16-out", gemv(x, mod, 8, "P", split=2), ref)
         # gate_up with the SwiGLU epilogue: y = silu(gate) * up, gate/up rounded to bf16 first
         g, u = ref.half().float().chunk(2, dim=-1)
-        for variant, split in (("P", 1), ("F", 2)):
+        for variant, split in (("P", 1), ("F", 2), ("S", 1)):
             check(f"{kind}-glu-{variant}{split}", gemv(x, mod, 4, variant, glu=True, split=split), F.silu(g) * u)
         # o_proj/down with the add+RMSNorm epilogue, the ticket counter back at zero afterwards
         res = torch.randn(1, n).half()
         nw = (torch.rand(n) + 0.5).half()
         cnt = torch.zeros(1, dtype=torch.int32)
-        for variant, split in (("F", 1), ("P", 4), ("F", 4)):
+        for variant, split in (("F", 1), ("P", 4), ("F", 4), ("S", 2)):
             y, h, r = gemv(x, mod, 8, variant, norm=(res, nw, 1e-5, cnt), split=split)
             s = ref.half() + res
             check(f"{kind}-norm-{variant}{split}-res", r, s)
@@ -90,7 +91,7 @@ def main() -> int:
         kc = torch.zeros(8, kvh, d).half()
         vc = torch.zeros_like(kc)
         cnt = torch.zeros(1, dtype=torch.int32)
-        q, y = gemv(x, mod, 8, "F", rope=(cos, sin, pos, slot, kc, vc, heads, kvh, d, cnt), split=2)
+        q, y = gemv(x, mod, 8, "S", rope=(cos, sin, pos, slot, kc, vc, heads, kvh, d, cnt), split=2)
         c, sn = cos[3].float(), sin[3].float()
 
         def rot(t):

@@ -48,9 +48,21 @@ if triton is not None:
         return (v | 0x4B000000).to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _plane4(w, I: tl.constexpr, ONE):
+        """Plane I of planar int4 words as 1 + q * 2**(pos - 23) (planar.INT4_FIELDS: one shift per three planes,
+        then one AND-OR)."""
+        if I < 3:
+            src = w << 3
+        elif I < 6:
+            src = w >> 9
+        else:
+            src = w << 11
+        return ((src & (15 << (11 + 4 * (I % 3)))) | ONE).to(tl.float32, bitcast=True)
+
+    @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, s_ptr, m_ptr, y_ptr, N, K, stride_w,
                      res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
-                     cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos, ws_ptr, rb_ptr,
+                     cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos, ws_ptr, rb_ptr, one_ptr,
                      WQ: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr,
                      KW: tl.constexpr, VEC: tl.constexpr, SPLIT: tl.constexpr,
                      GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
@@ -84,7 +96,7 @@ if triton is not None:
             rmask = rows < N
             wrows = rows
         wrow = w_ptr + wrows.to(tl.int64) * stride_w
-        if WQ == 5 or WQ == 6 or WQ == 9:
+        if WQ == 5 or WQ == 6 or WQ == 7 or WQ == 9:
             PL: tl.constexpr = 4 if WQ == 9 else 8
             TPS = K // (PL * KW * SPLIT)  # tiles per program
             # rows past N read row 0 (never stored): no masks, so no predicated loads in the loop
@@ -92,7 +104,9 @@ if triton is not None:
             wrow = w_ptr + srows * stride_w
             abrow = s_ptr + srows * (K // KW)
             t0 = tl.program_id(1) * TPS
-            ONE: tl.constexpr = 0x3F800000
+            # the bits of 1.0f, loaded rather than a literal: the AND-OR's second constant then stays in a register
+            # (as two literals, ptxas re-materializes one with a MOV before every AND-OR: +0.6 instructions a weight)
+            ONE = tl.load(one_ptr)
             if WQ == 5:  # [ROWS, KW / VEC, VEC] tiles: the affine pair applies once per VEC weights of a thread
                 C: tl.constexpr = KW // VEC
                 woff = tl.arange(0, C)[:, None] * VEC + tl.arange(0, VEC)[None, :]  # [C, VEC] words of a plane
@@ -114,6 +128,33 @@ if triton is not None:
                         a = ab.to(tl.int32).to(tl.float32, bitcast=True)
                         b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
                         acc += tl.sum(f * xi[None, :, :], 2) * a[:, None] + b[:, None] * tl.sum(xi, 1)[None, :]
+                y = tl.sum(acc, 1)
+            elif WQ == 7:  # [ROWS, KW / 4, 4] tiles split into 4 in-thread columns: explicit FMA chains per thread
+                C4: tl.constexpr = KW // 4
+                woff = tl.arange(0, C4)[:, None] * 4 + tl.arange(0, 4)[None, :]  # [C4, 4]
+                wp = wrow[:, None, None] + woff[None, :, :]
+                acc = tl.zeros([ROWS, C4], tl.float32)
+                for t in range(t0, t0 + TPS):
+                    wa, wb = tl.split(tl.reshape(tl.load(wp + t * KW), (ROWS, C4, 2, 2)))
+                    w0, w2 = tl.split(wa)
+                    w1, w3 = tl.split(wb)
+                    xb = x_ptr + t * (PL * KW) + woff
+                    for i in tl.static_range(8):
+                        xa, xc = tl.split(tl.reshape(tl.load(xb + i * KW), (C4, 2, 2)))
+                        x0, x2 = tl.split(xa)
+                        x1, x3 = tl.split(xc)
+                        x0 = x0.to(tl.float32)
+                        x1 = x1.to(tl.float32)
+                        x2 = x2.to(tl.float32)
+                        x3 = x3.to(tl.float32)
+                        part = _plane4(w0, i, ONE) * x0[None, :]
+                        part += _plane4(w1, i, ONE) * x1[None, :]
+                        part += _plane4(w2, i, ONE) * x2[None, :]
+                        part += _plane4(w3, i, ONE) * x3[None, :]
+                        ab = tl.load(abrow + t * 8 + i)
+                        a = ab.to(tl.int32).to(tl.float32, bitcast=True)
+                        b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                        acc += part * a[:, None] + b[:, None] * ((x0 + x1) + (x2 + x3))[None, :]
                 y = tl.sum(acc, 1)
             else:  # flat [ROWS, KW] tiles, x broadcast along rows (the layout of the 16-bit path)
                 cols = tl.arange(0, KW)
@@ -308,22 +349,25 @@ CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own k
     "int4": {"*": [(4, 1024, 4), (8, 1024, 4), (8, 2048, 8)]},
     "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (4, 2048, 8)]},
 }
-WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int4f": 6, "int8p": 9}  # the kernel's WQ switch
-# the planar layouts (rows, "P" | "F", warps, split): a warp reads one row's 512-byte plane tile, 16 bytes per
-# thread; "P" sums each thread's products before the int4 affine pair, "F" applies it per weight (int8: one
-# kernel, both letters); split-K (programs per row block) where N = 2048 leaves the GPU half idle. Per projection of
-# the Llama-3.2-1B shape (output rows; gate_up's programs read twice as many weight rows):
+WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int4f": 6, "int4s": 7, "int8p": 9}  # the kernel's WQ switch
+# the planar layouts (rows, "F" | "S" | "P", warps, split): one warp per program, so x's load has the layout of
+# the weight tile's columns (with more warps Triton loads x one element per thread and re-lays it out through
+# shared memory before every plane). A thread reads 16 bytes of each of its rows per 512-byte plane tile.
+# int4 "F": w = A f + B per weight then the FMA with x (4.1 SASS instructions a weight in the loop at 8 rows, sm_90,
+# Triton 3.9); "S": 4 columns per thread summed first (3.9); "P": the same via tl.sum (not contracted; 5.1).
+# int8 has one kernel (3.0 a weight): its tiles use "P". Split-K (programs per row block) where N = 2048 leaves the
+# GPU half idle. Per projection of the Llama-3.2-1B shape (output rows; gate_up's programs read twice as many):
 PLANAR_TILES = {
-    "qkv": [(8, "F", 4, 1), (16, "F", 4, 1), (8, "P", 4, 1), (16, "P", 4, 2), (8, "F", 4, 2)],
-    "gate_up": [(4, "F", 4, 1), (8, "F", 8, 1), (8, "P", 4, 1), (16, "P", 8, 1), (8, "F", 4, 1)],
-    "o_proj": [(4, "F", 4, 1), (8, "F", 4, 2), (8, "P", 4, 2), (4, "P", 4, 1)],
-    "down": [(8, "F", 4, 2), (8, "F", 4, 4), (8, "P", 4, 4), (16, "P", 8, 2), (16, "F", 8, 4)],
-    "lm_head": [(8, "P", 4, 1), (16, "P", 4, 1), (16, "P", 8, 1), (32, "P", 8, 1)],
+    "qkv": [(8, "F", 1, 1), (4, "F", 1, 1), (8, "S", 1, 1), (8, "F", 1, 2)],
+    "gate_up": [(4, "F", 1, 1), (2, "F", 1, 1), (4, "S", 1, 1), (8, "S", 1, 1)],
+    "o_proj": [(8, "F", 1, 1), (4, "F", 1, 1), (8, "F", 1, 2), (4, "S", 1, 2)],
+    "down": [(8, "F", 1, 2), (8, "F", 1, 4), (4, "F", 1, 4), (8, "S", 1, 4)],
+    "lm_head": [(8, "P", 1, 1), (16, "P", 1, 1), (4, "P", 1, 1), (16, "P", 2, 1)],
 }
 
 
 def planar_tiles(name: str, kind: str) -> list[tuple]:
-    """The planar candidates of a projection for int4 or int8 weights (int8 has the flat kernel only)."""
+    """The planar candidates of a projection for int4 or int8 weights (int8 has one kernel: no duplicates)."""
     tiles = PLANAR_TILES.get(name, PLANAR_TILES["lm_head"])
     if kind == "int4":
         return list(tiles)
@@ -380,8 +424,8 @@ def drop_planar(model) -> None:
 
 def _operands(w, dtype: torch.dtype, planar: bool | str = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, int]:
     """(weight as stored, scales, offsets, kind, group size) of a projection; scales/offsets are the weight itself
-    where there are none (unused by the kernel). `planar`: the int4/int8 planar layout (kinds int4p / int8p;
-    "F": int4f, the flat-tile kernel)."""
+    where there are none (unused by the kernel). `planar`: "P" / "F" / "S", the int4/int8 planar layout (kinds
+    int4p / int4f / int4s, int8p)."""
     kind = weight_kind(w)
     if kind is None:
         raise ValueError(f"the GEMV kernel cannot read {type(w).__name__} weights")
@@ -395,7 +439,7 @@ def _operands(w, dtype: torch.dtype, planar: bool | str = False) -> tuple[torch.
         if pl is None:
             raise ValueError(f"in_features={w.in_features} has no planar tiling")
         if kind == "int4":
-            return pl["q32"], pl["ab"], pl["ab"], "int4f" if planar == "F" else "int4p", w.group_size
+            return pl["q32"], pl["ab"], pl["ab"], {"F": "int4f", "S": "int4s"}.get(planar, "int4p"), w.group_size
         return pl["q32"], pl["scales32"], pl["scales32"], "int8p", 1
     lay = w.prepare(w.qweight.device, dtype)  # built at load time (prepare_for_inference): a dict lookup here
     if kind == "int4":
@@ -404,6 +448,17 @@ def _operands(w, dtype: torch.dtype, planar: bool | str = False) -> tuple[torch.
 
 
 _BLOCK_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+_ONE_BITS: dict[torch.device, torch.Tensor] = {}
+
+
+def one_bits(device: torch.device) -> torch.Tensor:
+    """int32 [1] holding the bits of 1.0f (the planar kernels load it: see `_gemv_kernel`)."""
+    t = _ONE_BITS.get(device)
+    if t is None:
+        t = _ONE_BITS[device] = torch.tensor([0x3F800000], dtype=torch.int32, device=device)
+    return t
 
 
 def block_counters(device: torch.device, n: int) -> torch.Tensor:
@@ -424,11 +479,10 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
     weight, y + residual) computed by the last program, i.e. (y, h, new residual).
     `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
     q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot.
-    `block_k="P"` / `"F"`: read an int4 / int8 weight in its planar layout (int4: per-thread partial sums /
-    a flat tile), `split` programs per row block (split-K)."""
-    planar = block_k in ("P", "F")
-    flat = block_k == "F"
-    wt, scales, offsets, kind, group = _operands(w, x.dtype, "F" if flat else planar)
+    `block_k="F"` / `"S"` / `"P"`: read an int4 / int8 weight in its planar layout (int4: a flat tile / explicit
+    per-thread FMA chains / per-thread partial sums; int8: one kernel), `split` programs per row block (split-K)."""
+    planar = block_k in ("P", "F", "S")
+    wt, scales, offsets, kind, group = _operands(w, x.dtype, block_k if planar else False)
     n, k = _shape(w)
     assert x.shape[0] == 1 and x.shape[1] == k and x.stride(-1) == 1 and wt.stride(-1) == 1
     rows_w = n
@@ -438,7 +492,7 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
     res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = ws = rb = y
     eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
-    kw, blocks = 4, triton.cdiv(n, block_n)
+    kw, blocks, one = 4, triton.cdiv(n, block_n), y
     if planar:
         planes = INT8_PLANES if kind == "int8p" else INT4_PLANES
         kw = plane_width(k, planes, None if kind == "int8p" else group)
@@ -449,6 +503,7 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
             ws = torch.empty(split, rows_w, dtype=torch.float32, device=x.device)
             rb = block_counters(x.device, blocks)
         block_k = 16  # unused by the planar branch
+        one = one_bits(x.device)
     else:
         split = 1
     if norm is not None:
@@ -461,7 +516,7 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
         stride_cos = cos.stride(0)
     _gemv_kernel[(blocks, split)](
         x, wt, scales, offsets, y, n, k, wt.stride(0), res, nw, h, res_out, cnt, eps,
-        cos, sin, pos, slot, q, kc, vc, stride_cos, ws, rb,
+        cos, sin, pos, slot, q, kc, vc, stride_cos, ws, rb, one,
         WQ=WQ_CODES[kind], GROUP=group, SUB=min(block_k, group) if kind == "int4" else 1,
         KW=kw, VEC=4, SPLIT=split,
         GLU=glu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
@@ -555,7 +610,7 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
 
 
 def _call(x, w, tile: tuple, **kw):
-    """tile: (rows, columns, warps) of the stored layout, or (rows, "P" | "F", warps, split) of the planar one."""
+    """tile: (rows, columns, warps) of the stored layout, or (rows, "F" | "S" | "P", warps, split) of the planar one."""
     return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4,
                 split=tile[3] if len(tile) > 3 else 1, **kw)
 
@@ -598,7 +653,7 @@ def tile_candidates(name: str, w, bias=None) -> list:
 
 
 def uses_planar(plan: dict | None) -> bool:
-    return any(isinstance(t, tuple) and len(t) > 1 and t[1] in ("P", "F") for t in (plan or {}).values())
+    return any(isinstance(t, tuple) and len(t) > 1 and t[1] in ("P", "F", "S") for t in (plan or {}).values())
 
 
 @torch.inference_mode()
