@@ -339,7 +339,7 @@ def main() -> int:
     ap.add_argument("--skip-engine", action="store_true")
     ap.add_argument("--budget-s", type=float, default=200.0, help="engine methods start only before this many seconds")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: check that everything but the GPU timing runs")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="file, or folder for int4_decode-<gpu>.json (default bench/results/)")
     args = ap.parse_args()
 
     from lmsmith.serve.paged_decode import triton
@@ -349,8 +349,10 @@ def main() -> int:
         sys.exit("error: needs a CUDA GPU (or --dry-run on CPU)")
     device = torch.device("cuda" if cuda and not args.dry_run else "cpu")
     interp = os.environ.get("TRITON_INTERPRET") == "1"
-    out = args.out or (str(Path(tempfile.gettempdir()) / "int4_decode-dry.json") if args.dry_run
-                       else str(RESULTS / f"int4_decode-{torch.cuda.get_device_name().split()[1].lower()}.json"))
+    name = "int4_decode-dry.json" if args.dry_run else f"int4_decode-{torch.cuda.get_device_name().split()[1].lower()}.json"
+    out = args.out or str((Path(tempfile.gettempdir()) if args.dry_run else RESULTS) / name)
+    if Path(out).is_dir() or out.endswith("/"):  # a folder (the device's $OUT): the file named after the GPU
+        out = str(Path(out) / name)
     metrics: dict = {}
     details: dict = {}
 

@@ -74,10 +74,11 @@ if triton is not None:
         GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
         min(BLOCK_K, GROUP): each sub-block lies in one group, so the scale and offset apply once per sub-block
         to sum(q * x) and sum(x) instead of once per weight.
-        WQ 5 / 6 / 9: the planar int32 layouts of `lmsmith.quant.planar` (int4 with A/B pairs in s_ptr as int64;
-        int8 offset-binary with s[N]), KW words per plane, one AND-OR + FMA per weight. int4 comes in two
-        shapes: 5 tiles [ROWS, KW / VEC, VEC] and sums each thread's VEC products before the affine pair;
-        6 tiles [ROWS, KW] and dequantizes every weight with one more FMA (w = A * f + B).
+        WQ 5 / 6 / 7 / 9: the planar int32 layouts of `lmsmith.quant.planar` (int4 with A/B pairs in s_ptr as
+        int64; int8 offset-binary with s[N]), KW words per plane, one AND-OR + FMA per weight. int4 comes in three
+        shapes: 6 tiles [ROWS, KW] and dequantizes every weight with one more FMA (w = A * f + B); 7 splits each
+        thread's 4 columns apart and sums their products in one FMA chain before the affine pair; 5 does the
+        same through tl.sum over [ROWS, KW / VEC, VEC] (which Triton does not contract into FMAs).
         SPLIT > 1 (planar only): grid (row blocks, SPLIT), program (r, j) reduces the j-th slice of the row's tiles
         into ws[j] (float32 [SPLIT, rows]); the last of a row block's programs (ticket rb[r]) sums the slices and
         runs the rest (SwiGLU, store, RoPE / add+RMSNorm tickets), so narrow matrices (N = 2048) fill the GPU.
