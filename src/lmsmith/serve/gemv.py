@@ -361,8 +361,10 @@ WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int4f": 6, "int4s": 7
 PLANAR_TILES = {
     "qkv": [(8, "F", 1, 1), (4, "F", 1, 1), (8, "S", 1, 1), (8, "F", 1, 2)],
     "gate_up": [(4, "F", 1, 1), (2, "F", 1, 1), (4, "S", 1, 1), (8, "S", 1, 1)],
-    "o_proj": [(8, "F", 1, 1), (4, "F", 1, 1), (8, "F", 1, 2), (4, "S", 1, 2)],
-    "down": [(8, "F", 1, 2), (8, "F", 1, 4), (4, "F", 1, 4), (8, "S", 1, 4)],
+    # o_proj / down end in the add+RMSNorm epilogue, run by the last program: one warp makes that tail slower,
+    # so a 4-warp tile competes
+    "o_proj": [(8, "F", 1, 1), (4, "F", 1, 1), (8, "F", 1, 2), (4, "S", 1, 2), (8, "F", 4, 2)],
+    "down": [(8, "F", 1, 2), (8, "F", 1, 4), (4, "F", 1, 4), (8, "S", 1, 4), (8, "F", 4, 4)],
     "lm_head": [(8, "P", 1, 1), (16, "P", 1, 1), (4, "P", 1, 1), (16, "P", 2, 1)],
 }
 
