@@ -370,7 +370,13 @@ def main() -> int:
     def matrices(shape: str, proj: dict) -> None:
         if args.skip_matrices or not kernels_here:
             return
-        matrix_phase(shape, proj, device, args.group_size, device.type == "cuda", args.rotate_mb, metrics, details)
+        try:
+            matrix_phase(shape, proj, device, args.group_size, device.type == "cuda", args.rotate_mb, metrics, details)
+        except Exception as e:  # noqa: BLE001 - the engine phase still runs
+            details[f"matrices_{shape}_error"] = f"{type(e).__name__}: {e}"[:300]
+            log(f"matrices {shape}: FAILED {type(e).__name__}: {e}")
+        gc.collect()
+        torch.cuda.empty_cache() if device.type == "cuda" else None
         save()
 
     # the 1B shape's matrices, the engine, then the 8B shape's matrices while time is left
@@ -378,7 +384,11 @@ def main() -> int:
     if not args.skip_engine:
         if args.dry_run:  # the engine code path on CPU (no graphs, no GEMV step): decode + re-scoring
             args.new_tokens, args.repeats, args.prompt_len, args.check_tokens = 8, 1, 16, min(args.check_tokens, 8)
-        engine_phase(args, device.type, metrics, details, save)
+        try:
+            engine_phase(args, device.type, metrics, details, save)
+        except Exception as e:  # noqa: BLE001 - keep what was measured
+            details["engine_error"] = f"{type(e).__name__}: {e}"[:300]
+            log(f"engine phase: FAILED {type(e).__name__}: {e}")
     if args.shape_8b and not args.dry_run:
         if elapsed() < args.budget_s + 60:
             matrices(args.shape_8b, projections(args.shape_8b))
