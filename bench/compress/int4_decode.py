@@ -1,6 +1,8 @@
 """int4 / int8 batch-1 decode on the planar GEMV (issue 26 target 2): kernels, engine, quality, in one GPU call.
 
-Phases (each writes the result file again, so a call cut short still leaves what it measured):
+Order: the engine methods (3, 4); the matrices (1, 2) of `--shape` right after int4_old; those of `--shape-8b` at
+the end; each started only while `--budget-s` lasts, and each writes the result file again (a call cut short
+still leaves what it measured).
   1. correctness: every new kernel (planar int4 / int8, split-K) against the fp32 math on the dequantized weight,
      on the real projection shapes of `--shape` and `--shape-8b`;
   2. per-matrix GEMV microseconds (CUDA-graph replays, weights rotated past the L2): torch bf16 (cuBLAS), int4
@@ -257,8 +259,11 @@ def engine_run(model_dir: Path, planar: str, prompt_len: int, new_tokens: int, r
     return out
 
 
-def engine_phase(args, device: str, metrics: dict, details: dict, save) -> None:
+def engine_phase(args, device: str, metrics: dict, details: dict, save, after: dict | None = None) -> None:
+    """Every method of --methods in order; `after[m]()` runs once method m is done (the rest at the end)."""
     from bench.common import build_model_dir
+
+    after = dict(after or {})
 
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in METHODS]
@@ -276,9 +281,11 @@ def engine_phase(args, device: str, metrics: dict, details: dict, save) -> None:
         log(f"checkpoints written: {sorted(dirs)}")
         scorers: dict = {}
         for m in methods:
-            if elapsed() > args.budget_s:
+            if elapsed() > args.budget_s - 60:  # an engine takes up to ~60 s (start with kernel tuning, runs, check)
                 details.setdefault("skipped", []).append(m)
                 log(f"engine {m}: skipped (time budget {args.budget_s} s spent)")
+                if m in after:
+                    after.pop(m)()
                 continue
             ck, planar = METHODS[m]
             try:
@@ -287,6 +294,8 @@ def engine_phase(args, device: str, metrics: dict, details: dict, save) -> None:
             except Exception as e:  # noqa: BLE001 - the other methods still run
                 details[f"engine_{m}_error"] = f"{type(e).__name__}: {e}"[:300]
                 log(f"engine {m}: FAILED {type(e).__name__}: {e}")
+                if m in after:
+                    after.pop(m)()
                 continue
             details[f"engine_{m}"] = r
             metrics[f"decode_bs1_tok_s_{m}"] = round(r["tok_s"], 2)
@@ -306,6 +315,10 @@ def engine_phase(args, device: str, metrics: dict, details: dict, save) -> None:
                 f"start {r['engine_start_s']} s, check {[r.get(k) for k in ('decode_vs_prefill_top1_pct', 'prefill_ppl_of_greedy')]}")
             ratios(metrics)
             save()
+            if m in after:
+                after.pop(m)()
+        for job in after.values():
+            job()
         scorers.clear()
 
 
@@ -337,7 +350,8 @@ def main() -> int:
     ap.add_argument("--rotate-mb", type=int, default=192, help="weight copies cycled per timing (beats the L2)")
     ap.add_argument("--skip-matrices", action="store_true")
     ap.add_argument("--skip-engine", action="store_true")
-    ap.add_argument("--budget-s", type=float, default=200.0, help="engine methods start only before this many seconds")
+    ap.add_argument("--budget-s", type=float, default=240.0,
+                    help="seconds: engine methods start only before budget - 60, matrix shapes before budget")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes: check that everything but the GPU timing runs")
     ap.add_argument("--out", default=None, help="file, or folder for int4_decode-<gpu>.json (default bench/results/)")
     args = ap.parse_args()
@@ -379,21 +393,34 @@ def main() -> int:
         torch.cuda.empty_cache() if device.type == "cuda" else None
         save()
 
-    # the 1B shape's matrices, the engine, then the 8B shape's matrices while time is left
-    matrices(*(("tiny", TINY_PROJ) if args.dry_run else (args.shape, projections(args.shape))))
-    if not args.skip_engine:
+    # the engine (the target); the 1B shape's matrices after int4_old (before the less important methods);
+    # the 8B shape's at the end; each while the time budget lasts
+    shapes = [("tiny", TINY_PROJ)] if args.dry_run else [(args.shape, projections(args.shape))]
+    if args.shape_8b and not args.dry_run:
+        shapes.append((args.shape_8b, projections(args.shape_8b)))
+
+    def matrices_if_time(shape: str, proj: dict) -> None:
+        if elapsed() < args.budget_s or args.dry_run:
+            matrices(shape, proj)
+        else:
+            details.setdefault("skipped", []).append(f"matrices {shape}")
+            log(f"matrices {shape}: skipped (time budget {args.budget_s} s spent)")
+
+    first = lambda: matrices_if_time(*shapes[0])  # noqa: E731
+    if args.skip_engine:
+        first()
+    else:
         if args.dry_run:  # the engine code path on CPU (no graphs, no GEMV step): decode + re-scoring
             args.new_tokens, args.repeats, args.prompt_len, args.check_tokens = 8, 1, 16, min(args.check_tokens, 8)
         try:
-            engine_phase(args, device.type, metrics, details, save)
+            engine_phase(args, device.type, metrics, details, save, after={"int4_old": first})
         except Exception as e:  # noqa: BLE001 - keep what was measured
             details["engine_error"] = f"{type(e).__name__}: {e}"[:300]
             log(f"engine phase: FAILED {type(e).__name__}: {e}")
-    if args.shape_8b and not args.dry_run:
-        if elapsed() < args.budget_s + 60:
-            matrices(args.shape_8b, projections(args.shape_8b))
-        else:
-            details.setdefault("skipped", []).append(f"matrices {args.shape_8b}")
+            if not any(k.startswith(f"{shapes[0][0].replace('llama-', '').replace('.', '')}_") for k in metrics):
+                first()
+    for shape, proj in shapes[1:]:
+        matrices_if_time(shape, proj)
     save()
     import json
 
