@@ -451,6 +451,7 @@ def _operands(w, dtype: torch.dtype, planar: bool | str = False) -> tuple[torch.
 
 
 _BLOCK_COUNTERS: dict[torch.device, torch.Tensor] = {}
+_RETIRED: list[torch.Tensor] = []
 
 
 _ONE_BITS: dict[torch.device, torch.Tensor] = {}
@@ -469,6 +470,8 @@ def block_counters(device: torch.device, n: int) -> torch.Tensor:
     its own, and launches on one stream never overlap). Grown outside graph captures: the warm-up runs first."""
     c = _BLOCK_COUNTERS.get(device)
     if c is None or c.numel() < n:
+        if c is not None:
+            _RETIRED.append(c)  # graphs captured earlier keep its address: never free it
         c = _BLOCK_COUNTERS[device] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
     return c
 
