@@ -119,37 +119,38 @@ def matrix_phase(shape: str, proj: dict[str, tuple[int, int]], device: torch.dev
             glu = False
             kw = {"out_dtype": torch.float32}
             tiles = {"planar": planar_tiles(name, kind), "stored": CANDIDATE_TILES[kind]["*"]}
+            ok_tiles = []
             for family, cands in tiles.items():
                 for tile in cands:
                     key = f"{kind}_{family}_{'x'.join(map(str, tile))}"
                     try:
-                        y = _call(x, q, tile, glu=glu, **kw)
-                        err = rel(y, ref)
+                        err = rel(_call(x, q, tile, glu=glu, **kw), ref)
                     except Exception as e:  # noqa: BLE001 - a tile that cannot run here is reported
                         row[key + "_error"] = f"{type(e).__name__}: {e}"[:160]
                         continue
                     row[key + "_rel_err"] = float(f"{err:.3g}")
+                    ok_tiles.append((key, tile))
                     if family == "planar":
                         metrics[f"{tag}_{name}_{kind}_planar_max_rel_err"] = max(
                             metrics.get(f"{tag}_{name}_{kind}_planar_max_rel_err", 0.0), float(f"{err:.3g}"))
-                    if time_it:
-                        nbytes = q.qweight.numel()
-                        qc = [q] + [copy.deepcopy(q) for _ in range(max(0, min(16, math.ceil(rotate_mb * 2**20 / nbytes)) - 1))]
-                        row[key + "_us"] = round(graph_us(lambda c, t=tile: _call(x, c, t, **kw), qc, 32), 2)
-                        del qc
             try:
                 own = q.fast_matmul(x) if kind == "int4" else q.triton_matmul(x)
             except Exception as e:  # noqa: BLE001 - e.g. no int8 Triton GEMM in the interpreter
                 own, row[f"{kind}_own_error"] = None, f"{type(e).__name__}: {e}"[:160]
             if own is not None:
                 row[f"{kind}_own_rel_err"] = float(f"{rel(own, ref):.3g}")
-                if time_it:
-                    qc = [q] + [copy.deepcopy(q) for _ in range(max(0, min(16, math.ceil(rotate_mb * 2**20 / q.qweight.numel())) - 1))]
-                    for c in qc:
-                        c.prepare(device, torch.bfloat16)
+            if time_it:  # copies made once, every layout already built (planar, tinygemm): rotated past the L2
+                ncopy = max(1, min(16, math.ceil(rotate_mb * 2**20 / q.qweight.numel())))
+                qc = [q] + [copy.deepcopy(q) for _ in range(ncopy - 1)]
+                for key, tile in ok_tiles:
+                    try:
+                        row[key + "_us"] = round(graph_us(lambda c, t=tile: _call(x, c, t, **kw), qc, 32), 2)
+                    except Exception as e:  # noqa: BLE001
+                        row[key + "_time_error"] = f"{type(e).__name__}: {e}"[:160]
+                if own is not None:
                     fn = (lambda c: c.fast_matmul(x)) if kind == "int4" else (lambda c: c.triton_matmul(x))
                     row[f"{kind}_own_us"] = round(graph_us(fn, qc, 32), 2)  # tinygemm / the int8 Triton GEMM
-                    del qc
+                del qc
             del q
             gc.collect()
         if time_it:
