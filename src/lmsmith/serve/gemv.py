@@ -155,7 +155,9 @@ if triton is not None:
                         ab = tl.load(abrow + t * 8 + i)
                         a = ab.to(tl.int32).to(tl.float32, bitcast=True)
                         b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-                        acc += part * a[:, None] + b[:, None] * ((x0 + x1) + (x2 + x3))[None, :]
+                        # two FMAs into the accumulator (written as a + b * c Triton emits FMUL, FFMA and FADD)
+                        acc = tl.fma(part, a[:, None], acc)
+                        acc = tl.fma(b[:, None], ((x0 + x1) + (x2 + x3))[None, :], acc)
                 y = tl.sum(acc, 1)
             else:  # flat [ROWS, KW] tiles, x broadcast along rows (the layout of the 16-bit path)
                 cols = tl.arange(0, KW)
@@ -354,17 +356,18 @@ WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int4f": 6, "int4s": 7
 # the planar layouts (rows, "F" | "S" | "P", warps, split): one warp per program, so x's load has the layout of
 # the weight tile's columns (with more warps Triton loads x one element per thread and re-lays it out through
 # shared memory before every plane). A thread reads 16 bytes of each of its rows per 512-byte plane tile.
-# int4 "F": w = A f + B per weight then the FMA with x (4.1 SASS instructions a weight in the loop at 8 rows, sm_90,
-# Triton 3.9); "S": 4 columns per thread summed first (3.9); "P": the same via tl.sum (not contracted; 5.1).
-# int8 has one kernel (3.0 a weight): its tiles use "P". Split-K (programs per row block) where N = 2048 leaves the
+# int4 "S": each thread's 4 columns summed in one FMA chain, then two FMAs for the affine pair (3.7 SASS
+# instructions a weight in the loop at 8 rows, sm_90, Triton 3.9: bench/results/gemv_sass-sm90.json); "F": w = A f
+# + B per weight, then the FMA with x (4.1); "P": the sum via tl.sum (4.3). int8 has one kernel (3.0 a weight): its
+# tiles use "P". Round 1's stored-layout kernels: int4 7.4, int8 5.9. Split-K (programs per row block) where N = 2048 leaves the
 # GPU half idle. Per projection of the Llama-3.2-1B shape (output rows; gate_up's programs read twice as many):
 PLANAR_TILES = {
-    "qkv": [(8, "F", 1, 1), (4, "F", 1, 1), (8, "S", 1, 1), (8, "F", 1, 2)],
-    "gate_up": [(4, "F", 1, 1), (2, "F", 1, 1), (4, "S", 1, 1), (8, "S", 1, 1)],
+    "qkv": [(8, "S", 1, 1), (4, "S", 1, 1), (8, "F", 1, 1), (8, "S", 1, 2)],
+    "gate_up": [(4, "S", 1, 1), (2, "S", 1, 1), (4, "F", 1, 1), (8, "S", 1, 1)],  # output rows: x2 weight rows
     # o_proj / down end in the add+RMSNorm epilogue, run by the last program: one warp makes that tail slower,
     # so a 4-warp tile competes
-    "o_proj": [(8, "F", 1, 1), (4, "F", 1, 1), (8, "F", 1, 2), (4, "S", 1, 2), (8, "F", 4, 2)],
-    "down": [(8, "F", 1, 2), (8, "F", 1, 4), (4, "F", 1, 4), (8, "S", 1, 4), (8, "F", 4, 4)],
+    "o_proj": [(8, "S", 1, 1), (4, "S", 1, 1), (8, "S", 1, 2), (8, "F", 1, 2), (8, "F", 4, 2)],
+    "down": [(8, "S", 1, 2), (8, "S", 1, 4), (4, "S", 1, 4), (8, "F", 1, 4), (8, "F", 4, 4)],
     "lm_head": [(8, "P", 1, 1), (16, "P", 1, 1), (4, "P", 1, 1), (16, "P", 2, 1)],
 }
 
