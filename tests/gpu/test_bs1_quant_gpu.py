@@ -19,7 +19,20 @@ FORCED = {
                  "lm_head": (4, 1024, 4)},
     "small-k": {"qkv": (8, 64, 4), "gate_up": (2, 64, 2), "o_proj": (4, 64, 4), "down": (16, 64, 4),
                 "lm_head": (8, 64, 4)},
+    # the planar layouts (lmsmith.quant.planar): flat and per-thread-sum tiles, split-K where the row has 2 tiles
+    # (the lm_head entry applies where the head is quantized; a 16-bit head keeps a stored-layout tile)
+    "planar-f": {"qkv": (8, "F", 4, 2), "gate_up": (4, "F", 4, 1), "o_proj": (8, "F", 4, 2), "down": (8, "F", 4, 2),
+                 "lm_head": (8, "P", 4, 1)},
+    "planar-p": {"qkv": (8, "P", 4, 1), "gate_up": (8, "P", 4, 1), "o_proj": (4, "P", 4, 1), "down": (16, "P", 8, 2),
+                 "lm_head": (16, "P", 8, 1)},
 }
+
+
+def forced(name: str, head_kind: str) -> dict:
+    plan = dict(FORCED[name])
+    if head_kind == "dense" and plan["lm_head"][1] in ("P", "F"):
+        plan["lm_head"] = (4, 1024, 4)
+    return plan
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +77,7 @@ def test_bs1_gemv_step_on_quantized_checkpoint(tiny_src, tmp_path, monkeypatch, 
         not isinstance(v, str) for v in graphs.bs1_timings.values()), graphs.bs1_timings
     assert any(k.startswith("down@") and not k.endswith("@own") for k in graphs.tile_timings), graphs.tile_timings
     with torch.inference_mode():
-        for plan in [*graphs.bs1_plans.values(), *FORCED.values()]:
+        for plan in [*graphs.bs1_plans.values(), *(forced(name, head_kind) for name in FORCED)]:
             for _ in range(3):  # the epilogue's ticket must reset between launches
                 ref = graphs._forward(1, None).clone()
                 got = graphs._forward(1, plan)
@@ -77,12 +90,13 @@ def test_bs1_gemv_step_on_quantized_checkpoint(tiny_src, tmp_path, monkeypatch, 
     own = LLM(str(qdir), device="cuda", max_num_seqs=4)
     assert own.engine.runner.graphs.bs1_choice == "cublas"
     ref = greedy(own, PROMPTS)
-    graphs.graphs[1], graphs.logits[1] = graphs._capture(1, FORCED["all-gemv"])
-    graphs.bs1_choice = "all-gemv"
-    for g, r in zip(greedy(llm, PROMPTS), ref):
-        assert len(g.token_ids) == len(r.token_ids) == 24
-        for i, (a, b) in enumerate(zip(g.token_ids, r.token_ids)):
-            if a != b:
-                top = dict(r.logprobs[i]["top_logprobs"])
-                assert a in top and abs(top[a] - top[b]) < 0.05, (i, a, b, top)
-                break
+    for name in ("all-gemv", "planar-f"):
+        graphs.graphs[1], graphs.logits[1] = graphs._capture(1, forced(name, head_kind))
+        graphs.bs1_choice = name
+        for g, r in zip(greedy(llm, PROMPTS), ref):
+            assert len(g.token_ids) == len(r.token_ids) == 24
+            for i, (a, b) in enumerate(zip(g.token_ids, r.token_ids)):
+                if a != b:
+                    top = dict(r.logprobs[i]["top_logprobs"])
+                    assert a in top and abs(top[a] - top[b]) < 0.05, (name, i, a, b, top)
+                    break

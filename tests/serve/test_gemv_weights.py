@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from lmsmith.quant import Fp8Linear, Int4Linear, Int8Linear, quantize_model_
-from lmsmith.serve.gemv import CANDIDATE_TILES, qkv_weight, tile_candidates, weight_kind
+from lmsmith.serve.gemv import (
+    CANDIDATE_TILES,
+    PLANAR_TILES,
+    planar_tiles,
+    qkv_weight,
+    tile_candidates,
+    uses_planar,
+    weight_kind,
+)
 
 
 def test_weight_kind_covers_stored_forms():
@@ -21,11 +29,19 @@ def test_weight_kind_covers_stored_forms():
     assert weight_kind(torch.zeros(64, 256, dtype=torch.bfloat16).t()) is None  # not contiguous
 
 
-def test_tile_candidates_follow_the_weight_kind():
+def test_tile_candidates_follow_the_weight_kind(monkeypatch):
     lin = nn.Linear(256, 64, bias=False)
     q4 = Int4Linear.from_linear(lin, 64)
+    # int4: the planar kernels only (the stored layout never beat tinygemm); int8: planar and stored
+    assert tile_candidates("down", q4) == [None] + planar_tiles("down", "int4")
+    assert {t[1] for t in planar_tiles("down", "int4")} <= {"F", "S", "P"} and any(t[3] > 1 for t in PLANAR_TILES["down"])
+    assert tile_candidates("lm_head", Int8Linear.from_linear(lin)) == ([None] + planar_tiles("lm_head", "int8")
+                                                                       + CANDIDATE_TILES["int8"]["*"])
+    assert all(t[1] == "P" for t in planar_tiles("gate_up", "int8"))  # one int8 planar kernel: no duplicates
+    monkeypatch.setenv("LMSMITH_GEMV_PLANAR", "0")  # round 1's kernels (benchmarks compare)
     assert tile_candidates("down", q4) == [None] + CANDIDATE_TILES["int4"]["*"]
     assert tile_candidates("lm_head", Int8Linear.from_linear(lin)) == [None] + CANDIDATE_TILES["int8"]["*"]
+    assert uses_planar({"down": (8, "F", 4, 2), "qkv": None}) and not uses_planar({"down": (4, 1024, 4)})
     assert tile_candidates("qkv", lin.to(torch.bfloat16)) == [None] + CANDIDATE_TILES["dense"]["qkv"]
     assert tile_candidates("qkv", lin.weight.to(torch.bfloat16), bias=torch.zeros(64)) == [None]  # a qkv bias
     assert tile_candidates("o_proj", Fp8Linear.from_linear(lin)) == [None]

@@ -26,10 +26,13 @@ whichever replays faster on the device at hand (LMSMITH_DECODE_GEMV=0 keeps the 
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
 from lmsmith.quant import Int4Linear, Int8Linear
+from lmsmith.quant.planar import INT4_PLANES, INT8_PLANES, pack_int4_planar, pack_int8_planar, plane_width
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import paged_attention
 from lmsmith.serve.paged_decode import available, paged_decode, triton
@@ -45,10 +48,23 @@ if triton is not None:
         return (v | 0x4B000000).to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _plane4(w, I: tl.constexpr, ONE):
+        """Plane I of planar int4 words as 1 + q * 2**(pos - 23) (planar.INT4_FIELDS: one shift per three planes,
+        then one AND-OR)."""
+        if I < 3:
+            src = w << 3
+        elif I < 6:
+            src = w >> 9
+        else:
+            src = w << 11
+        return ((src & (15 << (11 + 4 * (I % 3)))) | ONE).to(tl.float32, bitcast=True)
+
+    @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, s_ptr, m_ptr, y_ptr, N, K, stride_w,
                      res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
-                     cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos,
+                     cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos, ws_ptr, rb_ptr, one_ptr,
                      WQ: tl.constexpr, GROUP: tl.constexpr, SUB: tl.constexpr,
+                     KW: tl.constexpr, VEC: tl.constexpr, SPLIT: tl.constexpr,
                      GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
                      ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
                      HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
@@ -58,6 +74,14 @@ if triton is not None:
         GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
         min(BLOCK_K, GROUP): each sub-block lies in one group, so the scale and offset apply once per sub-block
         to sum(q * x) and sum(x) instead of once per weight.
+        WQ 5 / 6 / 7 / 9: the planar int32 layouts of `lmsmith.quant.planar` (int4 with A/B pairs in s_ptr as
+        int64; int8 offset-binary with s[N]), KW words per plane, one AND-OR + FMA per weight. int4 comes in three
+        shapes: 6 tiles [ROWS, KW] and dequantizes every weight with one more FMA (w = A * f + B); 7 splits each
+        thread's 4 columns apart and sums their products in one FMA chain before the affine pair; 5 does the
+        same through tl.sum over [ROWS, KW / VEC, VEC] (which Triton does not contract into FMAs).
+        SPLIT > 1 (planar only): grid (row blocks, SPLIT), program (r, j) reduces the j-th slice of the row's tiles
+        into ws[j] (float32 [SPLIT, rows]); the last of a row block's programs (ticket rb[r]) sums the slices and
+        runs the rest (SwiGLU, store, RoPE / add+RMSNorm tickets), so narrow matrices (N = 2048) fill the GPU.
         GLU: the weight is [gate; up] (2N rows) and y = silu(gate) * up: a program reads gate row r and up row
         N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation."""
         pid = tl.program_id(0)
@@ -73,7 +97,116 @@ if triton is not None:
             rmask = rows < N
             wrows = rows
         wrow = w_ptr + wrows.to(tl.int64) * stride_w
-        if WQ == 4:
+        if WQ == 5 or WQ == 6 or WQ == 7 or WQ == 9:
+            PL: tl.constexpr = 4 if WQ == 9 else 8
+            TPS = K // (PL * KW * SPLIT)  # tiles per program
+            # rows past N read row 0 (never stored): no masks, so no predicated loads in the loop
+            srows = tl.where(rmask, wrows, 0).to(tl.int64)
+            wrow = w_ptr + srows * stride_w
+            abrow = s_ptr + srows * (K // KW)
+            t0 = tl.program_id(1) * TPS
+            # the bits of 1.0f, loaded rather than a literal: the AND-OR's second constant then stays in a register
+            # (as two literals, ptxas re-materializes one with a MOV before every AND-OR: +0.6 instructions a weight)
+            ONE = tl.load(one_ptr)
+            if WQ == 5:  # [ROWS, KW / VEC, VEC] tiles: the affine pair applies once per VEC weights of a thread
+                C: tl.constexpr = KW // VEC
+                woff = tl.arange(0, C)[:, None] * VEC + tl.arange(0, VEC)[None, :]  # [C, VEC] words of a plane
+                wp = wrow[:, None, None] + woff[None, :, :]  # [ROWS, C, VEC]
+                acc = tl.zeros([ROWS, C], tl.float32)
+                for t in range(t0, t0 + TPS):
+                    w = tl.load(wp + t * KW)
+                    xb = x_ptr + t * (PL * KW) + woff
+                    for i in tl.static_range(8):  # the shifts and positions of planar.INT4_FIELDS
+                        if i < 3:
+                            src = w << 3
+                        elif i < 6:
+                            src = w >> 9
+                        else:
+                            src = w << 11
+                        f = ((src & (15 << (11 + 4 * (i % 3)))) | ONE).to(tl.float32, bitcast=True)
+                        xi = tl.load(xb + i * KW).to(tl.float32)  # [C, VEC]
+                        ab = tl.load(abrow + t * 8 + i)
+                        a = ab.to(tl.int32).to(tl.float32, bitcast=True)
+                        b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                        acc += tl.sum(f * xi[None, :, :], 2) * a[:, None] + b[:, None] * tl.sum(xi, 1)[None, :]
+                y = tl.sum(acc, 1)
+            elif WQ == 7:  # [ROWS, KW / 4, 4] tiles split into 4 in-thread columns: explicit FMA chains per thread
+                C4: tl.constexpr = KW // 4
+                woff = tl.arange(0, C4)[:, None] * 4 + tl.arange(0, 4)[None, :]  # [C4, 4]
+                wp = wrow[:, None, None] + woff[None, :, :]
+                acc = tl.zeros([ROWS, C4], tl.float32)
+                for t in range(t0, t0 + TPS):
+                    wa, wb = tl.split(tl.reshape(tl.load(wp + t * KW), (ROWS, C4, 2, 2)))
+                    w0, w2 = tl.split(wa)
+                    w1, w3 = tl.split(wb)
+                    xb = x_ptr + t * (PL * KW) + woff
+                    for i in tl.static_range(8):
+                        xa, xc = tl.split(tl.reshape(tl.load(xb + i * KW), (C4, 2, 2)))
+                        x0, x2 = tl.split(xa)
+                        x1, x3 = tl.split(xc)
+                        x0 = x0.to(tl.float32)
+                        x1 = x1.to(tl.float32)
+                        x2 = x2.to(tl.float32)
+                        x3 = x3.to(tl.float32)
+                        part = _plane4(w0, i, ONE) * x0[None, :]
+                        part += _plane4(w1, i, ONE) * x1[None, :]
+                        part += _plane4(w2, i, ONE) * x2[None, :]
+                        part += _plane4(w3, i, ONE) * x3[None, :]
+                        ab = tl.load(abrow + t * 8 + i)
+                        a = ab.to(tl.int32).to(tl.float32, bitcast=True)
+                        b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                        # two FMAs into the accumulator (written as a + b * c Triton emits FMUL, FFMA and FADD)
+                        acc = tl.fma(part, a[:, None], acc)
+                        acc = tl.fma(b[:, None], ((x0 + x1) + (x2 + x3))[None, :], acc)
+                y = tl.sum(acc, 1)
+            else:  # flat [ROWS, KW] tiles, x broadcast along rows (the layout of the 16-bit path)
+                cols = tl.arange(0, KW)
+                wp = wrow[:, None] + cols[None, :]
+                if WQ == 6:  # w = A * f + B per weight (one FMA, exact up to its rounding), then the FMA with x
+                    acc = tl.zeros([ROWS, KW], tl.float32)
+                    for t in range(t0, t0 + TPS):
+                        w = tl.load(wp + t * KW)
+                        xb = x_ptr + t * (PL * KW) + cols
+                        for i in tl.static_range(8):
+                            if i < 3:
+                                src = w << 3
+                            elif i < 6:
+                                src = w >> 9
+                            else:
+                                src = w << 11
+                            f = ((src & (15 << (11 + 4 * (i % 3)))) | ONE).to(tl.float32, bitcast=True)
+                            xi = tl.load(xb + i * KW).to(tl.float32)
+                            ab = tl.load(abrow + t * 8 + i)
+                            a = ab.to(tl.int32).to(tl.float32, bitcast=True)
+                            b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                            acc += (f * a[:, None] + b[:, None]) * xi[None, :]
+                    y = tl.sum(acc, 1)
+                else:  # int8: per-row scale, so the planes' sums stay apart until the end
+                    acc7 = tl.zeros([ROWS, KW], tl.float32)
+                    acc15 = tl.zeros([ROWS, KW], tl.float32)
+                    xs7 = tl.zeros([KW], tl.float32)
+                    xs15 = tl.zeros([KW], tl.float32)
+                    for t in range(t0, t0 + TPS):
+                        w = tl.load(wp + t * KW)
+                        lo = w << 7
+                        hi = w >> 9
+                        xb = x_ptr + t * (PL * KW) + cols
+                        x0 = tl.load(xb).to(tl.float32)
+                        x1 = tl.load(xb + KW).to(tl.float32)
+                        x2 = tl.load(xb + 2 * KW).to(tl.float32)
+                        x3 = tl.load(xb + 3 * KW).to(tl.float32)
+                        acc7 += ((lo & (255 << 7)) | ONE).to(tl.float32, bitcast=True) * x0[None, :]
+                        acc15 += ((lo & (255 << 15)) | ONE).to(tl.float32, bitcast=True) * x1[None, :]
+                        acc7 += ((hi & (255 << 7)) | ONE).to(tl.float32, bitcast=True) * x2[None, :]
+                        acc15 += ((hi & (255 << 15)) | ONE).to(tl.float32, bitcast=True) * x3[None, :]
+                        xs7 += x0 + x2
+                        xs15 += x1 + x3
+                    # f = 1 + u * 2**(pos - 23), u = b + 128: sum b x = 2**(23 - pos) (sum f x - sum x) - 128 sum x
+                    y = (tl.sum(acc7 - xs7[None, :], 1) * 65536.0 + tl.sum(acc15 - xs15[None, :], 1) * 256.0
+                         - 128.0 * (tl.sum(xs7, 0) + tl.sum(xs15, 0)))
+                    if SPLIT == 1:
+                        y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
+        elif WQ == 4:
             R: tl.constexpr = BLOCK_K // SUB
             G = K // GROUP
             sub = tl.arange(0, R)
@@ -106,16 +239,30 @@ if triton is not None:
             y = tl.sum(acc, 1)
             if WQ == 8:
                 y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
+        go = tl.program_id(1) == 0  # SPLIT == 1: every program finishes its rows
+        if SPLIT > 1:
+            NWR = N * 2 if GLU else N  # weight rows
+            tl.store(ws_ptr + tl.program_id(1) * NWR + wrows, y, mask=rmask)
+            tl.debug_barrier()
+            tk = tl.atomic_add(rb_ptr + pid, 1, sem="acq_rel")
+            go = tk == SPLIT - 1
+            part = tl.load(ws_ptr + tl.arange(0, SPLIT)[:, None] * NWR + wrows[None, :],
+                           mask=tl.where(go, rmask, False)[None, :], other=0.0, cache_modifier=".cg")
+            y = tl.sum(part, 0)
+            if WQ == 9:
+                y = y * tl.load(s_ptr + wrows, mask=rmask, other=0.0)
+            if go:
+                tl.atomic_xchg(rb_ptr + pid, 0)
         if GLU:  # gate and up rounded to the activation dtype first, as the model's own gate_up + SwiGLU kernels do
             g, u = tl.split(tl.reshape(y.to(x_ptr.dtype.element_ty).to(tl.float32), (BLOCK_N, 2)))
             y = g / (1.0 + tl.exp(-g)) * u
             rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
             rmask = rows < N
-        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=rmask)
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=tl.where(go, rmask, False))  # (where, not &: Triton's interpreter)
         if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
             tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
-            ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
-            if ticket == tl.num_programs(0) - 1:
+            ticket = tl.atomic_add(cnt_ptr, go.to(tl.int32), sem="acq_rel")  # split-K: finishing programs only
+            if (ticket == tl.num_programs(0) - 1) & go:
                 hh = tl.arange(0, HP)
                 i = tl.arange(0, HALF_P)
                 im = i < HALF
@@ -144,8 +291,8 @@ if triton is not None:
                 tl.atomic_xchg(cnt_ptr, 0)
         if NORM:
             tl.debug_barrier()
-            ticket = tl.atomic_add(cnt_ptr, 1, sem="acq_rel")
-            if ticket == tl.num_programs(0) - 1:  # the last program: residual add + RMSNorm of the whole row
+            ticket = tl.atomic_add(cnt_ptr, go.to(tl.int32), sem="acq_rel")
+            if (ticket == tl.num_programs(0) - 1) & go:  # the last program: residual add + RMSNorm of the whole row
                 c = tl.arange(0, NORM_BLOCK)
                 m = c < N
                 a = tl.load(y_ptr + c, mask=m, other=0.0, cache_modifier=".cg")
@@ -205,7 +352,37 @@ CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own k
     "int4": {"*": [(4, 1024, 4), (8, 1024, 4), (8, 2048, 8)]},
     "int8": {"*": [(2, 1024, 4), (4, 1024, 4), (4, 2048, 8)]},
 }
-WQ_CODES = {"dense": 0, "int8": 8, "int4": 4}  # the kernel's WQ switch
+WQ_CODES = {"dense": 0, "int8": 8, "int4": 4, "int4p": 5, "int4f": 6, "int4s": 7, "int8p": 9}  # the kernel's WQ switch
+# the planar layouts (rows, "F" | "S" | "P", warps, split): one warp per program, so x's load has the layout of
+# the weight tile's columns (with more warps Triton loads x one element per thread and re-lays it out through
+# shared memory before every plane). A thread reads 16 bytes of each of its rows per 512-byte plane tile.
+# int4 "S": each thread's 4 columns summed in one FMA chain, then two FMAs for the affine pair (3.7 SASS
+# instructions a weight in the loop at 8 rows, sm_90, Triton 3.9: bench/results/gemv_sass-sm90.json); "F": w = A f
+# + B per weight, then the FMA with x (4.1); "P": the sum via tl.sum (4.3). int8 has one kernel (3.0 a weight): its
+# tiles use "P". Round 1's stored-layout kernels: int4 7.4, int8 5.9. Split-K (programs per row block) where N = 2048 leaves the
+# GPU half idle. Per projection of the Llama-3.2-1B shape (output rows; gate_up's programs read twice as many):
+PLANAR_TILES = {
+    "qkv": [(8, "S", 1, 1), (4, "S", 1, 1), (8, "F", 1, 1), (8, "S", 1, 2)],
+    "gate_up": [(4, "S", 1, 1), (2, "S", 1, 1), (4, "F", 1, 1), (8, "S", 1, 1)],  # output rows: x2 weight rows
+    # o_proj / down end in the add+RMSNorm epilogue, run by the last program: one warp makes that tail slower,
+    # so a 4-warp tile competes
+    "o_proj": [(8, "S", 1, 1), (4, "S", 1, 1), (8, "S", 1, 2), (8, "F", 1, 2), (8, "F", 4, 2)],
+    "down": [(8, "S", 1, 2), (8, "S", 1, 4), (4, "S", 1, 4), (8, "F", 1, 4), (8, "F", 4, 4)],
+    "lm_head": [(8, "P", 1, 1), (16, "P", 1, 1), (4, "P", 1, 1), (16, "P", 2, 1)],
+}
+
+
+def planar_tiles(name: str, kind: str) -> list[tuple]:
+    """The planar candidates of a projection for int4 or int8 weights (int8 has one kernel: no duplicates)."""
+    tiles = PLANAR_TILES.get(name, PLANAR_TILES["lm_head"])
+    if kind == "int4":
+        return list(tiles)
+    return list(dict.fromkeys((t[0], "P", *t[2:]) for t in tiles))
+
+
+def planar_enabled() -> bool:
+    """LMSMITH_GEMV_PLANAR=0 keeps the int4/int8 GEMV on the stored layouts (round 1's kernel: benchmarks)."""
+    return os.environ.get("LMSMITH_GEMV_PLANAR", "1") != "0"
 
 
 def weight_kind(w) -> str | None:
@@ -226,39 +403,118 @@ def _shape(w) -> tuple[int, int]:
     return tuple(w.shape) if isinstance(w, torch.Tensor) else (w.out_features, w.in_features)
 
 
-def _operands(w, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, int]:
+def planar_operands(w, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
+    """The planar int32 layout of an Int4Linear / Int8Linear (`lmsmith.quant.planar`), built on first use and kept
+    with the module's other kernel layouts (the tuner builds it before any capture), or None where K does not
+    tile."""
+    lay = w.prepare(w.qweight.device, dtype)  # the same key as the other layouts: nothing is rebuilt
+    if "q32" not in lay:
+        if "planar_none" in lay:
+            return None
+        packed = (pack_int4_planar(w.qweight, w.scales, w.zeros, w.group_size) if w.method == "int4"
+                  else pack_int8_planar(w.qweight))
+        if packed is None:
+            lay["planar_none"] = w.qweight[:0]
+            return None
+        lay.update(packed)
+    return lay
+
+
+def drop_planar(model) -> None:
+    """Frees the planar copies (the batch-1 step picked none of their tiles): they would double int8 weights."""
+    for m in model.modules():
+        if isinstance(m, (Int4Linear, Int8Linear)) and m._packed is not None:
+            for key in ("q32", "ab", "planar_none"):
+                m._packed[1].pop(key, None)
+
+
+def _operands(w, dtype: torch.dtype, planar: bool | str = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, int]:
     """(weight as stored, scales, offsets, kind, group size) of a projection; scales/offsets are the weight itself
-    where there are none (unused by the kernel)."""
+    where there are none (unused by the kernel). `planar`: "P" / "F" / "S", the int4/int8 planar layout (kinds
+    int4p / int4f / int4s, int8p)."""
     kind = weight_kind(w)
     if kind is None:
         raise ValueError(f"the GEMV kernel cannot read {type(w).__name__} weights")
     if kind == "dense":
+        if planar:
+            raise ValueError("planar tiles read int4 / int8 weights only")
         w = w if isinstance(w, torch.Tensor) else w.weight
         return w, w, w, kind, 1
+    if planar:
+        pl = planar_operands(w, dtype)
+        if pl is None:
+            raise ValueError(f"in_features={w.in_features} has no planar tiling")
+        if kind == "int4":
+            return pl["q32"], pl["ab"], pl["ab"], {"F": "int4f", "S": "int4s"}.get(planar, "int4p"), w.group_size
+        return pl["q32"], pl["scales32"], pl["scales32"], "int8p", 1
     lay = w.prepare(w.qweight.device, dtype)  # built at load time (prepare_for_inference): a dict lookup here
     if kind == "int4":
         return w.qweight, lay["s32"], lay["m32"], kind, w.group_size
     return w.qweight.view(torch.uint8), lay["scales32"], lay["scales32"], kind, 1
 
 
-def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int = 1024,
+_BLOCK_COUNTERS: dict[torch.device, torch.Tensor] = {}
+_RETIRED: list[torch.Tensor] = []
+
+
+_ONE_BITS: dict[torch.device, torch.Tensor] = {}
+
+
+def one_bits(device: torch.device) -> torch.Tensor:
+    """int32 [1] holding the bits of 1.0f (the planar kernels load it: see `_gemv_kernel`)."""
+    t = _ONE_BITS.get(device)
+    if t is None:
+        t = _ONE_BITS[device] = torch.tensor([0x3F800000], dtype=torch.int32, device=device)
+    return t
+
+
+def block_counters(device: torch.device, n: int) -> torch.Tensor:
+    """int32 zeros, one per row block, shared by every split-K launch on `device` (each finishing program resets
+    its own, and launches on one stream never overlap). Grown outside graph captures: the warm-up runs first."""
+    c = _BLOCK_COUNTERS.get(device)
+    if c is None or c.numel() < n:
+        if c is not None:
+            _RETIRED.append(c)  # graphs captured earlier keep its address: never free it
+        c = _BLOCK_COUNTERS[device] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+    return c
+
+
+def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
          out_dtype: torch.dtype | None = None, glu: bool = False, norm: tuple | None = None,
-         rope: tuple | None = None, num_warps: int = 4):
+         rope: tuple | None = None, num_warps: int = 4, split: int = 1):
     """x [1, K], w [N, K]: a 16-bit weight tensor, or a bias-free nn.Linear, Int8Linear or Int4Linear (read in
     its stored form) -> y [1, N]. `glu`: w is [gate; up] and y [1, N/2] = silu(x @ gate.T) * (x @ up.T).
     `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
     weight, y + residual) computed by the last program, i.e. (y, h, new residual).
     `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
-    q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot."""
-    wt, scales, offsets, kind, group = _operands(w, x.dtype)
+    q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot.
+    `block_k="F"` / `"S"` / `"P"`: read an int4 / int8 weight in its planar layout (int4: a flat tile / explicit
+    per-thread FMA chains / per-thread partial sums; int8: one kernel), `split` programs per row block (split-K)."""
+    planar = block_k in ("P", "F", "S")
+    wt, scales, offsets, kind, group = _operands(w, x.dtype, block_k if planar else False)
     n, k = _shape(w)
     assert x.shape[0] == 1 and x.shape[1] == k and x.stride(-1) == 1 and wt.stride(-1) == 1
+    rows_w = n
     if glu:
         assert n % 2 == 0 and norm is None and rope is None
         n //= 2
     y = torch.empty(1, n, dtype=out_dtype or x.dtype, device=x.device)
-    res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = y
+    res = nw = h = res_out = cnt = cos = sin = pos = slot = q = kc = vc = ws = rb = y
     eps, stride_cos, heads, kvh, d = 0.0, 0, 1, 1, 2
+    kw, blocks, one = 4, triton.cdiv(n, block_n), y
+    if planar:
+        planes = INT8_PLANES if kind == "int8p" else INT4_PLANES
+        kw = plane_width(k, planes, None if kind == "int8p" else group)
+        tiles = k // (planes * kw)
+        while tiles % split:
+            split //= 2
+        if split > 1:
+            ws = torch.empty(split, rows_w, dtype=torch.float32, device=x.device)
+            rb = block_counters(x.device, blocks)
+        block_k = 16  # unused by the planar branch
+        one = one_bits(x.device)
+    else:
+        split = 1
     if norm is not None:
         res, nw, eps, cnt = norm
         h, res_out = torch.empty_like(res), torch.empty_like(res)
@@ -267,10 +523,11 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int = 1024,
         assert n == (heads + 2 * kvh) * d and kc.is_contiguous() and vc.is_contiguous()
         q = torch.empty(1, heads, d, dtype=x.dtype, device=x.device)
         stride_cos = cos.stride(0)
-    _gemv_kernel[(triton.cdiv(n, block_n),)](
+    _gemv_kernel[(blocks, split)](
         x, wt, scales, offsets, y, n, k, wt.stride(0), res, nw, h, res_out, cnt, eps,
-        cos, sin, pos, slot, q, kc, vc, stride_cos,
+        cos, sin, pos, slot, q, kc, vc, stride_cos, ws, rb, one,
         WQ=WQ_CODES[kind], GROUP=group, SUB=min(block_k, group) if kind == "int4" else 1,
+        KW=kw, VEC=4, SPLIT=split,
         GLU=glu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
         ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
         HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
@@ -362,7 +619,9 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
 
 
 def _call(x, w, tile: tuple, **kw):
-    return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4, **kw)
+    """tile: (rows, columns, warps) of the stored layout, or (rows, "F" | "S" | "P", warps, split) of the planar one."""
+    return gemv(x, w, tile[0], tile[1], num_warps=tile[2] if len(tile) > 2 else 4,
+                split=tile[3] if len(tile) > 3 else 1, **kw)
 
 
 def replay_ms(g: torch.cuda.CUDAGraph, reps: int, warmup: int = 1) -> float:
@@ -395,7 +654,15 @@ def tile_candidates(name: str, w, bias=None) -> list:
     if kind is None:
         return [None]
     table = CANDIDATE_TILES[kind]
-    return [None] + table.get(name, table.get("*", []))
+    stored = table.get(name, table.get("*", []))
+    if kind == "dense" or not planar_enabled():
+        return [None] + stored
+    # int4 on the stored layout never beat tinygemm (quant_engine_notes.md): planar only; int8 keeps both
+    return [None] + planar_tiles(name, kind) + (stored if kind == "int8" else [])
+
+
+def uses_planar(plan: dict | None) -> bool:
+    return any(isinstance(t, tuple) and len(t) > 1 and t[1] in ("P", "F", "S") for t in (plan or {}).values())
 
 
 @torch.inference_mode()

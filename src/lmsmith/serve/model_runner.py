@@ -19,7 +19,7 @@ from lmsmith.quant.passes import prepare_for_inference
 from lmsmith.serve import tp_layers
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
-from lmsmith.serve.gemv import bs1_eligible, forward_bs1, replay_ms, tune_tiles
+from lmsmith.serve.gemv import bs1_eligible, drop_planar, forward_bs1, replay_ms, tune_tiles, uses_planar
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config
 from lmsmith.serve.prefill_graphs import PrefillGraphs, graphs_wanted
 from lmsmith.serve.scheduler import ScheduledSeq
@@ -280,6 +280,7 @@ class DecodeGraphs:
         self.bs1_plans = dict(BS1_PLANS)
         self.bs1_choice = "cublas"
         self.bs1_timings: dict[str, object] = {}
+        self.bs1_errors: dict[str, float] = {}  # each candidate step's logits vs the model's own (relative)
         self.tile_timings: dict[str, object] = {}
         self._pad(0)
         self.buf.copy_(self.host)
@@ -359,6 +360,7 @@ class DecodeGraphs:
                 return
             ms = self._replay_ms(g)
             err = ((logits - ref).norm() / ref.norm()).item()
+            self.bs1_errors[name] = round(err, 6)
             if not err < 5e-2:  # same inputs, other kernels: only bf16 rounding may differ (a broken kernel: ~1)
                 self.bs1_timings[name] = f"rejected: relative error {err:.3g}"
                 return
@@ -381,6 +383,8 @@ class DecodeGraphs:
             base = self.bs1_plans.get(self.bs1_choice, head)
             for k in (4, 8):  # coarser context splits: fewer programs, a smaller merge
                 attempt(f"{self.bs1_choice}+splits{k}", {**base, "attn_splits": k})
+        if not uses_planar(self.bs1_plans.get(self.bs1_choice)):
+            drop_planar(r.model)  # the tiles that lost keep no copy of the weights
         self._pad(0)
         self.buf.copy_(self.host)
 
