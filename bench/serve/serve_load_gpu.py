@@ -84,8 +84,8 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning", flag]
     log = open(f"{args.server_log}.{mode}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    if mode == "engine_process_eager":  # the same server without the piecewise prefill graphs
-        env["LMSMITH_PREFILL_GRAPHS"] = "0"
+    # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
+    env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     metrics: dict[str, float] = {}

@@ -30,6 +30,7 @@ def run(engine: Engine) -> dict:
 
 
 def test_prefill_graphs_capture_and_match_the_eager_engine(tiny, monkeypatch):
+    monkeypatch.setenv("LMSMITH_PREFILL_GRAPHS", "1")  # opt-in
     graphs = Engine(str(tiny), device="cuda", max_num_batched_tokens=128, block_size=16)
     pg = graphs.runner.prefill_graphs
     assert pg is not None and not pg.rejected, pg and pg.rejected

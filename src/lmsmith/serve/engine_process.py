@@ -460,14 +460,10 @@ def unpack_output(packed: tuple, tracked: Tracked) -> Any:
 
 
 def default_engine_process(device: str | None) -> bool:
-    """On for CUDA (the step's host work would otherwise hold the HTTP process's GIL), off on CPU, where the
-    model's own threads need the cores and a second process measured no clear gain on a 2-core machine
-    (bench/results/serve_load-cpu-tiny.json)."""
-    if device is not None:
-        return str(device).startswith("cuda")
-    import torch
-
-    return torch.cuda.is_available()
+    """Off until it measures better: on one H100 at 32 streams (bench/results/serve_load-h100.json) the child
+    process decoded faster (TPOT 1.6 vs 2.7 ms) but the HTTP process fell behind delivering its outputs
+    (deliver ~100 ms, TTFT p50 457 ms vs 88 ms with the engine in a thread). `--engine-process` opts in."""
+    return False
 
 
 def make_async_engine(engine: Any, max_num_seqs: int = 64, max_queue: int = 256,

@@ -73,9 +73,10 @@ class ReferenceOps:
 
 def graphs_wanted(runner: Any) -> bool:
     """Prefill graphs for the native single-GPU runner on the fused bf16/fp16 path, unquantized (quantized
-    kernels pick their layout by batch size), unless LMSMITH_PREFILL_GRAPHS=0."""
+    kernels pick their layout by batch size), only with LMSMITH_PREFILL_GRAPHS=1: on the H100 every captured
+    bucket failed its check against the eager step (relative error ~1.41), so the default stays eager."""
     return (runner.device.type == "cuda" and runner.model.fused and runner.quant is None and runner.tp is None
-            and os.environ.get("LMSMITH_PREFILL_GRAPHS", "1") != "0")
+            and os.environ.get("LMSMITH_PREFILL_GRAPHS", "0") == "1")
 
 
 class EmulatedGraph:
