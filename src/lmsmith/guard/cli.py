@@ -21,7 +21,7 @@ def _guard(args: argparse.Namespace):
 
         extra = tokenizer_special_tokens(load_tokenizer(args.tokenizer))
     return Guard(args.model, threshold=args.threshold, window_words=args.window_words, extra_control_tokens=extra,
-                 hf_model=getattr(args, "hf_model", None))
+                 hf_model=getattr(args, "hf_model", None), fpr=getattr(args, "fpr", None))
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -117,6 +117,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="guard model directory (guard.safetensors + guard.json; default: the shipped one)")
     p.add_argument("--threshold", type=float, help="flag at or above this score (default: the model's, chosen on "
                                                     "validation for its target FPR)")
+    p.add_argument("--fpr", type=float, help="use the model's operating point for this validation false-positive "
+                                             "rate (0.01 = the default threshold, or 0.05: more attacks caught)")
     p.add_argument("--window-words", type=int, default=80, help="words per scan window (windows overlap by half)")
     p.add_argument("--tokenizer", help="also count this tokenizer's special tokens as control tokens (a model ref)")
     p.add_argument("--hf-model", help="also use this HF sequence classifier (a ref or path) on each window")

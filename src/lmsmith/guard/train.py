@@ -39,6 +39,10 @@ class TrainConfig:
     target_fpr: float = 0.01
     norm: str = "l2"
     char_range: tuple[int, int] = (2, 5)
+    prefixes: tuple[int, ...] = ()
+    skip: bool = False
+    balance: bool = False  # weight each (language, label) group equally in the loss
+    sentences: bool = True  # scan each sentence as a window too (the threshold is chosen with it)
     seed: int = 0
 
 
@@ -72,7 +76,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     n = 0
     with task("featurize", len(tr)) if progress else _null() as bar:
         for i, r in enumerate(tr):
-            fi, fv = featurize(normalize(r["text"]), cfg.dim, cfg.char_range, cfg.norm)
+            fi, fv = featurize(normalize(r["text"]), cfg.dim, cfg.char_range, cfg.norm, cfg.prefixes, cfg.skip)
             offsets.append(n)
             idx.append(fi)
             val.append(fv)
@@ -81,19 +85,26 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
                 rules[i, CATEGORIES.index(c)] = 1.0
             bar(1)
     y = np.array([r["label"] for r in tr], dtype=np.float32)
+    sw = group_weights([(r.get("lang"), r["label"]) for r in tr]) if cfg.balance else None
     X_idx, X_val = np.concatenate(idx), np.concatenate(val)
     doc = np.repeat(np.arange(len(tr)), [len(i) for i in idx])
-    w, rw, b = fit_logistic(X_idx, X_val, doc, rules, y, cfg, bar_factory=(lambda: task("train", cfg.steps))
+    w, rw, b = fit_logistic(X_idx, X_val, doc, rules, y, cfg, sample_weight=sw, bar_factory=(lambda: task("train", cfg.steps))
                             if progress else _null)
-    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), char_range=cfg.char_range, norm=cfg.norm)
-    scorer = Guard(model, threshold=1.0)
+    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), char_range=cfg.char_range, norm=cfg.norm,
+                       prefixes=tuple(cfg.prefixes), skip=cfg.skip)
+    scorer = Guard(model, threshold=1.0, sentences=cfg.sentences)
     scores = np.array([scorer.scan(r["text"]).score for r in va])
     labels = np.array([r["label"] for r in va])
     model.threshold = choose_threshold(scores, labels, cfg.target_fpr)
+    # the stated operating points (validation FPR <= 1% and <= 5%), selectable with `--fpr`
+    points = {f"{f:g}": choose_threshold(scores, labels, f) for f in sorted({0.01, 0.05, cfg.target_fpr})}
     m = binary_metrics(scores, labels, model.threshold)
     model.meta = {
         "target_fpr": cfg.target_fpr,
+        "operating_points": {k: {"threshold": t, **{m: binary_metrics(scores, labels, t)[m] for m in ("tpr", "fpr")}}
+                             for k, t in points.items()},
         "validation": {k: m[k] for k in ("n_pos", "n_neg", "auc", "tpr", "fpr")},
+        "sentences": cfg.sentences, "balance": cfg.balance,
         "train_examples": len(tr), "steps": cfg.steps, "lr": cfg.lr, "l2": cfg.l2, "seed": cfg.seed,
         "data_sha256": _sha(Path(cfg.data_dir) / "train.jsonl", Path(cfg.data_dir) / "validation.jsonl"),
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -102,8 +113,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     return model, model.meta
 
 
+def group_weights(groups: list) -> np.ndarray:
+    """Per-example loss weights (mean 1) that give every group, e.g. (language, label), the same total weight."""
+    keys = sorted(set(groups), key=str)
+    counts = {k: sum(g == k for g in groups) for k in keys}
+    w = np.array([len(groups) / (len(keys) * counts[g]) for g in groups], dtype=np.float64)
+    return w
+
+
 def fit_logistic(idx: np.ndarray, val: np.ndarray, doc: np.ndarray, rules: np.ndarray, y: np.ndarray,
-                 cfg: TrainConfig, bar_factory=None) -> tuple[np.ndarray, np.ndarray, float]:
+                 cfg: TrainConfig, bar_factory=None, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Full-batch Adam on the L2-regularized logistic loss; sparse features as (index, value, document) triples."""
     n = len(y)
     w = np.zeros(cfg.dim, np.float64)
@@ -118,6 +137,8 @@ def fit_logistic(idx: np.ndarray, val: np.ndarray, doc: np.ndarray, rules: np.nd
             logit = np.bincount(doc, weights=w[idx] * val, minlength=n) + rules @ rw + b
             p = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
             g = (p - y) / n  # d loss / d logit
+            if sample_weight is not None:
+                g = g * sample_weight
             grads = [np.bincount(idx, weights=g[doc] * val, minlength=cfg.dim) + 2 * cfg.l2 * w,
                      rules.T @ g + 2 * cfg.l2 * rw, np.array([g.sum()])]
             for k, (par, gr) in enumerate(zip(params, grads)):
