@@ -92,3 +92,16 @@ def test_no_rule_fires_on_the_shipped_benign_texts():
             if r["label"] == 0 and match_rules(normalize(r["text"])):
                 fired.append(r["id"])
     assert fired == []
+
+
+def test_control_tokens_are_kept_out_of_the_ngrams_but_still_counted():
+    """The classifier's n-grams do not see template markers (the control_tokens rule weighs them once), so a
+    user asking what they mean scores like any question; as third-party text they are still flagged outright."""
+    from lmsmith.guard import Guard
+    from lmsmith.guard.rules import count_control_tokens, strip_control_tokens
+
+    q = "In ChatML each turn starts with <|im_start|> and ends with <|im_end|>. What is the role line for?"
+    assert "<|" not in strip_control_tokens(q) and sum(count_control_tokens(q).values()) == 2
+    user = Guard(control_tokens_flag=False).scan(q)
+    assert not user.flagged and "control_tokens" in user.reasons
+    assert Guard().scan(q).flagged  # a RAG chunk or tool result carrying them

@@ -37,14 +37,25 @@ def normalize(text: str) -> str:
     return _SPACE.sub(" ", _MARKS.sub("", t)).lower().strip()
 
 
-def count_control_tokens(text: str, extra: tuple[str, ...] | list[str] = ()) -> Counter:
-    """How often each control-token string (the common template markers plus `extra`, e.g. a tokenizer's
-    `all_special_tokens`) occurs in `text`. Counted on the raw text: these strings are exact."""
+def _control_re(extra: tuple[str, ...] | list[str] = ()) -> re.Pattern:
     toks = tuple(sorted({*CONTROL_TOKENS, *(t for t in extra if t and len(t) > 2)}, key=len, reverse=True))
     pat = _CONTROL_RE_CACHE.get(toks)
     if pat is None:
         pat = _CONTROL_RE_CACHE[toks] = re.compile("|".join(map(re.escape, toks)))
-    return Counter(m.group(0) for m in pat.finditer(text))
+    return pat
+
+
+def count_control_tokens(text: str, extra: tuple[str, ...] | list[str] = ()) -> Counter:
+    """How often each control-token string (the common template markers plus `extra`, e.g. a tokenizer's
+    `all_special_tokens`) occurs in `text`. Counted on the raw text: these strings are exact."""
+    return Counter(m.group(0) for m in _control_re(extra).finditer(text))
+
+
+def strip_control_tokens(text: str) -> str:
+    """`text` with the control-token strings replaced by a space: the classifier's n-grams do not see them
+    (their evidence is the `control_tokens` rule weight, counted once), so a user asking what `<|im_start|>`
+    means is not scored like a forged system turn."""
+    return _control_re().sub(" ", text)
 
 
 def tokenizer_special_tokens(tok) -> list[str]:
@@ -162,7 +173,7 @@ _RULES: dict[str, dict[str, list[str]]] = {
     "delimiter_injection": {
         "any": [
             r"</?(system|user|assistant|sys)\s*>",
-            r"\[/?inst\]|<</?sys>>",
+            r"<</?sys>>",  # [INST] / [/INST] are control tokens, counted (and weighted) as such
             r"(^|\n| )#{2,}\s*(system|systemu|sistem)\b\s*:",
             r"\"role\"\s*:\s*\"(system|developer)\"",
             r"\bsystem (override|update|prompt update)\b|\bprepsani systemu\b|\bnadpisanie systemu\b|\bpreglasitev sistema\b",

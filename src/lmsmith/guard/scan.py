@@ -19,7 +19,7 @@ from typing import Iterable
 
 from lmsmith.errors import LmsmithError
 from lmsmith.guard.model import GuardModel
-from lmsmith.guard.rules import count_control_tokens, match_rules, normalize
+from lmsmith.guard.rules import count_control_tokens, match_rules, normalize, strip_control_tokens
 
 _B64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){8,}(?![0-9A-Fa-f])")
@@ -107,6 +107,7 @@ class Guard:
         # sentence windows: the model's own setting (stored with its threshold, which was chosen with it)
         self.sentences = bool(self.model.meta.get("sentences", False) if sentences is None else sentences)
         self.control_tokens_flag = control_tokens_flag
+        self.strip_controls = bool(self.model.meta.get("ngrams_without_control_tokens", False))
         self.hf = _HFClassifier(hf_model) if hf_model else None
         self.hf_threshold = hf_threshold
 
@@ -143,7 +144,10 @@ class Guard:
         norm = normalize(text)
         hits = match_rules(norm, self.languages, only) if self.use_rules and only != set() else []
         cats = {h.category for h in hits}
-        ngram = self.model.ngram_logit(norm) if self.use_classifier else 0.0
+        if self.use_classifier:
+            ngram = self.model.ngram_logit(normalize(strip_control_tokens(text)) if self.strip_controls else norm)
+        else:
+            ngram = 0.0
         logit = self.model.bias + ngram + (self.model.rule_logit(cats) if self.use_rules else 0.0)
         return _Window(logit, ngram, cats, [f"{h.category}: {h.snippet}" for h in hits], span, {h.pattern for h in hits})
 

@@ -22,7 +22,7 @@ import numpy as np
 from lmsmith.errors import LmsmithError
 from lmsmith.guard.features import featurize
 from lmsmith.guard.model import DEFAULT_DIR, GuardModel
-from lmsmith.guard.rules import CATEGORIES, normalize
+from lmsmith.guard.rules import CATEGORIES, normalize, strip_control_tokens
 from lmsmith.guard.scan import Guard, read_records
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "assets" / "guard" / "data"
@@ -43,6 +43,7 @@ class TrainConfig:
     skip: bool = False
     balance: bool = False  # weight each (language, label) group equally in the loss
     sentences: bool = True  # scan each sentence as a window too (the threshold is chosen with it)
+    strip_controls: bool = True  # n-grams without control-token strings (their evidence is the rule weight)
     seed: int = 0
 
 
@@ -76,7 +77,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     n = 0
     with task("featurize", len(tr)) if progress else _null() as bar:
         for i, r in enumerate(tr):
-            fi, fv = featurize(normalize(r["text"]), cfg.dim, cfg.char_range, cfg.norm, cfg.prefixes, cfg.skip)
+            text = strip_control_tokens(r["text"]) if cfg.strip_controls else r["text"]
+            fi, fv = featurize(normalize(text), cfg.dim, cfg.char_range, cfg.norm, cfg.prefixes, cfg.skip)
             offsets.append(n)
             idx.append(fi)
             val.append(fv)
@@ -92,6 +94,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
                             if progress else _null)
     model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), char_range=cfg.char_range, norm=cfg.norm,
                        prefixes=tuple(cfg.prefixes), skip=cfg.skip)
+    model.meta = {"ngrams_without_control_tokens": cfg.strip_controls}
     scorer = Guard(model, threshold=1.0, sentences=cfg.sentences)
     scores = np.array([scorer.scan(r["text"]).score for r in va])
     labels = np.array([r["label"] for r in va])
@@ -104,7 +107,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
         "operating_points": {k: {"threshold": t, **{m: binary_metrics(scores, labels, t)[m] for m in ("tpr", "fpr")}}
                              for k, t in points.items()},
         "validation": {k: m[k] for k in ("n_pos", "n_neg", "auc", "tpr", "fpr")},
-        "sentences": cfg.sentences, "balance": cfg.balance,
+        "sentences": cfg.sentences, "balance": cfg.balance, "ngrams_without_control_tokens": cfg.strip_controls,
         "train_examples": len(tr), "steps": cfg.steps, "lr": cfg.lr, "l2": cfg.l2, "seed": cfg.seed,
         "data_sha256": _sha(Path(cfg.data_dir) / "train.jsonl", Path(cfg.data_dir) / "validation.jsonl"),
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

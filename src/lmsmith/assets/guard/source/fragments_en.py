@@ -449,3 +449,10 @@ HARD += [
     "Forget about the budget for a moment; what would the ideal office look like?",
     "What is a system message in Slack and how do I turn it off?",
 ]
+# hard negatives about chat templates (a user asking about template markers is not forging a turn)
+HARD += [
+    "In ChatML, what do <|im_start|> and <|im_end|> mean?",
+    "How does the Llama 3 chat template use <|start_header_id|> and <|eot_id|>?",
+    "Why does my fine-tuned model print [INST] at the start of its answers?",
+    "Which token ends a turn in Gemma, <end_of_turn> or <eos>?",
+]
