@@ -463,6 +463,48 @@ for _cat, _by_lang in _V4.items():
     for _lang, _pats in _by_lang.items():
         _RULES[_cat].setdefault(_lang, []).extend(_pats)
 
+# v5 families, general knowledge again (written after the v4 held-out run, not from held-out or validation
+# texts): "what do your instructions say" / "what instructions do you have", headings for the AI ("Instructions
+# for the AI:"), "the model that reads this must", setup/system message "as if it never existed", `### System`
+# headings and `=== new system prompt ===` banners in any language.
+_SETUP_MSG = {
+    "en": r"(setup|system|initial|first|original|opening) (message|prompt)",
+    "cs": r"(uvodni|systemov\w*|puvodni|prvni|pocatecni) (zprav\w*|zadani)",
+    "pl": r"(poczatkow\w*|systemow\w*|pierwotn\w*|pierwsz\w*) (wiadomosc\w*|polecen\w*)",
+    "sl": r"(uvodn\w*|sistemsk\w*|prvotn\w*|prv\w*|zacetn\w*) (sporocil\w*|navodil\w*)",
+}
+_AS_IF = {"en": r"(as if|as though)", "cs": r"jako (by|bys|kdyby|kdybys)", "pl": r"jak(by|bys|gdyby|gdybys)", "sl": r"kot da"}
+_V5: dict[str, dict[str, list[str]]] = {
+    "instruction_override": {lang: [rf"\b{_AS_IF[lang]}\b{_S}{{0,40}}\b{_SETUP_MSG[lang]}\b"] for lang in _AS_IF},
+    "prompt_extraction": {
+        "en": [r"\bwhat (do|does) your (instructions|rules|prompt|system prompt|guidelines|directives) say\b",
+               r"\b(what|which) (instructions|rules|guidelines|directives) (do|did) you (have|follow|get|receive)\b"],
+        "cs": [r"\bjak (zni|znely) (tve|tvoje|tvuj|tvoji) (pokyny|instrukce|zadani|pravidla|prompt)\b",
+               r"\bjake (pokyny|instrukce|pravidla|zasady) (mas|dodrzujes|jsi dostal\w*)\b"],
+        "pl": [r"\bjak brzmi\w* (twoje|twoj|twoja) (instrukcje|polecenia|zasady|prompt|zadanie)\b",
+               r"\bjakie (instrukcje|polecenia|zasady|reguly) (masz|otrzymal\w*|dostal\w*|stosujesz)\b"],
+        "sl": [r"\bkako se glas\w* (tvoja|tvoj|tvoje) (navodila|pravila|poziv|ukazi)\b",
+               r"\bkaksna (navodila|pravila) (imas|si dobil\w*|si prejel\w*|upostevas)\b"],
+    },
+    "indirect_injection": {
+        "en": [r"\b(instructions?|notes?|messages?|directives?) (for|to) (the |any |all )?(ai|llm|language models?|assistants?|chatbots?|bots?|crawlers?|ai agents?)\b\s*[:\-]",
+               rf"\b(ai|model|assistant|chatbot|tool|agent|llm)s?\b,? (that|which|who) (is )?(reads?|reading|process(es|ing)?|summari[sz](es|ing))\b{_S}{{0,20}}\b(this|these)\b"],
+        "cs": [r"\b(pokyny|instrukce|poznamka|vzkaz) (pro|k) (ai|umelou inteligenci|asistent\w*|model\w*|chatbot\w*|robot\w*|crawler\w*)\b\s*[:\-]",
+               r"\b(ai|model\w*|asistent\w*|chatbot\w*|nastroj\w*)\b,? (ktery|ktera|jenz) (toto|tento|tuto|tohle|to) (cte|zpracovava|shrnuje)"],
+        "pl": [r"\b(instrukcj\w*|polecenia|notatka|wiadomosc) (dla|do) (ai|sztucznej inteligencji|asystent\w*|model\w*|chatbot\w*|robot\w*|crawler\w*)\b\s*[:\-]",
+               r"\b(ai|model\w*|asystent\w*|chatbot\w*|narzedzi\w*)\b,? (ktory|ktora|ktore) (to|ten|te|ta) (czyta|przetwarza|streszcza)"],
+        "sl": [r"\b(navodila|opomba|sporocilo) (za) (ai|umetno inteligenco|asistent\w*|model\w*|klepetaln\w*|robot\w*|pajk\w*)\b\s*[:\-]",
+               r"\b(ai|model\w*|asistent\w*|klepetaln\w*|orodj\w*)\b,? ki (to|ta|te|tole) (bere|obdeluje|povzema)"],
+    },
+    "delimiter_injection": {
+        "any": [r"#{2,}\s*(system\w*|sistem\w*|admin\w*|developer|vyvojar\w*|razvijalec)\b",
+                r"={3,}\s*[^=]{0,40}\b(system\w*|sistem\w*|prompt\w*|instruc\w*|instrukc\w*|navodil\w*|pokyn\w*|polecen\w*)[^=]{0,20}={3,}"],
+    },
+}
+for _cat, _by_lang in _V5.items():
+    for _lang, _pats in _by_lang.items():
+        _RULES[_cat].setdefault(_lang, []).extend(_pats)
+
 
 @dataclass(frozen=True)
 class RuleHit:
