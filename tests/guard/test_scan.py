@@ -141,6 +141,11 @@ def test_cli_scan_json(tmp_path, capsys):
     assert [r["id"] for r in rows] == ["a", "b"] and rows[0]["flagged"] and not rows[1]["flagged"]
     assert main(["guard", "scan", "--input", str(f), "--json", "--threshold", "0"]) == 0
     assert all(json.loads(line)["flagged"] for line in capsys.readouterr().out.splitlines())
+    assert main(["guard", "scan", "--input", str(f), "--json", "--fpr", "0.05"]) == 0  # the stored 5% point
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["flagged"] and not rows[1]["flagged"]
+    assert main(["guard", "scan", "--input", str(f), "--json", "--fpr", "0.3"]) == 1
+    assert "operating point" in capsys.readouterr().err
 
 
 def test_cli_scan_bad_input(tmp_path, capsys):
