@@ -81,12 +81,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lmsmith.guard.train import TrainConfig, train
+    from lmsmith.guard.train import TrainConfig, feature_options, train
 
     if not 0 < args.target_fpr < 1:
         raise LmsmithError(f"--target-fpr {args.target_fpr} is not in (0, 1)", "e.g. --target-fpr 0.01")
     model, meta = train(TrainConfig(data_dir=args.data_dir, out=args.out, target_fpr=args.target_fpr,
-                                    steps=args.steps))
+                                    steps=args.steps, **feature_options(args)))
     v = meta["validation"]
     out.print(f"{args.out}: threshold {model.threshold:.3f} for FPR <= {args.target_fpr:g} on validation "
               f"(TPR {v['tpr']:.3f}, FPR {v['fpr']:.3f}, AUC {v['auc']:.3f})")
@@ -147,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, required=True, help=f"output directory (the shipped model is {DEFAULT_DIR})")
     t.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate on validation (default 0.01)")
     t.add_argument("--steps", type=int, default=300)
+    from lmsmith.guard.train import add_feature_args
+
+    add_feature_args(t)
     t.set_defaults(func=cmd_train)
     o = gsub.add_parser("output", help="scan completions ({id, text[, system_prompt]}) for secrets, PII, prompt leaks")
     o.add_argument("--input", required=True)

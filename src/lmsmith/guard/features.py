@@ -52,11 +52,19 @@ def _word_ngrams(words: list[str], prefixes: tuple[int, ...] = (), skip: bool = 
     return _hash(grams)
 
 
+_RAW_SALT = np.uint64(0x5BD1E9955BD1E995)
+_SPACE = re.compile(r"\s+")
+
+
 def featurize(norm_text: str, dim: int, char_range: tuple[int, int] = (2, 5), norm: str = "l2",
-              prefixes: tuple[int, ...] = (), skip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              prefixes: tuple[int, ...] = (), skip: bool = False, raw_text: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(bucket indices, values) of one normalized text: a sparse vector of length `dim`, L2- or L1-normalized
-    (L1: the score is a mean over the text's n-grams, so it does not drift with length)."""
+    (L1: the score is a mean over the text's n-grams, so it does not drift with length). With `raw_text`, also
+    character 3-5-grams of the lowercased text WITH its diacritics (hashed apart from the folded ones)."""
     parts = _char_ngrams(norm_text, *char_range)
+    if raw_text is not None:
+        with np.errstate(over="ignore"):
+            parts += [h ^ _RAW_SALT for h in _char_ngrams(_SPACE.sub(" ", raw_text.lower()).strip(), 3, 5)]
     words = _WORD.findall(norm_text)
     if words:
         parts.append(_word_ngrams(words, tuple(prefixes), skip))

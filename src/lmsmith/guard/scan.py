@@ -145,7 +145,8 @@ class Guard:
         hits = match_rules(norm, self.languages, only) if self.use_rules and only != set() else []
         cats = {h.category for h in hits}
         if self.use_classifier:
-            ngram = self.model.ngram_logit(normalize(strip_control_tokens(text)) if self.strip_controls else norm)
+            plain = strip_control_tokens(text) if self.strip_controls else text
+            ngram = self.model.ngram_logit(normalize(plain) if self.strip_controls else norm, plain)
         else:
             ngram = 0.0
         logit = self.model.bias + ngram + (self.model.rule_logit(cats) if self.use_rules else 0.0)

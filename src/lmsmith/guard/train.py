@@ -16,6 +16,7 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,7 @@ class TrainConfig:
     skip: bool = False
     balance: bool = False  # weight each (language, label) group equally in the loss
     sentences: bool = True  # scan each sentence as a window too (the threshold is chosen with it)
+    raw: bool = False  # n-grams of the text with its diacritics as well
     strip_controls: bool = True  # n-grams without control-token strings (their evidence is the rule weight)
     seed: int = 0
 
@@ -78,7 +80,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     with task("featurize", len(tr)) if progress else _null() as bar:
         for i, r in enumerate(tr):
             text = strip_control_tokens(r["text"]) if cfg.strip_controls else r["text"]
-            fi, fv = featurize(normalize(text), cfg.dim, cfg.char_range, cfg.norm, cfg.prefixes, cfg.skip)
+            fi, fv = featurize(normalize(text), cfg.dim, cfg.char_range, cfg.norm, cfg.prefixes, cfg.skip,
+                               text if cfg.raw else None)
             offsets.append(n)
             idx.append(fi)
             val.append(fv)
@@ -93,7 +96,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     w, rw, b = fit_logistic(X_idx, X_val, doc, rules, y, cfg, sample_weight=sw, bar_factory=(lambda: task("train", cfg.steps))
                             if progress else _null)
     model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), char_range=cfg.char_range, norm=cfg.norm,
-                       prefixes=tuple(cfg.prefixes), skip=cfg.skip)
+                       prefixes=tuple(cfg.prefixes), skip=cfg.skip, raw=cfg.raw)
     model.meta = {"ngrams_without_control_tokens": cfg.strip_controls}
     scorer = Guard(model, threshold=1.0, sentences=cfg.sentences)
     scores = np.array([scorer.scan(r["text"]).score for r in va])
@@ -170,6 +173,26 @@ class _null:
         return False
 
 
+def feature_options(args: Any) -> dict:
+    """TrainConfig fields of the feature flags (`--char-range 3-6 --prefixes 4,6 --skip-bigrams --raw`)."""
+    try:
+        lo, hi = (int(x) for x in args.char_range.split("-"))
+        prefixes = tuple(int(x) for x in args.prefixes.split(",") if x.strip()) if args.prefixes else ()
+    except ValueError:
+        raise LmsmithError(f"bad --char-range {args.char_range!r} or --prefixes {args.prefixes!r}",
+                           "e.g. --char-range 2-5 --prefixes 4,6") from None
+    if not 1 <= lo <= hi <= 8:
+        raise LmsmithError(f"--char-range {args.char_range} is not LO-HI with 1 <= LO <= HI <= 8", "e.g. 2-5")
+    return {"char_range": (lo, hi), "prefixes": prefixes, "skip": args.skip_bigrams, "raw": args.raw}
+
+
+def add_feature_args(p: Any) -> None:
+    p.add_argument("--char-range", default="2-5", help="character n-gram lengths LO-HI (default 2-5)")
+    p.add_argument("--prefixes", default="", help="word-prefix stem lengths, e.g. 4,6 (default: none)")
+    p.add_argument("--skip-bigrams", action="store_true", help="also word skip-bigrams (word i with word i+2)")
+    p.add_argument("--raw", action="store_true", help="also n-grams of the text with its diacritics")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
@@ -179,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_DIR)
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=300)
+    add_feature_args(p)
     a = p.parse_args(argv)
-    _, meta = train(TrainConfig(data_dir=a.data_dir, out=a.out, target_fpr=a.target_fpr, steps=a.steps))
+    _, meta = train(TrainConfig(data_dir=a.data_dir, out=a.out, target_fpr=a.target_fpr, steps=a.steps,
+                                **feature_options(a)))
     print(json.dumps(meta, indent=2))
     return 0
 
