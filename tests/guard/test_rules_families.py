@@ -114,3 +114,17 @@ def test_control_tokens_are_kept_out_of_the_ngrams_but_still_counted():
     user = Guard(control_tokens_flag=False).scan(q)
     assert not user.flagged and "control_tokens" in user.reasons
     assert Guard().scan(q).flagged  # a RAG chunk or tool result carrying them
+
+
+def test_anchor_prefilter_changes_no_result(monkeypatch):
+    """Patterns are skipped when none of their leading literals occurs in the text; on a tenth of every
+    shipped split the hits are the same as with every pattern searched."""
+    import lmsmith.guard.rules as rules
+
+    assert sum(a is not None for a in rules.ANCHORS.values()) > len(rules.ANCHORS) // 3
+    texts = [normalize(json.loads(line)["text"]) for split in ("train", "validation", "heldout")
+             for line in (DATA_DIR / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()[::10]]
+    with_anchors = [match_rules(t) for t in texts]
+    monkeypatch.setattr(rules, "ANCHORS", {})
+    assert [match_rules(t) for t in texts] == with_anchors
+    assert sum(map(bool, with_anchors)) > 100

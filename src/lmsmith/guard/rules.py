@@ -520,6 +520,29 @@ def _compile() -> list[tuple[str, str, re.Pattern]]:
 
 
 COMPILED = _compile()
+_FIRST_GROUP = re.compile(r"^\\b\(([^()\[\]{}]*)\)(?![?*{])")
+_LITERAL = re.compile(r"[a-z' ]+")
+
+
+def _anchors(pattern: str) -> tuple[str, ...] | None:
+    """Literals one of which every match must contain: the alternatives of a leading `\\b(a|b\\w*|c)` group
+    (with `\\w*` or a final `s?` cut off). A text with none of them skips the pattern (a substring test is far
+    cheaper than a regex search); None where the pattern has no such group."""
+    m = _FIRST_GROUP.match(pattern)
+    if not m:
+        return None
+    out = []
+    for alt in m.group(1).split("|"):
+        for suffix in ("\\w*", "s?"):
+            if alt.endswith(suffix):
+                alt = alt[: -len(suffix)]
+        if not alt or not _LITERAL.fullmatch(alt):
+            return None
+        out.append(alt)
+    return tuple(out)
+
+
+ANCHORS = {pat.pattern: _anchors(pat.pattern) for _, _, pat in COMPILED}
 
 
 def match_rules(norm_text: str, languages: tuple[str, ...] | None = None,
@@ -531,6 +554,9 @@ def match_rules(norm_text: str, languages: tuple[str, ...] | None = None,
         if languages is not None and lang != "any" and lang not in languages:
             continue
         if only is not None and pat.pattern not in only:
+            continue
+        anchors = ANCHORS.get(pat.pattern)
+        if anchors is not None and not any(a in norm_text for a in anchors):
             continue
         m = pat.search(norm_text)
         if m:
