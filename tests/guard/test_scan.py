@@ -47,17 +47,37 @@ def test_attack_at_70_percent_of_a_1000_word_document_is_found(guard):
 def test_windowing_matters_for_the_classifier(guard):
     """Without windows the classifier sees the attack diluted by 1,000 words of filler."""
     text = document(1000, 0.7)
-    whole = Guard(window_words=100_000, use_rules=False)
-    windowed = Guard(use_rules=False)
+    whole = Guard(window_words=100_000, use_rules=False, sentences=False)
+    windowed = Guard(use_rules=False, sentences=False)
     assert windowed.scan(text).score > whole.scan(text).score
 
 
-def test_windows_overlap_and_cover_the_text(guard):
+def test_windows_overlap_and_cover_the_text():
     text = document(300, None)
-    spans = guard.windows(text)
+    spans = Guard(sentences=False).windows(text)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
     for (_a0, b0), (a1, _b1) in zip(spans, spans[1:]):
         assert a1 < b0  # overlapping
+
+
+def test_shipped_model_also_scores_each_sentence(guard):
+    """The shipped model was calibrated with sentence windows (stored in guard.json): an attack sentence
+    appended to an ordinary question is judged on its own as well as inside its word window."""
+    assert guard.sentences and guard.model.meta["sentences"] is True
+    text = "How do vaccines train the immune system? They show it a harmless piece of the germ. " + ATTACK
+    spans = guard.windows(text)
+    start = text.index(ATTACK)
+    assert (0, len(text)) in spans and any(a >= start and b - a < len(text) - start + 1 for a, b in spans[1:])
+    assert guard.scan(text).flagged
+
+
+def test_operating_points_are_stored_and_selectable(guard):
+    points = guard.model.meta["operating_points"]
+    assert set(points) == {"0.01", "0.05"} and points["0.05"]["threshold"] <= points["0.01"]["threshold"]
+    assert Guard(fpr=0.05).threshold == pytest.approx(points["0.05"]["threshold"])
+    assert guard.threshold == pytest.approx(points["0.01"]["threshold"])
+    with pytest.raises(Exception, match="operating point"):
+        Guard(fpr=0.2)
 
 
 @pytest.mark.parametrize("text", [
@@ -121,6 +141,11 @@ def test_cli_scan_json(tmp_path, capsys):
     assert [r["id"] for r in rows] == ["a", "b"] and rows[0]["flagged"] and not rows[1]["flagged"]
     assert main(["guard", "scan", "--input", str(f), "--json", "--threshold", "0"]) == 0
     assert all(json.loads(line)["flagged"] for line in capsys.readouterr().out.splitlines())
+    assert main(["guard", "scan", "--input", str(f), "--json", "--fpr", "0.05"]) == 0  # the stored 5% point
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["flagged"] and not rows[1]["flagged"]
+    assert main(["guard", "scan", "--input", str(f), "--json", "--fpr", "0.3"]) == 1
+    assert "operating point" in capsys.readouterr().err
 
 
 def test_cli_scan_bad_input(tmp_path, capsys):

@@ -21,7 +21,7 @@ def _guard(args: argparse.Namespace):
 
         extra = tokenizer_special_tokens(load_tokenizer(args.tokenizer))
     return Guard(args.model, threshold=args.threshold, window_words=args.window_words, extra_control_tokens=extra,
-                 hf_model=getattr(args, "hf_model", None))
+                 hf_model=getattr(args, "hf_model", None), fpr=getattr(args, "fpr", None))
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -81,12 +81,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lmsmith.guard.train import TrainConfig, train
+    from lmsmith.guard.train import TrainConfig, feature_options, train
 
     if not 0 < args.target_fpr < 1:
         raise LmsmithError(f"--target-fpr {args.target_fpr} is not in (0, 1)", "e.g. --target-fpr 0.01")
     model, meta = train(TrainConfig(data_dir=args.data_dir, out=args.out, target_fpr=args.target_fpr,
-                                    steps=args.steps))
+                                    steps=args.steps, **feature_options(args)))
     v = meta["validation"]
     out.print(f"{args.out}: threshold {model.threshold:.3f} for FPR <= {args.target_fpr:g} on validation "
               f"(TPR {v['tpr']:.3f}, FPR {v['fpr']:.3f}, AUC {v['auc']:.3f})")
@@ -117,6 +117,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="guard model directory (guard.safetensors + guard.json; default: the shipped one)")
     p.add_argument("--threshold", type=float, help="flag at or above this score (default: the model's, chosen on "
                                                     "validation for its target FPR)")
+    p.add_argument("--fpr", type=float, help="use the model's operating point for this validation false-positive "
+                                             "rate (0.01 = the default threshold, or 0.05: more attacks caught)")
     p.add_argument("--window-words", type=int, default=80, help="words per scan window (windows overlap by half)")
     p.add_argument("--tokenizer", help="also count this tokenizer's special tokens as control tokens (a model ref)")
     p.add_argument("--hf-model", help="also use this HF sequence classifier (a ref or path) on each window")
@@ -145,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=Path, required=True, help=f"output directory (the shipped model is {DEFAULT_DIR})")
     t.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate on validation (default 0.01)")
     t.add_argument("--steps", type=int, default=300)
+    from lmsmith.guard.train import add_feature_args
+
+    add_feature_args(t)
     t.set_defaults(func=cmd_train)
     o = gsub.add_parser("output", help="scan completions ({id, text[, system_prompt]}) for secrets, PII, prompt leaks")
     o.add_argument("--input", required=True)

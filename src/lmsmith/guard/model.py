@@ -29,15 +29,28 @@ class GuardModel:
     threshold: float = 0.5
     char_range: tuple[int, int] = (2, 5)
     norm: str = "l2"
+    prefixes: tuple[int, ...] = ()  # word-prefix stem lengths (features.py)
+    skip: bool = False  # skip-bigrams
+    raw: bool = False  # also n-grams of the text with its diacritics
     meta: dict = field(default_factory=dict)
 
     @property
     def dim(self) -> int:
         return int(self.weights.shape[0])
 
-    def ngram_logit(self, norm_text: str) -> float:
-        idx, val = featurize(norm_text, self.dim, self.char_range, self.norm)
+    def ngram_logit(self, norm_text: str, raw_text: str | None = None) -> float:
+        idx, val = featurize(norm_text, self.dim, self.char_range, self.norm, self.prefixes, self.skip,
+                             raw_text if self.raw else None)
         return float(self.weights[idx] @ val) if len(idx) else 0.0
+
+    def operating_point(self, fpr: float) -> float:
+        """The threshold chosen on validation for false-positive rate <= `fpr` (stored by the trainer)."""
+        points = self.meta.get("operating_points") or {}
+        key = f"{fpr:g}"
+        if key not in points:
+            raise LmsmithError(f"the guard model has no operating point for FPR {key}",
+                               f"use one of {sorted(points) or ['(none: retrain)']} or pass --threshold")
+        return float(points[key]["threshold"])
 
     def rule_logit(self, categories) -> float:
         return float(sum(self.rule_weights.get(c, 0.0) for c in set(categories)))
@@ -56,6 +69,7 @@ class GuardModel:
                    "bias": np.array([self.bias], dtype=np.float32)}, str(out / WEIGHTS))
         (out / WEIGHTS).chmod(0o644)  # safetensors writes 0600; the model ships as package data
         cfg = {"format": "lmsmith-guard/1", "dim": self.dim, "char_range": list(self.char_range), "norm": self.norm,
+               "prefixes": list(self.prefixes), "skip": self.skip, "raw": self.raw,
                "rule_categories": list(CATEGORIES), "threshold": self.threshold, **self.meta}
         (out / CONFIG).write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
         return out
@@ -71,7 +85,10 @@ class GuardModel:
         cfg = json.loads((d / CONFIG).read_text())
         t = load_file(str(d / WEIGHTS))
         cats = cfg.get("rule_categories", list(CATEGORIES))
-        meta = {k: v for k, v in cfg.items() if k not in ("dim", "char_range", "rule_categories", "threshold", "norm")}
+        meta = {k: v for k, v in cfg.items() if k not in ("dim", "char_range", "rule_categories", "threshold", "norm",
+                                                       "prefixes", "skip", "raw")}
         return cls(weights=t["ngram_weight"], rule_weights=dict(zip(cats, map(float, t["rule_weight"]))),
                    bias=float(t["bias"][0]), threshold=float(cfg["threshold"]),
-                   char_range=tuple(cfg.get("char_range", (2, 5))), norm=cfg.get("norm", "l2"), meta=meta)
+                   char_range=tuple(cfg.get("char_range", (2, 5))), norm=cfg.get("norm", "l2"),
+                   prefixes=tuple(cfg.get("prefixes", ())), skip=bool(cfg.get("skip", False)),
+                   raw=bool(cfg.get("raw", False)), meta=meta)

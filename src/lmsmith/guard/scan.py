@@ -19,7 +19,7 @@ from typing import Iterable
 
 from lmsmith.errors import LmsmithError
 from lmsmith.guard.model import GuardModel
-from lmsmith.guard.rules import count_control_tokens, match_rules, normalize
+from lmsmith.guard.rules import count_control_tokens, match_rules, normalize, strip_control_tokens
 
 _B64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
 _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){8,}(?![0-9A-Fa-f])")
@@ -53,6 +53,7 @@ class _Window:
     categories: set[str]
     snippets: list[str]
     span: tuple[int, int]
+    patterns: set[str] = field(default_factory=set)
 
 
 def _printable(s: str) -> bool:
@@ -85,13 +86,17 @@ class Guard:
     the shipped model); `threshold` overrides the model's; `use_rules` / `use_classifier` switch the parts off
     (for ablations); `extra_control_tokens`: a tokenizer's special tokens, which like the common template
     markers flag a text outright unless `control_tokens_flag=False`; `hf_model`: an optional HF
-    sequence classifier (a ref or path) whose injection probability is also taken into account."""
+    sequence classifier (a ref or path) whose injection probability is also taken into account; `fpr`: use the
+    model's stored operating point for that validation false-positive rate (0.01 or 0.05) as the threshold."""
 
     def __init__(self, model: str | Path | GuardModel | None = None, threshold: float | None = None,
                  window_words: int = 80, use_rules: bool = True, use_classifier: bool = True,
                  extra_control_tokens: Iterable[str] = (), hf_model: str | None = None, hf_threshold: float = 0.5,
-                 languages: tuple[str, ...] | None = None, sentences: bool = False, control_tokens_flag: bool = True):
+                 languages: tuple[str, ...] | None = None, sentences: bool | None = None,
+                 control_tokens_flag: bool = True, fpr: float | None = None):
         self.model = model if isinstance(model, GuardModel) else GuardModel.load(model)
+        if threshold is None and fpr is not None:
+            threshold = self.model.operating_point(fpr)
         self.threshold = float(self.model.threshold if threshold is None else threshold)
         if not 0.0 <= self.threshold <= 1.0:
             raise LmsmithError(f"guard threshold {self.threshold} is not in [0, 1]", "pass a probability, e.g. 0.5")
@@ -99,8 +104,10 @@ class Guard:
         self.use_rules, self.use_classifier = use_rules, use_classifier
         self.extra_control_tokens = tuple(extra_control_tokens)
         self.languages = languages
-        self.sentences = sentences
+        # sentence windows: the model's own setting (stored with its threshold, which was chosen with it)
+        self.sentences = bool(self.model.meta.get("sentences", False) if sentences is None else sentences)
         self.control_tokens_flag = control_tokens_flag
+        self.strip_controls = bool(self.model.meta.get("ngrams_without_control_tokens", False))
         self.hf = _HFClassifier(hf_model) if hf_model else None
         self.hf_threshold = hf_threshold
 
@@ -108,39 +115,52 @@ class Guard:
     def windows(self, text: str) -> list[tuple[int, int]]:
         """Word windows (`window_words`, overlapping by half) plus, when `sentences`, each sentence (short
         ones joined to the next) so one injected sentence is also judged without its benign neighbours."""
+        return self._word_spans(text) + self._sentence_spans(text)
+
+    def _word_spans(self, text: str) -> list[tuple[int, int]]:
         words = [(m.start(), m.end()) for m in _WORDS.finditer(text)]
         w = self.window_words
         if len(words) <= w:
-            spans = [(0, len(text))]
-        else:
-            step = w // 2
-            starts = list(range(0, len(words) - w + 1, step))
-            if starts[-1] + w < len(words):
-                starts.append(len(words) - w)
-            spans = [(words[s][0], words[s + w - 1][1]) for s in starts]
-        if self.sentences:
-            sents, start = [], 0
-            for m in _SENT_END.finditer(text):
-                if len(_WORDS.findall(text[start:m.end()])) >= 4:
-                    sents.append((start, m.end()))
-                    start = m.end()
-            if start < len(text) and text[start:].strip():
-                sents.append((start, len(text)))
-            if len(sents) > 1:
-                spans += sents
-        return spans
+            return [(0, len(text))]
+        step = w // 2
+        starts = list(range(0, len(words) - w + 1, step))
+        if starts[-1] + w < len(words):
+            starts.append(len(words) - w)
+        return [(words[s][0], words[s + w - 1][1]) for s in starts]
 
-    def _score_window(self, text: str, span: tuple[int, int]) -> _Window:
+    def _sentence_spans(self, text: str) -> list[tuple[int, int]]:
+        if not self.sentences:
+            return []
+        sents, start = [], 0
+        for m in _SENT_END.finditer(text):
+            if len(_WORDS.findall(text[start:m.end()])) >= 4:
+                sents.append((start, m.end()))
+                start = m.end()
+        if start < len(text) and text[start:].strip():
+            sents.append((start, len(text)))
+        return sents if len(sents) > 1 else []
+
+    def _score_window(self, text: str, span: tuple[int, int], only: set[str] | None = None) -> _Window:
         norm = normalize(text)
-        hits = match_rules(norm, self.languages) if self.use_rules else []
+        hits = match_rules(norm, self.languages, only) if self.use_rules and only != set() else []
         cats = {h.category for h in hits}
-        ngram = self.model.ngram_logit(norm) if self.use_classifier else 0.0
+        if self.use_classifier:
+            plain = strip_control_tokens(text) if self.strip_controls else text
+            ngram = self.model.ngram_logit(normalize(plain) if self.strip_controls else norm, plain)
+        else:
+            ngram = 0.0
         logit = self.model.bias + ngram + (self.model.rule_logit(cats) if self.use_rules else 0.0)
-        return _Window(logit, ngram, cats, [f"{h.category}: {h.snippet}" for h in hits], span)
+        return _Window(logit, ngram, cats, [f"{h.category}: {h.snippet}" for h in hits], span, {h.pattern for h in hits})
 
     def _scan_text(self, text: str, depth: int) -> tuple[_Window, list[str]]:
         """The worst window of `text` (payloads decoded and rescanned) and the encodings that were found."""
-        wins = [self._score_window(text[a:b], (a, b)) for a, b in self.windows(text)]
+        wins = [self._score_window(text[a:b], (a, b)) for a, b in self._word_spans(text)]
+        # a sentence lies inside a word window (they overlap by half), so it can only match patterns that
+        # matched there: run just those (none, for most benign text); long sentences get every pattern
+        fired = set().union(*(w.patterns for w in wins))
+        half = self.window_words // 2
+        wins += [self._score_window(text[a:b], (a, b), fired if len(_WORDS.findall(text[a:b])) <= half else None)
+                 for a, b in self._sentence_spans(text)]
         best = max(wins, key=lambda w: w.logit)
         for w in wins:  # reasons from every window, the score from the worst
             best.categories |= w.categories

@@ -16,13 +16,14 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lmsmith.errors import LmsmithError
 from lmsmith.guard.features import featurize
 from lmsmith.guard.model import DEFAULT_DIR, GuardModel
-from lmsmith.guard.rules import CATEGORIES, normalize
+from lmsmith.guard.rules import CATEGORIES, normalize, strip_control_tokens
 from lmsmith.guard.scan import Guard, read_records
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "assets" / "guard" / "data"
@@ -39,6 +40,12 @@ class TrainConfig:
     target_fpr: float = 0.01
     norm: str = "l2"
     char_range: tuple[int, int] = (2, 5)
+    prefixes: tuple[int, ...] = ()
+    skip: bool = False
+    balance: bool = False  # weight each (language, label) group equally in the loss
+    sentences: bool = True  # scan each sentence as a window too (the threshold is chosen with it)
+    raw: bool = False  # n-grams of the text with its diacritics as well
+    strip_controls: bool = True  # n-grams without control-token strings (their evidence is the rule weight)
     seed: int = 0
 
 
@@ -72,7 +79,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     n = 0
     with task("featurize", len(tr)) if progress else _null() as bar:
         for i, r in enumerate(tr):
-            fi, fv = featurize(normalize(r["text"]), cfg.dim, cfg.char_range, cfg.norm)
+            text = strip_control_tokens(r["text"]) if cfg.strip_controls else r["text"]
+            fi, fv = featurize(normalize(text), cfg.dim, cfg.char_range, cfg.norm, cfg.prefixes, cfg.skip,
+                               text if cfg.raw else None)
             offsets.append(n)
             idx.append(fi)
             val.append(fv)
@@ -81,19 +90,27 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
                 rules[i, CATEGORIES.index(c)] = 1.0
             bar(1)
     y = np.array([r["label"] for r in tr], dtype=np.float32)
+    sw = group_weights([(r.get("lang"), r["label"]) for r in tr]) if cfg.balance else None
     X_idx, X_val = np.concatenate(idx), np.concatenate(val)
     doc = np.repeat(np.arange(len(tr)), [len(i) for i in idx])
-    w, rw, b = fit_logistic(X_idx, X_val, doc, rules, y, cfg, bar_factory=(lambda: task("train", cfg.steps))
+    w, rw, b = fit_logistic(X_idx, X_val, doc, rules, y, cfg, sample_weight=sw, bar_factory=(lambda: task("train", cfg.steps))
                             if progress else _null)
-    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), char_range=cfg.char_range, norm=cfg.norm)
-    scorer = Guard(model, threshold=1.0)
+    model = GuardModel(w, dict(zip(CATEGORIES, map(float, rw))), float(b), char_range=cfg.char_range, norm=cfg.norm,
+                       prefixes=tuple(cfg.prefixes), skip=cfg.skip, raw=cfg.raw)
+    model.meta = {"ngrams_without_control_tokens": cfg.strip_controls}
+    scorer = Guard(model, threshold=1.0, sentences=cfg.sentences)
     scores = np.array([scorer.scan(r["text"]).score for r in va])
     labels = np.array([r["label"] for r in va])
     model.threshold = choose_threshold(scores, labels, cfg.target_fpr)
+    # the stated operating points (validation FPR <= 1% and <= 5%), selectable with `--fpr`
+    points = {f"{f:g}": choose_threshold(scores, labels, f) for f in sorted({0.01, 0.05, cfg.target_fpr})}
     m = binary_metrics(scores, labels, model.threshold)
     model.meta = {
         "target_fpr": cfg.target_fpr,
+        "operating_points": {k: {"threshold": t, **{m: binary_metrics(scores, labels, t)[m] for m in ("tpr", "fpr")}}
+                             for k, t in points.items()},
         "validation": {k: m[k] for k in ("n_pos", "n_neg", "auc", "tpr", "fpr")},
+        "sentences": cfg.sentences, "balance": cfg.balance, "ngrams_without_control_tokens": cfg.strip_controls,
         "train_examples": len(tr), "steps": cfg.steps, "lr": cfg.lr, "l2": cfg.l2, "seed": cfg.seed,
         "data_sha256": _sha(Path(cfg.data_dir) / "train.jsonl", Path(cfg.data_dir) / "validation.jsonl"),
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -102,8 +119,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> tuple[GuardModel, dict]:
     return model, model.meta
 
 
+def group_weights(groups: list) -> np.ndarray:
+    """Per-example loss weights (mean 1) that give every group, e.g. (language, label), the same total weight."""
+    keys = sorted(set(groups), key=str)
+    counts = {k: sum(g == k for g in groups) for k in keys}
+    w = np.array([len(groups) / (len(keys) * counts[g]) for g in groups], dtype=np.float64)
+    return w
+
+
 def fit_logistic(idx: np.ndarray, val: np.ndarray, doc: np.ndarray, rules: np.ndarray, y: np.ndarray,
-                 cfg: TrainConfig, bar_factory=None) -> tuple[np.ndarray, np.ndarray, float]:
+                 cfg: TrainConfig, bar_factory=None, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Full-batch Adam on the L2-regularized logistic loss; sparse features as (index, value, document) triples."""
     n = len(y)
     w = np.zeros(cfg.dim, np.float64)
@@ -118,6 +143,8 @@ def fit_logistic(idx: np.ndarray, val: np.ndarray, doc: np.ndarray, rules: np.nd
             logit = np.bincount(doc, weights=w[idx] * val, minlength=n) + rules @ rw + b
             p = 1.0 / (1.0 + np.exp(-np.clip(logit, -60, 60)))
             g = (p - y) / n  # d loss / d logit
+            if sample_weight is not None:
+                g = g * sample_weight
             grads = [np.bincount(idx, weights=g[doc] * val, minlength=cfg.dim) + 2 * cfg.l2 * w,
                      rules.T @ g + 2 * cfg.l2 * rw, np.array([g.sum()])]
             for k, (par, gr) in enumerate(zip(params, grads)):
@@ -146,6 +173,26 @@ class _null:
         return False
 
 
+def feature_options(args: Any) -> dict:
+    """TrainConfig fields of the feature flags (`--char-range 3-6 --prefixes 4,6 --skip-bigrams --raw`)."""
+    try:
+        lo, hi = (int(x) for x in args.char_range.split("-"))
+        prefixes = tuple(int(x) for x in args.prefixes.split(",") if x.strip()) if args.prefixes else ()
+    except ValueError:
+        raise LmsmithError(f"bad --char-range {args.char_range!r} or --prefixes {args.prefixes!r}",
+                           "e.g. --char-range 2-5 --prefixes 4,6") from None
+    if not 1 <= lo <= hi <= 8:
+        raise LmsmithError(f"--char-range {args.char_range} is not LO-HI with 1 <= LO <= HI <= 8", "e.g. 2-5")
+    return {"char_range": (lo, hi), "prefixes": prefixes, "skip": args.skip_bigrams, "raw": args.raw}
+
+
+def add_feature_args(p: Any) -> None:
+    p.add_argument("--char-range", default="2-5", help="character n-gram lengths LO-HI (default 2-5)")
+    p.add_argument("--prefixes", default="", help="word-prefix stem lengths, e.g. 4,6 (default: none)")
+    p.add_argument("--skip-bigrams", action="store_true", help="also word skip-bigrams (word i with word i+2)")
+    p.add_argument("--raw", action="store_true", help="also n-grams of the text with its diacritics")
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
@@ -155,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_DIR)
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=300)
+    add_feature_args(p)
     a = p.parse_args(argv)
-    _, meta = train(TrainConfig(data_dir=a.data_dir, out=a.out, target_fpr=a.target_fpr, steps=a.steps))
+    _, meta = train(TrainConfig(data_dir=a.data_dir, out=a.out, target_fpr=a.target_fpr, steps=a.steps,
+                                **feature_options(a)))
     print(json.dumps(meta, indent=2))
     return 0
 

@@ -44,6 +44,19 @@ def rag_messages(question: str, hits: list[Hit], history: list[dict[str, Any]] |
     return [{"role": "system", "content": system}, *history]
 
 
+def guard_hits(hits: list[Hit], guard: Any = None) -> tuple[list[Hit], list[dict[str, Any]]]:
+    """Retrieved chunks are third-party text: scan each with the input guard (`lmsmith.guard`, the shipped
+    model unless `guard` is a `Guard`) before it enters the prompt. Returns the clean hits, in order, and one
+    record per dropped chunk ({"id", "score", "guard_score", "reasons"}), as the server does for `"rag"` chats."""
+    from lmsmith.guard import scan_chunks
+
+    results = scan_chunks([h.text for h in hits], guard)
+    kept = [h for h, r in zip(hits, results) if not r.flagged]
+    dropped = [{"id": hit_record(h)["id"], "chunk": h.id, "score": h.score, "guard_score": round(r.score, 4),
+                "reasons": r.reasons} for h, r in zip(hits, results) if r.flagged]
+    return kept, dropped
+
+
 def citations(answer: str, n_sources: int) -> list[int]:
     """Source numbers cited in the answer ([2], [1, 3]), in first-cited order, only those that exist."""
     seen: list[int] = []

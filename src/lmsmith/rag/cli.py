@@ -168,13 +168,21 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     index = Index(args.kb, device=args.device)
     hits = index.query(args.question, k=args.k, hybrid_search=args.hybrid, filter=parse_filter(args.filter))
+    dropped = None
+    if args.guard:  # injected instructions hidden in retrieved documents never reach the prompt
+        from lmsmith.guard import Guard
+        from lmsmith.rag.answer import guard_hits
+
+        hits, dropped = guard_hits(hits, Guard(args.guard_model, threshold=args.guard_threshold))
     gen = EngineGenerator(args.model, max_tokens=args.max_tokens, dtype=args.dtype)
     answer, used = gen.answer(args.question, hits)
     cited = citations(answer, len(used))
     srcs = sources(used, cited)
     if args.json:
-        print(json.dumps({"question": args.question, "answer": answer, "index": index.ref, "model": args.model,
-                          "sources": srcs}, ensure_ascii=False))
+        res = {"question": args.question, "answer": answer, "index": index.ref, "model": args.model, "sources": srcs}
+        if dropped is not None:
+            res["guard_dropped"] = dropped
+        print(json.dumps(res, ensure_ascii=False))
         return 0
     out.print(answer)
     out.print("")
@@ -183,6 +191,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         out.print(f"{mark}[{s['index']}] {s['id']} (score {s['score']:.3f}): {s['text'][:120].strip()}")
     if not cited:
         console.print("[yellow]the answer cites none of the sources")
+    for d in dropped or []:
+        console.print(f"[yellow]guard dropped {d['id']} (guard score {d['guard_score']:.3f}: {', '.join(d['reasons'])})")
     return 0
 
 
@@ -305,6 +315,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--dtype", default="auto")
     s.add_argument("--json", action="store_true")
     s.add_argument("--device")
+    s.add_argument("--guard", action="store_true", help="scan retrieved chunks with the prompt-injection guard and "
+                                                        "drop flagged ones before they enter the prompt")
+    s.add_argument("--guard-model", help="guard model directory (default: the shipped one)")
+    s.add_argument("--guard-threshold", type=float, help="guard threshold (default: the model's)")
     s.set_defaults(func=cmd_ask)
 
     s = rsub.add_parser("eval", help="retrieval recall@k / MRR / nDCG vs gold ids; with --model, judged answers")

@@ -26,6 +26,9 @@ BENIGN_MIX = {"request": 30, "hard": 37, "docs": 26, "encoded_benign": 7}
 # paragraphs, as RAG retrieves them) with and without an injection, so that long prose is no signal.
 TRAIN_ATTACK_MIX = {**ATTACK_MIX, "longdoc_indirect": 6}
 TRAIN_BENIGN_MIX = {**BENIGN_MIX, "longdoc": 8}
+# Augmentation of the TRAIN split only (never of validation or held-out, never from their texts): extra rows
+# per language and kind, attacks and benign texts in pairs so that the transformation itself is no signal.
+AUGMENT = {"insert": 60, "mix": 40, "hardhost": 40, "noise": 60}
 
 
 def load_fragments(lang: str):
@@ -109,6 +112,72 @@ def benign(kind: str, p: dict, rng: random.Random) -> str:
     raise ValueError(kind)
 
 
+_LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+_HOMOGLYPH = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "x": "х", "i": "і"})  # Cyrillic
+
+
+def noisy(text: str, rng: random.Random) -> str:
+    """Spelling noise an attacker (or a sloppy typist) adds: leetspeak or Cyrillic homoglyphs in some words,
+    random casing, doubled spaces, dropped or repeated punctuation."""
+    out = []
+    for w in text.split(" "):
+        r = rng.random()
+        if r < 0.12:
+            w = w.translate(_LEET)
+        elif r < 0.24:
+            w = w.translate(_HOMOGLYPH)
+        elif r < 0.34:
+            w = w.upper()
+        elif r < 0.40:
+            w = w.strip(".,;:!?")
+        elif r < 0.44:
+            w = w + rng.choice(["!!", "..", " ", ","])
+        out.append(w)
+    return " ".join(out)
+
+
+def insert_sentence(docs: list[str], sentence: str, rng: random.Random) -> str:
+    """`sentence` put at a random sentence boundary inside the joined documents."""
+    text = join(*docs)
+    cuts = [i + 2 for i in range(len(text) - 1) if text[i] in ".!?" and text[i + 1] == " "]
+    at = rng.choice(cuts) if cuts else len(text)
+    return join(text[:at].rstrip(), sentence, text[at:].lstrip())
+
+
+def augment(lang: str, p: dict, others: dict[str, dict], rng: random.Random, seen: set[str]) -> list[tuple[int, str, str]]:
+    """Augmented TRAIN rows (label, category, text) of one language, made from train pools only:
+    `insert`: a direct attack at a random position in benign documents (and, as its benign pair, a hard
+    negative at a random position); `mix`: an attack of another language inside this language's documents
+    (and benign documents with a paragraph of another language); `hardhost`: a hard negative with an attack
+    appended (and two hard negatives joined); `noise`: leetspeak / homoglyph / casing / punctuation noise on
+    train attacks and benign texts alike."""
+    direct = ["override", "extract", "roleplay"]
+    rows: list[tuple[int, str, str]] = []
+
+    def add(label: int, cat: str, text: str) -> None:
+        if text not in seen:
+            seen.add(text)
+            rows.append((label, cat, text))
+
+    def docs() -> list[str]:
+        return rng.sample(p["docs"], min(len(p["docs"]), rng.randint(1, 5)))
+
+    for _ in range(AUGMENT["insert"] // 2):
+        add(1, "aug_insert", insert_sentence(docs(), attack(rng.choice(direct), p, rng), rng))
+        add(0, "aug_insert_benign", insert_sentence(docs(), rng.choice(p["hard"]), rng))
+    for _ in range(AUGMENT["mix"] // 2):
+        q = others[rng.choice(sorted(others))]
+        add(1, "aug_mix", insert_sentence(docs(), attack(rng.choice(direct + ["indirect"]), q, rng), rng))
+        add(0, "aug_mix_benign", insert_sentence(docs(), rng.choice(q["docs"] + q["benign"]), rng))
+    for _ in range(AUGMENT["hardhost"] // 2):
+        add(1, "aug_hardhost", join(rng.choice(p["hard"]), attack(rng.choice(direct), p, rng)))
+        add(0, "aug_hardhost_benign", join(*rng.sample(p["hard"], 2)))
+    for _ in range(AUGMENT["noise"] // 2):
+        add(1, "aug_noise", noisy(attack(rng.choice(direct + ["delim", "indirect"]), p, rng), rng))
+        add(0, "aug_noise_benign", noisy(benign(rng.choice(["request", "hard", "hard"]), p, rng), rng))
+    return rows
+
+
 def sample(make, mix: dict[str, int], n: int, p: dict, rng: random.Random, seen: set[str]) -> list[tuple[str, str]]:
     kinds, weights = list(mix), list(mix.values())
     out: list[tuple[str, str]] = []
@@ -123,7 +192,7 @@ def sample(make, mix: dict[str, int], n: int, p: dict, rng: random.Random, seen:
     return out
 
 
-def build(out_dir: Path = HERE / "data", seed: int = 0) -> dict[str, int]:
+def build(out_dir: Path = HERE / "data", seed: int = 0, augmented: bool = True) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()  # no text appears in two splits
     sizes = {}
@@ -136,6 +205,9 @@ def build(out_dir: Path = HERE / "data", seed: int = 0) -> dict[str, int]:
             recs = [(1, k, t) for k, t in sample(attack, mix, n_att, p, rng, seen)]
             bmix = BENIGN_MIX if split == "heldout" else TRAIN_BENIGN_MIX
             recs += [(0, k, t) for k, t in sample(benign, bmix, n_ben, p, rng, seen)]
+            if split == "train" and augmented:
+                others = {o: pools(load_fragments(o), "train") for o in LANGS if o != lang}
+                recs += augment(lang, p, others, random.Random(f"{seed}-augment-{lang}"), seen)
             rng.shuffle(recs)
             rows += [{"id": f"{lang}-{split}-{i:04d}", "text": t, "label": y, "lang": lang, "category": k}
                      for i, (y, k, t) in enumerate(recs)]

@@ -3,7 +3,7 @@ classifier never saw): TPR at FPR <= 1% and <= 5%, ROC AUC, and TPR/FPR at the s
 language, for the combined guard and its two parts (rules only, classifier only) measured in the same run;
 plus scan throughput on CPU (short texts and 1,000-word documents), wall-clock and per CPU-second.
 
-    python bench/guard.py                      # writes bench/results/guard.json
+    python -m bench.guard.guard                # writes bench/results/guard.json
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _result import make_result, write_result  # noqa: E402
-from lmsmith.guard.evaluate import evaluate  # noqa: E402
-from lmsmith.guard.scan import Guard, read_records  # noqa: E402
-from lmsmith.guard.train import DATA_DIR  # noqa: E402
+from bench._result import make_result, write_result
+from bench.common import RESULTS
+from lmsmith.guard.evaluate import evaluate
+from lmsmith.guard.scan import Guard, read_records
+from lmsmith.guard.train import DATA_DIR
 
 VARIANTS = {"combined": {}, "rules_only": {"use_classifier": False}, "classifier_only": {"use_rules": False}}
 
@@ -33,7 +33,7 @@ def timed(fn):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DATA_DIR / "heldout.jsonl")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "guard.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "guard.json")
     p.add_argument("--docs", type=int, default=40, help="1,000-word documents for the long-text throughput")
     a = p.parse_args(argv)
     recs = read_records(a.data, need_label=True)

@@ -1,0 +1,1 @@
+"""Benchmarks of the guard stage (see bench/README.md)."""
