@@ -1,8 +1,9 @@
 """Code several benchmarks share: paths, random-init models of real shapes, prompts, timed engine runs,
-and the multilingual sample texts of the test suite (read as data)."""
+and the multilingual sample texts of the test suite (read as data) with the corpora built from them."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import statistics
@@ -14,6 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 SAMPLE_TEXTS = ROOT / "tests" / "data" / "texts"  # cs, pl, sl, sk, en paragraphs written for the test suite
+TRAFFIC = ROOT / "src" / "lmsmith" / "assets" / "monitor" / "traffic.jsonl"  # the shipped request traffic
 
 LLAMA_ROPE = dict(rope_theta=500000.0, max_position_embeddings=131072, rms_norm_eps=1e-5)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -125,14 +127,52 @@ def paragraphs(lang: str) -> list[str]:
     return [p.strip() for p in (SAMPLE_TEXTS / f"{lang}.txt").read_text(encoding="utf-8").split("\n\n") if p.strip()]
 
 
+def sentences(lang: str) -> list[str]:
+    """The test suite's sentences of one language, in order."""
+    return [s for p in paragraphs(lang) for s in re.split(r"(?<=[.!?])\s+", p) if s]
+
+
 def czech_corpus(target_chars: int = 300_000, seed: int = 0) -> str:
     """Documents of 3-7 sentences drawn from the Czech training paragraphs (never the held-out ones)."""
-    sentences = [s for p in paragraphs("cs") for s in re.split(r"(?<=[.!?])\s+", p) if s]
+    pool = sentences("cs")
     rng = random.Random(seed)
     docs, total = [], 0
     while total < target_chars:
-        doc = " ".join(rng.sample(sentences, rng.randint(3, 7)))
+        doc = " ".join(rng.sample(pool, rng.randint(3, 7)))
         docs.append(doc)
         total += len(doc) + 2
     return "\n\n".join(docs) + "\n"
 
+
+def write_dirty_corpus(path: Path, size_mb: float, seed: int = 0) -> int:
+    """A JSONL corpus of about `size_mb` MB for `lmsmith data clean`: documents of recombined cs/pl/sl/en/sk
+    sentences with ~5% exact and ~5% near duplicates, ~3% junk and ~3% with PII. Returns the document count."""
+    rng = random.Random(seed)
+    pools = {lang: sentences(lang) for lang in ("cs", "pl", "sl", "en", "sk")}
+    langs, weights = ["cs", "pl", "sl", "en", "sk"], [5, 2, 2, 2, 1]
+    target, written, n = size_mb * 1e6, 0, 0
+    recent: list[str] = []
+    with open(path, "w", encoding="utf-8") as f:
+        while written < target:
+            r = rng.random()
+            if r < 0.05 and recent:
+                text = rng.choice(recent)  # exact duplicate
+            elif r < 0.10 and recent:
+                words = rng.choice(recent).split()
+                words[rng.randrange(len(words))] = "změna"  # near duplicate
+                text = " ".join(words)
+            elif r < 0.13:
+                text = " ".join(rng.choice(["akce", "sleva", "zdarma", "boty", "top", "nej"]) for _ in range(300))
+            else:
+                lang = rng.choices(langs, weights)[0]
+                pool = pools[lang]
+                chosen = rng.sample(pool, min(len(pool), rng.randint(10, 30)))
+                text = "\n\n".join(" ".join(chosen[i:i + 5]) for i in range(0, len(chosen), 5))
+                if r < 0.16:
+                    text += f" Kontakt: info{n}@example.com, tel. +420 601 {n % 1000:03d} 567, server 10.0.{n % 256}.1."
+                recent = (recent + [text])[-200:]
+            line = json.dumps({"id": f"doc{n}", "text": text}, ensure_ascii=False) + "\n"
+            f.write(line)
+            written += len(line.encode())
+            n += 1
+    return n

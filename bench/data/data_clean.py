@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import re
 import resource
 import subprocess
 import sys
@@ -25,46 +23,7 @@ import time
 from pathlib import Path
 
 from bench._result import make_result, write_result
-from bench.common import ROOT
-
-TEXTS = ROOT / "tests" / "data" / "texts"
-
-
-def sentences(lang: str) -> list[str]:
-    text = (TEXTS / f"{lang}.txt").read_text(encoding="utf-8")
-    return [s for p in text.split("\n\n") for s in re.split(r"(?<=[.!?])\s+", p.strip()) if s]
-
-
-def generate(path: Path, size_mb: float, seed: int = 0) -> int:
-    rng = random.Random(seed)
-    pools = {lang: sentences(lang) for lang in ("cs", "pl", "sl", "en", "sk")}
-    langs, weights = ["cs", "pl", "sl", "en", "sk"], [5, 2, 2, 2, 1]
-    target, written, n = size_mb * 1e6, 0, 0
-    recent: list[str] = []
-    with open(path, "w", encoding="utf-8") as f:
-        while written < target:
-            r = rng.random()
-            if r < 0.05 and recent:
-                text = rng.choice(recent)  # exact duplicate
-            elif r < 0.10 and recent:
-                words = rng.choice(recent).split()
-                words[rng.randrange(len(words))] = "změna"  # near duplicate
-                text = " ".join(words)
-            elif r < 0.13:
-                text = " ".join(rng.choice(["akce", "sleva", "zdarma", "boty", "top", "nej"]) for _ in range(300))
-            else:
-                lang = rng.choices(langs, weights)[0]
-                pool = pools[lang]
-                chosen = rng.sample(pool, min(len(pool), rng.randint(10, 30)))
-                text = "\n\n".join(" ".join(chosen[i:i + 5]) for i in range(0, len(chosen), 5))
-                if r < 0.16:
-                    text += f" Kontakt: info{n}@example.com, tel. +420 601 {n % 1000:03d} 567, server 10.0.{n % 256}.1."
-                recent = (recent + [text])[-200:]
-            line = json.dumps({"id": f"doc{n}", "text": text}, ensure_ascii=False) + "\n"
-            f.write(line)
-            written += len(line.encode())
-            n += 1
-    return n
+from bench.common import RESULTS, write_dirty_corpus
 
 
 def tree_rss(pid: int) -> int:
@@ -90,12 +49,12 @@ def main() -> int:
     ap.add_argument("--size-mb", type=float, default=100)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chunk-docs", type=int, default=2000)
-    ap.add_argument("--output", default=str(ROOT / "bench" / "results" / "data_clean.json"))
+    ap.add_argument("--output", default=str(RESULTS / "data_clean.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="lmsmith-bench-clean-") as tmp:
         src = Path(tmp) / "corpus.jsonl"
         t = time.time()
-        n = generate(src, args.size_mb)
+        n = write_dirty_corpus(src, args.size_mb)
         print(f"generated {n:,} documents, {src.stat().st_size / 1e6:.1f} MB in {time.time() - t:.1f} s", file=sys.stderr)
         cmd = [sys.executable, "-m", "lmsmith.cli", "data", "clean", str(src), "--output", str(Path(tmp) / "out"),
                "--lang", "cs,pl,sl,en", "--workers", str(args.workers), "--chunk-docs", str(args.chunk_docs), "--json"]

@@ -1,4 +1,4 @@
-"""gpt-fast (pytorch-labs/gpt-fast) as a side-by-side peer for bench/serve_gpu.py, plus the bandwidth helpers.
+"""gpt-fast (pytorch-labs/gpt-fast) as a side-by-side peer for bench/serve/serve_gpu.py, plus the bandwidth helpers.
 
 gpt-fast is not vendored: point `--gpt-fast DIR` at a checkout (model.py, generate.py, quantize.py; kept in
 an ignored folder such as .peers/gpt-fast). Its own code runs: `Transformer`/`ModelArgs` from model.py, the

@@ -5,6 +5,13 @@ Workloads (fixed output lengths, EOS ignored) match the baselines in DEVELOPERS.
   ours through the continuous-batching engine and HF's through `generate_batch` when it exists.
 
     python -m bench.serve.serve_gpu --shape llama-3.2-1b --out bench/results/serve_throughput-h100.json
+
+Side by side in the same run (issue 26): `--gpt-fast DIR` runs gpt-fast (a checkout kept in an ignored folder,
+never committed; see bench/serve/_gptfast.py) at batch 1 in bf16 and int4 on the same shape; `--int4` times our
+engine on an int4 (group 128, int4 lm_head: gpt-fast quantizes every linear) copy of the model; the batch-1
+bandwidth fraction (bytes per token / time per token / a measured device-to-device copy bandwidth) is reported for
+the shape, and `--bandwidth-8b OUT` also measures it on the Llama-3.1-8B shape (a `serve_bandwidth` result).
+bench/serve/serve_gpu_peers.sh runs the peer comparison in one GPU call.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import torch
 
 from bench._result import make_result, write_result
 from bench.common import build_model_dir, ours, prompts
+from bench.serve._gptfast import copy_bandwidth, decode_bytes_per_token, gptfast_decode
 from lmsmith.ops.planner import SHAPES
 
 
@@ -56,6 +64,35 @@ def hf_generate_batch(model, batch: list[list[int]], out_len: int) -> float | No
         return None
 
 
+def rounded(metrics: dict[str, float]) -> dict[str, float]:
+    """Rates to 2 decimals; fractions and ratios (`fraction`, `_vs_`) to 4."""
+    return {k: round(v, 4 if "fraction" in k or "_vs_" in k else 2) for k, v in metrics.items()}
+
+
+def throughput_result(name: str, metrics: dict, args, extra: dict, shape: str | None = None) -> dict:
+    workload = {"shape": shape or args.shape, "prompt_len": args.prompt_len, "output_len": args.output_len,
+                "requests": args.requests, "dtype": "bfloat16", "weights": "random init"}
+    return make_result(name, rounded(metrics), device=torch.device("cuda"), workload=workload, **extra)
+
+
+def bandwidth_8b(args, bw: float) -> None:
+    """Batch-1 bf16 decode of the Llama-3.1-8B shape: bytes per token / time per token / copy bandwidth."""
+    shape = "llama-3.1-8b"
+    gc.collect()
+    torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory() as tmp:
+        d = build_model_dir(shape, Path(tmp) / "model", torch.bfloat16)
+        batch = prompts(3, args.prompt_len, SHAPES[shape]["vocab_size"])
+        r = ours(d, [[p] for p in batch], args.output_len)
+    bpt = decode_bytes_per_token(SHAPES[shape], args.prompt_len + args.output_len // 2)
+    metrics = {"decode_bs1_tok_s_8b": r["tok_s"], "bytes_per_token_bs1_gb_8b": bpt / 1e9, "copy_bw_gb_s": bw / 1e9,
+               "bw_fraction_decode_bs1_8b": bpt * r["tok_s"] / bw}
+    res = throughput_result("serve_bandwidth", metrics, args, {"runs_tok_s": r["runs_tok_s"], "bs1_graph": r["bs1_graph"]},
+                            shape=shape)
+    write_result(args.bandwidth_8b, res, echo=False)
+    print("8b", json.dumps(res["metrics"]), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
@@ -78,9 +115,7 @@ def main() -> None:
 
     def save() -> None:  # after every stage: a run cut short still leaves what it measured
         if args.out:
-            Path(args.out).write_text(json.dumps(make_result("serve_throughput", metrics, args, extra), indent=2) + "\n")
-
-    from _gptfast import copy_bandwidth, decode_bytes_per_token
+            write_result(args.out, throughput_result("serve_throughput", metrics, args, extra), echo=False)
 
     bw = copy_bandwidth()
     metrics["copy_bw_gb_s"] = bw / 1e9
@@ -90,7 +125,6 @@ def main() -> None:
         vocab = SHAPES[args.shape]["vocab_size"]
         batch = prompts(args.requests, args.prompt_len, vocab)
         r1 = ours(d, [[p] for p in batch[:5]], args.output_len, compare_sync=args.compare_sync)
-        bs1_graph = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"], "tiles_ms": r1["bs1_tiles_ms"]}
         metrics["decode_bs1_tok_s"] = r1["tok_s"]
         metrics["decode_bs1_ttft_p50_ms"] = r1["ttft_p50_ms"]
         if args.compare_sync:
@@ -99,7 +133,7 @@ def main() -> None:
         bpt = decode_bytes_per_token(SHAPES[args.shape], args.prompt_len + args.output_len // 2)
         metrics["bytes_per_token_bs1_gb"] = bpt / 1e9
         metrics["bw_fraction_decode_bs1"] = bpt * r1["tok_s"] / bw
-        extra["bs1_graph"] = bs1_graph
+        extra["bs1_graph"] = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"], "tiles_ms": r1["bs1_tiles_ms"]}
         save()
         if not args.skip_offline:
             r = ours(d, [batch], args.output_len, compare_sync=args.compare_sync, max_num_seqs=256,
@@ -125,8 +159,6 @@ def main() -> None:
             save()
             torch.cuda.empty_cache()
         if args.gpt_fast:
-            from _gptfast import gptfast_decode
-
             for key, int4 in (("gptfast_decode_bs1_tok_s", False), ("gptfast_int4_decode_bs1_tok_s", True)):
                 try:
                     g = gptfast_decode(Path(args.gpt_fast), SHAPES[args.shape], batch[0], args.output_len, int4=int4)
@@ -157,14 +189,11 @@ def main() -> None:
             if cb is not None:
                 metrics["hf_cb_offline_256_tok_s"] = cb
             print("hf", metrics, flush=True)
-    result = make_result(
-        "serve_throughput", {k: round(v, 2) for k, v in metrics.items()}, device=torch.device("cuda"),
-        workload={"shape": args.shape, "prompt_len": args.prompt_len, "output_len": args.output_len,
-                  "requests": args.requests, "dtype": "bfloat16", "weights": "random init"},
-        bs1_graph=bs1_graph)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        write_result(args.out, result, echo=False)
+            save()
+    if args.bandwidth_8b:
+        bandwidth_8b(args, bw)
+    print(json.dumps(throughput_result("serve_throughput", metrics, args, extra), indent=2))
+    save()
 
 
 if __name__ == "__main__":

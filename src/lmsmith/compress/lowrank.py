@@ -12,7 +12,6 @@ runs dense weights, multiplies the factors back at load (`densify_state`).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from lmsmith.compress.calibration import CalibrationSpec, InputStats, calibration_ids, layerwise, linears_of
+from lmsmith.compress.dense import load_float_model, register_compressed, save_dense, stored_dtype
 from lmsmith.errors import LmsmithError
 from lmsmith.quant.lowrank_format import (
     LOWRANK_KEY,
@@ -117,7 +117,6 @@ def params_of(model: nn.Module) -> int:
 
 
 def lowrank_to_dir(source_dir: Path, out_dir: Path, cfg: LowRankConfig) -> dict[str, Any]:
-    from lmsmith.compress.prune import load_float_model, save_dense, stored_dtype
     from lmsmith.models import load_tokenizer
 
     cfg.check()
@@ -134,20 +133,14 @@ def lowrank_to_dir(source_dir: Path, out_dir: Path, cfg: LowRankConfig) -> dict[
 
 def register_lowrank(ref: str, name: str, cfg: LowRankConfig, command: str | None = None):
     from lmsmith.compress.ptq import calibration_ref
-    from lmsmith.registry.registry import DataRef, Lineage, Registry
+    from lmsmith.registry.registry import DataRef
+
+    def describe(info: dict[str, Any]) -> dict[str, Any]:
+        data = [DataRef(**calibration_ref(cfg.calibration))] if cfg.calibration and cfg.method == "asvd" else []
+        return {"config": {"lowrank": {k: v for k, v in info.items() if k != "ranks"}}, "data": data,
+                "tags": {"lowrank": cfg.method, "rank_ratio": str(cfg.rank_ratio)},
+                "metrics": {"params": info["params_after"], "parent_params": info["params_before"]}}
 
     cfg.check()
-    registry = Registry()
-    handle = registry.resolve(ref)
-    if handle.kind == "adapter":
-        raise LmsmithError(f"{handle.ref} is an adapter", "merge it first (`lmsmith train merge`), then factorize")
-    with tempfile.TemporaryDirectory(dir=registry.tmp) as tmp:
-        out = Path(tmp) / name
-        info = lowrank_to_dir(handle.dir, out, cfg)
-        data = [DataRef(**calibration_ref(cfg.calibration))] if cfg.calibration and cfg.method == "asvd" else []
-        lineage_cfg = {k: v for k, v in info.items() if k != "ranks"}
-        mv = registry.register(out, name, lineage=Lineage(parent=handle.ref, stage="compress", command=command,
-                                                          config={"lowrank": lineage_cfg}, data=data),
-                               tags={"lowrank": cfg.method, "rank_ratio": str(cfg.rank_ratio)},
-                               metrics={"params": info["params_after"], "parent_params": info["params_before"]})
-    return mv, info
+    return register_compressed(ref, name, lambda src, out: lowrank_to_dir(src, out, cfg), describe,
+                               "merge it first (`lmsmith train merge`), then factorize", command)

@@ -15,9 +15,6 @@ records the pattern under `lmsmith_sparsity`.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +26,10 @@ from lmsmith.compress.calibration import (
     CalibrationSpec,
     InputStats,
     calibration_ids,
-    decoder_layers,
     layerwise,
     linears_of,
 )
+from lmsmith.compress.dense import load_float_model, register_compressed, save_dense, stored_dtype
 from lmsmith.compress.gptq import inverse_hessian_chol, single_thread
 from lmsmith.errors import LmsmithError
 from lmsmith.quant.passes import target_linears
@@ -179,44 +176,6 @@ def row_sparsity(w: torch.Tensor) -> torch.Tensor:
     return (w == 0).float().mean(dim=1)
 
 
-def save_dense(model: nn.Module, source_dir: Path, out_dir: Path, section: tuple[str, dict[str, Any]] | None,
-               dtype: torch.dtype | None = None) -> Path:
-    """Write a full-precision model directory (weights cast to `dtype`), copying tokenizer/generation files."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if dtype is not None:
-        model = model.to(dtype)
-    model.save_pretrained(out_dir)
-    for p in sorted(source_dir.iterdir()):
-        if p.is_file() and p.suffix != ".safetensors" and not (out_dir / p.name).exists() and p.name not in (
-                "model.safetensors.index.json", "lmsmith.json"):
-            shutil.copy2(p, out_dir / p.name)
-    if section is not None:
-        cfg_path = out_dir / "config.json"
-        config = json.loads(cfg_path.read_text())
-        config[section[0]] = section[1]
-        cfg_path.write_text(json.dumps(config, indent=2) + "\n")
-    return out_dir
-
-
-def stored_dtype(source_dir: Path) -> torch.dtype:
-    from lmsmith.models import parse_dtype
-
-    config = json.loads((source_dir / "config.json").read_text())
-    stored = config.get("dtype") or config.get("torch_dtype") or "float32"
-    return parse_dtype(stored) if isinstance(stored, str) and stored != "auto" else torch.float32
-
-
-def load_float_model(source_dir: Path) -> nn.Module:
-    """The unquantized model in float32 on the CPU (a quantized source is refused: prune its parent)."""
-    from lmsmith.models import is_quantized, load_model
-
-    if is_quantized(source_dir):
-        raise LmsmithError(f"{source_dir} is quantized", "compress the unquantized parent model, then quantize")
-    model = load_model(str(source_dir), dtype=torch.float32, device="cpu")
-    decoder_layers(model)
-    return model
-
-
 def prune_to_dir(source_dir: Path, out_dir: Path, cfg: PruneConfig) -> dict[str, Any]:
     from lmsmith.models import load_tokenizer
 
@@ -231,19 +190,13 @@ def prune_to_dir(source_dir: Path, out_dir: Path, cfg: PruneConfig) -> dict[str,
 
 def register_pruned(ref: str, name: str, cfg: PruneConfig, command: str | None = None):
     from lmsmith.compress.ptq import calibration_ref
-    from lmsmith.registry.registry import DataRef, Lineage, Registry
+    from lmsmith.registry.registry import DataRef
+
+    def describe(info: dict[str, Any]) -> dict[str, Any]:
+        data = [DataRef(**calibration_ref(cfg.calibration))] if cfg.calibration and cfg.method != "magnitude" else []
+        return {"config": {"prune": info}, "data": data, "metrics": {"sparsity": info["measured_sparsity"]},
+                "tags": {"pruning": cfg.method, "sparsity": cfg.pattern or str(cfg.sparsity)}}
 
     cfg.check()
-    registry = Registry()
-    handle = registry.resolve(ref)
-    if handle.kind == "adapter":
-        raise LmsmithError(f"{handle.ref} is an adapter", "merge it first (`lmsmith train merge`), then prune")
-    with tempfile.TemporaryDirectory(dir=registry.tmp) as tmp:
-        out = Path(tmp) / name
-        info = prune_to_dir(handle.dir, out, cfg)
-        data = [DataRef(**calibration_ref(cfg.calibration))] if cfg.calibration and cfg.method != "magnitude" else []
-        mv = registry.register(out, name, lineage=Lineage(parent=handle.ref, stage="compress", command=command,
-                                                          config={"prune": info}, data=data),
-                               tags={"pruning": cfg.method, "sparsity": cfg.pattern or str(cfg.sparsity)},
-                               metrics={"sparsity": info["measured_sparsity"]})
-    return mv, info
+    return register_compressed(ref, name, lambda src, out: prune_to_dir(src, out, cfg), describe,
+                               "merge it first (`lmsmith train merge`), then prune", command)

@@ -10,7 +10,6 @@ swapped for the same `Int4Linear`/`Int8Linear` that `compress quantize --algorit
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -148,24 +147,20 @@ def calibrated_quantize_to_dir(source_dir: Path, out_dir: Path, cfg: PTQConfig) 
 def register_calibrated(ref: str, name: str, cfg: PTQConfig, command: str | None = None,
                         metrics: dict[str, Any] | None = None):
     """Quantize a registered (or path) model with calibration and register it (stage "compress")."""
-    from lmsmith.registry.registry import DataRef, Lineage, Registry
+    from lmsmith.compress.dense import register_compressed
+    from lmsmith.registry.registry import DataRef
 
-    cfg.check()
-    registry = Registry()
-    handle = registry.resolve(ref)
-    if handle.kind == "adapter":
-        raise LmsmithError(f"{handle.ref} is an adapter", "merge it first (`lmsmith train merge`) and quantize the merged model")
-    with tempfile.TemporaryDirectory(dir=registry.tmp) as tmp:
-        out = Path(tmp) / name
-        spec, _ = calibrated_quantize_to_dir(handle.dir, out, cfg)
+    def describe(spec: QuantSpec) -> dict[str, Any]:
         config = {k: v for k, v in spec.to_dict().items() if k != "modules"}
         config.update(num_quantized_modules=len(spec.modules), **{k: v for k, v in asdict(cfg).items()
                                                                  if k not in config and k != "calibration"})
         data = [calibration_ref(cfg.calibration)] if cfg.calibration else []
-        mv = registry.register(out, name, lineage=Lineage(parent=handle.ref, stage="compress", command=command,
-                                                          config=config, data=[DataRef(**d) for d in data]),
-                               tags={"quantization": cfg.method, "algorithm": cfg.algorithm}, metrics=metrics or {})
-    return mv, spec
+        return {"config": config, "data": [DataRef(**d) for d in data], "metrics": metrics or {},
+                "tags": {"quantization": cfg.method, "algorithm": cfg.algorithm}}
+
+    cfg.check()
+    return register_compressed(ref, name, lambda src, out: calibrated_quantize_to_dir(src, out, cfg)[0], describe,
+                               "merge it first (`lmsmith train merge`) and quantize the merged model", command)
 
 
 def calibration_ref(path: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `EmbeddedStore` (the default, no server): FAISS HNSW for approximate nearest neighbours + SQLite for
 chunks, metadata filters and BM25 (FTS5), all in one directory. It was chosen by measurement among LanceDB,
-Qdrant's local mode, usearch + SQLite and sqlite-vec (bench/rag.py, bench/results/rag.json): at 100k
+Qdrant's local mode, usearch + SQLite and sqlite-vec (bench/rag/rag.py, bench/results/rag.json): at 100k
 MiniLM-sized vectors it had the best recall/latency/build-time trade-off. HNSW cannot delete, so a deleted
 or replaced chunk leaves a tombstone in the graph (its key no longer maps to a row and is skipped); the
 graph is rebuilt from the rows in SQLite once tombstones pass a quarter of it.

@@ -1,6 +1,6 @@
 """Synthetic data throughput: the same `synth backtranslate` job through three backends, in one process.
 
-    python bench/synth.py [--model smollm2-135m-instruct] [--records 40] [--max-tokens 64] [--concurrency 16]
+    python -m bench.data.synth [--model smollm2-135m-instruct] [--records 40] [--max-tokens 64] [--concurrency 16]
                           [--device cpu|cuda] [--skip-hf] [--hf-records N] [--random-init-from DIR]
 
 1. engine: the in-process engine backend (`lmsmith.serve.synth_backend.EngineBackend`), every chunk's
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _result import make_result, write_result  # noqa: E402
+from bench._result import make_result, write_result
+from bench.common import RESULTS
 
 
 class HFLoopBackend:
@@ -130,7 +130,7 @@ def main() -> int:
     metrics: dict[str, float | int] = {"records": args.records, "max_tokens": args.max_tokens,
                                        "http_concurrency": args.concurrency}
     tag = "cpu" if args.device == "cpu" else torch.cuda.get_device_name().split()[-1].lower()
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"synth_{tag}.json")
+    out = Path(args.out or RESULTS / f"synth_{tag}.json")
     label = f"random-init {Path(args.random_init_from).name}" if args.random_init_from else args.model
 
     def save() -> None:  # after every backend, so a run cut short still leaves what it measured

@@ -7,8 +7,8 @@ same distribution (held out). Exact top-10 comes from FAISS flat (brute force), 
 same run. Latency is one query at a time (what a RAG request does), after a warm-up, FAISS with one OpenMP
 thread (a team of threads per single query only adds wake-up latency, milliseconds on a busy machine).
 
-    python bench/rag.py --n 100000 --candidates all          # choose the embedded default
-    python bench/rag.py --n 100000,1000000 --candidates default,faiss-flat
+    python -m bench.rag.rag --n 100000 --candidates all         # choose the embedded default
+    python -m bench.rag.rag --n 100000,1000000 --candidates default,faiss-flat
 
 Candidates: faiss-flat, faiss-hnsw, usearch (HNSW, f32), usearch-i8, sqlite-vec (vec0, brute force),
 qdrant-local (qdrant-client's local mode), lancedb (IVF_HNSW_SQ), default (the store `lmsmith rag` ships:
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _result import make_result, write_result  # noqa: E402
+from bench._result import make_result, write_result
+from bench.common import RESULTS
 
 DIM = 384
 
@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument("--candidates", default="all", help=f"comma-separated: {', '.join(CANDIDATES)} or all")
     ap.add_argument("--data", default="clustered", choices=["clustered", "gaussian"],
                     help="clustered (like sentence embeddings; the default) or gaussian (worst case, keys get a -gaussian suffix)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "rag.json"))
+    ap.add_argument("--out", default=str(RESULTS / "rag.json"))
     ap.add_argument("--merge", action="store_true", help="add to the metrics already in --out instead of replacing")
     args = ap.parse_args()
     names = list(CANDIDATES) if args.candidates == "all" else args.candidates.split(",")

@@ -1,8 +1,8 @@
 """GRPO end to end: lmsmith (rollouts on our engine in-process, weights pushed in place) vs TRL's GRPOTrainer
 (rollouts with HF generate), same prompts, group size, lengths, LoRA rank and learning rate, in one run.
 
-    python bench/grpo.py speed  --shape llama-3.2-1b --out bench/results/grpo-h100.json   # random weights, tokens/s
-    python bench/grpo.py reward --gguf SmolLM2-135M-Instruct.Q4_1.gguf --merge-into bench/results/grpo-h100.json
+    python -m bench.align.grpo speed  --shape llama-3.2-1b --out bench/results/grpo-h100.json   # random weights, tokens/s
+    python -m bench.align.grpo reward --gguf SmolLM2-135M-Instruct.Q4_1.gguf --merge-into bench/results/grpo-h100.json
 
 `speed`: a random-init model of the shape (a word-level tokenizer over its vocabulary), prompts of random
 words, an arithmetic verifier as the reward (it scores ~0 on random text; the point is the work per step).
@@ -17,25 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _result import make_result, write_result  # noqa: E402
-from lmsmith.align.verifiers import exact_number  # noqa: E402
+from bench._result import make_result, write_result
+from bench.common import write_wordlevel_tokenizer
+from lmsmith.align.verifiers import exact_number
 
 
 def word_model(shape: str, out: Path, tiny: bool) -> Path:
     """A random-init model of `shape` plus a word-level tokenizer t0..tN over its vocabulary, saved as HF dir."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from lmsmith.ops.planner import SHAPES
 
@@ -48,10 +43,7 @@ def word_model(shape: str, out: Path, tiny: bool) -> Path:
     torch.manual_seed(0)
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     AutoModelForCausalLM.from_config(cfg, dtype=dtype).save_pretrained(out)
-    tk = Tokenizer(models.WordLevel({f"t{i}": i for i in range(cfg.vocab_size)}, unk_token="t0"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="t2", bos_token="t1", pad_token="t2", unk_token="t0")
-    tok.save_pretrained(out)
+    write_wordlevel_tokenizer(out, cfg.vocab_size)
     return out
 
 

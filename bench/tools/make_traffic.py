@@ -2,19 +2,20 @@
 
 User requests as a served model would see them, in three languages (en, cs, pl) and three domains (an online
 shop's customer support, health questions, programming help), generated from templates written here (seeded),
-so the data is ours and licence-clean. Drift tests and bench/drift.py split it into same-distribution pairs
+so the data is ours and licence-clean. Drift tests and bench/ops/drift.py split it into same-distribution pairs
 and into language- or domain-shifted pairs.
 
-    python bench/make_traffic.py
+    python -m bench.tools.make_traffic
 """
 
 from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "lmsmith" / "assets" / "monitor" / "traffic.jsonl"
+from bench.common import TRAFFIC
+
+OUT = TRAFFIC
 PER_CELL = 250
 
 SLOTS = {

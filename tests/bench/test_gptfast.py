@@ -1,18 +1,15 @@
-"""bench/_gptfast.py: the bytes a batch-1 decode step reads (the bandwidth fraction's numerator) and, where a
+"""bench/serve/_gptfast.py: the bytes a batch-1 decode step reads (the bandwidth fraction's numerator) and, where a
 gpt-fast checkout sits in .peers/gpt-fast, its generate loop on a tiny shape (eager, CPU)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from bench.serve._gptfast import decode_bytes_per_token, gptfast_decode
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench" / "serve"))
-
-from _gptfast import decode_bytes_per_token, gptfast_decode  # noqa: E402
 
 SPEC = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=256)

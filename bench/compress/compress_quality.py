@@ -8,7 +8,7 @@ speed through our engine on this machine. `--llmcompressor PYTHON` also runs llm
 Wanda (in another interpreter that has it installed) with the same calibration windows and scores them
 the same way. `--gpu` instead measures GPU decode speed and PyTorch's semi-structured 2:4 kernels.
 
-    python bench/compress_quality.py --samples 16 --seq-len 256
+    python -m bench.compress.compress_quality --samples 16 --seq-len 256
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from bench._result import make_result, write_result
+from bench.common import RESULTS, ROOT
 
-from _result import make_result, write_result  # noqa: E402  (bench/_result.py)
-
-ASSETS = Path(__file__).resolve().parents[1] / "src" / "lmsmith" / "assets" / "compress"
+ASSETS = ROOT / "src" / "lmsmith" / "assets" / "compress"
 VARIANTS = ["fp", "rtn4", "gptq4", "awq4", "magnitude50", "wanda50", "sparsegpt50", "rtn3", "gptq3", "awq3",
             "magnitude24", "wanda24", "sparsegpt24", "svd50", "asvd50"]
 
@@ -101,9 +100,8 @@ def random_model(config_dir: Path, out: Path) -> str:
 def run_llmcompressor(python: str, src: Path, out: Path, scheme: str, cal: str, samples: int, seq_len: int,
                       group: int) -> Path:
     """llm-compressor in its own interpreter; the output is loaded back as a dense HF model (dequantized)."""
-    script = Path(__file__).with_name("_llmcompressor_run.py")
-    subprocess.run([python, str(script), str(src), str(out), scheme, cal, str(samples), str(seq_len), str(group)],
-                   check=True)
+    subprocess.run([python, "-m", "bench.compress._llmcompressor_run", str(Path(src).resolve()), str(Path(out).resolve()),
+                    scheme, cal, str(samples), str(seq_len), str(group)], check=True, cwd=ROOT)
     return out
 
 
@@ -198,7 +196,7 @@ def save(args: argparse.Namespace, metrics: dict[str, float], device: str, echo:
                                "en_calibration.txt; perplexity on en/cs_heldout.txt (512-token windows); decode speed: "
                                "our engine, batch 1, greedy; pruned models are stored and run dense; low-rank "
                                "models run dense in the engine (factors multiplied at load)")
-    write_result(args.out or Path(__file__).parent / "results" / f"{name}.json", result, echo=echo)
+    write_result(args.out or RESULTS / f"{name}.json", result, echo=echo)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """`lmsmith data clean` on Ray with 1, 2 and 4 worker CPUs vs the local executor, on one synthetic corpus.
 
-The corpus is `data_clean.py`'s (recombined multilingual sentences with planted duplicates, junk and PII).
+The corpus is `data_clean.py`'s (`bench.common.write_dirty_corpus`: recombined multilingual sentences with
+planted duplicates, junk and PII).
 Each configuration runs in its own process (a fresh Ray cluster each), on the same input; the outputs must
 be byte-identical across executors (checked: shard sha256s). Reported per run: wall seconds, documents/s,
 and the peak RSS of one worker process. On this 2-core machine 4 Ray CPUs oversubscribe the cores: that
 row measures Ray's overhead, not scaling; scaling needs a machine (or cluster) with the cores.
 
-    python bench/data_scale.py --size-mb 20
+    python -m bench.data.data_scale --size-mb 20
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_clean import generate
-
-from _result import make_result, write_result
+from bench._result import make_result, write_result
+from bench.common import RESULTS, write_dirty_corpus
 
 CLEAN_ARGS = ["--lang", "cs,pl,sl,en", "--min-words", "20", "--chunk-docs", "500", "--json"]
 
@@ -45,11 +45,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=float, default=20)
     ap.add_argument("--ray-cpus", default="1,2,4")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "data_scale.json"))
+    ap.add_argument("--out", default=str(RESULTS / "data_scale.json"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         inp = Path(tmp) / "corpus.jsonl"
-        generate(inp, args.size_mb)
+        write_dirty_corpus(inp, args.size_mb)
         runs = {"local_1": ["--workers", "1"], "local_2": ["--workers", "2"]}
         runs.update({f"ray_{n}": ["--executor", "ray", "--num-cpus", n] for n in args.ray_cpus.split(",")})
         results = {}

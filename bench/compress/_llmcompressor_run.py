@@ -1,9 +1,10 @@
 """Run llm-compressor's GPTQ or Wanda on a model with lmsmith's calibration windows; save a dense HF copy.
 
 Runs in a separate interpreter that has llmcompressor installed (it pins transformers<=5.17, older than
-lmsmith's), called by bench/compress_quality.py:
+lmsmith's), called by bench/compress/compress_quality.py from the repository root (the `bench` package puts
+`src/` on the path):
 
-    python _llmcompressor_run.py SRC OUT gptq|wanda CALIBRATION SAMPLES SEQ_LEN GROUP_SIZE
+    python -m bench.compress._llmcompressor_run SRC OUT gptq|wanda CALIBRATION SAMPLES SEQ_LEN GROUP_SIZE
 
 GPTQ: int4, asymmetric, group size GROUP_SIZE, activation order with contiguous groups ("weight"), 1%
 dampening, lm_head skipped: the settings of `lmsmith compress quantize --algorithm gptq`. Wanda: 50%
@@ -14,9 +15,6 @@ plain model of the source's class and saved, so lmsmith measures them exactly li
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def main(src: str, out: str, scheme: str, cal: str, samples: int, seq_len: int, group: int) -> None:

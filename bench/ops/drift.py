@@ -6,8 +6,8 @@ Splits (each seed draws fresh samples of --n texts per side from src/lmsmith/ass
 - language: reference en+cs, current en+cs with a share (--shifts) of it replaced by Polish;
 - domain: reference shop+code, current shop+code with a share of it replaced by health questions.
 
-    python bench/drift.py                       # 100 seeds, default embedder, 100k-request log timing
-    python bench/drift.py --seeds 3 --log-requests 2000 --embedder none --out /tmp/drift.json   # smoke
+    python -m bench.ops.drift                   # 100 seeds, default embedder, 100k-request log timing
+    python -m bench.ops.drift --seeds 3 --log-requests 2000 --embedder none --out /tmp/drift.json   # smoke
 """
 
 from __future__ import annotations
@@ -15,21 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _result import make_result, write_result  # noqa: E402
-from lmsmith.ops.monitor.drift import DriftConfig, drift_report  # noqa: E402
-from lmsmith.ops.monitor.embed import Embedder  # noqa: E402
-from lmsmith.ops.monitor.logs import load_texts  # noqa: E402
-from lmsmith.serve.request_log import RequestLog, RequestLogConfig  # noqa: E402
+from bench._result import make_result, write_result
+from bench.common import RESULTS, TRAFFIC
+from lmsmith.ops.monitor.drift import DriftConfig, drift_report
+from lmsmith.ops.monitor.embed import Embedder
+from lmsmith.ops.monitor.logs import load_texts
+from lmsmith.serve.request_log import RequestLog, RequestLogConfig
 
-TRAFFIC = Path(__file__).resolve().parents[1] / "src" / "lmsmith" / "assets" / "monitor" / "traffic.jsonl"
 SIGNALS = ("unseen_tokens", "vocabulary", "length", "language", "domain_classifier", "mmd")
 
 
@@ -92,7 +90,7 @@ def main() -> None:
     ap.add_argument("--embedder", default="all-MiniLM-L6-v2", help="or none")
     ap.add_argument("--log-requests", type=int, default=100_000)
     ap.add_argument("--embed-cache", help="an .npz to keep the pool's embeddings in between runs")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "drift.json"))
+    ap.add_argument("--out", default=str(RESULTS / "drift.json"))
     args = ap.parse_args()
 
     rows = [json.loads(line) for line in TRAFFIC.read_text(encoding="utf-8").splitlines()]

@@ -1,0 +1,1 @@
+"""Benchmarks of the align stage: GRPO against TRL (see bench/README.md)."""

@@ -1,0 +1,1 @@
+"""Benchmarks of the ops stage: monitoring (see bench/README.md)."""

@@ -1,0 +1,1 @@
+"""Benchmarks of the rag stage: vector search (see bench/README.md)."""
