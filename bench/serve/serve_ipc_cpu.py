@@ -10,12 +10,14 @@ and SSE streaming); the load generator (`lmsmith bench serve`, aiohttp) streams 
 `--prompt-len` token ids and `--output-len` tokens; the server's /metrics give the TTFT phases.
 
     python -m bench.serve.serve_ipc_cpu --out bench/results/serve_ipc-cpu.json    # ~1 min on 2 cores
+    python -m bench.serve.serve_ipc_cpu --baseline-src OLD/src --rounds 3 ...     # before/after, medians of 3
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -175,6 +177,8 @@ def main() -> int:
     ap.add_argument("--host-ms", type=float, default=0.5, help="of which Python on the host, holding the GIL")
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=1, help="run every server this many times (order flipped each "
+                    "round) and report the medians")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--baseline-src", help="also measure both modes on these lmsmith sources (e.g. a checkout of an "
                     "earlier commit; its EngineClient needs the engine_factory argument): fields end in _baseline")
@@ -192,15 +196,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny(Path(tmp) / "tiny", "llama")  # only its tokenizer is used
         sources = [("", ROOT / "src")] + ([("_baseline", Path(args.baseline_src))] if args.baseline_src else [])
-        for tag, src in sources:
-            for mode in args.modes:  # one server at a time, same machine, same load
-                print(f"{mode}{tag}: ", end="", flush=True)
-                metrics |= {f"{k}_{mode}{tag}": v for k, v in run_mode(mode, args, model_dir, src).items()}
+        servers = [(mode, tag, src) for tag, src in sources for mode in args.modes]
+        runs: dict[str, list[dict]] = {}
+        for r in range(args.rounds):  # one server at a time, same machine, same load; the order flips every round
+            for mode, tag, src in (servers if r % 2 == 0 else servers[::-1]):
+                print(f"round {r + 1} {mode}{tag}: ", end="", flush=True)
+                runs.setdefault(f"{mode}{tag}", []).append(run_mode(mode, args, model_dir, src))
+        for name, got in runs.items():  # the median over rounds (a shared machine's timings swing)
+            for k in got[0]:
+                metrics[f"{k}_{name}"] = float(statistics.median(g[k] for g in got if k in g))
     result = make_result("serve_ipc", {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
                          device="cpu", workload={
                              "engine": f"FastEngine: {args.step_ms} ms a step ({args.host_ms} ms of it Python)",
                              "concurrency": args.concurrency, "requests": args.requests, "prompt_len": args.prompt_len,
-                             "output_len": args.output_len, "modes": list(args.modes)})
+                             "output_len": args.output_len, "modes": list(args.modes), "rounds": args.rounds,
+                             "baseline_src": args.baseline_src})
     if args.out:
         write_result(args.out, result)
     return 0

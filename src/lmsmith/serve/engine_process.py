@@ -37,6 +37,7 @@ from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, Inbox,
 log = logging.getLogger("lmsmith.serve")
 
 STATS_EVERY_S = 0.05  # while busy, engine stats ride along with step outputs at most this often
+READ_BATCH = 64  # messages (engine steps) read per wake-up of the pipe's reader
 PIPE_BYTES = 1 << 20  # room for a burst of adds without blocking the event loop on a busy child
 
 
@@ -402,8 +403,10 @@ class ProcessAsyncEngine(AsyncEngine):
     def _on_readable(self) -> None:
         eng = self.engine
         try:
-            while eng.poll():
+            for _ in range(READ_BATCH):  # what is left waits one loop turn (the streams run in between)
                 self._handle(eng.recv())
+                if not eng.poll():
+                    break
         except (EOFError, OSError):
             self._child_gone()
 
