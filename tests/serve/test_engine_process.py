@@ -308,3 +308,65 @@ def test_outputs_cross_the_pipe_as_the_engine_made_them(piped, make_server, tiny
         lines = [ln for ln in s.iter_lines() if ln.startswith("data: ")]
     text = "".join(json.loads(ln[6:])["choices"][0]["delta"].get("content") or "" for ln in lines[:-1])
     assert text == chat(direct).json()["choices"][0]["message"]["content"]
+
+
+# ------------------------------------------------------------- delivery: packed deltas, coalesced per stream
+def test_packed_deltas_coalesce_into_one_output_per_sample():
+    from lmsmith.serve.async_engine import Inbox, Tracked
+    from lmsmith.serve.engine import RequestOutput
+    from lmsmith.serve.engine_process import ProcessAsyncEngine, pack_output
+    from lmsmith.serve.sequence import RequestMetrics
+
+    m = RequestMetrics(1.0, 2.0, 3.0)
+    ids, text, outs = [], "", []
+    for k, (tok, piece) in enumerate([(7, "a"), (8, "b"), (9, "c"), (10, "d")]):
+        ids, text = ids + [tok], text + piece
+        done = k == 3
+        outs.append(RequestOutput("r", 0, [tok], piece, list(ids), text, done, "length" if done else None, None, None,
+                                  [1, 2], 5 if k == 0 else 0, m))
+    packed = [pack_output(o) for o in outs]
+    assert [len(p) for p in packed] == [11, 4, 4, 11]  # mid-stream outputs cross the pipe as 4 fields
+    t = Tracked(Inbox(), n=1, prompt=[1, 2])
+    boom = RuntimeError("boom")
+    got = ProcessAsyncEngine.coalesce(None, t, packed[:3] + [boom] + packed[3:])
+    assert [type(x) for x in got] == [RequestOutput, RuntimeError, RequestOutput]
+    first, _, last = got
+    assert first.new_token_ids == [7, 8, 9] and first.text_delta == "abc" and first.token_ids == [7, 8, 9]
+    assert first.metrics.first_token_time == 3.0 and first.num_cached_tokens == 5 and not first.finished
+    assert last.new_token_ids == [10] and last.text == "abcd" and last.token_ids == [7, 8, 9, 10] and last.finished
+    # two samples interleaved: runs of one sample merge, the order between samples is kept
+    t2 = Tracked(Inbox(), n=2, prompt=[1])
+    two = [("q", 0, [1], "x"), ("q", 0, [2], "y"), ("q", 1, [3], "z"), ("q", 0, [4], "w")]
+    got = ProcessAsyncEngine.coalesce(None, t2, two)
+    assert [(o.index, o.new_token_ids, o.text) for o in got] == [(0, [1, 2], "xy"), (1, [3], "z"), (0, [4], "xyw")]
+
+
+@pytest.mark.parametrize("placement", ["piped", "thread"])
+def test_a_stream_that_fell_behind_catches_up_in_one_chunk(placement, request, make_server, tiny_dir):
+    """The server's event loop stalls mid-stream (as under a flood of other streams' tokens): the tokens made
+    meanwhile go out as one multi-token chunk, not one chunk (and one loop turn) each, and the text is whole.
+    Both placements: the engine behind a pipe, and in a thread of the server."""
+    from fake_engine import FakeEngine
+
+    piped = request.getfixturevalue("piped") if placement == "piped" else \
+        make_server(engine=FakeEngine(tiny_dir), api_key=None)
+    loop = piped.app.state.lmsmith.async_engine._loop
+    body = {"model": "tiny", "prompt": "Hi", "max_tokens": 40, "ignore_eos": True, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    pieces, stalled = [], False
+    with httpx.stream("POST", piped.url + "/v1/completions", json=body, timeout=30) as s:
+        for ln in s.iter_lines():
+            if not ln.startswith("data: {"):
+                continue
+            d = json.loads(ln[6:])
+            if d["choices"]:
+                pieces.append(d["choices"][0]["text"])
+                if not stalled:
+                    stalled = True
+                    loop.call_soon_threadsafe(time.sleep, 0.3)  # the engine (2 ms a step) runs on meanwhile
+            else:
+                usage = d["usage"]
+    assert usage["completion_tokens"] == 40
+    whole = httpx.post(piped.url + "/v1/completions", json=body | {"stream": False}, timeout=30).json()
+    assert "".join(pieces) == whole["choices"][0]["text"]
+    assert len(pieces) < 30  # >= 40 chunks without coalescing

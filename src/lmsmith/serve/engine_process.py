@@ -32,18 +32,27 @@ import traceback
 from typing import Any
 
 from lmsmith.errors import LmsmithError
-from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, QueueFull, ShuttingDown, Tracked
+from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, Inbox, QueueFull, ShuttingDown, Tracked
 
 log = logging.getLogger("lmsmith.serve")
 
 STATS_EVERY_S = 0.05  # while busy, engine stats ride along with step outputs at most this often
+READ_BATCH = 64  # messages (engine steps) read per wake-up of the pipe's reader
 PIPE_BYTES = 1 << 20  # room for a burst of adds without blocking the event loop on a busy child
 
 
 # ---------------------------------------------------------------------------------------------- child side
-def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs: dict, parent_pid: int) -> None:
-    """The child process: load the engine, say ready (or why not), then serve commands until told to stop."""
-    from lmsmith.serve.engine import Engine
+def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs: dict, parent_pid: int,
+                    engine_factory: str | None = None) -> None:
+    """The child process: load the engine, say ready (or why not), then serve commands until told to stop.
+    `engine_factory` ("module:name", called like `Engine`) stands another engine in (the IPC benchmark's)."""
+    if engine_factory:
+        import importlib
+
+        module, _, name = engine_factory.partition(":")
+        Engine = getattr(importlib.import_module(module), name)
+    else:
+        from lmsmith.serve.engine import Engine
 
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (the process group) and systemd (the cgroup) signal us too:
         signal.signal(sig, _ignore)  # the server drains first, then stops us (or we see it die); not inherited
@@ -163,12 +172,16 @@ class EngineCore:
 
 
 def pack_output(o: Any) -> tuple:
-    """One RequestOutput as a small tuple of deltas; the full token ids and text only once, when it finishes."""
+    """One RequestOutput as a small tuple of deltas. Mid-stream (the ~all of them under load): (request id, sample,
+    new token ids, text delta). The sample's first output, its last and any with logprobs add the rest: finish
+    reason, logprobs, cached tokens, the timings, and (last only) the full token ids and text."""
+    new = list(o.new_token_ids)
+    if not (o.finished or o.logprobs or len(o.token_ids) <= len(new)):
+        return (o.request_id, o.index, new, o.text_delta)
     m = o.metrics
     times = None if m is None else (m.arrival_time, m.first_scheduled_time, m.first_token_time, m.finish_time)
     full = (list(o.token_ids), o.text) if o.finished else None
-    return (o.request_id, o.index, list(o.new_token_ids), o.text_delta, o.finished, o.finish_reason,
-            getattr(o, "stop_reason", None),
+    return (o.request_id, o.index, new, o.text_delta, o.finished, o.finish_reason, getattr(o, "stop_reason", None),
             o.logprobs, o.num_cached_tokens, times, full)
 
 
@@ -206,11 +219,13 @@ class EngineClient:
     """What the HTTP process holds in place of an `Engine`: the tokenizer and the engine's limits here, the
     engine itself in a child process (started now; this returns once the model is loaded there).
 
-    `startup_timeout` bounds the load (None: wait as long as the child is alive)."""
+    `startup_timeout` bounds the load (None: wait as long as the child is alive); `engine_factory` ("module:name")
+    replaces `Engine` in the child."""
 
     in_process = False
 
-    def __init__(self, model_ref: Any, startup_timeout: float | None = None, **engine_kwargs: Any):
+    def __init__(self, model_ref: Any, startup_timeout: float | None = None, engine_factory: str | None = None,
+                 **engine_kwargs: Any):
         from lmsmith.models import load_tokenizer, resolve_model
 
         model = resolve_model(model_ref)  # a bad ref fails here, before a process starts
@@ -219,7 +234,8 @@ class EngineClient:
         self._out, out_w = ctx.Pipe(duplex=False)
         _grow_pipe(self._cmd)
         ref = model.name  # canonical (NAME@V or the path): the child loads exactly this version
-        self.proc = ctx.Process(target=run_engine_core, args=(cmd_r, out_w, ref, engine_kwargs, os.getpid()),
+        self.proc = ctx.Process(target=run_engine_core,
+                                args=(cmd_r, out_w, ref, engine_kwargs, os.getpid(), engine_factory),
                                 name="lmsmith-engine-core", daemon=False)  # daemonic processes cannot start TP workers
         self.proc.start()
         cmd_r.close()
@@ -358,7 +374,7 @@ class ProcessAsyncEngine(AsyncEngine):
             raise EngineFailed(self.error or "the engine process is not running")
         if len(self._requests) >= self.capacity:
             raise QueueFull()
-        tracked = Tracked(asyncio.Queue(), n=max(1, int(getattr(params, "n", 1) or 1)), prompt=prompt)
+        tracked = Tracked(Inbox(), n=max(1, int(getattr(params, "n", 1) or 1)), prompt=prompt)
         self._requests[request_id] = tracked
         ack = self._loop.create_future()
         self._adds[request_id] = ack
@@ -387,8 +403,10 @@ class ProcessAsyncEngine(AsyncEngine):
     def _on_readable(self) -> None:
         eng = self.engine
         try:
-            while eng.poll():
+            for _ in range(READ_BATCH):  # what is left waits one loop turn (the streams run in between)
                 self._handle(eng.recv())
+                if not eng.poll():
+                    break
         except (EOFError, OSError):
             self._child_gone()
 
@@ -404,10 +422,11 @@ class ProcessAsyncEngine(AsyncEngine):
                 kind, message, hint = err
                 fut.set_exception(LmsmithError(message, hint) if kind == "LmsmithError" else
                                   ValueError(message) if kind == "ValueError" else EngineFailed(message))
-        for packed in outputs:
-            t = self._requests.get(packed[0])
+        requests = self._requests
+        for packed in outputs:  # routed as they came: unpacked (and merged) when the stream runs (`coalesce`)
+            t = requests.get(packed[0])
             if t is not None:
-                t.queue.put_nowait(unpack_output(packed, t))
+                t.queue.put_nowait(packed)
         if stats is not None:
             self.engine.last_stats = stats
             self._stats = stats
@@ -416,6 +435,23 @@ class ProcessAsyncEngine(AsyncEngine):
             log.error("engine step failed: %s", failure)
             self.error = failure
             self._dispatch_error(EngineFailed(failure))
+
+    def coalesce(self, tracked: Tracked, items: list) -> list:
+        """The packed deltas queued for a stream as RequestOutputs: each run of one sample's deltas as one."""
+        out: list = []
+        run: list = []
+        for item in items:
+            if isinstance(item, BaseException) or (run and item[1] != run[-1][1]):
+                if run:
+                    out.append(unpack_outputs(run, tracked))
+                    run = []
+            if isinstance(item, BaseException):
+                out.append(item)
+            else:
+                run.append(item)
+        if run:
+            out.append(unpack_outputs(run, tracked))
+        return out
 
     def _child_gone(self) -> None:
         if self.dead:
@@ -437,26 +473,40 @@ class ProcessAsyncEngine(AsyncEngine):
         self._dispatch_error(err)
 
 
-def unpack_output(packed: tuple, tracked: Tracked) -> Any:
-    """A RequestOutput as the engine would have made it, from a packed delta and what the request has so far."""
+def unpack_outputs(run: list, tracked: Tracked) -> Any:
+    """One RequestOutput, as the engine would have made it, from consecutive packed deltas of one sample (one, when
+    the stream keeps up) and what the sample has so far (`tracked.acc[index]`: ids, text, cached tokens, timings)."""
     from lmsmith.serve.engine import RequestOutput
     from lmsmith.serve.sequence import RequestMetrics
 
-    rid, index, new, delta, finished, reason, stop, logprobs, cached, times, full = packed
+    rid, index = run[0][0], run[0][1]
     acc = tracked.acc.get(index)
     if acc is None:
-        acc = tracked.acc[index] = [[], ""]
+        acc = tracked.acc[index] = [[], "", 0, None]
+    new: list[int] = []
+    deltas: list[str] = []
+    finished, reason, stop, logprobs, full = False, None, None, None, None
+    for p in run:
+        new += p[2]
+        deltas.append(p[3])
+        if len(p) > 4:
+            _, _, _, _, finished, reason, stop, lps, cached, times, full = p
+            if lps:
+                logprobs = (logprobs or []) + list(lps)
+            acc[2] = cached
+            if times is not None:
+                acc[3] = times
+    delta = "".join(deltas)
     if full is not None:
         acc[0], acc[1] = full
     else:
         acc[0] += new
         acc[1] += delta
-    metrics = None
-    if times is not None:
-        metrics = RequestMetrics(times[0], times[1], times[2], times[3])
+    times = acc[3]
+    metrics = None if times is None else RequestMetrics(times[0], times[1], times[2], times[3])
     return RequestOutput(request_id=rid, index=index, new_token_ids=new, text_delta=delta, token_ids=list(acc[0]),
                          text=acc[1], finished=finished, finish_reason=reason, stop_reason=stop, logprobs=logprobs,
-                         prompt_token_ids=tracked.prompt, num_cached_tokens=cached, metrics=metrics)
+                         prompt_token_ids=tracked.prompt, num_cached_tokens=acc[2], metrics=metrics)
 
 
 def default_engine_process(device: str | None) -> bool:

@@ -91,13 +91,18 @@ class EmulatedGraph:
         self.outputs = dict(b.state)
 
     def replay(self) -> None:
+        """As a CUDA graph: recompute from the captured inputs into the captured outputs, and nothing else. The
+        caller's Python state (`b.state`) is left as it was: a real replay never rebinds a Python name, so code
+        after it must read the tensors this piece wrote at capture (`Bucket.outs`), not whatever `b.state` holds."""
         b = self.b
-        b.state = dict(self.inputs)
-        self.fn(b)
-        for k, t in self.outputs.items():
-            if b.state[k] is not t:
-                t.copy_(b.state[k])
-        b.state = dict(self.outputs)
+        saved, b.state = b.state, dict(self.inputs)
+        try:
+            self.fn(b)
+            for k, t in self.outputs.items():
+                if b.state[k] is not t:
+                    t.copy_(b.state[k])
+        finally:
+            b.state = saved
 
     def reset(self) -> None:
         pass
@@ -115,6 +120,9 @@ class Bucket:
         self.attn = torch.zeros(n, s.num_heads, s.head_dim, dtype=runner.dtype, device=runner.device)
         self.graphs: list[torch.cuda.CUDAGraph] = []
         self.state: dict[str, torch.Tensor] = {}
+        # per captured piece, the state it left at capture: the tensors its replay rewrites (the attention after it
+        # reads q/k/v from here), held so that no later capture in the shared pool can reuse their memory
+        self.outs: list[dict[str, torch.Tensor]] = []
         # the host buffer is rewritten only once the GPU has read it (a step without sampling does not sync)
         self.copied = torch.cuda.Event() if pin else None
 
@@ -217,6 +225,7 @@ class PrefillGraphs:
         for i in range(layers + 1):
             if fns is None:
                 b.graphs[i].replay()
+                b.state = b.outs[i]  # a replay rebinds nothing: read what this graph wrote, not the last capture's
             else:
                 fns[i](b)
             if i < layers:
@@ -260,6 +269,7 @@ class PrefillGraphs:
                 b.state = dict(inputs)
             if r.device.type != "cuda":
                 b.graphs.append(EmulatedGraph(fn, b))
+                b.outs.append(dict(b.state))
                 continue
             torch.cuda.synchronize(r.device)
             g = torch.cuda.CUDAGraph()
@@ -268,6 +278,7 @@ class PrefillGraphs:
             if self.pool is None:
                 self.pool = g.pool()
             b.graphs.append(g)
+            b.outs.append(dict(b.state))
         return b
 
     def _check(self, b: Bucket) -> float:
@@ -306,4 +317,5 @@ class PrefillGraphs:
         for b in self.buckets.values():
             for g in b.graphs:
                 g.reset()
+            b.outs.clear()
         self.buckets.clear()
