@@ -36,7 +36,7 @@ def test_prefill_graphs_capture_and_match_the_eager_engine(tiny, monkeypatch):
     assert pg is not None and not pg.rejected, pg and pg.rejected
     assert sorted(pg.buckets) == [16, 32, 64, 128]
     got = run(graphs)
-    assert pg.steps >= 3 and graphs.stats()["prefill_graph_steps"] == pg.steps
+    assert pg.steps >= 2 and graphs.stats()["prefill_graph_steps"] == pg.steps  # 234 prompt tokens, 128 per step
     monkeypatch.setenv("LMSMITH_PREFILL_GRAPHS", "0")
     eager = Engine(str(tiny), device="cuda", max_num_batched_tokens=128, block_size=16)
     assert eager.runner.prefill_graphs is None
