@@ -28,6 +28,11 @@ def read_texts(args: argparse.Namespace) -> list[tuple[Any, str]]:
         raise LmsmithError(f"{p} is empty")
     if p.suffix != ".jsonl":  # plain text: one text per line
         return [(i, ln) for i, ln in enumerate(lines) if ln.strip()]
+    return jsonl_texts(p, lines, first_id=0, example="...")
+
+
+def jsonl_texts(p: Path, lines: list[str], first_id: int, example: str) -> list[tuple[Any, str]]:
+    """(id, text) of each non-blank JSONL line; a line without an id gets its line number (from `first_id`)."""
     items = []
     for n, ln in enumerate(lines, 1):
         if not ln.strip():
@@ -37,8 +42,8 @@ def read_texts(args: argparse.Namespace) -> list[tuple[Any, str]]:
         except ValueError as e:
             raise LmsmithError(f"{p}:{n} is not valid JSON: {e.msg}") from None
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-            raise LmsmithError(f"{p}:{n} has no 'text' field", 'each line: {"id": ..., "text": "..."}')
-        items.append((rec.get("id", n - 1), rec["text"]))
+            raise LmsmithError(f"{p}:{n} has no 'text' field", 'each line: {"id": ..., "text": "%s"}' % example)
+        items.append((rec.get("id", n - 1 + first_id), rec["text"]))
     return items
 
 
@@ -93,17 +98,7 @@ def _queries(args: argparse.Namespace) -> list[tuple[Any, str]]:
     p = Path(args.queries).expanduser()
     if not p.exists():
         raise LmsmithError(f"no such file: {p}")
-    items = []
-    for n, ln in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except ValueError as e:
-            raise LmsmithError(f"{p}:{n} is not valid JSON: {e.msg}") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-            raise LmsmithError(f"{p}:{n} has no 'text' field", 'each line: {"id": ..., "text": "query"}')
-        items.append((rec.get("id", n), rec["text"]))
+    items = jsonl_texts(p, p.read_text(encoding="utf-8").splitlines(), first_id=1, example="query")
     if not items:
         raise LmsmithError(f"{p} is empty", 'one {"id", "text"} object per line')
     return items
