@@ -85,3 +85,36 @@ def test_argmax_rows_matches_torch_first_index():
         x = torch.randn(b, v, device="cuda", generator=g)
         x[0, v // 2] = x[0, v - 1] = 100.0  # ties: the first index wins, as torch.argmax
         assert torch.equal(argmax_rows(x), x.argmax(-1))
+
+
+@pytest.mark.parametrize("dtype,heads,kv_heads,d,bs,window", [
+    (torch.bfloat16, 32, 8, 64, 16, None), (torch.float32, 6, 2, 24, 16, None), (torch.bfloat16, 8, 8, 128, 16, 40),
+    (torch.float16, 32, 8, 128, 16, None)])
+@pytest.mark.parametrize("splits", [1, 3, 16])
+def test_one_launch_decode_attention_matches_the_three_launches(dtype, heads, kv_heads, d, bs, window, splits):
+    """decode_attention == rope_and_cache + paged_decode: same output (to rounding), same cache contents."""
+    from lmsmith.serve.fused import rope_and_cache
+    from lmsmith.serve.paged_decode import decode_attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    nblocks, max_blocks = 200, 20
+    lens = torch.tensor([1, 3, bs, bs + 1, 5 * bs - 1, 77, max_blocks * bs], device="cuda")
+    b = lens.shape[0]
+    kc = torch.randn(nblocks, bs, kv_heads, d, device="cuda", dtype=dtype, generator=g)
+    vc = torch.randn(nblocks, bs, kv_heads, d, device="cuda", dtype=dtype, generator=g)
+    tables = torch.randperm(nblocks, device="cuda", generator=g)[:b * max_blocks].view(b, max_blocks)
+    pos = lens - 1
+    slots = tables.gather(1, (pos // bs)[:, None])[:, 0] * bs + pos % bs
+    qkv = torch.randn(b, (heads + 2 * kv_heads) * d, device="cuda", dtype=dtype, generator=g)
+    f = torch.outer(torch.arange(512, device="cuda").float(), 1.0 / (1e4 ** (torch.arange(0, d, 2, device="cuda") / d)))
+    cos, sin = torch.cat([f, f], -1).cos().to(dtype), torch.cat([f, f], -1).sin().to(dtype)
+    kc2, vc2 = kc.clone(), vc.clone()
+    for _ in range(2):  # the second launch proves the merge tickets were reset by the first
+        got = decode_attention(qkv, cos, sin, pos, slots, kc2, vc2, tables, lens, heads, kv_heads, d, d ** -0.5,
+                               window, splits=splits)
+    q, _, _ = rope_and_cache(qkv, cos, sin, pos, slots, kc, vc, heads, kv_heads, d)
+    want = paged_decode(q, kc, vc, tables, lens, d ** -0.5, window, splits=splits)
+    assert torch.equal(vc2, vc)  # k: RoPE rounding may differ by an ulp (FMA contraction)
+    assert ((kc2.double() - kc.double()).norm() / kc.double().norm()).item() < 1e-6
+    err = ((got.double() - want.double()).norm() / want.double().norm()).item()
+    assert err < (1e-5 if dtype == torch.float32 else 1e-2), err

@@ -35,7 +35,7 @@ from lmsmith.quant import Int4Linear, Int8Linear
 from lmsmith.quant.planar import INT4_PLANES, INT8_PLANES, pack_int4_planar, pack_int8_planar, plane_width
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import paged_attention
-from lmsmith.serve.paged_decode import available, paged_decode, triton
+from lmsmith.serve.paged_decode import available, decode_attention, one_launch_decode_attention, paged_decode, triton
 
 if triton is not None:
     import triton.language as tl
@@ -591,14 +591,16 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
                                                                 s.num_kv_heads, s.head_dim, counter))
             # rotated k and v are already in the cache, where paged_attention(write=False) reads them
             k, v = qkv[:, s.num_heads * s.head_dim:].view(2, s.num_kv_heads, s.head_dim).unbind(0)
+            o = _attend(q, k, v, kv_cache[i], meta, attn.scale, t.get("attn_splits"))
+        elif meta.decode_only and (t.get("attn") == "fused" or one_launch_decode_attention(h.device)):
+            # RoPE, the K/V write and attention in one launch
+            o = decode_attention(attn.qkv(h), cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
+                                 kv_cache[i, 1], meta.decode_block_tables, meta.decode_context_lens, s.num_heads,
+                                 s.num_kv_heads, s.head_dim, attn.scale, meta.sliding_window, t.get("attn_splits"))
         else:
             q, k, v = F2.rope_and_cache(attn.qkv(h), cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0],
                                         kv_cache[i, 1], s.num_heads, s.num_kv_heads, s.head_dim)
-        if t.get("attn_splits") and meta.decode_only and available(q.device):
-            o = paged_decode(q, kv_cache[i, 0], kv_cache[i, 1], meta.decode_block_tables, meta.decode_context_lens,
-                             attn.scale, meta.sliding_window, splits=t["attn_splits"])
-        else:
-            o = paged_attention(q, k, v, kv_cache[i, 0], kv_cache[i, 1], meta, attn.scale, write=False)
+            o = _attend(q, k, v, kv_cache[i], meta, attn.scale, t.get("attn_splits"))
         ln = layer.post_attention_layernorm
         if t.get("o_proj") is None:  # the model's own matmul and the separate add+RMSNorm kernel
             h, x = F2.add_rmsnorm(attn.o_proj(o.reshape(1, -1)), x, ln.weight, ln.eps)
@@ -616,6 +618,14 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
     if t.get("lm_head") is None:
         return model.lm_head(h).float()
     return _call(h, model.lm_head, t["lm_head"], out_dtype=torch.float32)
+
+
+def _attend(q, k, v, layer_cache, meta, scale: float, splits: int | None) -> torch.Tensor:
+    """Attention of rotated q against the cache that already holds the new k/v (`splits`: a forced split count)."""
+    if splits and meta.decode_only and available(q.device):
+        return paged_decode(q, layer_cache[0], layer_cache[1], meta.decode_block_tables, meta.decode_context_lens,
+                            scale, meta.sliding_window, splits=splits)
+    return paged_attention(q, k, v, layer_cache[0], layer_cache[1], meta, scale, write=False)
 
 
 def _call(x, w, tile: tuple, **kw):

@@ -16,6 +16,7 @@ from torch import nn
 from lmsmith.serve import cpu_kernels
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import AttentionMetadata, decode_attention_cpu, paged_attention
+from lmsmith.serve.paged_decode import decode_attention, one_launch_decode_attention
 
 SUPPORTED_MODEL_TYPES = {"llama", "mistral", "qwen2"}
 STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
@@ -141,6 +142,11 @@ class Attention(nn.Module):
         """cos/sin: the full tables; RoPE and the K/V cache write are one kernel."""
         s = self.s
         qkv = self.qkv(x)
+        if meta.decode_only and one_launch_decode_attention(x.device):
+            o = decode_attention(qkv, cos, sin, meta.positions, meta.slot_mapping, k_cache, v_cache,
+                                 meta.decode_block_tables, meta.decode_context_lens, s.num_heads, s.num_kv_heads,
+                                 s.head_dim, self.scale, meta.sliding_window)
+            return self.o_proj(o.reshape(x.shape[0], -1))
         q, k, v = F2.rope_and_cache(qkv, cos, sin, meta.positions, meta.slot_mapping, k_cache, v_cache,
                                     s.num_heads, s.num_kv_heads, s.head_dim)
         o = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale, write=False)

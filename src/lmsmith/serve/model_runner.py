@@ -21,6 +21,7 @@ from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import bs1_eligible, drop_planar, forward_bs1, replay_ms, tune_tiles, uses_planar
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config
+from lmsmith.serve.paged_decode import available
 from lmsmith.serve.prefill_graphs import PrefillGraphs, graphs_wanted
 from lmsmith.serve.scheduler import ScheduledSeq
 from lmsmith.serve.weights import ModelHandle
@@ -344,6 +345,8 @@ class DecodeGraphs:
         r = self.runner
         ctx = min(256, self.max_blocks * r.block_size - 1)
         h = self.host_np
+        h[0, 1] = ctx - 1  # the new token is the context's last (the one-launch attention relies on it)
+        h[0, 2] = self.scratch * r.block_size + (ctx - 1) % r.block_size
         h[0, 3] = ctx
         h[0, TABLE_COL:TABLE_COL + -(-ctx // r.block_size)] = self.scratch
         self.buf.copy_(self.host)
@@ -377,12 +380,21 @@ class DecodeGraphs:
         if tiles is not None:
             # the per-projection winners do not simply add up inside the whole graph: try a few mixes
             head = {"qkv": None, "gate_up": None, "o_proj": None, "down": None, "lm_head": tiles["lm_head"]}
-            for name, plan in {"gemv-tuned": tiles, "head": head, "head+o_proj": {**head, "o_proj": tiles["o_proj"]},
-                               "head+down": {**head, "down": tiles["down"]}}.items():
-                attempt(name, plan)
+            ho = {**head, "o_proj": tiles["o_proj"]}
+            for name, plan in {"gemv-tuned": tiles, "head": head, "head+o_proj": ho,
+                               "head+down": {**head, "down": tiles["down"]},
+                               "head+o_proj+down": {**ho, "down": tiles["down"]},
+                               "head+o_proj+gate_up": {**ho, "gate_up": tiles["gate_up"]}}.items():
+                if plan not in self.bs1_plans.values():  # a projection whose own kernel won repeats a mix
+                    attempt(name, plan)
             base = self.bs1_plans.get(self.bs1_choice, head)
             for k in (4, 8):  # coarser context splits: fewer programs, a smaller merge
                 attempt(f"{self.bs1_choice}+splits{k}", {**base, "attn_splits": k})
+            if available(r.device):  # RoPE + K/V write + attention + merge in one launch (decode_attention)
+                base = self.bs1_plans.get(self.bs1_choice, head)
+                for k in (None, 4, 8):
+                    attempt(f"{self.bs1_choice}+attn1" + (f"x{k}" if k else ""),
+                            {**base, "qkv": None, "attn": "fused", "attn_splits": k})
         if not uses_planar(self.bs1_plans.get(self.bs1_choice)):
             drop_planar(r.model)  # the tiles that lost keep no copy of the weights
         self._pad(0)

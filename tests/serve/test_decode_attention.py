@@ -1,0 +1,23 @@
+"""The one-launch decode attention (`paged_decode.decode_attention`: RoPE, K/V write, split attention and the
+ticket merge in one kernel) in Triton's CPU interpreter, in a subprocess (TRITON_INTERPRET must be set before
+Triton is imported): skipped where Triton is not installed, as on the CPU CI. tests/gpu/test_paged_decode_gpu.py
+runs it compiled, and the GPU engine tests run it inside the decode graphs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
+def test_one_launch_decode_attention_in_the_interpreter():
+    check = Path(__file__).with_name("decode_attn_check.py")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert out.stdout.count("ok ") == 6, out.stdout
