@@ -103,6 +103,17 @@ def main() -> int:
         check(f"{kind}-rope-k", kc[5], rot(kh))
         check(f"{kind}-rope-v", vc[5], ref[0, (heads + kvh) * d:].view(kvh, d))
         assert cnt.item() == 0
+    # the stored (non-planar) layouts: a 16-bit weight and int8, whose first tile is peeled off the loop (read
+    # before the PDL wait); K one tile, a few tiles, and a ragged last tile
+    for kk, block_k in ((256, 256), (768, 256), (1000, 256)):
+        torch.manual_seed(3)
+        lin = torch.nn.Linear(kk, 40, bias=False)
+        xh = torch.randn(1, kk).half()
+        w16 = lin.weight.detach().half()
+        check(f"dense-fp16-k{kk}", gemv(xh, w16, 4, block_k, out_dtype=torch.float32), xh.float() @ w16.float().t(), 1e-4)
+        q8 = Int8Linear.from_linear(lin).half()
+        check(f"int8-stored-k{kk}", gemv(xh, q8, 4, block_k, out_dtype=torch.float32),
+              xh.float() @ q8.dequantize(torch.float32).t(), 1e-4)
     return 0
 
 

@@ -74,7 +74,8 @@ def test_planar_gemv_kernel_in_the_interpreter():
     out = subprocess.run([sys.executable, str(check), "512", "96"], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ok ")]
-    assert len(lines) >= 50 and any("rope" in ln for ln in lines) and any("norm-P4" in ln for ln in lines)
+    assert len(lines) >= 56 and any("rope" in ln for ln in lines) and any("norm-P4" in ln for ln in lines)
+    assert any("dense-fp16-k1000" in ln for ln in lines) and any("int8-stored-k1000" in ln for ln in lines)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")

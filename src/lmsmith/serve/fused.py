@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import torch
 
+from lmsmith.serve import pdl
 from lmsmith.serve.paged_decode import triton
+from lmsmith.serve.pdl import gdc_launch_dependents, gdc_wait  # noqa: F401 - used in the kernels
 
 if triton is not None:
     import triton.language as tl
 
     @triton.jit
     def _add_rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n, eps,
-                            HAS_RES: tl.constexpr, BLOCK: tl.constexpr):
+                            HAS_RES: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n
@@ -39,7 +44,10 @@ if triton is not None:
     @triton.jit(do_not_specialize=["stride_t", "stride_cos", "stride_pos", "stride_slot"])
     def _rope_cache_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_out_ptr, k_out_ptr, k_cache_ptr,
                            v_cache_ptr, stride_t, stride_cos, stride_pos, stride_slot, H: tl.constexpr, KV: tl.constexpr,
-                           D: tl.constexpr, HALF: tl.constexpr, HALF_P: tl.constexpr):
+                           D: tl.constexpr, HALF: tl.constexpr, HALF_P: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         t = tl.program_id(0).to(tl.int64)
         h = tl.program_id(1)
         i = tl.arange(0, HALF_P)
@@ -71,7 +79,10 @@ if triton is not None:
             tl.store(vdst + HALF + i, tl.load(vsrc + HALF + i, mask=mask), mask=mask)
 
     @triton.jit
-    def _silu_mul_kernel(gu_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    def _silu_mul_kernel(gu_ptr, out_ptr, n, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n
@@ -81,7 +92,10 @@ if triton is not None:
 
 
     @triton.jit
-    def _argmax_chunks_kernel(x_ptr, val_ptr, idx_ptr, n, stride_x, NCH, BLOCK: tl.constexpr):
+    def _argmax_chunks_kernel(x_ptr, val_ptr, idx_ptr, n, stride_x, NCH, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         row = tl.program_id(0).to(tl.int64)
         c = tl.program_id(1)
         cols = c * BLOCK + tl.arange(0, BLOCK)
@@ -91,7 +105,10 @@ if triton is not None:
         tl.store(idx_ptr + row * NCH + c, (c * BLOCK + i).to(tl.int64))
 
     @triton.jit
-    def _argmax_final_kernel(val_ptr, idx_ptr, out_ptr, NCH, NCH_P: tl.constexpr):
+    def _argmax_final_kernel(val_ptr, idx_ptr, out_ptr, NCH, NCH_P: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         row = tl.program_id(0).to(tl.int64)
         j = tl.arange(0, NCH_P)
         v = tl.load(val_ptr + row * NCH + j, mask=j < NCH, other=float("-inf"))
@@ -115,8 +132,8 @@ def argmax_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
     idx = torch.empty(b, nch, dtype=torch.long, device=x.device)
     if out is None:
         out = torch.empty(b, dtype=torch.long, device=x.device)
-    _argmax_chunks_kernel[(b, nch)](x, vals, idx, n, x.stride(0), nch, BLOCK=ARGMAX_BLOCK, num_warps=8)
-    _argmax_final_kernel[(b,)](vals, idx, out, nch, NCH_P=max(16, triton.next_power_of_2(nch)), num_warps=1)
+    _argmax_chunks_kernel[(b, nch)](x, vals, idx, n, x.stride(0), nch, BLOCK=ARGMAX_BLOCK, num_warps=8, **pdl.launch())
+    _argmax_final_kernel[(b,)](vals, idx, out, nch, NCH_P=max(16, triton.next_power_of_2(nch)), num_warps=1, **pdl.launch())
     return out
 
 
@@ -127,7 +144,7 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
     out = torch.empty_like(x)
     res_out = torch.empty_like(x)
     _add_rmsnorm_kernel[(t,)](x, residual if residual is not None else x, weight, out, res_out, n, eps,
-                              HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n), num_warps=8)
+                              HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n), num_warps=8, **pdl.launch())
     return out, res_out
 
 
@@ -143,7 +160,7 @@ def rope_and_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, posi
     _rope_cache_kernel[(t, heads + kv_heads)](
         qkv, cos, sin, positions, slots, q, k, k_cache, v_cache, qkv.stride(0), cos.stride(0),
         positions.stride(0), slots.stride(0),
-        H=heads, KV=kv_heads, D=head_dim, HALF=half, HALF_P=triton.next_power_of_2(half), num_warps=1)
+        H=heads, KV=kv_heads, D=head_dim, HALF=half, HALF_P=triton.next_power_of_2(half), num_warps=1, **pdl.launch())
     v = qkv[:, (heads + kv_heads) * head_dim:].view(t, kv_heads, head_dim)
     return q, k, v
 
@@ -153,5 +170,5 @@ def silu_mul(gu: torch.Tensor) -> torch.Tensor:
     n = n2 // 2
     out = torch.empty(t, n, dtype=gu.dtype, device=gu.device)
     block = 1024
-    _silu_mul_kernel[(t, triton.cdiv(n, block))](gu, out, n, BLOCK=block, num_warps=4)
+    _silu_mul_kernel[(t, triton.cdiv(n, block))](gu, out, n, BLOCK=block, num_warps=4, **pdl.launch())
     return out

@@ -34,8 +34,10 @@ from torch import nn
 from lmsmith.quant import Int4Linear, Int8Linear
 from lmsmith.quant.planar import INT4_PLANES, INT8_PLANES, pack_int4_planar, pack_int8_planar, plane_width
 from lmsmith.serve import fused as F2
+from lmsmith.serve import pdl
 from lmsmith.serve.attention import paged_attention
 from lmsmith.serve.paged_decode import available, decode_attention, one_launch_decode_attention, paged_decode, triton
+from lmsmith.serve.pdl import gdc_launch_dependents, gdc_wait  # noqa: F401 - used in the kernels
 
 if triton is not None:
     import triton.language as tl
@@ -68,7 +70,7 @@ if triton is not None:
                      GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
                      ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
                      HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
         """WQ selects how the weight is stored: 0 a 16-bit [N, K] matrix; 8 int8 [N, K] (read as uint8) times
         s[N]; 4 packed int4 [N, K/2] (element 2j in the low nibble of byte j) with w = q * s + m per group of
         GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
@@ -84,6 +86,10 @@ if triton is not None:
         runs the rest (SwiGLU, store, RoPE / add+RMSNorm tickets), so narrow matrices (N = 2048) fill the GPU.
         GLU: the weight is [gate; up] (2N rows) and y = silu(gate) * up: a program reads gate row r and up row
         N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation."""
+        EARLY_W: tl.constexpr = WQ == 0 or WQ == 8  # the 16-bit / int8 path loads its first weight tile early
+        if PDL and not EARLY_W:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         pid = tl.program_id(0)
         if GLU:
             ROWS: tl.constexpr = 2 * BLOCK_N
@@ -227,8 +233,19 @@ if triton is not None:
                 acc4 += tl.sum(q * x[None, :, :], 2) * s + m * tl.sum(x, 1)[None, :]
             y = tl.sum(acc4, 1)
         else:
-            acc = tl.zeros([ROWS, BLOCK_K], tl.float32)
-            for k0 in range(0, K, BLOCK_K):
+            # the first weight tile is read before waiting for the previous kernel (weights are never written):
+            # under PDL it streams in while that kernel finishes
+            cols = tl.arange(0, BLOCK_K)
+            cmask = cols < K
+            w = tl.load(wrow[:, None] + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0)
+            if PDL:
+                gdc_wait()
+                gdc_launch_dependents()
+            x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+            if WQ == 8:
+                w = _magic_f32(w.to(tl.int32) ^ 0x80) - 8388736.0
+            acc = w.to(tl.float32) * x[None, :]
+            for k0 in range(BLOCK_K, K, BLOCK_K):
                 cols = k0 + tl.arange(0, BLOCK_K)
                 cmask = cols < K
                 x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
@@ -308,9 +325,12 @@ if triton is not None:
 
     @triton.jit
     def _embed_norm_kernel(buf_ptr, stride_buf, tokens_ptr, emb_ptr, stride_emb, nw_ptr, h_ptr, x_ptr, n, eps,
-                           BLOCK: tl.constexpr):
+                           BLOCK: tl.constexpr, PDL: tl.constexpr = False):
         """Row r: token = tokens[src] if src >= 0 else the host's token (buf columns 0 and 4); x = its
         embedding, h = RMSNorm(x) * w (as _add_rmsnorm_kernel without a residual)."""
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         r = tl.program_id(0).to(tl.int64)
         src = tl.load(buf_ptr + r * stride_buf + 4)
         tok = tl.load(buf_ptr + r * stride_buf)
@@ -334,7 +354,7 @@ def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_
     x = torch.empty(b, n, dtype=emb.dtype, device=emb.device)
     h = torch.empty_like(x)
     _embed_norm_kernel[(b,)](buf, buf.stride(0), tokens, emb, emb.stride(0), norm_w, h, x, n, eps,
-                             BLOCK=triton.next_power_of_2(n), num_warps=4)
+                             BLOCK=triton.next_power_of_2(n), num_warps=4, **pdl.launch())
     return h, x
 
 
@@ -531,7 +551,7 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
         GLU=glu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
         ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
         HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
-        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4)
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4, **pdl.launch())
     if rope is not None:
         return q, y
     return y if norm is None else (y, h, res_out)

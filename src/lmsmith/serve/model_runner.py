@@ -16,7 +16,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import load_model
 from lmsmith.quant.format import swap_in_quantized
 from lmsmith.quant.passes import prepare_for_inference
-from lmsmith.serve import tp_layers
+from lmsmith.serve import pdl, tp_layers
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import bs1_eligible, drop_planar, forward_bs1, replay_ms, tune_tiles, uses_planar
@@ -316,12 +316,13 @@ class DecodeGraphs:
         return logits
 
     def _capture(self, n: int, plan: dict | None = None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        for _ in range(2):  # warm-up (Triton compiles, cuBLAS picks kernels) outside the capture
-            self._forward(n, plan)
-        torch.cuda.synchronize(self.runner.device)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, pool=self.pool):
-            logits = self._forward(n, plan)
+        with pdl.active(pdl.forced() or bool(plan and plan.get("pdl"))):
+            for _ in range(2):  # warm-up (Triton compiles, cuBLAS picks kernels) outside the capture
+                self._forward(n, plan)
+            torch.cuda.synchronize(self.runner.device)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=self.pool):
+                logits = self._forward(n, plan)
         if self.pool is None:
             self.pool = g.pool()
         return g, logits
@@ -395,6 +396,11 @@ class DecodeGraphs:
                 for k in (None, 4, 8):
                     attempt(f"{self.bs1_choice}+attn1" + (f"x{k}" if k else ""),
                             {**base, "qkv": None, "attn": "fused", "attn_splits": k})
+            if pdl.supported(r.device):  # each Triton launch overlapping its predecessor's tail (serve.pdl)
+                base = self.bs1_plans.get(self.bs1_choice, head)
+                for name, plan in {f"{self.bs1_choice}+pdl": base, "gemv-tuned+pdl": tiles,
+                                   "gemv-tuned+attn1+pdl": {**tiles, "qkv": None, "attn": "fused"}}.items():
+                    attempt(name, {**plan, "pdl": True})
         if not uses_planar(self.bs1_plans.get(self.bs1_choice)):
             drop_planar(r.model)  # the tiles that lost keep no copy of the weights
         self._pad(0)

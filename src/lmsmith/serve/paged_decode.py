@@ -17,6 +17,9 @@ import os
 
 import torch
 
+from lmsmith.serve import pdl
+from lmsmith.serve.pdl import gdc_launch_dependents, gdc_wait  # noqa: F401 - used in the kernels
+
 try:  # Triton ships with CUDA builds of torch; the CPU path never imports it
     import triton
     import triton.language as tl
@@ -37,7 +40,10 @@ if triton is not None:
                              stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_bt, stride_lens,
                              stride_ot, stride_oh, scale, window,
                              G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
-                             BS: tl.constexpr, TILE: tl.constexpr, HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr):
+                             BS: tl.constexpr, TILE: tl.constexpr, HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         b = tl.program_id(0)
         kh = tl.program_id(1)
         length = tl.load(lens_ptr + b * stride_lens).to(tl.int32)
@@ -90,7 +96,10 @@ if triton is not None:
                                    scale, window, SPLITS: tl.constexpr,
                                    G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, DP: tl.constexpr,
                                    BS: tl.constexpr, TILE: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                                   IEEE: tl.constexpr):
+                                   IEEE: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         b = tl.program_id(0)
         kh = tl.program_id(1)
         sp = tl.program_id(2)
@@ -141,7 +150,10 @@ if triton is not None:
 
     @triton.jit
     def _merge_splits_kernel(m_ptr, l_ptr, acc_ptr, out_ptr, stride_ot, stride_oh, SPLITS: tl.constexpr,
-                             SP: tl.constexpr, G: tl.constexpr, D: tl.constexpr, DP: tl.constexpr):
+                             SP: tl.constexpr, G: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         b = tl.program_id(0)
         kh = tl.program_id(1)
         gi = tl.program_id(2)
@@ -194,10 +206,10 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
             q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
             block_tables.stride(0), context_lens.stride(0), scale, window or 0, SPLITS=splits,
             G=g, GP=max(16, triton.next_power_of_2(g)), D=d, DP=dp, BS=bs, TILE=tile,
-            HAS_WINDOW=window is not None, IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2)
+            HAS_WINDOW=window is not None, IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2, **pdl.launch())
         _merge_splits_kernel[(b, kv_heads, g)](m, l, acc, out, out.stride(0), out.stride(1), SPLITS=splits,
                                                SP=max(2, triton.next_power_of_2(splits)), G=g, D=d, DP=dp,
-                                               num_warps=1)
+                                               num_warps=1, **pdl.launch())
         return out
     tile = 64 if dp <= 128 else 32
     _paged_decode_kernel[(b, kv_heads)](
@@ -205,7 +217,7 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), block_tables.stride(0),
         context_lens.stride(0), out.stride(0), out.stride(1), scale, window or 0,
         G=g, GP=max(16, triton.next_power_of_2(g)), D=d, DP=dp, BS=bs, TILE=tile, HAS_WINDOW=window is not None,
-        IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2)
+        IEEE=q.dtype == torch.float32, num_warps=4, num_stages=2, **pdl.launch())
     return out
 
 
@@ -227,7 +239,11 @@ if triton is not None:
                             stride_bt, stride_lens, stride_ot, stride_oh, scale, window,
                             H: tl.constexpr, KV: tl.constexpr, SPLITS: tl.constexpr, G: tl.constexpr,
                             GP: tl.constexpr, GM: tl.constexpr, SP: tl.constexpr, D: tl.constexpr,
-                            DP: tl.constexpr, HALF: tl.constexpr, BS: tl.constexpr, TILE: tl.constexpr, HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr):
+                            DP: tl.constexpr, HALF: tl.constexpr, BS: tl.constexpr, TILE: tl.constexpr,
+                            HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr, PDL: tl.constexpr = False):
+        if PDL:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
+            gdc_launch_dependents()
         b = tl.program_id(0).to(tl.int64)
         kh = tl.program_id(1)
         sp = tl.program_id(2)
@@ -367,5 +383,5 @@ def decode_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, po
         window or 0, H=heads, KV=kv_heads, SPLITS=splits, G=g, GP=max(16, triton.next_power_of_2(g)),
         GM=triton.next_power_of_2(g), SP=max(2, triton.next_power_of_2(splits)), D=head_dim, DP=dp,
         HALF=head_dim // 2, BS=k_cache.shape[1], TILE=32 if splits > 1 else (64 if dp <= 128 else 32),
-        HAS_WINDOW=window is not None, IEEE=qkv.dtype == torch.float32, num_warps=4, num_stages=2)
+        HAS_WINDOW=window is not None, IEEE=qkv.dtype == torch.float32, num_warps=4, num_stages=2, **pdl.launch())
     return out
