@@ -18,11 +18,13 @@ import torch  # noqa: E402
 
 from lmsmith.compress.quantize import quantize_to_dir  # noqa: E402
 from lmsmith.serve.attention import AttentionMetadata  # noqa: E402
-from lmsmith.serve.gemv import bs1_eligible, forward_bs1  # noqa: E402
+from lmsmith.serve.gemv import bs1_eligible, forward_bs1, norm_in_ok  # noqa: E402
 from lmsmith.serve.loader import load_runner  # noqa: E402
 from lmsmith.tiny import build_tiny  # noqa: E402
 
 OWN = {"qkv": None, "gate_up": None, "o_proj": None, "down": None, "lm_head": None}
+NORM_IN = {"qkv": (4, 64, 4), "gate_up": (2, 64, 4), "o_proj": (4, 32, 4), "down": (4, 128, 4), "lm_head": (4, 64, 4),
+           "norm_in": True}
 PLANAR = {"qkv": (8, "S", 1, 1), "gate_up": (4, "F", 1, 1), "o_proj": (8, "F", 1, 2), "down": (8, "F", 4, 2),
           "lm_head": (8, "P", 1, 1)}
 
@@ -46,14 +48,23 @@ def steps(runner, plan: dict) -> tuple[list[torch.Tensor], torch.Tensor]:
 def main() -> int:
     tmp = Path(tempfile.mkdtemp())
     src = build_tiny(tmp / "tiny", "llama", hidden_size=128, intermediate_size=256)
-    for method, group, head in (("int4", 32, "int8"), ("int8", None, None)):
+    # (and the residual-stream plan: RMSNorm in the GEMV prologues, residual adds in their epilogues, one-launch
+    # attention, on stored-layout tiles: a 16-bit model and an int8 one)
+    for method, group, head in (("int4", 32, "int8"), ("int8", None, None), ("fp16", None, None),
+                                ("int8-norm-in", None, None)):
         qdir = tmp / method
-        quantize_to_dir(src, qdir, method, group_size=group, lm_head_method=head)
+        if method == "fp16":
+            qdir = src
+        else:
+            quantize_to_dir(src, qdir, method.split("-")[0], group_size=group, lm_head_method=head)
         runner, _, _ = load_runner(str(qdir), torch.float16, "cpu", 64, allow_fallback=False)
         runner.allocate_kv(4, 16, 1)
         runner.model.fused = True  # the CUDA engine's fused layout (kept off on CPU)
         assert bs1_eligible(runner.model)
         plan = PLANAR if head else {**PLANAR, "lm_head": (4, 64, 4)}  # a 16-bit head: the stored-layout tile
+        if method in ("fp16", "int8-norm-in"):
+            plan = {**NORM_IN, "attn_splits": 2}
+            assert norm_in_ok(runner.model, plan)
         ref, ref_cache = steps(runner, OWN)
         got, got_cache = steps(runner, plan)
         for i, (r, g) in enumerate(zip(ref, got)):

@@ -80,10 +80,11 @@ def test_planar_gemv_kernel_in_the_interpreter():
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
 def test_bs1_step_on_planar_tiles_in_the_interpreter():
-    """forward_bs1 with every projection on planar tiles == the model's own kernels (int4 + int8 head, int8)."""
+    """forward_bs1 with every projection on planar tiles == the model's own kernels (int4 + int8 head, int8), and
+    the residual-stream plan (norm prologues, add epilogues, one-launch attention) on a 16-bit and an int8 model."""
     check = Path(__file__).with_name("planar_step_check.py")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ok ")]
-    assert len(lines) == 8, out.stdout
+    assert len(lines) == 16 and sum("norm-in" in ln for ln in lines) == 4, out.stdout

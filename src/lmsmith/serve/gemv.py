@@ -62,6 +62,16 @@ if triton is not None:
         return ((src & (15 << (11 + 4 * (I % 3)))) | ONE).to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _x_tile(x_ptr, nw_ptr, cols, cmask, rstd, NORM_IN: tl.constexpr):
+        """A tile of the GEMV's input as float32; NORM_IN: RMSNorm(x) * nw with the 16-bit roundings of
+        fused._add_rmsnorm_kernel (x * rstd rounded, then the product with the weight rounded)."""
+        x = tl.load(x_ptr + cols, mask=cmask, other=0.0)
+        if NORM_IN:
+            xn = (x.to(tl.float32) * rstd).to(x.dtype)
+            x = (tl.load(nw_ptr + cols, mask=cmask, other=0.0).to(tl.float32) * xn.to(tl.float32)).to(x.dtype)
+        return x.to(tl.float32)
+
+    @triton.jit
     def _gemv_kernel(x_ptr, w_ptr, s_ptr, m_ptr, y_ptr, N, K, stride_w,
                      res_ptr, nw_ptr, h_ptr, res_out_ptr, cnt_ptr, eps,
                      cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, kc_ptr, vc_ptr, stride_cos, ws_ptr, rb_ptr, one_ptr,
@@ -70,7 +80,8 @@ if triton is not None:
                      GLU: tl.constexpr, NORM: tl.constexpr, NORM_BLOCK: tl.constexpr,
                      ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
                      HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
-                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False,
+                     NORM_IN: tl.constexpr = False, ADD: tl.constexpr = False):
         """WQ selects how the weight is stored: 0 a 16-bit [N, K] matrix; 8 int8 [N, K] (read as uint8) times
         s[N]; 4 packed int4 [N, K/2] (element 2j in the low nibble of byte j) with w = q * s + m per group of
         GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
@@ -85,7 +96,10 @@ if triton is not None:
         into ws[j] (float32 [SPLIT, rows]); the last of a row block's programs (ticket rb[r]) sums the slices and
         runs the rest (SwiGLU, store, RoPE / add+RMSNorm tickets), so narrow matrices (N = 2048) fill the GPU.
         GLU: the weight is [gate; up] (2N rows) and y = silu(gate) * up: a program reads gate row r and up row
-        N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation."""
+        N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation.
+        NORM_IN (16-bit / int8 stored layouts): x is the residual stream; every program computes its RMS itself and
+        reads x as RMSNorm(x) * nw, rounded as the separate kernel rounds. ADD: res_out = y + res, each program its
+        own rows. Together they replace the add+RMSNorm ticket, whose last program is a serial tail on every step."""
         EARLY_W: tl.constexpr = WQ == 0 or WQ == 8  # the 16-bit / int8 path loads its first weight tile early
         if PDL and not EARLY_W:  # wait for the previous kernel's writes, then let the next one launch
             gdc_wait()
@@ -241,14 +255,22 @@ if triton is not None:
             if PDL:
                 gdc_wait()
                 gdc_launch_dependents()
-            x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+            rstd = 1.0
+            if NORM_IN:  # this program's own pass over the (few KB of) x for its mean square
+                ss = tl.zeros([BLOCK_K], tl.float32)
+                for k0 in range(0, K, BLOCK_K):
+                    c = k0 + tl.arange(0, BLOCK_K)
+                    xr = tl.load(x_ptr + c, mask=c < K, other=0.0).to(tl.float32)
+                    ss += xr * xr
+                rstd = tl.rsqrt(tl.sum(ss, 0) / K + eps)
+            x = _x_tile(x_ptr, nw_ptr, cols, cmask, rstd, NORM_IN)
             if WQ == 8:
                 w = _magic_f32(w.to(tl.int32) ^ 0x80) - 8388736.0
             acc = w.to(tl.float32) * x[None, :]
             for k0 in range(BLOCK_K, K, BLOCK_K):
                 cols = k0 + tl.arange(0, BLOCK_K)
                 cmask = cols < K
-                x = tl.load(x_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+                x = _x_tile(x_ptr, nw_ptr, cols, cmask, rstd, NORM_IN)
                 w = tl.load(wrow[:, None] + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0)
                 if WQ == 8:  # int8 bits as offset binary (value + 128): masked zeros come out as 0 as well
                     w = _magic_f32(w.to(tl.int32) ^ 0x80) - 8388736.0
@@ -276,6 +298,9 @@ if triton is not None:
             rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
             rmask = rows < N
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=tl.where(go, rmask, False))  # (where, not &: Triton's interpreter)
+        if ADD:  # the residual add, rounded as the model's (16-bit y + 16-bit residual)
+            r = tl.load(res_ptr + rows, mask=tl.where(go, rmask, False), other=0.0)
+            tl.store(res_out_ptr + rows, y.to(y_ptr.dtype.element_ty) + r, mask=tl.where(go, rmask, False))
         if ROPE:  # y = q|k|v of one token: the last program applies RoPE and writes K/V into the paged cache
             tl.debug_barrier()  # every thread's stores are issued before the ticket releases them
             ticket = tl.atomic_add(cnt_ptr, go.to(tl.int32), sem="acq_rel")  # split-K: finishing programs only
@@ -359,10 +384,13 @@ def embed_norm(buf: torch.Tensor, tokens: torch.Tensor, emb: torch.Tensor, norm_
 
 
 DEFAULT_TILES = {"o_proj": (4, 1024), "down": (4, 1024), "lm_head": (4, 1024)}  # (rows, columns[, warps])
+# a tile for each projection whose tuned choice was its own kernel, where a plan needs every projection on a GEMV
+DENSE_FALLBACK = {"qkv": (4, 1024, 4), "gate_up": (1, 2048, 4), "o_proj": (4, 2048, 8), "down": (4, 2048, 8),
+                  "lm_head": (1, 2048, 4)}
 CANDIDATE_TILES = {  # per weight kind (rows, columns, warps); the model's own kernel is always timed too
     "dense": {
-        "qkv": [(4, 1024, 4), (1, 2048, 4)],
-        "gate_up": [(1, 1024, 2), (1, 2048, 4), (2, 1024, 4)],  # output rows: a gate and an up row each
+        "qkv": [(4, 1024, 4), (1, 2048, 4), (2, 2048, 4)],
+        "gate_up": [(1, 1024, 2), (1, 2048, 4), (2, 1024, 4), (2, 2048, 8)],  # output rows: a gate and an up row each
         "o_proj": [(2, 2048, 4), (2, 1024, 2), (4, 2048, 8), (1, 2048, 4)],
         "down": [(2, 2048, 4), (4, 2048, 8), (1, 2048, 4)],
         "lm_head": [(1, 2048, 4), (2, 1024, 2), (4, 1024, 4)],
@@ -501,7 +529,8 @@ def block_counters(device: torch.device, n: int) -> torch.Tensor:
 
 def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
          out_dtype: torch.dtype | None = None, glu: bool = False, norm: tuple | None = None,
-         rope: tuple | None = None, num_warps: int = 4, split: int = 1):
+         rope: tuple | None = None, num_warps: int = 4, split: int = 1, norm_in: tuple | None = None,
+         add: torch.Tensor | None = None):
     """x [1, K], w [N, K]: a 16-bit weight tensor, or a bias-free nn.Linear, Int8Linear or Int4Linear (read in
     its stored form) -> y [1, N]. `glu`: w is [gate; up] and y [1, N/2] = silu(x @ gate.T) * (x @ up.T).
     `norm=(residual [1, N], weight [N], eps, counter int32[1] zeroed)` also returns (rmsnorm(y + residual) *
@@ -509,7 +538,9 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
     `rope=(cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim, counter)`: y is one token's
     q|k|v; returns (rotated q [1, heads, d], y) with the rotated k and v written into the cache slot.
     `block_k="F"` / `"S"` / `"P"`: read an int4 / int8 weight in its planar layout (int4: a flat tile / explicit
-    per-thread FMA chains / per-thread partial sums; int8: one kernel), `split` programs per row block (split-K)."""
+    per-thread FMA chains / per-thread partial sums; int8: one kernel), `split` programs per row block (split-K).
+    `norm_in=(weight [K], eps)` (16-bit and stored int8 weights): x is the residual stream, the GEMV reads
+    rmsnorm(x) * weight. `add=residual [1, N]`: also returns y + residual, i.e. (y, new residual)."""
     planar = block_k in ("P", "F", "S")
     wt, scales, offsets, kind, group = _operands(w, x.dtype, block_k if planar else False)
     n, k = _shape(w)
@@ -538,6 +569,13 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
     if norm is not None:
         res, nw, eps, cnt = norm
         h, res_out = torch.empty_like(res), torch.empty_like(res)
+    if norm_in is not None:
+        if planar or kind not in ("dense", "int8") or norm is not None:
+            raise ValueError(f"norm_in reads a 16-bit or stored int8 weight without the norm epilogue, not {kind}")
+        nw, eps = norm_in
+    if add is not None:
+        assert norm is None and not glu and rope is None and add.shape == (1, n)
+        res, res_out = add, torch.empty_like(add)
     if rope is not None:
         cos, sin, pos, slot, kc, vc, heads, kvh, d, cnt = rope
         assert n == (heads + 2 * kvh) * d and kc.is_contiguous() and vc.is_contiguous()
@@ -551,9 +589,12 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
         GLU=glu, NORM=norm is not None, NORM_BLOCK=triton.next_power_of_2(n) if norm is not None else 16,
         ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
         HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
-        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4, **pdl.launch())
+        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4, NORM_IN=norm_in is not None,
+        ADD=add is not None, **pdl.launch())
     if rope is not None:
         return q, y
+    if add is not None:
+        return y, res_out
     return y if norm is None else (y, h, res_out)
 
 
@@ -598,6 +639,8 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
     A projection whose tile is None runs the model's own kernel (cuBLAS, tinygemm, the quantized linear's).
     Returns fp32 logits [1, V]."""
     t = {**DEFAULT_TILES, **(tiles or {})}
+    if t.get("norm_in"):
+        return _forward_bs1_norm_in(model, buf, tokens, cos, sin, kv_cache, meta, t)
     s = model.spec
     layers = model.model.layers
     ln = layers[0].input_layernorm
@@ -638,6 +681,40 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
     if t.get("lm_head") is None:
         return model.lm_head(h).float()
     return _call(h, model.lm_head, t["lm_head"], out_dtype=torch.float32)
+
+
+def norm_in_ok(model, tiles: dict) -> bool:
+    """Every projection on a stored-layout 16-bit / int8 tile: the step can carry the residual stream into each
+    GEMV (RMSNorm in its prologue, the residual add in its epilogue) with no add+RMSNorm tickets."""
+    layer = model.model.layers[0]
+    weights = {"qkv": (qkv_weight(layer.self_attn), layer.self_attn.qkv_b), "o_proj": (layer.self_attn.o_proj, None),
+               "gate_up": (gate_up_weight(layer.mlp), layer.mlp.gu_b), "down": (layer.mlp.down_proj, None),
+               "lm_head": (model.lm_head, None)}
+    return all(tiles.get(name) is not None and isinstance(tiles[name][1], int) and b is None
+               and weight_kind(w) in ("dense", "int8") for name, (w, b) in weights.items())
+
+
+def _forward_bs1_norm_in(model, buf, tokens, cos, sin, kv_cache, meta, t: dict) -> torch.Tensor:
+    """forward_bs1 with the residual stream x handed from GEMV to GEMV: qkv, gate_up and lm_head normalize x in
+    their prologue, o_proj and down add their output to it in their epilogue; attention is the one-launch kernel
+    (RoPE, K/V write, split attention and merge). Per layer: 5 launches, none with a serial tail."""
+    s = model.spec
+    layers = model.model.layers
+    ln = layers[0].input_layernorm
+    _, x = embed_norm(buf, tokens, model.model.embed_tokens.weight, ln.weight, ln.eps)
+    for i, layer in enumerate(layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        ln = layer.input_layernorm
+        qkv = _call(x, qkv_weight(attn), t["qkv"], norm_in=(ln.weight, ln.eps))
+        o = decode_attention(qkv, cos, sin, meta.positions, meta.slot_mapping, kv_cache[i, 0], kv_cache[i, 1],
+                             meta.decode_block_tables, meta.decode_context_lens, s.num_heads, s.num_kv_heads,
+                             s.head_dim, attn.scale, meta.sliding_window, t.get("attn_splits"))
+        _, x = _call(o.reshape(1, -1), attn.o_proj, t["o_proj"], add=x)
+        ln = layer.post_attention_layernorm
+        act = _call(x, gate_up_weight(mlp), t["gate_up"], glu=True, norm_in=(ln.weight, ln.eps))
+        _, x = _call(act, mlp.down_proj, t["down"], add=x)
+    ln = model.model.norm
+    return _call(x, model.lm_head, t["lm_head"], out_dtype=torch.float32, norm_in=(ln.weight, ln.eps))
 
 
 def _attend(q, k, v, layer_cache, meta, scale: float, splits: int | None) -> torch.Tensor:
@@ -696,9 +773,11 @@ def uses_planar(plan: dict | None) -> bool:
 
 
 @torch.inference_mode()
-def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str, float]]:
+def tune_tiles(model, counter: torch.Tensor, with_pdl: bool = False) -> tuple[dict[str, tuple], dict[str, float]]:
     """Per projection, the fastest tile shape on this device: each candidate runs once per layer (every
-    layer's own weights, as in a step) inside a CUDA graph. Returns (tiles, {"proj@tile": ms})."""
+    layer's own weights, as in a step) inside a CUDA graph. Returns (tiles, {"proj@tile": ms}).
+    `with_pdl`: the launches overlap (serve.pdl), which favours tiles that read more of their weights before
+    waiting for the previous kernel; the keys then end in "+pdl"."""
     s = model.spec
     emb = model.model.embed_tokens.weight
     dev, dt = emb.device, emb.dtype
@@ -750,10 +829,11 @@ def tune_tiles(model, counter: torch.Tensor) -> tuple[dict[str, tuple], dict[str
         best, tiles[name] = None, None  # None: the model's own kernel (also where no tile compiles)
         for tile in tile_candidates(name, *weights[name]):
             try:
-                ms = _time_graph(lambda: job(tile))
+                with pdl.active(with_pdl):
+                    ms = _time_graph(lambda: job(tile))
             except Exception:  # a tile that does not compile here
                 continue
-            timings[f"{name}@{'x'.join(map(str, tile)) if tile else 'own'}"] = round(ms, 4)
+            timings[f"{name}@{'x'.join(map(str, tile)) if tile else 'own'}" + ("+pdl" if with_pdl else "")] = round(ms, 4)
             if best is None or ms < best:
                 best, tiles[name] = ms, tile
     return tiles, timings

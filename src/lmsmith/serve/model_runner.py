@@ -19,7 +19,16 @@ from lmsmith.quant.passes import prepare_for_inference
 from lmsmith.serve import pdl, tp_layers
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
-from lmsmith.serve.gemv import bs1_eligible, drop_planar, forward_bs1, replay_ms, tune_tiles, uses_planar
+from lmsmith.serve.gemv import (
+    DENSE_FALLBACK,
+    bs1_eligible,
+    drop_planar,
+    forward_bs1,
+    norm_in_ok,
+    replay_ms,
+    tune_tiles,
+    uses_planar,
+)
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config
 from lmsmith.serve.paged_decode import available
 from lmsmith.serve.prefill_graphs import PrefillGraphs, graphs_wanted
@@ -398,9 +407,23 @@ class DecodeGraphs:
                             {**base, "qkv": None, "attn": "fused", "attn_splits": k})
             if pdl.supported(r.device):  # each Triton launch overlapping its predecessor's tail (serve.pdl)
                 base = self.bs1_plans.get(self.bs1_choice, head)
-                for name, plan in {f"{self.bs1_choice}+pdl": base, "gemv-tuned+pdl": tiles,
-                                   "gemv-tuned+attn1+pdl": {**tiles, "qkv": None, "attn": "fused"}}.items():
-                    attempt(name, {**plan, "pdl": True})
+                plans = {f"{self.bs1_choice}+pdl": base, "gemv-tuned+pdl": tiles,
+                         "gemv-tuned+attn1+pdl": {**tiles, "qkv": None, "attn": "fused"}}
+                try:  # tiles tuned with overlapping launches
+                    ptiles, ptimes = tune_tiles(r.model, self.counter, with_pdl=True)
+                    self.tile_timings.update(ptimes)
+                    plans |= {"pdl-tuned": ptiles, "pdl-tuned+attn1": {**ptiles, "qkv": None, "attn": "fused"}}
+                except Exception as e:  # keep the plans above
+                    self.tile_timings["pdl"] = f"failed: {type(e).__name__}: {e}"[:200]
+                    ptiles = tiles
+                # the residual stream carried through the GEMVs (no add+RMSNorm tickets): every projection on a tile
+                for name, tl_ in (("gemv-norm-in", tiles), ("pdl-tuned-norm-in", ptiles)):
+                    full = {**tl_, **{k: v for k, v in DENSE_FALLBACK.items() if tl_.get(k) is None}}
+                    if norm_in_ok(r.model, full):
+                        plans[name] = {**full, "norm_in": True}
+                for name, plan in plans.items():
+                    if {**plan, "pdl": True} not in self.bs1_plans.values():
+                        attempt(name, {**plan, "pdl": True})
         if not uses_planar(self.bs1_plans.get(self.bs1_choice)):
             drop_planar(r.model)  # the tiles that lost keep no copy of the weights
         self._pad(0)
