@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench._result import make_result, write_result
 from bench.common import ROOT
+from bench.serve.analyze_step_log import analyze, mark_window
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -86,6 +87,9 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
     env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
+    step_log = str(Path(args.step_log) / f"steps-{mode}.jsonl") if args.step_log else None
+    if step_log:  # the engine loop's per-iteration trace (serve.step_log), windows marked per workload below
+        env["LMSMITH_STEP_LOG"] = step_log
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     metrics: dict[str, float] = {}
@@ -125,7 +129,10 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             runs.append(("c1", dict(requests=4, concurrency=1, prompt_len=args.prompt_len, output_len=args.output_len)))
         for name, kw in runs:
             before = server_counters(url)
+            t_run = time.time()
             s = bench_serve(url, **common, **kw)
+            if step_log:
+                mark_window(step_log, name, t_run, time.time())
             time.sleep(0.2)  # the engine process sends its step counters when it goes idle
             after = server_counters(url)
             d = {k: after[k] - before[k] for k in after}
@@ -162,6 +169,31 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
     return metrics, workloads, cmd
 
 
+def report_step_logs(log_dir: Path, modes: list[str], workloads: list[str]) -> None:
+    """Analyse each server's step log per workload window: the c32 window printed, all written to files."""
+    import io
+
+    summary = {}
+    for mode in modes:
+        log = log_dir / f"steps-{mode}.jsonl"
+        if not log.exists():
+            print(f"no step log at {log}", flush=True)
+            continue
+        for wl in workloads:
+            if not wl.endswith(f"_{mode}"):
+                continue
+            name = wl[:-len(mode) - 1]
+            buf = io.StringIO()
+            try:
+                summary[f"{mode}/{name}"] = analyze(log, name, 20.0, 3, out=buf)
+            except SystemExit as e:
+                buf.write(f"{e}\n")
+            (log_dir / f"analysis-{mode}-{name}.txt").write_text(buf.getvalue())
+            if name.startswith("c") and not name.startswith("c1"):
+                print(buf.getvalue(), flush=True)
+    (log_dir / "analysis.json").write_text(json.dumps(summary, indent=1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="llama-3.2-1b", help="random-init shape (lmsmith.ops.planner.SHAPES)")
@@ -183,6 +215,9 @@ def main() -> int:
                          "process, and in its own process without prefill graphs (LMSMITH_PREFILL_GRAPHS=0); the "
                          "first also fills the unsuffixed fields")
     ap.add_argument("--server-log", help="file prefix for the servers' output (PREFIX.MODE; default: discarded)")
+    ap.add_argument("--step-log", help="directory: each server's engine loop writes a per-iteration trace there "
+                    "(steps-MODE.jsonl, LMSMITH_STEP_LOG), analysed at the end (bench/serve/analyze_step_log.py; "
+                    "the c32 window's summary printed, every workload's in DIR/analysis-MODE-WORKLOAD.txt)")
     ap.add_argument("--out", help="result JSON (default: print only)")
     args = ap.parse_args()
 
@@ -216,6 +251,8 @@ def main() -> int:
     finally:
         tmp.cleanup()
     metrics["modes"] = len(args.modes)
+    if args.step_log:
+        report_step_logs(Path(args.step_log), args.modes, list(workloads))
 
     result = make_result(
         "serve_load", {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+from lmsmith.serve.step_log import StepLog, graph_steps, loop_record
+
 log = logging.getLogger("lmsmith.serve")
 
 
@@ -146,7 +148,7 @@ class AsyncEngine:
         self._requests[request_id] = tracked
         admitted: concurrent.futures.Future = concurrent.futures.Future()
         try:
-            self._submit(("add", request_id, prompt, params, admitted))
+            self._submit(("add", request_id, prompt, params, admitted, time.time()))
             await asyncio.wrap_future(admitted)
         except BaseException:
             self._abort(request_id)
@@ -169,18 +171,35 @@ class AsyncEngine:
 
     # ------------------------------------------------------------------ the engine thread
     def _run(self) -> None:
+        slog = StepLog.from_env("thread")
+        if slog is not None:
+            self.engine.trace_steps = True
+        try:
+            self._loop_steps(slog)
+        finally:
+            if slog is not None:
+                slog.close()
+
+    def _loop_steps(self, slog: StepLog | None) -> None:
         eng = self.engine
+        idle = 0.0
         while not self._stop.is_set():
+            t0 = time.perf_counter()
             with self._lock:
                 commands, self._commands = self._commands, []
             for cmd in commands:
                 self._apply(cmd)
             if not eng.has_unfinished():
                 self._stats = self._snapshot()
+                if slog is not None:
+                    slog.flush()
+                w = time.perf_counter()
                 self._wake.wait(0.5)
                 self._wake.clear()
+                idle += time.perf_counter() - w
                 continue
             t = time.perf_counter()
+            g = graph_steps(eng) if slog is not None else 0
             try:
                 outputs = eng.step()
             except Exception as e:  # an engine bug: fail the requests in flight, keep serving
@@ -188,11 +207,17 @@ class AsyncEngine:
                 self.error = f"{type(e).__name__}: {e}"
                 self._fail_all(EngineFailed(self.error))
                 continue
-            self.step_seconds += time.perf_counter() - t
+            t1 = time.perf_counter()
+            self.step_seconds += t1 - t
             self.steps += 1
             self._stats = self._snapshot()
             if outputs:
                 self._loop.call_soon_threadsafe(self._dispatch, outputs)
+            if slog is not None:
+                adds = [(c[1], c[5]) for c in commands if c[0] == "add"]
+                slog.write(loop_record(t0, idle, adds, len(commands) - len(adds), t - t0, t1 - t, eng, g, outputs,
+                                       time.perf_counter() - t1))
+                idle = 0.0
 
     def _snapshot(self) -> dict:
         return _safe_stats(self.engine) | {"engine_steps": self.steps, "engine_step_seconds": self.step_seconds}
@@ -204,7 +229,7 @@ class AsyncEngine:
             except Exception:  # already finished or unknown: nothing to free
                 pass
             return
-        _, rid, prompt, params, fut = cmd
+        rid, prompt, params, fut = cmd[1:5]
         if rid not in self._requests:  # cancelled before it reached the engine
             fut.cancel()
             return
