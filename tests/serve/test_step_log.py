@@ -1,0 +1,120 @@
+"""LMSMITH_STEP_LOG: the engine loop's per-iteration trace, in both placements (a thread of the server, the engine
+process), and what the engine reports about each step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lmsmith.serve import SamplingParams
+
+PROMPTS = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16]]
+KW = dict(max_num_seqs=4, block_size=4, max_num_batched_tokens=64, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    from lmsmith.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("steplog") / "tiny", "llama")
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_engine_reports_each_step_only_when_traced(tiny_llama):
+    from lmsmith.serve.engine import Engine
+
+    eng = Engine(str(tiny_llama), **KW)
+    sp = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+    eng.add_request("a", PROMPTS[0], sp)
+    eng.step()
+    assert eng.step_info is None  # untraced: nothing computed
+    eng.trace_steps = True
+    eng.add_request("b", PROMPTS[1], sp)
+    eng.add_request("c", PROMPTS[2], sp)
+    eng.step()
+    assert eng.step_info == (3 + 4, 2, 1, 0)  # b and c prefilled, a decoded, synchronously
+    eng.step()
+    assert eng.step_info == (0, 0, 3, 0)
+
+
+def test_engine_reports_overlapped_decodes(tiny_llama):
+    from lmsmith.serve.engine import Engine
+
+    eng = Engine(str(tiny_llama), async_scheduling=True, **KW)
+    if not eng.async_scheduling:
+        pytest.skip("this runner cannot overlap decode steps")
+    eng.trace_steps = True
+    eng.add_request("a", PROMPTS[0], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
+    eng.step()
+    assert eng.step_info == (5, 1, 0, 0)
+    eng.step()
+    assert eng.step_info == (0, 0, 1, 1)
+
+
+def check_log(path: Path, loop: str, rids: list[str]) -> None:
+    recs = read_log(path)
+    assert recs[0]["event"] == "start" and recs[0]["loop"] == loop
+    steps = [r for r in recs if "step_ms" in r]
+    assert steps and all(r["loop"] == loop and r["step_ms"] >= 0 and "w" in r and "r" in r for r in steps)
+    added = [rid for r in steps for rid in r.get("add_ids", [])]
+    firsts = [rid for r in steps for rid in r.get("first_ids", [])]
+    assert sorted(added) == sorted(rids) and sorted(firsts) == sorted(rids)  # each request once, in and out
+    for r in steps:
+        if "add_ids" in r:
+            assert len(r["lag_ms"]) == r["adds"] == len(r["add_ids"]) and all(x >= 0 for x in r["lag_ms"])
+    # every prompt token went through a prefill step, every generated token after the first through a decode row
+    assert sum(r.get("pf_tok", 0) for r in steps) == sum(len(p) for p in PROMPTS)
+    assert sum(r.get("first", 0) for r in steps) == len(PROMPTS)
+    assert sum(r.get("fin", 0) for r in steps) == len(PROMPTS)
+    assert sum(r.get("dec", 0) for r in steps) == len(PROMPTS) * (4 - 1)
+
+
+def serve_and_log(engine) -> list[str]:
+    from lmsmith.serve.server import BackgroundServer, create_app
+
+    rids = []
+    with BackgroundServer(create_app(engine, "tiny", max_num_seqs=4)) as srv:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            for p in PROMPTS:
+                r = c.post("/v1/completions", json={"model": "tiny", "prompt": p, "max_tokens": 4, "temperature": 0,
+                                                     "ignore_eos": True})
+                assert r.status_code == 200, r.text
+                rids.append(r.json()["id"] + "-0")
+    return rids
+
+
+def test_thread_loop_writes_the_step_log(tiny_llama, tmp_path, monkeypatch):
+    from lmsmith.serve.engine import Engine
+
+    path = tmp_path / "logs" / "steps.jsonl"
+    monkeypatch.setenv("LMSMITH_STEP_LOG", str(path))
+    rids = serve_and_log(Engine(str(tiny_llama), **KW))
+    check_log(path, "thread", rids)
+
+
+def test_engine_process_writes_the_step_log(tiny_llama, tmp_path, monkeypatch):
+    from lmsmith.serve.engine_process import EngineClient
+
+    path = tmp_path / "steps.jsonl"
+    monkeypatch.setenv("LMSMITH_STEP_LOG", str(path))  # the spawned child inherits it
+    engine = EngineClient(str(tiny_llama), **KW)
+    rids = serve_and_log(engine)
+    assert not engine.proc.is_alive()
+    check_log(path, "process", rids)
+    acks = [r["ack_ms"] for r in read_log(path) if "ack_ms" in r]
+    assert acks and all(a >= 0 for a in acks)
+
+
+def test_no_log_without_the_variable(tiny_llama, tmp_path, monkeypatch):
+    from lmsmith.serve.engine import Engine
+
+    monkeypatch.delenv("LMSMITH_STEP_LOG", raising=False)
+    eng = Engine(str(tiny_llama), **KW)
+    serve_and_log(eng)
+    assert not eng.trace_steps and eng.step_info is None
