@@ -79,14 +79,16 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    flag = "--no-engine-process" if mode == "thread" else "--engine-process"
+    flag = "--no-engine-process" if mode.startswith("thread") else "--engine-process"
     cmd = [sys.executable, "-m", "lmsmith.cli", "serve", str(model_dir), "--port", str(port), "--dtype", args.dtype,
            "--device", device, "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench",
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning", flag]
     log = open(f"{args.server_log}.{mode}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
-    env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
+    env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode in ("engine_process", "engine_process_delay") else "0"
+    if mode.endswith("_delay"):  # new prompts wait (up to --admit-delay-ms) while others decode, to share a step
+        env["LMSMITH_ADMIT_DELAY_MS"] = str(args.admit_delay_ms)
     step_log = str(Path(args.step_log) / f"steps-{mode}.jsonl") if args.step_log else None
     if step_log:  # the engine loop's per-iteration trace (serve.step_log), windows marked per workload below
         env["LMSMITH_STEP_LOG"] = step_log
@@ -101,7 +103,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             print(f"{e}; retrying with lmsmith.serve.server.serve() directly", flush=True)
             opts = cmd[cmd.index("--port"):-1]
             kw = dict(zip([o.lstrip("-").replace("-", "_") for o in opts[::2]], opts[1::2]))
-            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()} | {"engine_process": mode != "thread"}
+            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()} | {"engine_process": not mode.startswith("thread")}
             code = f"from lmsmith.serve.server import serve; serve({str(model_dir)!r}, **{kw!r})"
             proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env)
             cmd = [sys.executable, "-c", code]
@@ -210,10 +212,12 @@ def main() -> int:
     ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
     ap.add_argument("--skip", nargs="*", default=[], choices=["c1", "mix"], help="workloads to leave out")
     ap.add_argument("--modes", nargs="+", default=["engine_process", "thread", "engine_process_eager"],
-                    choices=["engine_process", "thread", "engine_process_eager"],
+                    choices=["engine_process", "thread", "engine_process_eager", "engine_process_delay", "thread_delay"],
                     help="servers to measure side by side: the engine loop in its own process, in a thread of the HTTP "
                          "process, and in its own process without prefill graphs (LMSMITH_PREFILL_GRAPHS=0); the "
-                         "first also fills the unsuffixed fields")
+                         "first also fills the unsuffixed fields; *_delay: as engine_process / thread with "
+                         "LMSMITH_ADMIT_DELAY_MS=--admit-delay-ms")
+    ap.add_argument("--admit-delay-ms", type=float, default=5.0, help="admission delay of the *_delay modes")
     ap.add_argument("--server-log", help="file prefix for the servers' output (PREFIX.MODE; default: discarded)")
     ap.add_argument("--step-log", help="directory: each server's engine loop writes a per-iteration trace there "
                     "(steps-MODE.jsonl, LMSMITH_STEP_LOG), analysed at the end (bench/serve/analyze_step_log.py; "

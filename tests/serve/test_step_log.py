@@ -118,3 +118,92 @@ def test_no_log_without_the_variable(tiny_llama, tmp_path, monkeypatch):
     eng = Engine(str(tiny_llama), **KW)
     serve_and_log(eng)
     assert not eng.trace_steps and eng.step_info is None
+
+
+# ------------------------------------------------------------------ LMSMITH_ADMIT_DELAY_MS (scheduler)
+def make_scheduler(monkeypatch, delay_ms: str | None, budget: int = 64):
+    from lmsmith.serve.block_manager import BlockManager
+    from lmsmith.serve.scheduler import Scheduler
+
+    if delay_ms is None:
+        monkeypatch.delenv("LMSMITH_ADMIT_DELAY_MS", raising=False)
+    else:
+        monkeypatch.setenv("LMSMITH_ADMIT_DELAY_MS", delay_ms)
+    return Scheduler(BlockManager(64, 4), max_num_seqs=8, max_num_batched_tokens=budget)
+
+
+def seq(rid: str, n: int = 8, age_s: float = 0.0):
+    import time
+
+    from lmsmith.serve.sequence import Sequence
+
+    return Sequence(rid, 0, list(range(1, n + 1)), SamplingParams(max_tokens=4), time.time() - age_s)
+
+
+def test_admit_delay_holds_new_prompts_while_others_decode(monkeypatch):
+    sch = make_scheduler(monkeypatch, "60000")  # a minute: only the other conditions can admit
+    a = seq("a")
+    sch.add(a)
+    assert [s.seq for s in sch.schedule()] == [a]  # nothing running: admitted at once
+    a.num_computed = a.num_tokens
+    a.tokens.append(1)  # a decodes from now on
+    b = seq("b")
+    sch.add(b)
+    out = sch.schedule()
+    assert [s.seq for s in out] == [a] and list(sch.waiting) == [b]  # b held; a keeps decoding
+    a.num_computed += 1
+    a.tokens.append(1)
+    assert sch.schedule_decodes(lambda s: False) is not None  # the overlapped loop may go on meanwhile
+    a.num_computed += 1
+    a.tokens.append(1)
+    c = seq("c", n=60)
+    sch.add(c)  # b + c fill the token budget: no reason to wait longer
+    out = sch.schedule()
+    assert [s.seq for s in out] == [a, b, c]
+
+
+def test_admit_delay_admits_once_the_oldest_waited_long_enough(monkeypatch):
+    sch = make_scheduler(monkeypatch, "50")
+    a = seq("a")
+    sch.add(a)
+    sch.schedule()
+    a.num_computed = a.num_tokens
+    a.tokens.append(1)
+    sch.add(seq("b", age_s=0.2))  # arrived 200 ms ago
+    sch.add(seq("c"))  # just now: admitted with it (one step for the trickle)
+    assert [s.seq.request_id for s in sch.schedule()] == ["a", "b", "c"]
+
+
+def test_no_delay_by_default(monkeypatch):
+    sch = make_scheduler(monkeypatch, None)
+    a = seq("a")
+    sch.add(a)
+    sch.schedule()
+    a.num_computed = a.num_tokens
+    a.tokens.append(1)
+    sch.add(seq("b"))
+    assert [s.seq.request_id for s in sch.schedule()] == ["a", "b"]
+    assert sch.schedule_decodes(lambda s: False) is None or not sch.waiting
+
+
+def test_admit_delay_keeps_greedy_outputs(tiny_llama, monkeypatch):
+    """Requests that arrive while others decode produce the same tokens with the delay as without."""
+    from lmsmith.serve.engine import Engine
+
+    def run(delay: str) -> dict:
+        monkeypatch.setenv("LMSMITH_ADMIT_DELAY_MS", delay)
+        eng = Engine(str(tiny_llama), async_scheduling=True, **KW)
+        sp = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+        out: dict = {}
+        eng.add_request("a", PROMPTS[0], sp)
+        for i in range(40):
+            if i in (2, 3):
+                eng.add_request(f"n{i}", PROMPTS[i - 1], sp)
+            for o in eng.step():
+                out[o.request_id] = o.token_ids
+            if not eng.has_unfinished() and i > 3:
+                break
+        return out
+
+    base, delayed = run("0"), run("5")
+    assert set(base) == {"a", "n2", "n3"} and delayed == base
