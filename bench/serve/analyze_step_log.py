@@ -10,6 +10,8 @@ waited behind plus its own prefill step), and for the first `--bursts` bursts a 
     python -m bench.serve.analyze_step_log LOG.jsonl [LOG2.jsonl ...] [--window c32] [--bursts 3] [--json OUT]
 
 `--window NAME` keeps the iterations inside a window the benchmark marked in LOG.windows.json (`mark_window`).
+LOG.http.jsonl, when present (the HTTP process's event-loop lag and GC pauses, serve.step_log.HttpMonitor), is
+summarized alongside and shown under each burst's timeline.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ def mark_window(log: str | Path, name: str, start: float, end: float) -> None:
     side.write_text(json.dumps(marks))
 
 
-def load(path: Path, window: str | None) -> list[dict]:
+def load(path: Path, window: str | None, events: bool = False) -> list[dict]:
     recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    recs = [r for r in recs if "event" not in r]
+    recs = [r for r in recs if events or "event" not in r]
     if window:
         side = Path(f"{path}.windows.json")
         marks = json.loads(side.read_text()) if side.exists() else {}
@@ -110,6 +112,8 @@ def fmt_iter(r: dict, t0: float) -> str:
     idle = f"idle {r['idle_ms']:.1f} " if r.get("idle_ms", 0) >= 0.05 else ""
     extra = "".join(f" {name} {r[key]:.2f}" for name, key in (("apply", "apply_ms"), ("ack", "ack_ms"), ("send", "send_ms"))
                     if r.get(key, 0) >= 0.2)
+    if r.get("gc_ms", 0) >= 0.5:
+        extra += f" GC {r['gc_ms']:.1f} (gen {r['gc_gen']})"
     return (f"  {1000 * (r['t'] - t0):8.1f} ms  {idle}{adds:28s} {what:42s} {r.get('step_ms', 0):6.2f} ms"
             f"  first {r.get('first', 0):2d}  w {r.get('w', '-')} r {r.get('r', '-')}{extra}")
 
@@ -141,6 +145,25 @@ def analyze(path: Path, window: str | None, gap_ms: float, n_bursts: int, out=sy
             res[key] = s
             p(f"  loop {key[:-3]:6s} mean {s['mean']:.3f}  p99 {s['p99']:.3f}  max {s['max']:.3f} ms "
               f"({sum(xs) / 1000 / span:.1%} of the span)")
+    gcs = [(r["gc_gen"], r["gc_ms"]) for r in recs if "gc_ms" in r]
+    if gcs:
+        res["gc_ms_total"] = round(sum(x for _, x in gcs), 2)
+        res["gc_ms_max"] = max(x for _, x in gcs)
+        p(f"  garbage collection in the loop's process: {len(gcs)} iterations with a collection, "
+          f"{res['gc_ms_total']:.1f} ms in all, max {res['gc_ms_max']:.1f} ms; gen2: "
+          f"{sum(1 for g, _ in gcs if g == 2)} ({sum(x for g, x in gcs if g == 2):.1f} ms)")
+    http = Path(f"{path}.http.jsonl")
+    hev = load(http, None, events=True) if http.exists() else []
+    if hev and window:
+        a, b = recs[0]["t"], end_of(recs[-1])
+        hev = [e for e in hev if a <= e["t"] <= b]
+    lags = [e["ms"] for e in hev if e.get("event") == "lag"]
+    hgc = [e["ms"] for e in hev if e.get("event") == "gc"]
+    if http.exists():
+        res["http_lag"] = summarize(lags) | {"total_ms": round(sum(lags), 1)}
+        res["http_gc_ms_total"] = round(sum(hgc), 1)
+        p(f"  HTTP process: event loop late > 2 ms {len(lags)} times ({sum(lags):.0f} ms in all, max "
+          f"{max(lags, default=0):.1f} ms); GC pauses > 1 ms: {len(hgc)} ({sum(hgc):.0f} ms, max {max(hgc, default=0):.1f})")
     pre = [r["preempt"] for r in recs if "preempt" in r]
     if pre:
         res["preemptions"] = pre[-1] - pre[0]
@@ -187,6 +210,12 @@ def analyze(path: Path, window: str | None, gap_ms: float, n_bursts: int, out=sy
           f"its last first token")
         for i in range(max(0, i0 - 1), i1 + 1):
             p(fmt_iter(recs[i], t0))
+        t_end = max(reqs[k]["first"] for k in b)
+        near = [e for e in hev if t0 - 0.02 <= e["t"] <= t_end]
+        if near:
+            p("     HTTP process meanwhile: " + ", ".join(
+                f"{1000 * (e['t'] - t0):.1f} ms {'loop late' if e['event'] == 'lag' else 'GC gen %d' % e['gen']} "
+                f"{e['ms']:.1f} ms" for e in near[:20]))
     return res
 
 

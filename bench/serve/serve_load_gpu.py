@@ -71,25 +71,26 @@ def server_counters(url: str) -> dict[str, float]:
     return vals
 
 
-def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, device: str) -> tuple[dict, dict, list]:
+def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, device: str,
+             base: str | None = None, extra_env: dict | None = None) -> tuple[dict, dict, list]:
     """Start `lmsmith serve` with the engine loop in its own process (`engine_process`) or in a thread of the
     HTTP process (`thread`), warm it up, run the workloads; returns (metrics, workload configs, server command)."""
     from lmsmith.serve.bench import bench_serve
     from lmsmith.serve.server import free_port
 
+    name, mode = mode, base or mode  # a variant (`--variant NAME:MODE:...`) runs as MODE under its own name
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    flag = "--no-engine-process" if mode.startswith("thread") else "--engine-process"
+    flag = "--no-engine-process" if mode == "thread" else "--engine-process"
     cmd = [sys.executable, "-m", "lmsmith.cli", "serve", str(model_dir), "--port", str(port), "--dtype", args.dtype,
            "--device", device, "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench",
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning", flag]
-    log = open(f"{args.server_log}.{mode}", "w") if args.server_log else subprocess.DEVNULL
+    log = open(f"{args.server_log}.{name}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
-    env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode in ("engine_process", "engine_process_delay") else "0"
-    if mode.endswith("_delay"):  # new prompts wait (up to --admit-delay-ms) while others decode, to share a step
-        env["LMSMITH_ADMIT_DELAY_MS"] = str(args.admit_delay_ms)
-    step_log = str(Path(args.step_log) / f"steps-{mode}.jsonl") if args.step_log else None
+    env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
+    env |= extra_env or {}
+    step_log = str(Path(args.step_log) / f"steps-{name}.jsonl") if args.step_log else None
     if step_log:  # the engine loop's per-iteration trace (serve.step_log), windows marked per workload below
         env["LMSMITH_STEP_LOG"] = step_log
     t = time.perf_counter()
@@ -103,7 +104,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             print(f"{e}; retrying with lmsmith.serve.server.serve() directly", flush=True)
             opts = cmd[cmd.index("--port"):-1]
             kw = dict(zip([o.lstrip("-").replace("-", "_") for o in opts[::2]], opts[1::2]))
-            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()} | {"engine_process": not mode.startswith("thread")}
+            kw = {k: int(v) if v.isdigit() else v for k, v in kw.items()} | {"engine_process": mode != "thread"}
             code = f"from lmsmith.serve.server import serve; serve({str(model_dir)!r}, **{kw!r})"
             proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env)
             cmd = [sys.executable, "-c", code]
@@ -212,12 +213,13 @@ def main() -> int:
     ap.add_argument("--max-num-batched-tokens", type=int, default=2048)
     ap.add_argument("--skip", nargs="*", default=[], choices=["c1", "mix"], help="workloads to leave out")
     ap.add_argument("--modes", nargs="+", default=["engine_process", "thread", "engine_process_eager"],
-                    choices=["engine_process", "thread", "engine_process_eager", "engine_process_delay", "thread_delay"],
+                    choices=["engine_process", "thread", "engine_process_eager"],
                     help="servers to measure side by side: the engine loop in its own process, in a thread of the HTTP "
                          "process, and in its own process without prefill graphs (LMSMITH_PREFILL_GRAPHS=0); the "
-                         "first also fills the unsuffixed fields; *_delay: as engine_process / thread with "
-                         "LMSMITH_ADMIT_DELAY_MS=--admit-delay-ms")
-    ap.add_argument("--admit-delay-ms", type=float, default=5.0, help="admission delay of the *_delay modes")
+                         "first also fills the unsuffixed fields")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:MODE:KEY=VALUE[,KEY=VALUE]",
+                    help="one more server after the modes: MODE with these environment variables, fields suffixed "
+                         "_NAME (e.g. thread_nofreeze:thread:LMSMITH_GC_FREEZE=0); repeatable")
     ap.add_argument("--server-log", help="file prefix for the servers' output (PREFIX.MODE; default: discarded)")
     ap.add_argument("--step-log", help="directory: each server's engine loop writes a per-iteration trace there "
                     "(steps-MODE.jsonl, LMSMITH_STEP_LOG), analysed at the end (bench/serve/analyze_step_log.py; "
@@ -244,9 +246,17 @@ def main() -> int:
     metrics: dict[str, float] = {}
     workloads: dict[str, dict] = {}
     commands: dict[str, str] = {}
+    servers: list[tuple[str, str | None, dict]] = [(m, None, {}) for m in args.modes]
+    for v in args.variant:
+        name, base, kvs = (v.split(":", 2) + ["", ""])[:3]
+        env = dict(kv.split("=", 1) for kv in kvs.split(",") if "=" in kv)
+        if not name or base not in ("engine_process", "thread", "engine_process_eager") or not env or name in args.modes:
+            raise SystemExit(f"--variant {v!r}: expected NAME:MODE:KEY=VALUE[,KEY=VALUE] with MODE one of "
+                             "engine_process, thread, engine_process_eager and a new NAME")
+        servers.append((name, base, env))
     try:
-        for mode in args.modes:  # side by side on the same machine, one server at a time
-            got, runs, cmd = run_mode(mode, args, model_dir, vocab, device)
+        for mode, base, extra in servers:  # side by side on the same machine, one server at a time
+            got, runs, cmd = run_mode(mode, args, model_dir, vocab, device, base, extra)
             commands[mode] = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
             workloads |= {f"{k}_{mode}": v for k, v in runs.items()}
             metrics |= {f"{k}_{mode}": v for k, v in got.items()}
@@ -254,9 +264,9 @@ def main() -> int:
                 metrics |= got
     finally:
         tmp.cleanup()
-    metrics["modes"] = len(args.modes)
+    metrics["modes"] = len(servers)
     if args.step_log:
-        report_step_logs(Path(args.step_log), args.modes, list(workloads))
+        report_step_logs(Path(args.step_log), [m for m, _, _ in servers], list(workloads))
 
     result = make_result(
         "serve_load", {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
@@ -264,7 +274,8 @@ def main() -> int:
         workload={"model": args.model or f"random-init {args.shape}", "dtype": args.dtype,
                      "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
                      "prompts": "token-id arrays on /v1/completions, stream, ignore_eos", "runs": workloads,
-                  "engine_modes": list(args.modes), "unsuffixed_fields": args.modes[0], "server_commands": commands},
+                  "engine_modes": list(args.modes), "variants": args.variant, "unsuffixed_fields": args.modes[0],
+                  "server_commands": commands},
     )
     if args.out:
         write_result(args.out, result)

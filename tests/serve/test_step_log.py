@@ -109,6 +109,10 @@ def test_engine_process_writes_the_step_log(tiny_llama, tmp_path, monkeypatch):
     check_log(path, "process", rids)
     acks = [r["ack_ms"] for r in read_log(path) if "ack_ms" in r]
     assert acks and all(a >= 0 for a in acks)
+    assert read_log(path)[0]["gc_frozen"] > 1000  # the child froze its loaded heap before serving
+    http = read_log(Path(f"{path}.http.jsonl"))  # the HTTP process's monitor: started, and only known events
+    assert http[0]["event"] == "start" and http[0]["loop"] == "http"
+    assert all(e["event"] in ("lag", "gc") and e["ms"] > 0 for e in http[1:])
 
 
 def test_no_log_without_the_variable(tiny_llama, tmp_path, monkeypatch):
@@ -207,3 +211,28 @@ def test_admit_delay_keeps_greedy_outputs(tiny_llama, monkeypatch):
 
     base, delayed = run("0"), run("5")
     assert set(base) == {"a", "n2", "n3"} and delayed == base
+
+
+# ------------------------------------------------------------------ the frozen heap (LMSMITH_GC_FREEZE)
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_server_freezes_the_heap_while_it_serves(tiny_llama, monkeypatch, setting):
+    import gc
+
+    from lmsmith.serve.engine import Engine
+    from lmsmith.serve.server import BackgroundServer, create_app
+
+    if setting is None:
+        monkeypatch.delenv("LMSMITH_GC_FREEZE", raising=False)
+    else:
+        monkeypatch.setenv("LMSMITH_GC_FREEZE", setting)
+    gc.unfreeze()
+    with BackgroundServer(create_app(Engine(str(tiny_llama), **KW), "tiny", max_num_seqs=4)) as srv:
+        frozen = gc.get_freeze_count()
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            r = c.post("/v1/completions", json={"model": "tiny", "prompt": PROMPTS[0], "max_tokens": 2})
+            assert r.status_code == 200
+    if setting == "0":
+        assert frozen == 0
+    else:
+        assert frozen > 1000  # the loaded server (torch, the model, the web stack) is out of the collector's way
+    assert gc.get_freeze_count() == 0  # stopped: a retired engine's cycles are collectable again

@@ -32,8 +32,18 @@ import traceback
 from typing import Any
 
 from lmsmith.errors import LmsmithError
-from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, Inbox, QueueFull, ShuttingDown, Tracked
-from lmsmith.serve.step_log import StepLog, graph_steps, loop_record
+from lmsmith.serve.async_engine import (
+    AsyncEngine,
+    EngineFailed,
+    Handle,
+    Inbox,
+    QueueFull,
+    ShuttingDown,
+    Tracked,
+    freeze_gc_heap,
+    unfreeze_gc_heap,
+)
+from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, with_gc
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -72,6 +82,7 @@ def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs:
             "max_num_seqs": engine.scheduler.max_num_seqs, "device": str(engine.device), "native": engine.native,
             "eos_token_ids": list(engine.eos_token_ids), "model_ref": engine.model_ref,
             "stats": _stats(engine, 0, 0.0)}
+    freeze_gc_heap()  # the loaded engine (weights' wrappers, graphs, kernels) stays out of every later collection
     try:
         out_conn.send(("ready", info))
         EngineCore(engine, cmd_conn, out_conn, parent_pid).run()
@@ -161,8 +172,9 @@ class EngineCore:
             if packed or failure or fresh:
                 self.send([], packed, fresh, failure)
             if slog is not None and (stepped or n_cmds):
-                slog.write(loop_record(t0, idle, adds, n_cmds - len(adds), t_ack - t0, t1 - t, eng, g, outputs,
-                                       time.perf_counter() - t1, ack=t - t_ack))
+                rec = loop_record(t0, idle, adds, n_cmds - len(adds), t_ack - t0, t1 - t, eng, g, outputs,
+                                  time.perf_counter() - t1, ack=t - t_ack)
+                slog.write(with_gc(rec, slog))
 
     def read_commands(self, acks: list, adds: list | None) -> int:
         """Apply every command waiting in the pipe; returns how many. Raises _Stop when told to stop."""
@@ -375,6 +387,10 @@ class ProcessAsyncEngine(AsyncEngine):
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        freeze_gc_heap()
+        self._monitor = HttpMonitor.from_env()
+        if self._monitor is not None:
+            self._monitor.start()
         self._loop.add_reader(self.engine.fileno(), self._on_readable)
 
     def stop(self) -> None:
@@ -400,6 +416,8 @@ class ProcessAsyncEngine(AsyncEngine):
                 with contextlib.suppress(Exception):
                     done.result(5)
         self.engine.close()
+        self._stop_monitor()
+        unfreeze_gc_heap()
 
     def _remove_reader(self) -> None:
         with contextlib.suppress(ValueError, OSError, RuntimeError):

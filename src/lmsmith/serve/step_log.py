@@ -17,7 +17,9 @@ that took. Unset, the loops check one attribute per iteration and the engine com
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import gc
 import json
 import os
 import threading
@@ -26,6 +28,37 @@ from typing import Any
 
 ENV = "LMSMITH_STEP_LOG"
 FLUSH_EVERY_S = 1.0
+
+
+class GcWatch:
+    """Time spent in the cyclic garbage collector (it holds the GIL: in the engine's process it stalls the loop, in
+    the HTTP process the event loop). `take()` returns (seconds, highest generation) since the last call."""
+
+    def __init__(self, on_pause: Any = None):
+        self.start: float | None = None
+        self.total, self.gen = 0.0, -1
+        self.on_pause = on_pause  # called with (generation, seconds, collected) after each collection
+        gc.callbacks.append(self.callback)
+
+    def callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.start = time.perf_counter()
+        elif self.start is not None:
+            d = time.perf_counter() - self.start
+            self.start = None
+            self.total += d
+            self.gen = max(self.gen, info.get("generation", 0))
+            if self.on_pause is not None:
+                self.on_pause(info.get("generation", 0), d, info.get("collected", 0))
+
+    def take(self) -> tuple[float, int]:
+        out = (self.total, self.gen)
+        self.total, self.gen = 0.0, -1
+        return out
+
+    def close(self) -> None:
+        if self.callback in gc.callbacks:
+            gc.callbacks.remove(self.callback)
 
 
 class StepLog:
@@ -40,8 +73,9 @@ class StepLog:
         self.lines = 0
         self.flushed = time.monotonic()
         self.lock = threading.Lock()
+        self.gc = GcWatch()
         atexit.register(self.close)
-        self.write({"t": time.time(), "event": "start"})
+        self.write({"t": time.time(), "event": "start", "gc_frozen": gc.get_freeze_count()})
 
     @classmethod
     def from_env(cls, loop: str) -> "StepLog | None":
@@ -64,6 +98,7 @@ class StepLog:
         self.flushed = time.monotonic()
 
     def close(self) -> None:
+        self.gc.close()
         with self.lock:
             if not self.f.closed:
                 self.f.close()
@@ -132,3 +167,52 @@ def loop_record(t0: float, idle: float, adds: list[tuple[str, float]], aborts: i
                             if o.new_token_ids and len(o.token_ids) == len(o.new_token_ids)]
     rec["send_ms"] = ms(send_s)
     return rec
+
+
+def with_gc(rec: dict, slog: StepLog) -> dict:
+    """Add the garbage collector's time during this iteration (`gc_ms`, `gc_gen`), when it ran."""
+    spent, gen = slog.gc.take()
+    if gen >= 0:
+        rec["gc_ms"], rec["gc_gen"] = ms(spent), gen
+    return rec
+
+
+class HttpMonitor:
+    """In the HTTP process (LMSMITH_STEP_LOG=PATH -> PATH.http.jsonl): how late the event loop wakes up (a 5 ms
+    sleep that overshoots by more than `LAG_MS` is written as {"event": "lag", "ms": overshoot}), and every garbage
+    collection over 1 ms ({"event": "gc", "gen", "ms", "collected"}). A late loop delays parsing and admitting new
+    requests and streaming first tokens; in the thread placement it is also the engine thread holding the GIL."""
+
+    TICK_S = 0.005
+    LAG_MS = 2.0
+
+    def __init__(self, path: str):
+        self.log = StepLog(path, "http")
+        self.log.gc.on_pause = self.on_gc
+        self.task: asyncio.Task | None = None
+
+    @classmethod
+    def from_env(cls) -> "HttpMonitor | None":
+        path = os.environ.get(ENV)
+        return cls(f"{path}.http.jsonl") if path else None
+
+    def on_gc(self, gen: int, seconds: float, collected: int) -> None:
+        if seconds >= 0.001:
+            self.log.write({"t": round(time.time(), 6), "event": "gc", "gen": gen, "ms": ms(seconds),
+                            "collected": collected})
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.watch())
+
+    async def watch(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(self.TICK_S)
+            late = (time.perf_counter() - t - self.TICK_S) * 1000
+            if late > self.LAG_MS:
+                self.log.write({"t": round(time.time(), 6), "event": "lag", "ms": round(late, 3)})
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.log.close()
