@@ -164,6 +164,13 @@ def analyze(path: Path, window: str | None, gap_ms: float, n_bursts: int, out=sy
         res["http_gc_ms_total"] = round(sum(hgc), 1)
         p(f"  HTTP process: event loop late > 2 ms {len(lags)} times ({sum(lags):.0f} ms in all, max "
           f"{max(lags, default=0):.1f} ms); GC pauses > 1 ms: {len(hgc)} ({sum(hgc):.0f} ms, max {max(hgc, default=0):.1f})")
+    t_first = recs[0]["t"]
+    total = lambda r: sum(r.get(k, 0) for k in ("apply_ms", "ack_ms", "step_ms", "send_ms", "gc_ms"))  # noqa: E731
+    slow = sorted(recs, key=total, reverse=True)[:8]
+    res["slowest_iterations_ms"] = [round(total(r), 2) for r in slow]
+    p("slowest loop iterations (apply + ack + step + send + GC), times from the window's start:")
+    for r in slow:
+        p(fmt_iter(r, t_first))
     pre = [r["preempt"] for r in recs if "preempt" in r]
     if pre:
         res["preemptions"] = pre[-1] - pre[0]
