@@ -112,7 +112,8 @@ def test_engine_process_writes_the_step_log(tiny_llama, tmp_path, monkeypatch):
     assert read_log(path)[0]["gc_frozen"] > 1000  # the child froze its loaded heap before serving
     http = read_log(Path(f"{path}.http.jsonl"))  # the HTTP process's monitor: started, and only known events
     assert http[0]["event"] == "start" and http[0]["loop"] == "http"
-    assert all(e["event"] in ("lag", "gc") and e["ms"] > 0 for e in http[1:])
+    assert http[1]["event"] == "loop" and http[1]["impl"]
+    assert all(e["event"] in ("lag", "gc") and e["ms"] > 0 for e in http[2:])
 
 
 def test_no_log_without_the_variable(tiny_llama, tmp_path, monkeypatch):
@@ -236,3 +237,26 @@ def test_server_freezes_the_heap_while_it_serves(tiny_llama, monkeypatch, settin
     else:
         assert frozen > 1000  # the loaded server (torch, the model, the web stack) is out of the collector's way
     assert gc.get_freeze_count() == 0  # stopped: a retired engine's cycles are collectable again
+
+
+def test_server_uses_uvloop_and_httptools_when_installed(tiny_llama):
+    """uvicorn's fast event loop and HTTP implementation (dependencies): the server picks them up."""
+    import asyncio
+
+    from lmsmith.serve.engine import Engine
+    from lmsmith.serve.server import create_app, make_uvicorn_server
+
+    pytest.importorskip("httptools")
+    uvloop = pytest.importorskip("uvloop")
+    server = make_uvicorn_server(create_app(Engine(str(tiny_llama), **KW), "tiny"), "127.0.0.1", 0)
+    server.config.load()
+    assert "httptools" in server.config.http_protocol_class.__module__
+    factory = server.config.get_loop_factory() if hasattr(server.config, "get_loop_factory") else None
+    if factory is not None:  # uvicorn >= 0.36
+        loop = factory()
+        try:
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+    else:
+        assert server.config.loop in ("auto", "uvloop") and asyncio.get_event_loop_policy() is not None

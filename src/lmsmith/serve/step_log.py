@@ -202,7 +202,9 @@ class HttpMonitor:
                             "collected": collected})
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self.watch())
+        loop = asyncio.get_running_loop()
+        self.log.write({"t": round(time.time(), 6), "event": "loop", "impl": type(loop).__module__})  # uvloop or asyncio
+        self.task = loop.create_task(self.watch())
 
     async def watch(self) -> None:
         while True:
