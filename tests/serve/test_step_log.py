@@ -260,3 +260,16 @@ def test_server_uses_uvloop_and_httptools_when_installed(tiny_llama):
             loop.close()
     else:
         assert server.config.loop in ("auto", "uvloop") and asyncio.get_event_loop_policy() is not None
+
+
+def test_a_failing_step_log_never_stops_serving(tiny_llama, tmp_path, monkeypatch):
+    import lmsmith.serve.async_engine as ae
+    from lmsmith.serve.engine import Engine
+
+    def broken(*a, **k):
+        raise RuntimeError("trace bug")
+
+    monkeypatch.setenv("LMSMITH_STEP_LOG", str(tmp_path / "steps.jsonl"))
+    monkeypatch.setattr(ae, "loop_record", broken)
+    assert len(serve_and_log(Engine(str(tiny_llama), **KW))) == len(PROMPTS)  # every request still answered
+    assert [r.get("event") for r in read_log(tmp_path / "steps.jsonl")] == ["start"]

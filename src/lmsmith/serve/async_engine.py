@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, with_gc
+from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, trace_steps, with_gc
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -208,7 +208,7 @@ class AsyncEngine:
     def _run(self) -> None:
         slog = StepLog.from_env("thread")
         if slog is not None:
-            self.engine.trace_steps = True
+            trace_steps(self.engine)
         try:
             self._loop_steps(slog)
         finally:
@@ -249,10 +249,14 @@ class AsyncEngine:
             if outputs:
                 self._loop.call_soon_threadsafe(self._dispatch, outputs)
             if slog is not None:
-                adds = [(c[1], c[5]) for c in commands if c[0] == "add"]
-                rec = loop_record(t0, idle, adds, len(commands) - len(adds), t - t0, t1 - t, eng, g, outputs,
-                                  time.perf_counter() - t1)
-                slog.write(with_gc(rec, slog))
+                try:
+                    adds = [(c[1], c[5]) for c in commands if c[0] == "add"]
+                    rec = loop_record(t0, idle, adds, len(commands) - len(adds), t - t0, t1 - t, eng, g, outputs,
+                                      time.perf_counter() - t1)
+                    slog.write(with_gc(rec, slog))
+                except Exception:  # a trace must never stop the serving
+                    log.exception("the step log failed; it stops here")
+                    slog = None
                 idle = 0.0
 
     def _snapshot(self) -> dict:

@@ -43,7 +43,7 @@ from lmsmith.serve.async_engine import (
     freeze_gc_heap,
     unfreeze_gc_heap,
 )
-from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, with_gc
+from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, trace_steps, with_gc
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -112,7 +112,7 @@ class EngineCore:
     def run(self) -> None:
         slog = StepLog.from_env("process")
         if slog is not None:
-            self.engine.trace_steps = True
+            trace_steps(self.engine)
         try:
             self.loop(slog)
         finally:
@@ -172,9 +172,13 @@ class EngineCore:
             if packed or failure or fresh:
                 self.send([], packed, fresh, failure)
             if slog is not None and (stepped or n_cmds):
-                rec = loop_record(t0, idle, adds, n_cmds - len(adds), t_ack - t0, t1 - t, eng, g, outputs,
-                                  time.perf_counter() - t1, ack=t - t_ack)
-                slog.write(with_gc(rec, slog))
+                try:
+                    rec = loop_record(t0, idle, adds, n_cmds - len(adds), t_ack - t0, t1 - t, eng, g, outputs,
+                                      time.perf_counter() - t1, ack=t - t_ack)
+                    slog.write(with_gc(rec, slog))
+                except Exception:  # noqa: BLE001 - a trace must never stop the serving
+                    log.exception("the step log failed; it stops here")
+                    slog = None
 
     def read_commands(self, acks: list, adds: list | None) -> int:
         """Apply every command waiting in the pipe; returns how many. Raises _Stop when told to stop."""

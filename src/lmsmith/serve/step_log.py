@@ -104,6 +104,14 @@ class StepLog:
                 self.f.close()
 
 
+def trace_steps(engine: Any) -> None:
+    """Ask the engine to keep `step_info` for each step (an engine that cannot is logged without it)."""
+    try:
+        engine.trace_steps = True
+    except (AttributeError, TypeError):
+        pass
+
+
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
