@@ -273,3 +273,28 @@ def test_a_failing_step_log_never_stops_serving(tiny_llama, tmp_path, monkeypatc
     monkeypatch.setattr(ae, "loop_record", broken)
     assert len(serve_and_log(Engine(str(tiny_llama), **KW))) == len(PROMPTS)  # every request still answered
     assert [r.get("event") for r in read_log(tmp_path / "steps.jsonl")] == ["start"]
+
+
+# ------------------------------------------------------------------ the GIL switch interval (thread placement)
+def test_thread_placement_shortens_the_gil_switch_interval_while_serving(tiny_llama, monkeypatch):
+    import sys
+
+    from lmsmith.serve.engine import Engine
+    from lmsmith.serve.server import BackgroundServer, create_app
+
+    monkeypatch.delenv("LMSMITH_SWITCH_INTERVAL_MS", raising=False)
+    before = sys.getswitchinterval()
+    a = BackgroundServer(create_app(Engine(str(tiny_llama), **KW), "tiny", max_num_seqs=4)).__enter__()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(min(before, 0.001))
+        with BackgroundServer(create_app(Engine(str(tiny_llama), **KW), "tiny", max_num_seqs=4)) as srv:
+            with httpx.Client(base_url=srv.url, timeout=60) as c:
+                assert c.post("/v1/completions", json={"model": "tiny", "prompt": PROMPTS[0],
+                                                       "max_tokens": 2}).status_code == 200
+        assert sys.getswitchinterval() == pytest.approx(min(before, 0.001))  # the other server still runs
+    finally:
+        a.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(before)
+    monkeypatch.setenv("LMSMITH_SWITCH_INTERVAL_MS", "0")
+    with BackgroundServer(create_app(Engine(str(tiny_llama), **KW), "tiny", max_num_seqs=4)):
+        assert sys.getswitchinterval() == pytest.approx(before)

@@ -16,6 +16,7 @@ import dataclasses
 import gc
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,48 @@ def freeze_gc_heap() -> bool:
     gc.collect()
     gc.freeze()
     return True
+
+
+SWITCH_ENV = "LMSMITH_SWITCH_INTERVAL_MS"
+SWITCH_INTERVAL_MS = 1.0
+
+
+def switch_interval_s() -> float | None:
+    """The GIL switch interval for a server whose engine runs in a thread ($LMSMITH_SWITCH_INTERVAL_MS, default 1;
+    0 leaves Python's 5 ms). The engine thread and the event loop share the GIL: a thread that wants it waits up to
+    the interval for the holder to let go, so with 5 ms the engine thread picks a burst's requests up late and the
+    event loop streams first tokens late (CPU stand-in at H100 step times: TTFT p50 33 -> 29 ms, pickup 4.8 -> 3.6
+    ms, TPOT unchanged)."""
+    try:
+        ms = float(os.environ.get(SWITCH_ENV, SWITCH_INTERVAL_MS))
+    except ValueError:
+        ms = SWITCH_INTERVAL_MS
+    return ms / 1000 if ms > 0 else None
+
+
+_switch = {"users": 0, "saved": None}
+_switch_lock = threading.Lock()
+
+
+def shorten_switch_interval() -> bool:
+    """Shorten the GIL switch interval while an engine thread runs (counted: the first restores nothing, the last
+    engine to stop restores Python's). Returns whether this engine holds a share."""
+    interval = switch_interval_s()
+    if interval is None:
+        return False
+    with _switch_lock:
+        if _switch["users"] == 0:
+            _switch["saved"] = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, _switch["saved"]))
+        _switch["users"] += 1
+    return True
+
+
+def restore_switch_interval() -> None:
+    with _switch_lock:
+        _switch["users"] -= 1
+        if _switch["users"] == 0 and _switch["saved"] is not None:
+            sys.setswitchinterval(_switch["saved"])
 
 
 def unfreeze_gc_heap() -> None:
@@ -122,6 +165,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._monitor: HttpMonitor | None = None  # LMSMITH_STEP_LOG: the event loop's lag and GC pauses
+        self._switched = False  # start() shortened the GIL switch interval (restored when the last engine stops)
         self.steps = 0  # engine steps run, and their wall time: TPOT minus step time is the server's overhead
         self.step_seconds = 0.0
         self._stats: dict = self._snapshot()
@@ -134,6 +178,8 @@ class AsyncEngine:
         self._monitor = HttpMonitor.from_env()
         if self._monitor is not None:
             self._monitor.start()
+        if not self._switched:
+            self._switched = shorten_switch_interval()
         self._thread = threading.Thread(target=self._run, name="lmsmith-engine", daemon=True)
         self._thread.start()
 
@@ -153,6 +199,9 @@ class AsyncEngine:
             self._thread.join(timeout=10)
         self._stop_monitor()
         unfreeze_gc_heap()  # this engine's objects may be garbage now; another engine's start() freezes again
+        if self._switched:
+            self._switched = False
+            restore_switch_interval()
 
     def _stop_monitor(self) -> None:
         if self._monitor is not None:
