@@ -78,19 +78,21 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
     from lmsmith.serve.bench import bench_serve
     from lmsmith.serve.server import free_port
 
-    name, mode = mode, base or mode  # a variant (`--variant NAME:MODE:...`) runs as MODE under its own name
+    label, mode = mode, base or mode  # a variant (`--variant NAME:MODE:...`) runs as MODE under its own name
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     flag = "--no-engine-process" if mode == "thread" else "--engine-process"
     cmd = [sys.executable, "-m", "lmsmith.cli", "serve", str(model_dir), "--port", str(port), "--dtype", args.dtype,
            "--device", device, "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench",
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning", flag]
-    log = open(f"{args.server_log}.{name}", "w") if args.server_log else subprocess.DEVNULL
+    if args.server_log:
+        Path(args.server_log).parent.mkdir(parents=True, exist_ok=True)
+    log = open(f"{args.server_log}.{label}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
     env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
     env |= extra_env or {}
-    step_log = str(Path(args.step_log) / f"steps-{name}.jsonl") if args.step_log else None
+    step_log = str(Path(args.step_log) / f"steps-{label}.jsonl") if args.step_log else None
     if step_log:  # the engine loop's per-iteration trace (serve.step_log), windows marked per workload below
         env["LMSMITH_STEP_LOG"] = step_log
     t = time.perf_counter()
@@ -155,7 +157,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             for ph in PHASES:  # mean TTFT split, server side
                 if d[f"{ph}_count"] > 0:
                     metrics[f"ttft_{ph}_mean_ms_{name}"] = 1000 * d[f"{ph}_sum"] / d[f"{ph}_count"]
-            print(f"[{mode}] {name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
+            print(f"[{label}] {name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
                   f"{s['tpot_p50_ms']:.2f} ms p99 {s['tpot_p99_ms']:.2f} ms, {s['output_tok_per_s']:.0f} output tok/s, "
                   f"engine step {metrics.get(f'engine_step_ms_{name}', float('nan')):.2f} ms, errors {s['errors']}; TTFT "
                   + ", ".join(f"{ph} {metrics.get(f'ttft_{ph}_mean_ms_{name}', float('nan')):.1f}" for ph in PHASES)
@@ -170,6 +172,22 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
         except subprocess.TimeoutExpired:
             proc.kill()
     return metrics, workloads, cmd
+
+
+def brief(report: str) -> str:
+    """The summary lines of an analyze_step_log report: no slowest-iteration list, no burst timelines."""
+    keep, skipping = [], False
+    for line in report.splitlines():
+        if line.startswith("slowest loop iterations"):
+            skipping = True
+            continue
+        if line.startswith("-- burst"):
+            break
+        if skipping and line.startswith("  ") and " ms  " in line[:16]:
+            continue
+        skipping = False
+        keep.append(line)
+    return "\n".join(keep)
 
 
 def report_step_logs(log_dir: Path, modes: list[str], workloads: list[str]) -> None:
@@ -192,8 +210,8 @@ def report_step_logs(log_dir: Path, modes: list[str], workloads: list[str]) -> N
             except SystemExit as e:
                 buf.write(f"{e}\n")
             (log_dir / f"analysis-{mode}-{name}.txt").write_text(buf.getvalue())
-            if name.startswith("c") and not name.startswith("c1"):
-                print(buf.getvalue(), flush=True)
+            if name.startswith("c") and not name.startswith("c1"):  # the summary; timelines stay in the file
+                print(brief(buf.getvalue()), flush=True)
     (log_dir / "analysis.json").write_text(json.dumps(summary, indent=1))
 
 
