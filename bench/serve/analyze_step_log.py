@@ -84,6 +84,7 @@ def requests(recs: list[dict]) -> dict[str, dict]:
             q = reqs.get(rid)
             if q is not None and "first" not in q:
                 q["first"], q["i_first"] = end_of(r), i
+                q["own_start"] = r["t"] + (r.get("apply_ms", 0) + r.get("ack_ms", 0)) / 1000
     return {k: v for k, v in reqs.items() if "first" in v}
 
 
@@ -183,13 +184,18 @@ def analyze(path: Path, window: str | None, gap_ms: float, n_bursts: int, out=sy
     pickup = [1000 * (q["applied"] - q["submit"]) for q in reqs.values()]
     inside = [1000 * (q["first"] - q["applied"]) for q in reqs.values()]
     steps_to_first = [q["i_first"] - q["i_add"] + 1 for q in reqs.values()]
+    behind = [1000 * max(0.0, q["own_start"] - q["applied"]) for q in reqs.values()]
+    own = [1000 * (q["first"] - max(q["own_start"], q["applied"])) for q in reqs.values()]
     res |= {"engine_ttft_ms": summarize(ttft), "pickup_ms": summarize(pickup), "in_engine_ms": summarize(inside),
+            "behind_steps_ms": summarize(behind), "own_step_ms": summarize(own),
             "steps_to_first": summarize([float(x) for x in steps_to_first])}
     p(f"engine-side TTFT (submitted -> first token), {len(ttft)} requests: p50 {pct(ttft, 50):.1f}  p90 "
       f"{pct(ttft, 90):.1f}  p99 {pct(ttft, 99):.1f}  max {max(ttft):.1f} ms")
     p(f"  pickup (submitted -> applied by the loop): mean {statistics.fmean(pickup):.1f}  p99 {pct(pickup, 99):.1f} ms")
     p(f"  in engine (applied -> first token):        mean {statistics.fmean(inside):.1f}  p99 {pct(inside, 99):.1f} ms;"
       f" loop iterations from add to first token: mean {statistics.fmean(steps_to_first):.1f}, max {max(steps_to_first)}")
+    p(f"    of which behind earlier steps mean {statistics.fmean(behind):.1f} (p99 {pct(behind, 99):.1f}), in the step that "
+      f"gave the first token mean {statistics.fmean(own):.1f} (p99 {pct(own, 99):.1f}) ms")
     groups = bursts(reqs, gap_ms)
     res["bursts"] = []
     for b in groups:

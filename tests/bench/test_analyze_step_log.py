@@ -39,6 +39,9 @@ def test_bursts_and_engine_side_ttft(tmp_path: Path):
     assert abs(b1["ttft_max_ms"] - 17.0) < 1e-6 and abs(b1["arrival_span_ms"] - 2.0) < 1e-6
     assert b1["prefill_or_mixed_steps"] == 2
     assert abs(res["pickup_ms"]["max"] - 8.0) < 1e-6
+    # each request was applied as its step began: nothing behind; own steps of 9, 9, 10 and 10 ms
+    assert res["behind_steps_ms"]["max"] < 1e-6 and abs(res["own_step_ms"]["max"] - 10.0) < 1e-6
+    assert abs(res["own_step_ms"]["p50"] - 9.0) < 1e-6 or abs(res["own_step_ms"]["p50"] - 10.0) < 1e-6
     assert "burst 0" in out.getvalue() and "mixed 128 tok / 1 seqs + 1 dec" in out.getvalue()
     # a window keeps only its iterations
     mark_window(log, "second", t0 + 0.5, t0 + 2)
