@@ -91,6 +91,8 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
     env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
+    if args.fresh_triton_cache:  # this server compiles its Triton kernels itself, as a fresh deployment would
+        env["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton-{label}-")
     env |= extra_env or {}
     step_log = str(Path(args.step_log) / f"steps-{label}.jsonl") if args.step_log else None
     if step_log:  # the engine loop's per-iteration trace (serve.step_log), windows marked per workload below
@@ -174,18 +176,20 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
     return metrics, workloads, cmd
 
 
-def brief(report: str) -> str:
-    """The summary lines of an analyze_step_log report: no slowest-iteration list, no burst timelines."""
-    keep, skipping = [], False
+def brief(report: str, slowest: int = 3) -> str:
+    """The summary lines of an analyze_step_log report: the `slowest` slowest iterations, no burst timelines."""
+    keep, in_slowest, shown = [], False, 0
     for line in report.splitlines():
-        if line.startswith("slowest loop iterations"):
-            skipping = True
-            continue
         if line.startswith("-- burst"):
             break
-        if skipping and line.startswith("  ") and " ms  " in line[:16]:
-            continue
-        skipping = False
+        if line.startswith("slowest loop iterations"):
+            in_slowest, shown = True, 0
+        elif in_slowest and line.startswith("  ") and " ms  " in line[:16]:
+            shown += 1
+            if shown > slowest:
+                continue
+        else:
+            in_slowest = False
         keep.append(line)
     return "\n".join(keep)
 
@@ -235,6 +239,9 @@ def main() -> int:
                     help="servers to measure side by side: the engine loop in its own process, in a thread of the HTTP "
                          "process, and in its own process without prefill graphs (LMSMITH_PREFILL_GRAPHS=0); the "
                          "first also fills the unsuffixed fields")
+    ap.add_argument("--fresh-triton-cache", action="store_true",
+                    help="give every server an empty TRITON_CACHE_DIR: each compiles its kernels itself (otherwise the "
+                         "first server of a fresh machine pays the compiles and the later ones load them)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:MODE:KEY=VALUE[,KEY=VALUE]",
                     help="one more server after the modes: MODE with these environment variables, fields suffixed "
                          "_NAME (e.g. thread_nofreeze:thread:LMSMITH_GC_FREEZE=0); repeatable")

@@ -69,3 +69,20 @@ def test_fast_engine_splits_a_burst_under_the_budget(tmp_path: Path):
     # chunk's 16 tokens beside 31 decodes
     assert infos == [(2048, 16, 0, 0), (2032, 16, 16, 0), (16, 1, 31, 0)]
     assert sorted(firsts) == sorted(f"r{i}" for i in range(32))
+
+
+def test_serve_load_prints_a_brief_report(tmp_path: Path):
+    from bench.serve.serve_load_gpu import brief
+
+    recs = [rec(1000.0 + i * 0.01, 1.0 + i, adds=1, lag_ms=[0.5], add_ids=[f"r{i}"], pf_tok=8, pf_seqs=1, dec=i,
+                ovl=0, first=1, first_ids=[f"r{i}"]) for i in range(6)]
+    log = tmp_path / "steps.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = io.StringIO()
+    analyze(log, None, 20.0, 1, out=out)
+    full, short = out.getvalue(), brief(out.getvalue(), slowest=2)
+    assert "-- burst" in full and "-- burst" not in short and "engine-side TTFT" in short
+    lines = short.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("slowest loop iterations"))
+    shown = [line for line in lines[i + 1:i + 4] if line.startswith("  ") and " ms  " in line[:16]]
+    assert len(shown) == 2 and "6.00 ms" in shown[0] and "5.00 ms" in shown[1]
