@@ -32,17 +32,8 @@ import traceback
 from typing import Any
 
 from lmsmith.errors import LmsmithError
-from lmsmith.serve.async_engine import (
-    AsyncEngine,
-    EngineFailed,
-    Handle,
-    Inbox,
-    QueueFull,
-    ShuttingDown,
-    Tracked,
-    freeze_gc_heap,
-    unfreeze_gc_heap,
-)
+from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, Inbox, QueueFull, ShuttingDown, Tracked
+from lmsmith.serve.process_tuning import freeze_gc_heap, unfreeze_gc_heap
 from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, trace_steps, with_gc
 
 log = logging.getLogger("lmsmith.serve")
