@@ -127,8 +127,9 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
                     output_len=args.mix_output_len, dataset="sharegpt-mix", **common | {"seed": 97})
         metrics["warmup_s"] = time.perf_counter() - t
         c = args.concurrency
-        runs = [(f"c{c}", dict(requests=args.requests, concurrency=c, prompt_len=args.prompt_len,
-                               output_len=args.output_len))]
+        runs = [(f"c{c}" if k == 0 else f"c{c}_pass{k + 1}", dict(requests=args.requests, concurrency=c,
+                                                                  prompt_len=args.prompt_len, output_len=args.output_len))
+                for k in range(args.passes)]  # later passes: the same load again, after the first met every shape
         if "mix" not in args.skip:
             runs.append((f"mix_c{c}", dict(requests=args.requests, concurrency=c, prompt_len=args.prompt_len,
                                            output_len=args.mix_output_len, dataset="sharegpt-mix")))
@@ -214,7 +215,7 @@ def report_step_logs(log_dir: Path, modes: list[str], workloads: list[str]) -> N
             except SystemExit as e:
                 buf.write(f"{e}\n")
             (log_dir / f"analysis-{mode}-{name}.txt").write_text(buf.getvalue())
-            if name.startswith("c") and not name.startswith("c1"):  # the summary; timelines stay in the file
+            if name.startswith("c") and not name.startswith("c1") and "_pass" not in name:  # timelines: in the file
                 print(brief(buf.getvalue()), flush=True)
     (log_dir / "analysis.json").write_text(json.dumps(summary, indent=1))
 
@@ -229,6 +230,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=128, help="requests per workload at --concurrency")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--passes", type=int, default=1, help="run the c<concurrency> workload this many times per "
+                    "server (fields of later passes: c32_pass2, ...): a one-time cost shows as a first pass slower "
+                    "than the next")
     ap.add_argument("--mix-output-len", type=int, default=128, help="median output length of the ShareGPT-like mix")
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")
     ap.add_argument("--max-num-seqs", type=int, default=64)
