@@ -17,7 +17,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import load_model
 from lmsmith.quant.format import swap_in_quantized
 from lmsmith.quant.passes import prepare_for_inference
-from lmsmith.serve import paged_decode, tp_layers
+from lmsmith.serve import tp_layers
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import bs1_eligible, drop_planar, forward_bs1, replay_ms, tune_tiles, uses_planar
@@ -100,6 +100,8 @@ class NativeRunner:
         self.block_size = block_size
         self.kv_cache = torch.zeros(s.num_layers, 2, num_blocks + 1, block_size, s.num_kv_heads, s.head_dim,
                                     dtype=self.dtype, device=self.device)
+        from lmsmith.serve import paged_decode
+
         if paged_decode.available(self.device):  # every decode-kernel variant compiled now, not mid-serving
             try:
                 heads = s.num_heads // s.num_kv_heads * self.kv_cache.shape[-2]  # this rank's query heads
