@@ -85,4 +85,3 @@ def test_argmax_rows_matches_torch_first_index():
         x = torch.randn(b, v, device="cuda", generator=g)
         x[0, v // 2] = x[0, v - 1] = 100.0  # ties: the first index wins, as torch.argmax
         assert torch.equal(argmax_rows(x), x.argmax(-1))
-
