@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench._result import make_result, write_result
 from bench.common import ROOT
+from bench.serve.analyze_step_log import analyze, mark_window
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -70,22 +71,32 @@ def server_counters(url: str) -> dict[str, float]:
     return vals
 
 
-def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, device: str) -> tuple[dict, dict, list]:
+def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, device: str,
+             base: str | None = None, extra_env: dict | None = None) -> tuple[dict, dict, list]:
     """Start `lmsmith serve` with the engine loop in its own process (`engine_process`) or in a thread of the
     HTTP process (`thread`), warm it up, run the workloads; returns (metrics, workload configs, server command)."""
     from lmsmith.serve.bench import bench_serve
     from lmsmith.serve.server import free_port
 
+    label, mode = mode, base or mode  # a variant (`--variant NAME:MODE:...`) runs as MODE under its own name
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     flag = "--no-engine-process" if mode == "thread" else "--engine-process"
     cmd = [sys.executable, "-m", "lmsmith.cli", "serve", str(model_dir), "--port", str(port), "--dtype", args.dtype,
            "--device", device, "--max-num-seqs", str(args.max_num_seqs), "--served-model-name", "bench",
            "--max-num-batched-tokens", str(args.max_num_batched_tokens), "--log-level", "warning", flag]
-    log = open(f"{args.server_log}.{mode}", "w") if args.server_log else subprocess.DEVNULL
+    if args.server_log:
+        Path(args.server_log).parent.mkdir(parents=True, exist_ok=True)
+    log = open(f"{args.server_log}.{label}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
     env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
+    if args.fresh_triton_cache:  # this server compiles its Triton kernels itself, as a fresh deployment would
+        env["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton-{label}-")
+    env |= extra_env or {}
+    step_log = str(Path(args.step_log) / f"steps-{label}.jsonl") if args.step_log else None
+    if step_log:  # the engine loop's per-iteration trace (serve.step_log), windows marked per workload below
+        env["LMSMITH_STEP_LOG"] = step_log
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     metrics: dict[str, float] = {}
@@ -116,8 +127,9 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
                     output_len=args.mix_output_len, dataset="sharegpt-mix", **common | {"seed": 97})
         metrics["warmup_s"] = time.perf_counter() - t
         c = args.concurrency
-        runs = [(f"c{c}", dict(requests=args.requests, concurrency=c, prompt_len=args.prompt_len,
-                               output_len=args.output_len))]
+        runs = [(f"c{c}" if k == 0 else f"c{c}_pass{k + 1}", dict(requests=args.requests, concurrency=c,
+                                                                  prompt_len=args.prompt_len, output_len=args.output_len))
+                for k in range(args.passes)]  # later passes: the same load again, after the first met every shape
         if "mix" not in args.skip:
             runs.append((f"mix_c{c}", dict(requests=args.requests, concurrency=c, prompt_len=args.prompt_len,
                                            output_len=args.mix_output_len, dataset="sharegpt-mix")))
@@ -125,7 +137,10 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             runs.append(("c1", dict(requests=4, concurrency=1, prompt_len=args.prompt_len, output_len=args.output_len)))
         for name, kw in runs:
             before = server_counters(url)
+            t_run = time.time()
             s = bench_serve(url, **common, **kw)
+            if step_log:
+                mark_window(step_log, name, t_run, time.time())
             time.sleep(0.2)  # the engine process sends its step counters when it goes idle
             after = server_counters(url)
             d = {k: after[k] - before[k] for k in after}
@@ -145,7 +160,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             for ph in PHASES:  # mean TTFT split, server side
                 if d[f"{ph}_count"] > 0:
                     metrics[f"ttft_{ph}_mean_ms_{name}"] = 1000 * d[f"{ph}_sum"] / d[f"{ph}_count"]
-            print(f"[{mode}] {name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
+            print(f"[{label}] {name}: TTFT p50 {s['ttft_p50_ms']:.1f} ms p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 "
                   f"{s['tpot_p50_ms']:.2f} ms p99 {s['tpot_p99_ms']:.2f} ms, {s['output_tok_per_s']:.0f} output tok/s, "
                   f"engine step {metrics.get(f'engine_step_ms_{name}', float('nan')):.2f} ms, errors {s['errors']}; TTFT "
                   + ", ".join(f"{ph} {metrics.get(f'ttft_{ph}_mean_ms_{name}', float('nan')):.1f}" for ph in PHASES)
@@ -162,6 +177,49 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
     return metrics, workloads, cmd
 
 
+def brief(report: str, slowest: int = 3) -> str:
+    """The summary lines of an analyze_step_log report: the `slowest` slowest iterations, no burst timelines."""
+    keep, in_slowest, shown = [], False, 0
+    for line in report.splitlines():
+        if line.startswith("-- burst"):
+            break
+        if line.startswith("slowest loop iterations"):
+            in_slowest, shown = True, 0
+        elif in_slowest and line.startswith("  ") and " ms  " in line[:16]:
+            shown += 1
+            if shown > slowest:
+                continue
+        else:
+            in_slowest = False
+        keep.append(line)
+    return "\n".join(keep)
+
+
+def report_step_logs(log_dir: Path, modes: list[str], workloads: list[str]) -> None:
+    """Analyse each server's step log per workload window: the c32 window printed, all written to files."""
+    import io
+
+    summary = {}
+    for mode in modes:
+        log = log_dir / f"steps-{mode}.jsonl"
+        if not log.exists():
+            print(f"no step log at {log}", flush=True)
+            continue
+        for wl in workloads:
+            if not wl.endswith(f"_{mode}"):
+                continue
+            name = wl[:-len(mode) - 1]
+            buf = io.StringIO()
+            try:
+                summary[f"{mode}/{name}"] = analyze(log, name, 20.0, 3, out=buf)
+            except SystemExit as e:
+                buf.write(f"{e}\n")
+            (log_dir / f"analysis-{mode}-{name}.txt").write_text(buf.getvalue())
+            if name.startswith("c") and not name.startswith("c1") and "_pass" not in name:  # timelines: in the file
+                print(brief(buf.getvalue()), flush=True)
+    (log_dir / "analysis.json").write_text(json.dumps(summary, indent=1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="llama-3.2-1b", help="random-init shape (lmsmith.ops.planner.SHAPES)")
@@ -172,6 +230,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=128, help="requests per workload at --concurrency")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--passes", type=int, default=1, help="run the c<concurrency> workload this many times per "
+                    "server (fields of later passes: c32_pass2, ...): a one-time cost shows as a first pass slower "
+                    "than the next")
     ap.add_argument("--mix-output-len", type=int, default=128, help="median output length of the ShareGPT-like mix")
     ap.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the length mix")
     ap.add_argument("--max-num-seqs", type=int, default=64)
@@ -182,7 +243,16 @@ def main() -> int:
                     help="servers to measure side by side: the engine loop in its own process, in a thread of the HTTP "
                          "process, and in its own process without prefill graphs (LMSMITH_PREFILL_GRAPHS=0); the "
                          "first also fills the unsuffixed fields")
+    ap.add_argument("--fresh-triton-cache", action="store_true",
+                    help="give every server an empty TRITON_CACHE_DIR: each compiles its kernels itself (otherwise the "
+                         "first server of a fresh machine pays the compiles and the later ones load them)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:MODE:KEY=VALUE[,KEY=VALUE]",
+                    help="one more server after the modes: MODE with these environment variables, fields suffixed "
+                         "_NAME (e.g. thread_nofreeze:thread:LMSMITH_GC_FREEZE=0); repeatable")
     ap.add_argument("--server-log", help="file prefix for the servers' output (PREFIX.MODE; default: discarded)")
+    ap.add_argument("--step-log", help="directory: each server's engine loop writes a per-iteration trace there "
+                    "(steps-MODE.jsonl, LMSMITH_STEP_LOG), analysed at the end (bench/serve/analyze_step_log.py; "
+                    "the c32 window's summary printed, every workload's in DIR/analysis-MODE-WORKLOAD.txt)")
     ap.add_argument("--out", help="result JSON (default: print only)")
     args = ap.parse_args()
 
@@ -205,9 +275,17 @@ def main() -> int:
     metrics: dict[str, float] = {}
     workloads: dict[str, dict] = {}
     commands: dict[str, str] = {}
+    servers: list[tuple[str, str | None, dict]] = [(m, None, {}) for m in args.modes]
+    for v in args.variant:
+        name, base, kvs = (v.split(":", 2) + ["", ""])[:3]
+        env = dict(kv.split("=", 1) for kv in kvs.split(",") if "=" in kv)
+        if not name or base not in ("engine_process", "thread", "engine_process_eager") or not env or name in args.modes:
+            raise SystemExit(f"--variant {v!r}: expected NAME:MODE:KEY=VALUE[,KEY=VALUE] with MODE one of "
+                             "engine_process, thread, engine_process_eager and a new NAME")
+        servers.append((name, base, env))
     try:
-        for mode in args.modes:  # side by side on the same machine, one server at a time
-            got, runs, cmd = run_mode(mode, args, model_dir, vocab, device)
+        for mode, base, extra in servers:  # side by side on the same machine, one server at a time
+            got, runs, cmd = run_mode(mode, args, model_dir, vocab, device, base, extra)
             commands[mode] = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
             workloads |= {f"{k}_{mode}": v for k, v in runs.items()}
             metrics |= {f"{k}_{mode}": v for k, v in got.items()}
@@ -215,7 +293,9 @@ def main() -> int:
                 metrics |= got
     finally:
         tmp.cleanup()
-    metrics["modes"] = len(args.modes)
+    metrics["modes"] = len(servers)
+    if args.step_log:
+        report_step_logs(Path(args.step_log), [m for m, _, _ in servers], list(workloads))
 
     result = make_result(
         "serve_load", {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()},
@@ -223,7 +303,8 @@ def main() -> int:
         workload={"model": args.model or f"random-init {args.shape}", "dtype": args.dtype,
                      "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
                      "prompts": "token-id arrays on /v1/completions, stream, ignore_eos", "runs": workloads,
-                  "engine_modes": list(args.modes), "unsuffixed_fields": args.modes[0], "server_commands": commands},
+                  "engine_modes": list(args.modes), "variants": args.variant, "unsuffixed_fields": args.modes[0],
+                  "server_commands": commands},
     )
     if args.out:
         write_result(args.out, result)

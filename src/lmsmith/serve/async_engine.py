@@ -19,6 +19,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+from lmsmith.serve.process_tuning import (
+    freeze_gc_heap,
+    restore_switch_interval,
+    shorten_switch_interval,
+    unfreeze_gc_heap,
+)
+from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, trace_steps, with_gc
+
 log = logging.getLogger("lmsmith.serve")
 
 
@@ -96,6 +104,8 @@ class AsyncEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._monitor: HttpMonitor | None = None  # LMSMITH_STEP_LOG: the event loop's lag and GC pauses
+        self._switched = False  # start() shortened the GIL switch interval (restored when the last engine stops)
         self.steps = 0  # engine steps run, and their wall time: TPOT minus step time is the server's overhead
         self.step_seconds = 0.0
         self._stats: dict = self._snapshot()
@@ -104,6 +114,12 @@ class AsyncEngine:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        freeze_gc_heap()  # the server is loaded: what lives now lives on
+        self._monitor = HttpMonitor.from_env()
+        if self._monitor is not None:
+            self._monitor.start()
+        if not self._switched:
+            self._switched = shorten_switch_interval()
         self._thread = threading.Thread(target=self._run, name="lmsmith-engine", daemon=True)
         self._thread.start()
 
@@ -121,6 +137,16 @@ class AsyncEngine:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=10)
+        self._stop_monitor()
+        unfreeze_gc_heap()  # this engine's objects may be garbage now; another engine's start() freezes again
+        if self._switched:
+            self._switched = False
+            restore_switch_interval()
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            self._monitor.stop()
+            self._monitor = None
 
     @property
     def alive(self) -> bool:
@@ -146,7 +172,7 @@ class AsyncEngine:
         self._requests[request_id] = tracked
         admitted: concurrent.futures.Future = concurrent.futures.Future()
         try:
-            self._submit(("add", request_id, prompt, params, admitted))
+            self._submit(("add", request_id, prompt, params, admitted, time.time()))
             await asyncio.wrap_future(admitted)
         except BaseException:
             self._abort(request_id)
@@ -169,18 +195,35 @@ class AsyncEngine:
 
     # ------------------------------------------------------------------ the engine thread
     def _run(self) -> None:
+        slog = StepLog.from_env("thread")
+        if slog is not None:
+            trace_steps(self.engine)
+        try:
+            self._loop_steps(slog)
+        finally:
+            if slog is not None:
+                slog.close()
+
+    def _loop_steps(self, slog: StepLog | None) -> None:
         eng = self.engine
+        idle = 0.0
         while not self._stop.is_set():
+            t0 = time.perf_counter()
             with self._lock:
                 commands, self._commands = self._commands, []
             for cmd in commands:
                 self._apply(cmd)
             if not eng.has_unfinished():
                 self._stats = self._snapshot()
+                if slog is not None:
+                    slog.flush()
+                w = time.perf_counter()
                 self._wake.wait(0.5)
                 self._wake.clear()
+                idle += time.perf_counter() - w
                 continue
             t = time.perf_counter()
+            g = graph_steps(eng) if slog is not None else 0
             try:
                 outputs = eng.step()
             except Exception as e:  # an engine bug: fail the requests in flight, keep serving
@@ -188,11 +231,22 @@ class AsyncEngine:
                 self.error = f"{type(e).__name__}: {e}"
                 self._fail_all(EngineFailed(self.error))
                 continue
-            self.step_seconds += time.perf_counter() - t
+            t1 = time.perf_counter()
+            self.step_seconds += t1 - t
             self.steps += 1
             self._stats = self._snapshot()
             if outputs:
                 self._loop.call_soon_threadsafe(self._dispatch, outputs)
+            if slog is not None:
+                try:
+                    adds = [(c[1], c[5]) for c in commands if c[0] == "add"]
+                    rec = loop_record(t0, idle, adds, len(commands) - len(adds), t - t0, t1 - t, eng, g, outputs,
+                                      time.perf_counter() - t1)
+                    slog.write(with_gc(rec, slog))
+                except Exception:  # a trace must never stop the serving
+                    log.exception("the step log failed; it stops here")
+                    slog = None
+                idle = 0.0
 
     def _snapshot(self) -> dict:
         return _safe_stats(self.engine) | {"engine_steps": self.steps, "engine_step_seconds": self.step_seconds}
@@ -204,7 +258,7 @@ class AsyncEngine:
             except Exception:  # already finished or unknown: nothing to free
                 pass
             return
-        _, rid, prompt, params, fut = cmd
+        rid, prompt, params, fut = cmd[1:5]
         if rid not in self._requests:  # cancelled before it reached the engine
             fut.cancel()
             return

@@ -73,6 +73,13 @@ class InFlight:
     index: list[int]  # where each sequence's placeholder sits in its token list
 
 
+def step_composition(batch: list[ScheduledSeq]) -> tuple:
+    """(prefill tokens, prefill sequences, decode rows, 0) of a synchronous step, for the step log."""
+    dec = sum(1 for s in batch if s.num_tokens == 1 and s.start >= len(s.seq.prompt_ids))
+    pf = [s.num_tokens for s in batch if not (s.num_tokens == 1 and s.start >= len(s.seq.prompt_ids))]
+    return (sum(pf), len(pf), dec, 0)
+
+
 def eos_ids_for(model_dir, tokenizer, config) -> list[int]:
     """EOS from generation_config.json (int or list), then the config and the tokenizer."""
     ids: list[int] = []
@@ -134,6 +141,10 @@ class Engine:
             async_scheduling = self.device.type == "cuda"
         self.async_scheduling = bool(async_scheduling) and getattr(self.runner, "supports_overlap", False)
         self._inflight: InFlight | None = None
+        # set by a loop writing a step log (serve.step_log): each step leaves (prefill tokens, prefill sequences,
+        # decode rows, overlapped) in `step_info`
+        self.trace_steps = False
+        self.step_info: tuple | None = None
         self._host_bufs = None
         self._flip = 0
         if self.async_scheduling and self.device.type == "cuda":
@@ -242,6 +253,8 @@ class Engine:
             if batch is not None:  # launch the next decode from the device tokens, then read the previous step
                 prev = self._inflight
                 self._inflight = self._launch(batch, prev) if batch else None
+                if self.trace_steps:
+                    self.step_info = (0, 0, len(batch), 1)
                 outputs += self._resolve(prev)
                 return outputs
             prev, self._inflight = self._inflight, None
@@ -251,7 +264,11 @@ class Engine:
             return outputs
         if self.async_scheduling and all(s.num_tokens == 1 and s.samples and self._overlappable(s.seq) for s in batch):
             self._inflight = self._launch(batch, None)
+            if self.trace_steps:
+                self.step_info = (0, 0, len(batch), 1)
             return outputs
+        if self.trace_steps:
+            self.step_info = step_composition(batch)
         logits = self.runner.execute(batch)
         sampling = []
         for s in batch:

@@ -6,7 +6,7 @@ streams and does flow control (`ProcessAsyncEngine`, the `AsyncEngine` interface
 child process owns the `Engine` and runs schedule + step in a loop (`run_engine_core`). They talk over two
 pipes with pickled tuples of token ids and text deltas; no tensors cross.
 
-    parent -> child   ("add", rid, prompt_ids, params) | ("abort", rid) | ("stop",)
+    parent -> child   ("add", rid, prompt_ids, params, submitted) | ("abort", rid) | ("stop",)
     child -> parent   ("ready", info) | ("error", message, hint)               once, after loading
                       ("step", acks, outputs, stats, failure)                   after commands and steps
 
@@ -33,6 +33,8 @@ from typing import Any
 
 from lmsmith.errors import LmsmithError
 from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, Inbox, QueueFull, ShuttingDown, Tracked
+from lmsmith.serve.process_tuning import freeze_gc_heap, unfreeze_gc_heap
+from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, trace_steps, with_gc
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -71,6 +73,7 @@ def run_engine_core(cmd_conn: Any, out_conn: Any, model_ref: str, engine_kwargs:
             "max_num_seqs": engine.scheduler.max_num_seqs, "device": str(engine.device), "native": engine.native,
             "eos_token_ids": list(engine.eos_token_ids), "model_ref": engine.model_ref,
             "stats": _stats(engine, 0, 0.0)}
+    freeze_gc_heap()  # the loaded engine (weights' wrappers, graphs, kernels) stays out of every later collection
     try:
         out_conn.send(("ready", info))
         EngineCore(engine, cmd_conn, out_conn, parent_pid).run()
@@ -84,6 +87,10 @@ def _ignore(signum: int, frame: Any) -> None:
     pass
 
 
+class _Stop(Exception):
+    """The parent said stop."""
+
+
 class EngineCore:
     """The child's loop: apply commands, step, send acks and outputs; block on the pipe when idle."""
 
@@ -94,28 +101,44 @@ class EngineCore:
         self.stats_sent = 0.0
 
     def run(self) -> None:
+        slog = StepLog.from_env("process")
+        if slog is not None:
+            trace_steps(self.engine)
+        try:
+            self.loop(slog)
+        finally:
+            if slog is not None:
+                slog.close()
+
+    def loop(self, slog: StepLog | None) -> None:
         eng = self.engine
         while True:
+            idle = 0.0
             busy = eng.has_unfinished()
             if not busy:
                 self.send([], [], True, None)  # idle: the final stats of the burst
+                if slog is not None:
+                    slog.flush()
+                w = time.perf_counter()
                 while not self.cmd.poll(0.5):
                     if os.getppid() != self.parent_pid:
                         return  # the server died without telling us
+                idle = time.perf_counter() - w
+            t0 = time.perf_counter()
             acks: list = []
+            adds: list = [] if slog is not None else None
             try:
-                while self.cmd.poll():
-                    msg = self.cmd.recv()
-                    if msg[0] == "stop":
-                        return
-                    self.apply(msg, acks)
-            except (EOFError, OSError):
-                return  # the parent closed its end: it is gone or shutting down
+                n_cmds = self.read_commands(acks, adds)
+            except (EOFError, OSError, _Stop):
+                return  # told to stop, or the parent closed its end: it is gone or shutting down
+            t_ack = time.perf_counter()
             if acks:  # answer the adds now, not after the step: the handlers send their headers meanwhile
                 self.send(acks, [], False, None)
             outputs, failure = [], None
-            if eng.has_unfinished():
-                t = time.perf_counter()
+            t = time.perf_counter()
+            g = graph_steps(eng) if slog is not None else 0
+            stepped = eng.has_unfinished()
+            if stepped:
                 try:
                     outputs = eng.step()
                 except Exception as e:  # an engine bug or an OOM: fail what is in flight, keep serving
@@ -126,6 +149,7 @@ class EngineCore:
                     outputs = []
                 self.step_seconds += time.perf_counter() - t
                 self.steps += 1
+            t1 = time.perf_counter()
             packed = [pack_output(o) for o in outputs]
             for o in outputs:
                 if o.finished and o.request_id in self.live:
@@ -138,6 +162,27 @@ class EngineCore:
             fresh = now - self.stats_sent > STATS_EVERY_S or any(o.finished for o in outputs)
             if packed or failure or fresh:
                 self.send([], packed, fresh, failure)
+            if slog is not None and (stepped or n_cmds):
+                try:
+                    rec = loop_record(t0, idle, adds, n_cmds - len(adds), t_ack - t0, t1 - t, eng, g, outputs,
+                                      time.perf_counter() - t1, ack=t - t_ack)
+                    slog.write(with_gc(rec, slog))
+                except Exception:  # noqa: BLE001 - a trace must never stop the serving
+                    log.exception("the step log failed; it stops here")
+                    slog = None
+
+    def read_commands(self, acks: list, adds: list | None) -> int:
+        """Apply every command waiting in the pipe; returns how many. Raises _Stop when told to stop."""
+        n = 0
+        while self.cmd.poll():
+            msg = self.cmd.recv()
+            if msg[0] == "stop":
+                raise _Stop()
+            self.apply(msg, acks)
+            n += 1
+            if adds is not None and msg[0] == "add":
+                adds.append((msg[1], msg[4] if len(msg) > 4 else time.time()))
+        return n
 
     def send(self, acks: list, outputs: list, with_stats: bool, failure: str | None) -> None:
         stats = None
@@ -150,7 +195,7 @@ class EngineCore:
         if msg[0] == "abort":
             self.abort(msg[1])
             return
-        _, rid, prompt, params = msg
+        rid, prompt, params = msg[1:4]
         try:
             self.engine.add_request(rid, prompt, params)
         except LmsmithError as e:
@@ -337,6 +382,10 @@ class ProcessAsyncEngine(AsyncEngine):
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        freeze_gc_heap()
+        self._monitor = HttpMonitor.from_env()
+        if self._monitor is not None:
+            self._monitor.start()
         self._loop.add_reader(self.engine.fileno(), self._on_readable)
 
     def stop(self) -> None:
@@ -362,6 +411,8 @@ class ProcessAsyncEngine(AsyncEngine):
                 with contextlib.suppress(Exception):
                     done.result(5)
         self.engine.close()
+        self._stop_monitor()
+        unfreeze_gc_heap()
 
     def _remove_reader(self) -> None:
         with contextlib.suppress(ValueError, OSError, RuntimeError):
@@ -379,7 +430,7 @@ class ProcessAsyncEngine(AsyncEngine):
         ack = self._loop.create_future()
         self._adds[request_id] = ack
         try:
-            self._submit(("add", request_id, prompt, params))
+            self._submit(("add", request_id, prompt, params, time.time()))
             try:
                 await asyncio.wait_for(ack, self.request_timeout) if self.request_timeout else await ack
             except asyncio.TimeoutError:

@@ -7,6 +7,7 @@ so everything above it (scheduler, sampling, streaming) behaves the same.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -39,6 +40,8 @@ CPU_KV_BUDGET_BYTES = 2 * 1024**3
 TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
 # batch-1 GEMV step variants tried against cuBLAS when the graphs are captured (tiles: rows x columns per program)
 BS1_PLANS: dict[str, dict] = {}  # filled at capture from the tiles measured fastest per projection
+log = logging.getLogger("lmsmith.serve")
+
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
@@ -107,6 +110,15 @@ class NativeRunner:
         self.block_size = block_size
         self.kv_cache = torch.zeros(s.num_layers, 2, num_blocks + 1, block_size, s.num_kv_heads, s.head_dim,
                                     dtype=self.dtype, device=self.device)
+        from lmsmith.serve import paged_decode
+
+        if paged_decode.available(self.device):  # every decode-kernel variant compiled now, not mid-serving
+            try:
+                heads = s.num_heads // s.num_kv_heads * self.kv_cache.shape[-2]  # this rank's query heads
+                paged_decode.warm_up(self.kv_cache[0, 0], self.kv_cache[0, 1], heads, s.sliding_window)
+            except Exception as e:  # noqa: BLE001 - a missed warm-up only costs a compile later
+                log.warning("paged decode warm-up failed (%s: %s); kernels compile when first used",
+                            type(e).__name__, e)
         if self.use_cuda_graphs:
             self.graphs = DecodeGraphs(self, max_num_seqs, scratch_block=num_blocks)
 

@@ -171,14 +171,50 @@ if triton is not None:
 
 
 NUM_SMS_HINT = 132  # H100 SXM; only sets how finely small batches split the context
+MAX_SPLITS = 16
+SPLITS_ENV = "LMSMITH_DECODE_SPLITS"  # "exact": round-3 behaviour (any split count, compiled when first met)
+
+
+def exact_splits() -> bool:
+    return os.environ.get(SPLITS_ENV, "") == "exact"
 
 
 def num_splits(batch: int, kv_heads: int) -> int:
-    """Context splits so that a small batch still launches about two programs per SM."""
+    """Context splits so that a small batch still launches about two programs per SM, rounded up to a power of two.
+
+    The split count is a compile-time constant of the kernels, so every distinct value is its own Triton compile
+    (~0.5 s on a fresh machine). The CUDA graphs fix it per batch bucket, but an eager mixed step (prompt tokens
+    next to 3, 5, 6, 9 ... decode rows) used to meet a new value in the middle of serving and stall every request in
+    flight while it compiled. Rounded, only 1, 2, 4, 8 and 16 occur, and `warm_up` compiles them all at start."""
     pairs = batch * kv_heads
     if pairs >= NUM_SMS_HINT:
         return 1
-    return min(16, triton.cdiv(2 * NUM_SMS_HINT, pairs))
+    s = min(MAX_SPLITS, -(-2 * NUM_SMS_HINT // pairs))
+    return s if exact_splits() else min(MAX_SPLITS, 1 << (s - 1).bit_length())
+
+
+def split_variants() -> tuple[int, ...]:
+    """Every split count `num_splits` can return (without LMSMITH_DECODE_SPLITS=exact)."""
+    out, s = [1], 2
+    while s <= MAX_SPLITS:
+        out.append(s)
+        s *= 2
+    return tuple(out)
+
+
+def warm_up(k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, window: int | None = None) -> int:
+    """Compile every variant of the decode kernels the eager path can launch (one per split count, with freshly
+    allocated tables and lengths as the eager metadata has them) on a one-token dummy query against block 0, so no
+    serving step waits for a compile. Returns how many variants ran."""
+    if triton is None or k_cache.device.type != "cuda" or exact_splits():
+        return 0
+    d = k_cache.shape[-1]
+    q = torch.zeros(1, heads, d, dtype=k_cache.dtype, device=k_cache.device)
+    tables = torch.zeros(1, 1, dtype=torch.long, device=k_cache.device)
+    lens = torch.ones(1, dtype=torch.long, device=k_cache.device)
+    for s in split_variants():
+        paged_decode(q, k_cache, v_cache, tables, lens, 1.0, window, splits=s)
+    return len(split_variants())
 
 
 def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
