@@ -370,3 +370,14 @@ def test_a_stream_that_fell_behind_catches_up_in_one_chunk(placement, request, m
     whole = httpx.post(piped.url + "/v1/completions", json=body | {"stream": False}, timeout=30).json()
     assert "".join(pieces) == whole["choices"][0]["text"]
     assert len(pieces) < 30  # >= 40 chunks without coalescing
+
+
+def test_engine_process_is_the_default_on_one_gpu_only():
+    import torch
+
+    from lmsmith.serve.engine_process import default_engine_process
+
+    assert default_engine_process("cuda") and default_engine_process("cuda:1")
+    assert not default_engine_process("cpu")
+    assert not default_engine_process("cuda", tensor_parallel_size=2)  # the ranks run from the HTTP process
+    assert default_engine_process(None) == torch.cuda.is_available()

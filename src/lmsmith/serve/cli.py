@@ -169,7 +169,8 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     add_engine_args(p, max_num_seqs=64, max_num_batched_tokens=2048)
     p.add_argument("--engine-process", action=argparse.BooleanOptionalAction, default=None,
                    help="run the engine loop in its own process, so HTTP parsing and streaming never wait for it "
-                        "(experimental, default off: see bench/results/serve_load_notes.md)")
+                        "(default: on for one GPU, off on CPU and with tensor parallelism; "
+                        "bench/results/serve_load_notes.md)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=True,
                    help="the web UI at /ui: playground, models, runs, monitor (default: on)")

@@ -560,11 +560,20 @@ def unpack_outputs(run: list, tracked: Tracked) -> Any:
                          prompt_token_ids=tracked.prompt, num_cached_tokens=acc[2], metrics=metrics)
 
 
-def default_engine_process(device: str | None) -> bool:
-    """Off until it measures better: on one H100 at 32 streams (bench/results/serve_load-h100.json) the child
-    process decoded faster (TPOT 1.6 vs 2.7 ms) but the HTTP process fell behind delivering its outputs
-    (deliver ~100 ms, TTFT p50 457 ms vs 88 ms with the engine in a thread). `--engine-process` opts in."""
-    return False
+def default_engine_process(device: str | None, tensor_parallel_size: int = 1) -> bool:
+    """On one GPU the engine loop runs in its own process by default. One H100, 32 streams x (128 in, 256 out)
+    (bench/results/serve_load-h100-round4*.json): TTFT p50 / p99 50.1 / 77.0 ms and TPOT 1.63 ms in the child vs
+    63.0 / 74.6 ms and 1.87 ms with the engine in a thread of the HTTP process (39.9 / 49.7 ms and 1.57 ms with
+    LMSMITH_PREFILL_GRAPHS=1). On a CPU the child competes with the HTTP process for the same few cores and no gain
+    was measured, and tensor-parallel ranks are not run from the child: the thread there. `--no-engine-process` /
+    `--engine-process` choose explicitly."""
+    if tensor_parallel_size > 1:
+        return False
+    if device is None:
+        import torch
+
+        return torch.cuda.is_available()
+    return str(device).startswith("cuda")
 
 
 def make_async_engine(engine: Any, max_num_seqs: int = 64, max_queue: int = 256,

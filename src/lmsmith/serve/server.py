@@ -272,7 +272,8 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
 
     _check_port(host, port)  # before the (slow) model load
     if engine_process is None:
-        engine_process = default_engine_process(engine_kwargs.get("device"))
+        engine_process = default_engine_process(engine_kwargs.get("device"),
+                                                int(engine_kwargs.get("tensor_parallel_size") or 1))
     kind = EngineClient if engine_process else Engine
 
     def make(r: str) -> Any:
