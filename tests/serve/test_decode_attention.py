@@ -21,3 +21,14 @@ def test_one_launch_decode_attention_in_the_interpreter():
     out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     assert out.stdout.count("ok ") == 6, out.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
+def test_prefix_hit_chunks_as_decode_rows_in_the_interpreter():
+    """Chunks after cached tokens attend as paged-decode rows: same greedy tokens and log-probabilities as the
+    per-chunk SDPA path (the engine end to end, both prefix hits taking the new path)."""
+    check = Path(__file__).with_name("chunk_rows_check.py")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert out.stdout.count("ok chunk-rows") == 2, out.stdout
