@@ -130,6 +130,9 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
         runs = [(f"c{c}" if k == 0 else f"c{c}_pass{k + 1}", dict(requests=args.requests, concurrency=c,
                                                                   prompt_len=args.prompt_len, output_len=args.output_len))
                 for k in range(args.passes)]  # later passes: the same load again, after the first met every shape
+        if args.client_workers > 1:  # the same load from several client processes (other prompts: no prefix hits)
+            runs.append((f"c{c}_w{args.client_workers}", dict(runs[0][1], workers=min(args.client_workers, c),
+                                                             seed=args.seed + 1)))
         if "mix" not in args.skip:
             runs.append((f"mix_c{c}", dict(requests=args.requests, concurrency=c, prompt_len=args.prompt_len,
                                            output_len=args.mix_output_len, dataset="sharegpt-mix")))
@@ -138,7 +141,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
         for name, kw in runs:
             before = server_counters(url)
             t_run = time.time()
-            s = bench_serve(url, **common, **kw)
+            s = bench_serve(url, **(common | kw))
             if step_log:
                 mark_window(step_log, name, t_run, time.time())
             time.sleep(0.2)  # the engine process sends its step counters when it goes idle
@@ -227,6 +230,9 @@ def main() -> int:
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--client-workers", type=int, default=1,
+                    help="also run the c32 load from this many client processes (workload cN_wW): a single client "
+                         "parsing ~18k chunks a second delays its own TTFT timestamps")
     ap.add_argument("--requests", type=int, default=128, help="requests per workload at --concurrency")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=256)

@@ -21,7 +21,7 @@ fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 {
 python3 -c "import importlib.util as u; print('uvloop', bool(u.find_spec('uvloop')), 'httptools', bool(u.find_spec('httptools')))"
-timeout 540 python3 -m bench.serve.serve_load_gpu --modes engine_process thread --skip c1 mix --fresh-triton-cache --passes 2 \
+timeout 540 python3 -m bench.serve.serve_load_gpu --modes engine_process thread --skip c1 mix --fresh-triton-cache --passes 2 --client-workers 4 \
   --variant engine_process_exact:engine_process:LMSMITH_DECODE_SPLITS=exact \
   --variant thread_before:thread:LMSMITH_GC_FREEZE=0,LMSMITH_SWITCH_INTERVAL_MS=0 \
   --step-log "$OUT/steplog" --server-log "$OUT/server" --out "$OUT/serve_load-ttft3.json" "$@"

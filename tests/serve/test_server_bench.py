@@ -66,3 +66,22 @@ def test_bench_serve_httpx_fallback(server, monkeypatch):
     bad = B.bench_serve(server.url, requests=2, concurrency=2, prompt_len=5, output_len=3, model="no-such-model",
                         api_key=API_KEY, progress=False)
     assert bad["errors"] == 2 and "404" in bad["error_examples"][0]
+
+
+def test_bench_serve_workers_send_the_same_requests(server):
+    """Two client processes: every request of the run sent once (same prompts as one process: the seeded lengths),
+    the streams split between them; a bad --workers is one clear error."""
+    import pytest
+
+    from lmsmith.errors import LmsmithError
+    from lmsmith.serve.bench import bench_serve, request_lengths
+
+    kw = dict(requests=7, concurrency=4, prompt_len=8, output_len=4, api_key=API_KEY, progress=False,
+              dataset="sharegpt-mix", token_ids=True, token_id_max=400, seed=5)
+    s = bench_serve(server.url, workers=2, **kw)
+    lengths = request_lengths("sharegpt-mix", 7, 8, 4, seed=5)
+    assert s["errors"] == 0 and s["completed"] == 7 and s["config"]["workers"] == 2
+    assert s["prompt_tokens"] == sum(p for p, _ in lengths) and s["output_tokens"] == sum(o for _, o in lengths)
+    assert 0 < s["ttft_p50_ms"] and s["duration_s"] > 0
+    with pytest.raises(LmsmithError, match="--workers"):
+        bench_serve(server.url, workers=5, **kw)

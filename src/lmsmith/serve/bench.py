@@ -200,7 +200,11 @@ async def calibrate_words(http: HTTP, base: str, headers: dict, model: str, prom
 async def run_load(url: str, model: str | None, requests: int, concurrency: int, rate: float | None,
                    prompt_len: int, output_len: int, api_key: str | None, seed: int = 0,
                    on_done=None, dataset: str = "fixed", token_ids: bool = False,
-                   token_id_max: int = TOKEN_ID_RANGE[1]) -> tuple[list[Result], float]:
+                   token_id_max: int = TOKEN_ID_RANGE[1], share: tuple[int, int] = (0, 1), ready=None) \
+        -> tuple[list[Result], float]:
+    """Returns the results and the run's duration. `share=(w, workers)`: this process sends requests w, w + workers,
+    ... of the run (the same seed, hence the same prompts, in every worker) at its part of the concurrency and rate;
+    `ready()` is called once its prompts are built, right before the first request (the workers' common start)."""
     base = url.rstrip("/")
     base = base[:-3] if base.endswith("/v1") else base
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -221,7 +225,11 @@ async def run_load(url: str, model: str | None, requests: int, concurrency: int,
         else:
             words = await calibrate_words(client, base, headers, model, prompt_len, rng)
             prompts = [synthetic_prompt(max(1, round(words * n / prompt_len)), rng) for n, _ in lengths]
-        sem = asyncio.Semaphore(concurrency)
+        w, workers = share
+        mine = list(range(w, requests, workers))
+        concurrency = concurrency // workers + (w < concurrency % workers)
+        rate = rate / workers if rate else rate
+        sem = asyncio.Semaphore(max(1, concurrency))
 
         async def task(i: int, prompt: str | list[int]) -> Result:
             async with sem:
@@ -232,11 +240,13 @@ async def run_load(url: str, model: str | None, requests: int, concurrency: int,
                 on_done()
             return res
 
+        if ready is not None:
+            ready()
         t0 = time.perf_counter()
         tasks = []
-        for i, p in enumerate(prompts):
-            tasks.append(asyncio.create_task(task(i, p)))
-            if rate and i < requests - 1:
+        for k, i in enumerate(mine):
+            tasks.append(asyncio.create_task(task(i, prompts[i])))
+            if rate and k < len(mine) - 1:
                 await asyncio.sleep(rng.expovariate(rate))
         results = await asyncio.gather(*tasks)
         return list(results), time.perf_counter() - t0
@@ -268,11 +278,68 @@ def summarize(results: list[Result], duration: float) -> dict:
     return summary
 
 
+def _worker(kw: dict, barrier, out) -> None:
+    """One load-generator process: its share of the requests, started with the others (a barrier), then
+    (results, wall-clock start, end) or the error's text into `out`."""
+    _fast_event_loop()
+    clock = {}
+
+    def ready() -> None:
+        barrier.wait(timeout=120)
+        clock["start"] = time.time()
+    try:
+        results, duration = asyncio.run(run_load(**kw, ready=ready))
+        out.put((kw["share"][0], results, clock["start"], clock["start"] + duration))
+    except BaseException as e:  # noqa: BLE001 - reported by the parent as one clear error
+        barrier.abort()
+        out.put((kw["share"][0], f"{type(e).__name__}: {e}", 0.0, 0.0))
+
+
+def _run_workers(workers: int, kw: dict) -> tuple[list[Result], float]:
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")  # the caller may run threads: no fork
+    barrier, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(kw | {"share": (w, workers)}, barrier, out), daemon=True)
+             for w in range(workers)]
+    for p in procs:
+        p.start()
+    parts = []
+    try:
+        while len(parts) < workers:
+            try:
+                parts.append(out.get(timeout=5))
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    raise LmsmithError("the load generator's worker processes died", "run with --workers 1") from None
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+    errors = [r for _, r, _, _ in parts if isinstance(r, str)]
+    if errors:
+        raise LmsmithError(f"a load-generator worker failed: {errors[0]}", "run with --workers 1 to see it in place")
+    results = [r for _, part, _, _ in sorted(parts, key=lambda x: x[0]) for r in part]
+    return results, max(end for *_, end in parts) - min(start for _, _, start, _ in parts)
+
+
+def _fast_event_loop() -> None:
+    """uvloop when installed: the client's own event loop, parsing ~20k SSE chunks a second at 32 streams, should
+    not be what the measured TTFT waits for."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float | None = None,
                 prompt_len: int = 128, output_len: int = 64, model: str | None = None, api_key: str | None = None,
                 seed: int = 0, progress: bool = True, dataset: str = "fixed", token_ids: bool = False,
-                token_id_max: int = TOKEN_ID_RANGE[1]) -> dict:
-    """Run the load and return the summary (see `summarize`)."""
+                token_id_max: int = TOKEN_ID_RANGE[1], workers: int = 1) -> dict:
+    """Run the load and return the summary (see `summarize`). `workers` > 1 spreads the streams over that many
+    client processes (each its own event loop), so a client saturated by parsing streamed chunks does not inflate
+    the server's measured TTFT and TPOT; the requests and prompts are the same as with one."""
     if dataset not in DATASETS:
         raise LmsmithError(f"unknown --dataset {dataset!r}", f"use one of: {', '.join(DATASETS)}")
     if token_ids and token_id_max < 2:
@@ -283,9 +350,21 @@ def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float 
             raise LmsmithError(f"{name} must be at least 1, got {v}")
     if rate is not None and rate <= 0:
         raise LmsmithError(f"--rate must be > 0 requests/s, got {rate}", "omit it to send as fast as --concurrency allows")
+    if workers < 1 or workers > concurrency:
+        raise LmsmithError(f"--workers must be between 1 and --concurrency ({concurrency}), got {workers}",
+                           "each client process needs at least one stream")
     from lmsmith.progress import task
 
-    if progress:
+    if workers > 1:
+        kw = dict(url=url, model=model, requests=requests, concurrency=concurrency, rate=rate, prompt_len=prompt_len,
+                  output_len=output_len, api_key=api_key, seed=seed, dataset=dataset, token_ids=token_ids,
+                  token_id_max=token_id_max)
+        if progress:
+            with task(f"{requests} requests, concurrency {concurrency}, {workers} client processes", None):
+                results, duration = _run_workers(workers, kw)
+        else:
+            results, duration = _run_workers(workers, kw)
+    elif progress:
         with task(f"{requests} requests, concurrency {concurrency}", total=requests) as bar:
             results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
                                                      api_key, seed, on_done=lambda: bar(1), dataset=dataset,
@@ -297,7 +376,7 @@ def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float 
     summary = summarize(results, duration)
     summary["config"] = dict(url=url, requests=requests, concurrency=concurrency, rate=rate, prompt_len=prompt_len,
                              output_len=output_len, dataset=dataset, seed=seed, token_ids=token_ids,
-                             client=HTTP(concurrency).name)
+                             client=HTTP(concurrency).name, workers=workers)
     if dataset == "sharegpt-mix":
         summary["config"]["mix"] = {"distribution": "log-normal", "sigma": MIX_SIGMA, "clip": MIX_CLIP,
                                     "median": {"prompt": prompt_len, "output": output_len}}

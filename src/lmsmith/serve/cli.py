@@ -198,7 +198,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     summary = bench_serve(args.url, requests=args.requests, concurrency=args.concurrency, rate=args.rate,
                           prompt_len=args.prompt_len, output_len=args.output_len, model=args.model,
                           api_key=args.api_key, seed=args.seed, progress=not args.json, dataset=args.dataset,
-                          token_ids=args.token_ids, token_id_max=args.token_id_max)
+                          token_ids=args.token_ids, token_id_max=args.token_id_max, workers=args.workers)
     if args.json:
         sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
     else:
@@ -213,6 +213,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
     s.add_argument("--requests", type=POSITIVE_INT, default=64, help="requests to send")
     s.add_argument("--concurrency", type=POSITIVE_INT, default=8, help="requests in flight at most")
+    s.add_argument("--workers", type=POSITIVE_INT, default=1,
+                   help="client processes sharing the streams (one client parsing ~20k streamed chunks a second "
+                        "delays its own timestamps; same requests and prompts)")
     s.add_argument("--rate", type=POSITIVE_FLOAT, help="Poisson arrival rate in requests/s (default: as fast as concurrency allows)")
     s.add_argument("--prompt-len", type=POSITIVE_INT, default=128, help="prompt length in tokens (about: synthetic text calibrated on the server)")
     s.add_argument("--output-len", type=POSITIVE_INT, default=64, help="tokens generated per request (EOS ignored)")
