@@ -24,6 +24,7 @@ python3 -c "import importlib.util as u; print('uvloop', bool(u.find_spec('uvloop
 timeout 540 python3 -m bench.serve.serve_load_gpu --modes engine_process thread --skip c1 mix --fresh-triton-cache --passes 2 --client-workers 4 \
   --variant engine_process_exact:engine_process:LMSMITH_DECODE_SPLITS=exact \
   --variant thread_before:thread:LMSMITH_GC_FREEZE=0,LMSMITH_SWITCH_INTERVAL_MS=0 \
+  --variant engine_process_si4:engine_process:LMSMITH_STREAM_INTERVAL=4 \
   --step-log "$OUT/steplog" --server-log "$OUT/server" --out "$OUT/serve_load-ttft3.json" "$@"
 echo "=== rc=$?"
 } > "$OUT/log.txt" 2>&1

@@ -96,6 +96,7 @@ class AsyncEngine:
         self.engine = engine
         self.capacity = max_num_seqs + max_queue  # running batch + waiting queue
         self.request_timeout = request_timeout
+        self.stream_interval = 1  # tokens a stream gathers per output after its first (the server's --stream-interval)
         self.accepting = True
         self._requests: dict[str, Tracked] = {}
         self._commands: list[tuple] = []
@@ -340,14 +341,28 @@ class Handle:
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         t = self.tracked
+        interval = max(1, int(self.owner.stream_interval))
+        held: dict[int, list] = {}  # per sample: outputs kept back until `interval` tokens are together
+        started: set[int] = set()  # samples whose first output went out (that one is never held)
         try:
             while True:
                 for item in self.owner.coalesce(t, await t.queue.get_all()):
                     if isinstance(item, BaseException):
                         raise item
-                    if item.finished:
-                        t.finished.add(getattr(item, "index", 0) or 0)
-                    yield item
+                    i = getattr(item, "index", 0) or 0
+                    if interval > 1 and i in started:
+                        run = held.setdefault(i, [])
+                        run.append(item)
+                        if not item.finished and sum(len(o.new_token_ids) for o in run) < interval:
+                            continue
+                        merged = merge_outputs(held.pop(i))
+                    else:
+                        merged = [item]
+                    started.add(i)
+                    for out in merged:
+                        if out.finished:
+                            t.finished.add(i)
+                        yield out
                     if len(t.finished) >= t.n:
                         self.done = True
                         return

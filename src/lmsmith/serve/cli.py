@@ -123,7 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           served_model_name=args.served_model_name, max_queue=args.max_queue,
           request_timeout=args.request_timeout or None, drain_timeout=args.drain_timeout, log_level=args.log_level,
           prompt_special_tokens=args.prompt_special_tokens, max_request_bytes=args.max_request_bytes,
-          guard=guard, embedders=args.embedder, engine_process=args.engine_process, **engine_kwargs(args))
+          guard=guard, embedders=args.embedder, engine_process=args.engine_process,
+          stream_interval=args.stream_interval, **engine_kwargs(args))
     return 0
 
 
@@ -171,6 +172,10 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
                    help="run the engine loop in its own process, so HTTP parsing and streaming never wait for it "
                         "(default: on for one GPU, off on CPU and with tensor parallelism; "
                         "bench/results/serve_load_notes.md)")
+    p.add_argument("--stream-interval", type=POSITIVE_INT, default=None,
+                   help="after a stream's first token, send a chunk per this many tokens (and at the end): fewer "
+                        "writes under heavy load, coarser streaming (default: LMSMITH_STREAM_INTERVAL or 1, every "
+                        "token, as vLLM)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=True,
                    help="the web UI at /ui: playground, models, runs, monitor (default: on)")

@@ -170,6 +170,7 @@ class Router:
         seqs = int(getattr(like.engine, "max_num_seqs", None) or 64)
         aeng = make_async_engine(engine, max_num_seqs=seqs, max_queue=max(0, like.capacity - seqs),
                            request_timeout=like.request_timeout)
+        aeng.stream_interval = like.stream_interval
         aeng.start()
         return aeng
 

@@ -9,6 +9,7 @@ SSE, and maps every failure to OpenAI's error shape with the right status. This 
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import socket
@@ -39,15 +40,27 @@ def create_app(engine: Any, model_name: str, *, api_key: str | None = None, alia
                drain_timeout: float = 30.0, prompt_special_tokens: bool = False,
                max_request_bytes: int = 8 * 1024 * 1024, guard: GuardSettings | None = None,
                version: str | None = None, router: Any = None, request_log: Any = None,
-               embedders: list[str] | None = None) -> FastAPI:
+               embedders: list[str] | None = None, stream_interval: int | None = None) -> FastAPI:
     """The FastAPI app serving `engine` under the name `model_name` (and `aliases`).
 
     `prompt_special_tokens`: let /v1/completions prompt text spell control tokens (trusted clients only);
     `guard` turns on the input/output guard (serve.guarding); `router` (serve.routing) follows a registry
     alias and splits canary traffic; `request_log` (serve.request_log) records requests; `embedders` serve
-    /v1/embeddings (and retrieval for chat requests with a `rag` field)."""
+    /v1/embeddings (and retrieval for chat requests with a `rag` field). `stream_interval`: after its first token a
+    stream sends a chunk per this many tokens (and at the end), fewer writes for the HTTP process under load
+    (None: LMSMITH_STREAM_INTERVAL, else 1)."""
+    if stream_interval is None:
+        raw = os.environ.get("LMSMITH_STREAM_INTERVAL", "1") or "1"
+        if not raw.strip().isdigit():
+            raise LmsmithError(f"LMSMITH_STREAM_INTERVAL must be a whole number of tokens, got {raw!r}",
+                               "unset it, or set a number such as 4")
+        stream_interval = int(raw)
+    if stream_interval < 1:
+        raise LmsmithError(f"--stream-interval must be at least 1 token, got {stream_interval}",
+                           "1 sends every token as it comes (the default)")
     max_num_seqs = max_num_seqs or int(getattr(engine, "max_num_seqs", None) or 64)
     aeng = make_async_engine(engine, max_num_seqs=max_num_seqs, max_queue=max_queue, request_timeout=request_timeout)
+    aeng.stream_interval = stream_interval
     names = {model_name, *(aliases or [])}
     names |= {n.split("@")[0] for n in list(names)}
     state = ServerState(engine=engine, async_engine=aeng, metrics=ServerMetrics(aeng.stats, model_name, version),
@@ -260,7 +273,7 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
           prompt_special_tokens: bool = False, max_request_bytes: int = 8 * 1024 * 1024,
           guard: GuardSettings | None = None, setup: Callable[[FastAPI], Any] | None = None,
           request_log: Any = None, embedders: list[str] | None = None, engine_process: bool | None = None,
-          **engine_kwargs: Any) -> None:
+          stream_interval: int | None = None, **engine_kwargs: Any) -> None:
     """Load `ref` into the engine and serve it until SIGTERM/SIGINT. A registry `NAME@ALIAS` is followed:
     moving the alias (or a canary, `lmsmith deploy`) swaps versions without dropping requests. `setup(app)`
     may add routes (the UI). `engine_process`: run the engine loop in a child process (serve.engine_process;
@@ -286,7 +299,7 @@ def serve(ref: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str |
                      max_queue=max_queue, request_timeout=request_timeout, drain_timeout=drain_timeout,
                      prompt_special_tokens=prompt_special_tokens, max_request_bytes=max_request_bytes, guard=guard,
                      version=router.initial_version if router else None, router=router, request_log=request_log,
-                     embedders=embedders)
+                     embedders=embedders, stream_interval=stream_interval)
     if setup is not None:
         setup(app)
     console.print(f"serving [bold]{served_model_name or ref}[/] at http://{host}:{port}/v1 "
