@@ -25,7 +25,7 @@ from lmsmith.serve.process_tuning import (
     shorten_switch_interval,
     unfreeze_gc_heap,
 )
-from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, trace_steps, with_gc
+from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, step_log_for, with_gc
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -196,14 +196,8 @@ class AsyncEngine:
 
     # ------------------------------------------------------------------ the engine thread
     def _run(self) -> None:
-        slog = StepLog.from_env("thread")
-        if slog is not None:
-            trace_steps(self.engine)
-        try:
+        with step_log_for("thread", self.engine) as slog:
             self._loop_steps(slog)
-        finally:
-            if slog is not None:
-                slog.close()
 
     def _loop_steps(self, slog: StepLog | None) -> None:
         eng = self.engine

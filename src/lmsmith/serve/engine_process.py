@@ -34,7 +34,7 @@ from typing import Any
 from lmsmith.errors import LmsmithError
 from lmsmith.serve.async_engine import AsyncEngine, EngineFailed, Handle, Inbox, QueueFull, ShuttingDown, Tracked
 from lmsmith.serve.process_tuning import freeze_gc_heap, unfreeze_gc_heap
-from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, trace_steps, with_gc
+from lmsmith.serve.step_log import HttpMonitor, StepLog, graph_steps, loop_record, step_log_for, with_gc
 
 log = logging.getLogger("lmsmith.serve")
 
@@ -101,14 +101,8 @@ class EngineCore:
         self.stats_sent = 0.0
 
     def run(self) -> None:
-        slog = StepLog.from_env("process")
-        if slog is not None:
-            trace_steps(self.engine)
-        try:
+        with step_log_for("process", self.engine) as slog:
             self.loop(slog)
-        finally:
-            if slog is not None:
-                slog.close()
 
     def loop(self, slog: StepLog | None) -> None:
         eng = self.engine

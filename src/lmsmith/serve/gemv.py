@@ -683,13 +683,18 @@ def forward_bs1(model, buf, tokens, cos, sin, kv_cache, meta, counter: torch.Ten
     return _call(h, model.lm_head, t["lm_head"], out_dtype=torch.float32)
 
 
+def projection_weights(model) -> dict[str, tuple]:
+    """Each projection of the batch-1 step as (the first layer's weight as the GEMV reads it, its bias)."""
+    layer = model.model.layers[0]
+    return {"qkv": (qkv_weight(layer.self_attn), layer.self_attn.qkv_b), "o_proj": (layer.self_attn.o_proj, None),
+            "gate_up": (gate_up_weight(layer.mlp), layer.mlp.gu_b), "down": (layer.mlp.down_proj, None),
+            "lm_head": (model.lm_head, None)}
+
+
 def norm_in_ok(model, tiles: dict) -> bool:
     """Every projection on a stored-layout 16-bit / int8 tile: the step can carry the residual stream into each
     GEMV (RMSNorm in its prologue, the residual add in its epilogue) with no add+RMSNorm tickets."""
-    layer = model.model.layers[0]
-    weights = {"qkv": (qkv_weight(layer.self_attn), layer.self_attn.qkv_b), "o_proj": (layer.self_attn.o_proj, None),
-               "gate_up": (gate_up_weight(layer.mlp), layer.mlp.gu_b), "down": (layer.mlp.down_proj, None),
-               "lm_head": (model.lm_head, None)}
+    weights = projection_weights(model)
     return all(tiles.get(name) is not None and isinstance(tiles[name][1], int) and b is None
                and weight_kind(w) in ("dense", "int8") for name, (w, b) in weights.items())
 
@@ -820,10 +825,7 @@ def tune_tiles(model, counter: torch.Tensor, with_pdl: bool = False) -> tuple[di
         "lm_head": lambda tile: model.lm_head(h).float() if tile is None else _call(h, model.lm_head, tile,
                                                                                    out_dtype=torch.float32),
     }
-    first = layers[0]
-    weights = {"qkv": (qkv_weight(first.self_attn), first.self_attn.qkv_b), "o_proj": (first.self_attn.o_proj, None),
-               "gate_up": (gate_up_weight(first.mlp), first.mlp.gu_b), "down": (first.mlp.down_proj, None),
-               "lm_head": (model.lm_head, None)}
+    weights = projection_weights(model)
     tiles, timings = {}, {}
     for name, job in jobs.items():
         best, tiles[name] = None, None  # None: the model's own kernel (also where no tile compiles)

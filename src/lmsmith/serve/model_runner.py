@@ -17,7 +17,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.models import load_model
 from lmsmith.quant.format import swap_in_quantized
 from lmsmith.quant.passes import prepare_for_inference
-from lmsmith.serve import pdl, tp_layers
+from lmsmith.serve import paged_decode, pdl, tp_layers
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
 from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.gemv import (
@@ -31,7 +31,6 @@ from lmsmith.serve.gemv import (
     uses_planar,
 )
 from lmsmith.serve.llama import LlamaForCausalLM, rope_tables, spec_from_config
-from lmsmith.serve.paged_decode import available
 from lmsmith.serve.prefill_graphs import PrefillGraphs, graphs_wanted
 from lmsmith.serve.scheduler import ScheduledSeq
 from lmsmith.serve.weights import ModelHandle
@@ -100,7 +99,7 @@ class NativeRunner:
         self.prefill_graphs: PrefillGraphs | None = None
         self.use_cuda_graphs = device.type == "cuda"
         # chunks after cached tokens of up to this many tokens attend as decode-kernel rows (0: never; CUDA only)
-        self.chunk_rows = CHUNK_ROWS if available(device) and os.environ.get("LMSMITH_CHUNK_ROWS", "1") != "0" else 0
+        self.chunk_rows = CHUNK_ROWS if paged_decode.available(device) and os.environ.get("LMSMITH_CHUNK_ROWS", "1") != "0" else 0
         self.model.fused = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
 
     def kv_bytes_per_block(self, block_size: int) -> int:
@@ -113,8 +112,6 @@ class NativeRunner:
         self.block_size = block_size
         self.kv_cache = torch.zeros(s.num_layers, 2, num_blocks + 1, block_size, s.num_kv_heads, s.head_dim,
                                     dtype=self.dtype, device=self.device)
-        from lmsmith.serve import paged_decode
-
         if paged_decode.available(self.device):  # every decode-kernel variant compiled now, not mid-serving
             try:
                 heads = s.num_heads // s.num_kv_heads * self.kv_cache.shape[-2]  # this rank's query heads
@@ -424,7 +421,7 @@ class DecodeGraphs:
             base = self.bs1_plans.get(self.bs1_choice, head)
             for k in (4, 8):  # coarser context splits: fewer programs, a smaller merge
                 attempt(f"{self.bs1_choice}+splits{k}", {**base, "attn_splits": k})
-            if available(r.device):  # RoPE + K/V write + attention + merge in one launch (decode_attention)
+            if paged_decode.available(r.device):  # RoPE + K/V write + attention + merge in one launch (decode_attention)
                 base = self.bs1_plans.get(self.bs1_choice, head)
                 for k in (None, 4, 8):
                     attempt(f"{self.bs1_choice}+attn1" + (f"x{k}" if k else ""),

@@ -33,6 +33,33 @@ def available(device: torch.device) -> bool:
 
 if triton is not None:
 
+    @triton.jit
+    def _attend_tile(q, k_ptr, v_ptr, row_bt, t0, end, first, kh, stride_kb, stride_ks, stride_kh, d, dmask, scale,
+                     m_i, l_i, acc, BS: tl.constexpr, TILE: tl.constexpr, IEEE: tl.constexpr):
+        """One online-softmax step over the keys t0 .. t0 + TILE of a sequence (those in [first, end)), read through
+        its block table `row_bt`: returns the updated (running max, running sum, weighted values)."""
+        t = t0 + tl.arange(0, TILE)
+        tmask = (t < end) & (t >= first)
+        blk = tl.load(row_bt + t // BS, mask=tmask, other=0).to(tl.int64)
+        off = blk * stride_kb + (t % BS) * stride_ks + kh * stride_kh
+        kv_mask = tmask[:, None] & dmask[None, :]
+        k = tl.load(k_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = tl.where(tmask[None, :], s * scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.where(m_new == float("-inf"), 0.0, tl.exp(m_i - m_new))  # a row with no key yet stays empty
+        p = tl.where(m_new[:, None] == float("-inf"), 0.0, tl.exp(s - m_new[:, None]))
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        return m_new, l_i, acc
+
     # table/length strides differ between the graph path and the eager path: one variant for both (the cache
     # strides stay specialized, so K/V loads keep their 16-byte vectors)
     @triton.jit(do_not_specialize=["stride_bt", "stride_lens", "window"])
@@ -61,28 +88,8 @@ if triton is not None:
             first = tl.maximum(length - window, 0)
         start = (first // TILE) * TILE
         for t0 in range(start, length, TILE):
-            t = t0 + tl.arange(0, TILE)
-            tmask = (t < length) & (t >= first)
-            blk = tl.load(bt_ptr + b * stride_bt + t // BS, mask=tmask, other=0).to(tl.int64)
-            off = blk * stride_kb + (t % BS) * stride_ks + kh * stride_kh
-            kv_mask = tmask[:, None] & dmask[None, :]
-            k = tl.load(k_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee")
-            else:
-                s = tl.dot(q, tl.trans(k))
-            s = s * scale
-            s = tl.where(tmask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp(m_i - m_new)
-            p = tl.exp(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_ptr + b * stride_bt, t0, length, first, kh, stride_kb,
+                                         stride_ks, stride_kh, d, dmask, scale, m_i, l_i, acc, BS, TILE, IEEE)
         out = acc / l_i[:, None]
         tl.store(out_ptr + b * stride_ot + (kh * G + g)[:, None] * stride_oh + d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=gmask[:, None] & dmask[None, :])
@@ -121,28 +128,8 @@ if triton is not None:
         lo = start + sp * per
         hi = tl.minimum(lo + per, length)
         for t0 in range(lo, hi, TILE):
-            t = t0 + tl.arange(0, TILE)
-            tmask = (t < length) & (t >= first)
-            blk = tl.load(bt_ptr + b * stride_bt + t // BS, mask=tmask, other=0).to(tl.int64)
-            off = blk * stride_kb + (t % BS) * stride_ks + kh * stride_kh
-            kv_mask = tmask[:, None] & dmask[None, :]
-            k = tl.load(k_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee")
-            else:
-                s = tl.dot(q, tl.trans(k))
-            s = s * scale
-            s = tl.where(tmask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp(m_i - m_new)
-            p = tl.exp(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_ptr + b * stride_bt, t0, length, first, kh, stride_kb,
+                                         stride_ks, stride_kh, d, dmask, scale, m_i, l_i, acc, BS, TILE, IEEE)
         part = (b * tl.num_programs(1) + kh) * SPLITS + sp  # [B, KV, SPLITS, G(, D)] partials
         tl.store(m_ptr + part * G + g, m_i, mask=gmask)
         tl.store(l_ptr + part * G + g, l_i, mask=gmask)
@@ -323,27 +310,8 @@ if triton is not None:
         lo = start + sp * per
         hi = tl.minimum(lo + per, cached)
         for t0 in range(lo, hi, TILE):
-            t = t0 + tl.arange(0, TILE)
-            tmask = (t < cached) & (t >= low)
-            blk = tl.load(bt_ptr + b * stride_bt + t // BS, mask=tmask, other=0).to(tl.int64)
-            off = blk * stride_kb + (t % BS) * stride_ks + kh * stride_kh
-            kv_mask = tmask[:, None] & dmask[None, :]
-            k = tl.load(k_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-            if IEEE:
-                sc = tl.dot(q, tl.trans(k), input_precision="ieee")
-            else:
-                sc = tl.dot(q, tl.trans(k))
-            sc = tl.where(tmask[None, :], sc * scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(sc, 1))
-            alpha = tl.where(m_new == float("-inf"), 0.0, tl.exp(m_i - m_new))
-            p = tl.where(m_new[:, None] == float("-inf"), 0.0, tl.exp(sc - m_new[:, None]))
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_ptr + off[:, None] + d[None, :], mask=kv_mask, other=0.0)
-            if IEEE:
-                acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+            m_i, l_i, acc = _attend_tile(q, k_ptr, v_ptr, bt_ptr + b * stride_bt, t0, cached, low, kh, stride_kb,
+                                         stride_ks, stride_kh, d, dmask, scale, m_i, l_i, acc, BS, TILE, IEEE)
         om = gmask[:, None] & dmask[None, :]
         dst = out_ptr + b * stride_ot + (kh * G + g)[:, None] * stride_oh + d[None, :]
         if SPLITS == 1:

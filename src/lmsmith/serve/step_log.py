@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import gc
 import json
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 ENV = "LMSMITH_STEP_LOG"
 FLUSH_EVERY_S = 1.0
@@ -110,6 +111,19 @@ def trace_steps(engine: Any) -> None:
         engine.trace_steps = True
     except (AttributeError, TypeError):
         pass
+
+
+@contextlib.contextmanager
+def step_log_for(loop: str, engine: Any) -> Iterator[StepLog | None]:
+    """The engine loop's step log while it runs (None when LMSMITH_STEP_LOG is unset), closed when it stops."""
+    slog = StepLog.from_env(loop)
+    if slog is not None:
+        trace_steps(engine)
+    try:
+        yield slog
+    finally:
+        if slog is not None:
+            slog.close()
 
 
 def ms(seconds: float) -> float:
