@@ -38,8 +38,10 @@ from lmsmith.serve.weights import ModelHandle
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
 TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
 # batch-1 GEMV step variants tried against cuBLAS when the graphs are captured (tiles: rows x columns per program)
-CHUNK_ROWS = 32  # each row re-reads its sequence's cached keys: short chunks only
 BS1_PLANS: dict[str, dict] = {}  # filled at capture from the tiles measured fastest per projection
+# prompt chunks after cached tokens of up to this many tokens attend as paged-decode rows: each row re-reads its
+# sequence's cached keys, so short chunks only (LMSMITH_CHUNK_ROWS=0: never)
+CHUNK_ROWS = 32
 log = logging.getLogger("lmsmith.serve")
 
 GRAPH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
@@ -98,8 +100,8 @@ class NativeRunner:
         self.graphs: DecodeGraphs | None = None
         self.prefill_graphs: PrefillGraphs | None = None
         self.use_cuda_graphs = device.type == "cuda"
-        # chunks after cached tokens of up to this many tokens attend as decode-kernel rows (0: never; CUDA only)
-        self.chunk_rows = CHUNK_ROWS if paged_decode.available(device) and os.environ.get("LMSMITH_CHUNK_ROWS", "1") != "0" else 0
+        rows_on = paged_decode.available(device) and os.environ.get("LMSMITH_CHUNK_ROWS", "1") != "0"
+        self.chunk_rows = CHUNK_ROWS if rows_on else 0  # see CHUNK_ROWS (CUDA only)
         self.model.fused = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
 
     def kv_bytes_per_block(self, block_size: int) -> int:
@@ -426,25 +428,27 @@ class DecodeGraphs:
                 for k in (None, 4, 8):
                     attempt(f"{self.bs1_choice}+attn1" + (f"x{k}" if k else ""),
                             {**base, "qkv": None, "attn": "fused", "attn_splits": k})
-            if pdl.supported(r.device):  # each Triton launch overlapping its predecessor's tail (serve.pdl)
-                base = self.bs1_plans.get(self.bs1_choice, head)
-                plans = {f"{self.bs1_choice}+pdl": base, "gemv-tuned+pdl": tiles,
-                         "gemv-tuned+attn1+pdl": {**tiles, "qkv": None, "attn": "fused"}}
+            use_pdl = pdl.supported(r.device)  # each Triton launch overlapping its predecessor's tail (serve.pdl)
+            plans = {f"{self.bs1_choice}+pdl": self.bs1_plans.get(self.bs1_choice, head), "gemv-tuned+pdl": tiles,
+                     "gemv-tuned+attn1+pdl": {**tiles, "qkv": None, "attn": "fused"}} if use_pdl else {}
+            tile_sets = {"gemv": tiles}
+            if use_pdl:
                 try:  # tiles tuned with overlapping launches
                     ptiles, ptimes = tune_tiles(r.model, self.counter, with_pdl=True)
                     self.tile_timings.update(ptimes)
                     plans |= {"pdl-tuned": ptiles, "pdl-tuned+attn1": {**ptiles, "qkv": None, "attn": "fused"}}
+                    tile_sets["pdl-tuned"] = ptiles
                 except Exception as e:  # keep the plans above
                     self.tile_timings["pdl"] = f"failed: {type(e).__name__}: {e}"[:200]
-                    ptiles = tiles
-                # the residual stream carried through the GEMVs (no add+RMSNorm tickets): every projection on a tile
-                for name, tl_ in (("gemv-norm-in", tiles), ("pdl-tuned-norm-in", ptiles)):
-                    full = {**tl_, **{k: v for k, v in DENSE_FALLBACK.items() if tl_.get(k) is None}}
-                    if norm_in_ok(r.model, full):
-                        plans[name] = {**full, "norm_in": True}
-                for name, plan in plans.items():
-                    if {**plan, "pdl": True} not in self.bs1_plans.values():
-                        attempt(name, {**plan, "pdl": True})
+            # the residual stream carried through the GEMVs (no add+RMSNorm tickets): every projection on a tile
+            for name, ts in tile_sets.items():
+                full = {**ts, **{k: v for k, v in DENSE_FALLBACK.items() if ts.get(k) is None}}
+                if norm_in_ok(r.model, full):
+                    plans[f"{name}-norm-in"] = {**full, "norm_in": True}
+            for name, plan in plans.items():
+                plan = {**plan, "pdl": use_pdl}
+                if plan not in self.bs1_plans.values():
+                    attempt(name, plan)
         if not uses_planar(self.bs1_plans.get(self.bs1_choice)):
             drop_planar(r.model)  # the tiles that lost keep no copy of the weights
         self._pad(0)
