@@ -89,7 +89,7 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
         Path(args.server_log).parent.mkdir(parents=True, exist_ok=True)
     log = open(f"{args.server_log}.{label}", "w") if args.server_log else subprocess.DEVNULL
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    # the piecewise prefill graphs are opt-in: on for the engine_process server, off for the other two
+    # the piecewise prefill graphs (the default on CUDA): on for the engine_process server, off for the others
     env["LMSMITH_PREFILL_GRAPHS"] = "1" if mode == "engine_process" else "0"
     if args.fresh_triton_cache:  # this server compiles its Triton kernels itself, as a fresh deployment would
         env["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"triton-{label}-")
@@ -115,8 +115,11 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, vocab: int, d
             wait_ready(url, proc, timeout=300)
         metrics["server_start_s"] = time.perf_counter() - t
         with urllib.request.urlopen(url + "/metrics", timeout=10) as r:  # 0: no prefill graphs (eager, or CPU)
-            m = re.search(r"^lmsmith_engine_prefill_graph_buckets (\S+)$", r.read().decode(), re.M)
+            text = r.read().decode()
+        m = re.search(r"^lmsmith_engine_prefill_graph_buckets (\S+)$", text, re.M)
         metrics["prefill_graph_buckets"] = float(m.group(1)) if m else 0.0
+        m = re.search(r"^lmsmith_engine_prefill_graph_bytes (\S+)$", text, re.M)
+        metrics["prefill_graph_mib"] = float(m.group(1)) / 2**20 if m else 0.0
         common = dict(model="bench", token_ids=True, token_id_max=vocab, progress=False, seed=args.seed)
         # warm-up: kernels, CUDA graphs of every batch bucket, prefill shapes, on other prompts
         t = time.perf_counter()

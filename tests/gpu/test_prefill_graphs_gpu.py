@@ -30,11 +30,13 @@ def run(engine: Engine) -> dict:
 
 
 def test_prefill_graphs_capture_and_match_the_eager_engine(tiny, monkeypatch):
-    monkeypatch.setenv("LMSMITH_PREFILL_GRAPHS", "1")  # opt-in
+    monkeypatch.delenv("LMSMITH_PREFILL_GRAPHS", raising=False)  # on by default on CUDA
     graphs = Engine(str(tiny), device="cuda", max_num_batched_tokens=128, block_size=16)
     pg = graphs.runner.prefill_graphs
     assert pg is not None and not pg.rejected, pg and pg.rejected
     assert sorted(pg.buckets) == [16, 32, 64, 128]
+    # the static buffers plus the one shared capture pool, counted (the pool's share read from the allocator)
+    assert pg.memory_bytes > pg.stream.nbytes() and graphs.stats()["prefill_graph_bytes"] == pg.memory_bytes
     got = run(graphs)
     assert pg.steps >= 2 and graphs.stats()["prefill_graph_steps"] == pg.steps  # 234 prompt tokens, 128 per step
     monkeypatch.setenv("LMSMITH_PREFILL_GRAPHS", "0")

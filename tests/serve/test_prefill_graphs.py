@@ -83,3 +83,31 @@ def test_generation_through_the_pieces_equals_the_plain_engine(tiny, capture):
         if pg is not None:
             assert pg.steps >= 6  # prefills, mixed and decode steps all went through the padded pieces
     assert outs[0] == outs[1]
+
+
+def test_every_bucket_shares_one_set_of_stream_buffers(tiny):
+    """What crosses between pieces lives once, sized for the largest bucket: memory does not grow with the number of
+    buckets or pieces (keeping each captured piece's outputs cost ~1.5 GB for the 1B shape)."""
+    pg = with_pieces(Engine(str(tiny), **KW), capture=True)
+    s = pg.stream
+    for n, b in pg.buckets.items():
+        for name in ("x", "h", "q", "k", "v", "attn"):
+            view, whole = getattr(b, name), getattr(s, name)
+            assert view.data_ptr() == whole.data_ptr() and view.shape[0] == n
+    assert pg.memory_bytes == s.nbytes() == 64 * s.x[0].nbytes * 2 + 64 * (s.q[0].nbytes * 2 + s.k[0].nbytes * 2)
+
+
+def test_an_emulated_replay_refuses_a_piece_that_rebinds_a_buffer(tiny):
+    """A CUDA graph's replay rewrites its buffers and rebinds no Python name; a piece that assigned a new tensor to
+    the bucket would pass on a CPU and read stale buffers on a GPU, so the emulation refuses it."""
+    from lmsmith.serve.prefill_graphs import EmulatedGraph
+
+    pg = with_pieces(Engine(str(tiny), **KW))
+    b = pg.buckets[16]
+
+    def rebinding(b):
+        b.x = b.x + 1
+
+    with pytest.raises(RuntimeError, match="rebound"):
+        EmulatedGraph(rebinding, b)
+    EmulatedGraph(lambda b: b.x.add_(1), b).replay()  # writing into a buffer is what a piece does

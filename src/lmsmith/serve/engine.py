@@ -243,6 +243,7 @@ class Engine:
             "prompt_tokens": self.prompt_tokens, "generation_tokens": self.generation_tokens,
             "prefill_graph_steps": getattr(getattr(self.runner, "prefill_graphs", None), "steps", 0),
             "prefill_graph_buckets": len(getattr(getattr(self.runner, "prefill_graphs", None), "buckets", ())),
+            "prefill_graph_bytes": getattr(getattr(self.runner, "prefill_graphs", None), "memory_bytes", 0),
         }
 
     def step(self) -> list[RequestOutput]:

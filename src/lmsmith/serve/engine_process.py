@@ -555,12 +555,12 @@ def unpack_outputs(run: list, tracked: Tracked) -> Any:
 
 
 def default_engine_process(device: str | None, tensor_parallel_size: int = 1) -> bool:
-    """On one GPU the engine loop runs in its own process by default. One H100, 32 streams x (128 in, 256 out)
-    (bench/results/serve_load-h100-round4*.json): TTFT p50 / p99 50.1 / 77.0 ms and TPOT 1.63 ms in the child vs
-    63.0 / 74.6 ms and 1.87 ms with the engine in a thread of the HTTP process (39.9 / 49.7 ms and 1.57 ms with
-    LMSMITH_PREFILL_GRAPHS=1). On a CPU the child competes with the HTTP process for the same few cores and no gain
-    was measured, and tensor-parallel ranks are not run from the child: the thread there. `--no-engine-process` /
-    `--engine-process` choose explicitly."""
+    """On one GPU the engine loop runs in its own process by default. One H100, 32 streams x (128 in, 256 out),
+    with the prefill graphs (bench/results/serve_load-h100-round5.json): TTFT p50 / p99 24.3 / 31.1 ms and TPOT
+    1.58 ms in the child vs 54.1 / 63.9 ms and 1.65 ms with the engine in a thread of the HTTP process (another
+    host: 37-47 / 48-58 ms in the child). On a CPU the child competes with the HTTP process for the same few cores
+    and no gain was measured, and tensor-parallel ranks are not run from the child: the thread there.
+    `--no-engine-process` / `--engine-process` choose explicitly."""
     if tensor_parallel_size > 1:
         return False
     if device is None:

@@ -137,12 +137,14 @@ def argmax_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
     return out
 
 
-def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float) \
+def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                out: torch.Tensor | None = None, res_out: torch.Tensor | None = None) \
         -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (rmsnorm(x + residual) * weight, x + residual). x, residual: [T, n] contiguous."""
+    """Returns (rmsnorm(x + residual) * weight, x + residual). x, residual: [T, n] contiguous. `out`/`res_out`
+    (optional, contiguous) receive the results; `res_out` may be `residual` itself (each row is read, then written)."""
     t, n = x.shape
-    out = torch.empty_like(x)
-    res_out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
+    res_out = torch.empty_like(x) if res_out is None else res_out
     _add_rmsnorm_kernel[(t,)](x, residual if residual is not None else x, weight, out, res_out, n, eps,
                               HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n), num_warps=8, **pdl.launch())
     return out, res_out
@@ -150,12 +152,14 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
 
 def rope_and_cache(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                    slots: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, kv_heads: int,
-                   head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """qkv [T, (heads + 2 kv_heads) * d] -> rotated q [T, heads, d], rotated k and v [T, kv_heads, d];
-    k and v are also written to the cache at `slots`. cos/sin are the full tables, indexed by `positions`."""
+                   head_dim: int, q_out: torch.Tensor | None = None, k_out: torch.Tensor | None = None) \
+        -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """qkv [T, (heads + 2 kv_heads) * d] -> rotated q [T, heads, d], rotated k and v [T, kv_heads, d] (v a view of
+    qkv); k and v are also written to the cache at `slots`. cos/sin are the full tables, indexed by `positions`.
+    `q_out`/`k_out` (optional, contiguous) receive q and k."""
     t = qkv.shape[0]
-    q = torch.empty(t, heads, head_dim, dtype=qkv.dtype, device=qkv.device)
-    k = torch.empty(t, kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device)
+    q = torch.empty(t, heads, head_dim, dtype=qkv.dtype, device=qkv.device) if q_out is None else q_out
+    k = torch.empty(t, kv_heads, head_dim, dtype=qkv.dtype, device=qkv.device) if k_out is None else k_out
     half = head_dim // 2
     _rope_cache_kernel[(t, heads + kv_heads)](
         qkv, cos, sin, positions, slots, q, k, k_cache, v_cache, qkv.stride(0), cos.stride(0),

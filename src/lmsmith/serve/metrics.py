@@ -39,6 +39,8 @@ class EngineStatsCollector:
             "lmsmith_kv_cache_blocks_used": ("KV-cache blocks in use", s.get("kv_blocks_used", 0)),
             "lmsmith_engine_prefill_graph_buckets": ("token-count buckets with captured prefill graphs",
                                                      s.get("prefill_graph_buckets", 0)),
+            "lmsmith_engine_prefill_graph_bytes": ("GPU memory held by the prefill graphs (static buffers + pool)",
+                                                   s.get("prefill_graph_bytes", 0)),
         }
         queries, hits = s.get("prefix_cache_queries", 0), s.get("prefix_cache_hits", 0)
         gauges["lmsmith_prefix_cache_hit_rate"] = ("prefix-cache hits / queries since start",

@@ -13,12 +13,17 @@ one copy, and per layer a graph replay plus the attention call.
     ...
     piece L        o_proj and MLP of the last layer, the final norm; then the lm_head on the sampled rows (eager)
 
+What crosses from one piece to the next (the residual stream, layer i's q/k/v, the attention output, the last
+hidden state) lives in one set of static buffers shared by every bucket (`Stream`, sized for the largest): the
+pieces write into them, so a graph leaves nothing alive in the capture pool, whose memory every capture reuses.
+Keeping each piece's outputs instead cost ~1.5 GB for the 1B shape's buckets (~6 GB for the 8B shape's).
+
 Token counts are bucketed (`PREFILL_BUCKETS`, up to the step's token budget); padded rows read token 0 at
 position 0 and write their K/V into the scratch block. Each bucket is checked against the eager step when it is
 captured (same inputs, logits within bf16 rounding) and dropped if it differs or fails. `capture=False` runs the
 same pieces eagerly on padded buffers; on a CPU, `capture=True` stands an `EmulatedGraph` in for each graph
-(replay = recompute into the captured output tensors): how the CPU tests exercise bucketing, padding, the piece
-split, the capture order and the check.
+(replay = rerun the piece on the static buffers): how the CPU tests exercise bucketing, padding, the piece split,
+the capture order and the check.
 """
 
 from __future__ import annotations
@@ -45,14 +50,17 @@ class ReferenceOps:
     """`fused`'s three stages in plain torch (the same math), for devices without Triton: the CPU tests."""
 
     @staticmethod
-    def add_rmsnorm(x, residual, weight, eps):
+    def add_rmsnorm(x, residual, weight, eps, out=None, res_out=None):
         if residual is not None:
             x = x + residual
-        h = F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
-        return weight * h, x
+        h = weight * F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
+        if res_out is not None:
+            x = res_out.copy_(x)
+        return (h if out is None else out.copy_(h)), x
 
     @staticmethod
-    def rope_and_cache(qkv, cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim):
+    def rope_and_cache(qkv, cos, sin, positions, slots, k_cache, v_cache, heads, kv_heads, head_dim,
+                       q_out=None, k_out=None):
         t = qkv.shape[0]
         half = head_dim // 2
         qk = qkv[:, :(heads + kv_heads) * head_dim].view(t, heads + kv_heads, head_dim).float()
@@ -63,7 +71,7 @@ class ReferenceOps:
         v = qkv[:, (heads + kv_heads) * head_dim:].view(t, kv_heads, head_dim)
         k_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, k)
         v_cache.view(-1, kv_heads, head_dim).index_copy_(0, slots, v)
-        return q, k, v
+        return (q if q_out is None else q_out.copy_(q)), (k if k_out is None else k_out.copy_(k)), v
 
     @staticmethod
     def silu_mul(gu):
@@ -73,56 +81,59 @@ class ReferenceOps:
 
 def graphs_wanted(runner: Any) -> bool:
     """Prefill graphs for the native single-GPU runner on the fused bf16/fp16 path, unquantized (quantized
-    kernels pick their layout by batch size), only with LMSMITH_PREFILL_GRAPHS=1: on the H100 every captured
-    bucket failed its check against the eager step (relative error ~1.41), so the default stays eager."""
+    kernels pick their layout by batch size). On by default there; LMSMITH_PREFILL_GRAPHS=0 runs those steps
+    eagerly (H100, 1B shape, 32 streams: TTFT p50 24 vs 50 ms, bench/results/serve_load_notes.md)."""
     return (runner.device.type == "cuda" and runner.model.fused and runner.quant is None and runner.tp is None
-            and os.environ.get("LMSMITH_PREFILL_GRAPHS", "0") == "1")
+            and os.environ.get("LMSMITH_PREFILL_GRAPHS", "1") != "0")
+
+
+class Stream:
+    """The tensors that cross between pieces, for the largest bucket; a bucket uses their first n rows."""
+
+    def __init__(self, n: int, runner: Any):
+        s, dev, dt = runner.spec, runner.device, runner.dtype
+        self.x = torch.zeros(n, s.hidden_size, dtype=dt, device=dev)  # the residual stream
+        self.h = torch.zeros(n, s.hidden_size, dtype=dt, device=dev)  # the last piece's normed hidden state
+        self.q = torch.zeros(n, s.num_heads, s.head_dim, dtype=dt, device=dev)
+        self.k = torch.zeros(n, s.num_kv_heads, s.head_dim, dtype=dt, device=dev)
+        self.v = torch.zeros(n, s.num_kv_heads, s.head_dim, dtype=dt, device=dev)
+        self.attn = torch.zeros(n, s.num_heads, s.head_dim, dtype=dt, device=dev)
+
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.x, self.h, self.q, self.k, self.v, self.attn))
 
 
 class EmulatedGraph:
     """What a captured piece does on replay, on a device without CUDA graphs (the CPU tests of the capture path):
-    read the tensors the previous piece left at capture time, recompute, and write the results into the tensors
-    this piece left at capture time (a graph's outputs live at fixed addresses and are overwritten in place)."""
+    rerun it on the static buffers. A real replay rebinds no Python name, so a piece that assigned an attribute
+    (rather than writing into a buffer) would work here and fail on a GPU: that is refused."""
 
     def __init__(self, fn: Callable, b: "Bucket"):
         self.fn, self.b = fn, b
-        self.inputs = dict(b.state)
-        fn(b)
-        self.outputs = dict(b.state)
+        self.replay()
 
     def replay(self) -> None:
-        """As a CUDA graph: recompute from the captured inputs into the captured outputs, and nothing else. The
-        caller's Python state (`b.state`) is left as it was: a real replay never rebinds a Python name, so code
-        after it must read the tensors this piece wrote at capture (`Bucket.outs`), not whatever `b.state` holds."""
-        b = self.b
-        saved, b.state = b.state, dict(self.inputs)
-        try:
-            self.fn(b)
-            for k, t in self.outputs.items():
-                if b.state[k] is not t:
-                    t.copy_(b.state[k])
-        finally:
-            b.state = saved
+        before = dict(vars(self.b))
+        self.fn(self.b)
+        moved = [k for k, v in vars(self.b).items() if before.get(k) is not v]
+        if moved:
+            raise RuntimeError(f"a prefill piece rebound {moved}: pieces must write into the static buffers")
 
     def reset(self) -> None:
         pass
 
 
 class Bucket:
-    """The static buffers (and, when captured, the graphs) of one padded token count."""
+    """The input buffers, the views of the shared `Stream` and (when captured) the graphs of one padded token count."""
 
-    def __init__(self, n: int, runner: Any, pin: bool):
-        s = runner.spec
+    def __init__(self, n: int, runner: Any, stream: Stream, pin: bool):
         self.n = n
         self.host = torch.zeros(3, n, dtype=torch.long, pin_memory=pin)  # token, position, slot
         self.host_np = self.host.numpy()
         self.inp = torch.zeros(3, n, dtype=torch.long, device=runner.device)
-        self.attn = torch.zeros(n, s.num_heads, s.head_dim, dtype=runner.dtype, device=runner.device)
+        self.x, self.h, self.q, self.k, self.v, self.attn = (
+            t[:n] for t in (stream.x, stream.h, stream.q, stream.k, stream.v, stream.attn))
         self.graphs: list[torch.cuda.CUDAGraph] = []
-        self.state: dict[str, torch.Tensor] = {}
-        # per captured piece, the state it left at capture: the tensors its replay rewrites (the attention after it
-        # reads q/k/v from here), held so that no later capture in the shared pool can reuse their memory
-        self.outs: list[dict[str, torch.Tensor]] = []
         # the host buffer is rewritten only once the GPU has read it (a step without sampling does not sync)
         self.copied = torch.cuda.Event() if pin else None
 
@@ -135,15 +146,17 @@ class PrefillGraphs:
         top = min(max_tokens, MAX_GRAPH_TOKENS)
         self.sizes = [b for b in PREFILL_BUCKETS if b < top] + [top]
         self.scratch_slot = scratch_block * runner.block_size
+        self.stream = Stream(top, runner)
         self.buckets: dict[int, Bucket] = {}
         self.pool = None
         self.rejected: dict[int, str] = {}
         self.steps = 0  # steps run through this path (for the metrics)
+        self.memory_bytes = self.stream.nbytes()  # + the capture pool's, once captured
         if capture:
             self.capture_all()
         else:
             for n in self.sizes:
-                self.buckets[n] = Bucket(n, runner, pin=False)
+                self.buckets[n] = Bucket(n, runner, self.stream, pin=False)
 
     # -------------------------------------------------------------------- the pieces
     def pieces(self) -> list[Callable[[Bucket], None]]:
@@ -152,44 +165,40 @@ class PrefillGraphs:
         m, s, ops = r.model, r.spec, self.ops
         layers = m.model.layers
 
-        def qkv_rope(b: Bucket, i: int) -> None:
-            attn = layers[i].self_attn
+        def qkv_rope(b: Bucket, i: int, h: torch.Tensor) -> None:
             kv = r.kv_cache
-            b.state["q"], b.state["k"], b.state["v"] = ops.rope_and_cache(
-                attn.qkv(b.state["h"]), r.cos, r.sin, b.inp[1], b.inp[2], kv[i, 0], kv[i, 1],
-                s.num_heads, s.num_kv_heads, s.head_dim)
+            _, _, v = ops.rope_and_cache(layers[i].self_attn.qkv(h), r.cos, r.sin, b.inp[1], b.inp[2], kv[i, 0],
+                                         kv[i, 1], s.num_heads, s.num_kv_heads, s.head_dim, q_out=b.q, k_out=b.k)
+            b.v.copy_(v)  # a view of the qkv projection, which lives in the capture pool
 
-        def after_attention(b: Bucket, i: int) -> None:
+        def after_attention(b: Bucket, i: int, out: torch.Tensor | None = None) -> torch.Tensor:
             layer = layers[i]
             a = layer.self_attn.o_proj(b.attn.view(b.n, -1))
             ln = layer.post_attention_layernorm
-            h, x = ops.add_rmsnorm(a, b.state["x"], ln.weight, ln.eps)
+            h, _ = ops.add_rmsnorm(a, b.x, ln.weight, ln.eps, res_out=b.x)
             mlp = layer.mlp
             mo = mlp.down_proj(ops.silu_mul(mlp.gate_up(h)))
             ln = layers[i + 1].input_layernorm if i + 1 < len(layers) else m.model.norm
-            b.state["h"], b.state["x"] = ops.add_rmsnorm(mo, x, ln.weight, ln.eps)
+            return ops.add_rmsnorm(mo, b.x, ln.weight, ln.eps, out=out, res_out=b.x)[0]
 
         def first(b: Bucket) -> None:
-            x = m.model.embed_tokens(b.inp[0])
             ln = layers[0].input_layernorm
-            b.state["h"], b.state["x"] = ops.add_rmsnorm(x, None, ln.weight, ln.eps)
-            qkv_rope(b, 0)
+            h, _ = ops.add_rmsnorm(m.model.embed_tokens(b.inp[0]), None, ln.weight, ln.eps, res_out=b.x)
+            qkv_rope(b, 0, h)
 
         def middle(i: int) -> Callable[[Bucket], None]:
             def piece(b: Bucket) -> None:
-                after_attention(b, i - 1)
-                qkv_rope(b, i)
+                qkv_rope(b, i, after_attention(b, i - 1))
             return piece
 
         def last(b: Bucket) -> None:
-            after_attention(b, len(layers) - 1)
+            after_attention(b, len(layers) - 1, out=b.h)
 
         return [first] + [middle(i) for i in range(1, len(layers))] + [last]
 
     def attention(self, b: Bucket, i: int, meta: AttentionMetadata) -> None:
         r = self.runner
-        st = b.state
-        paged_attention(st["q"], st["k"], st["v"], r.kv_cache[i, 0], r.kv_cache[i, 1], meta,
+        paged_attention(b.q, b.k, b.v, r.kv_cache[i, 0], r.kv_cache[i, 1], meta,
                         r.model.model.layers[i].self_attn.scale, write=False, out=b.attn)
 
     # -------------------------------------------------------------------- running a step
@@ -216,8 +225,7 @@ class PrefillGraphs:
             b.copied.record()
         self._forward(b, meta)
         self.steps += 1
-        out = b.state["h"][logit_rows]
-        return self.runner.model.lm_head(out).float()
+        return self.runner.model.lm_head(b.h[logit_rows]).float()
 
     def _forward(self, b: Bucket, meta: AttentionMetadata) -> None:
         fns = None if b.graphs else self.pieces()
@@ -225,7 +233,6 @@ class PrefillGraphs:
         for i in range(layers + 1):
             if fns is None:
                 b.graphs[i].replay()
-                b.state = b.outs[i]  # a replay rebinds nothing: read what this graph wrote, not the last capture's
             else:
                 fns[i](b)
             if i < layers:
@@ -253,32 +260,31 @@ class PrefillGraphs:
             self.buckets[n] = b
         if r.device.type == "cuda":
             torch.cuda.synchronize(r.device)
+            if self.pool is not None:
+                self.memory_bytes += pool_bytes(r.device, self.pool)
         self.capture_s = time.perf_counter() - t0
-        log.info("prefill graphs: %d of %d token-count buckets captured in %.1f s%s", len(self.buckets),
-                 len(self.sizes), self.capture_s, f" (rejected: {self.rejected})" if self.rejected else "")
+        log.info("prefill graphs: %d of %d token-count buckets captured in %.1f s, %.0f MiB%s", len(self.buckets),
+                 len(self.sizes), self.capture_s, self.memory_bytes / 2**20,
+                 f" (rejected: {self.rejected})" if self.rejected else "")
 
     def _capture(self, n: int) -> Bucket:
         r = self.runner
-        b = Bucket(n, r, pin=r.device.type == "cuda")
+        b = Bucket(n, r, self.stream, pin=r.device.type == "cuda")
         b.host_np[2, :] = self.scratch_slot
         b.inp.copy_(b.host)
         for fn in self.pieces():
-            inputs = dict(b.state)  # the previous piece's captured outputs: what this piece must read
             for _ in range(2):  # warm-up outside the capture: Triton compiles, cuBLAS picks its kernels
                 fn(b)
-                b.state = dict(inputs)
             if r.device.type != "cuda":
                 b.graphs.append(EmulatedGraph(fn, b))
-                b.outs.append(dict(b.state))
                 continue
             torch.cuda.synchronize(r.device)
             g = torch.cuda.CUDAGraph()
             with torch.cuda.graph(g, pool=self.pool):
-                fn(b)  # the state tensors it leaves are the graph's outputs, rewritten by every replay
+                fn(b)  # writes only into the static buffers: its temporaries go back to the pool
             if self.pool is None:
                 self.pool = g.pool()
             b.graphs.append(g)
-            b.outs.append(dict(b.state))
         return b
 
     def _check(self, b: Bucket) -> float:
@@ -317,5 +323,15 @@ class PrefillGraphs:
         for b in self.buckets.values():
             for g in b.graphs:
                 g.reset()
-            b.outs.clear()
         self.buckets.clear()
+
+
+def pool_bytes(device: torch.device, pool: Any) -> int:
+    """Bytes the caching allocator holds in one graph memory pool (0 where this torch cannot tell)."""
+    try:
+        segs = torch.cuda.memory_snapshot()
+    except Exception:  # noqa: BLE001 - only for the log line
+        return 0
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return sum(s["total_size"] for s in segs
+               if tuple(s.get("segment_pool_id", ())) == tuple(pool) and s.get("device") == index)
