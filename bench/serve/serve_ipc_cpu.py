@@ -156,6 +156,15 @@ def serve_main(args: argparse.Namespace) -> None:
     make_uvicorn_server(app, "127.0.0.1", args.port, log_level="warning").run()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, src: Path, tag: str = "", rnd: int = 1,
              extra_env: dict | None = None) -> dict:
     from bench.serve.serve_load_gpu import PHASES, server_counters, wait_ready
@@ -180,9 +189,11 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, src: Path, ta
         common = dict(model="bench", token_ids=True, token_id_max=500, progress=False, prompt_len=args.prompt_len)
         bench_serve(url, requests=args.concurrency, concurrency=args.concurrency, output_len=8, **common)  # warm-up
         before = server_counters(url)
+        cpu0 = cpu_seconds(proc.pid)
         t_run = time.time()
         s = bench_serve(url, requests=args.requests, concurrency=args.concurrency, output_len=args.output_len,
                         seed=args.seed, **common)
+        cpu1 = cpu_seconds(proc.pid)
         if args.step_log:
             mark_window(env["LMSMITH_STEP_LOG"], "run", t_run, time.time())
         time.sleep(0.3)
@@ -194,11 +205,15 @@ def run_mode(mode: str, args: argparse.Namespace, model_dir: Path, src: Path, ta
             m[k] = s[k]
         if d["steps"]:
             m["engine_step_ms"] = 1000 * d["step_s"] / d["steps"]
+        if cpu0 is not None and cpu1 is not None and s.get("output_tokens"):
+            # the server process's CPU per streamed token: in engine_process mode the HTTP process alone
+            m["server_cpu_us_per_token"] = 1e6 * (cpu1 - cpu0) / s["output_tokens"]
         for ph in PHASES:
             if d[f"{ph}_count"]:
                 m[f"ttft_{ph}_mean_ms"] = 1000 * d[f"{ph}_sum"] / d[f"{ph}_count"]
         print(f"[{mode}] TTFT p50 {s['ttft_p50_ms']:.1f} p99 {s['ttft_p99_ms']:.1f} ms, TPOT p50 {s['tpot_p50_ms']:.2f} "
-              f"ms, {s['output_tok_per_s']:.0f} tok/s, step {m.get('engine_step_ms', float('nan')):.2f} ms, errors "
+              f"ms, {s['output_tok_per_s']:.0f} tok/s, step {m.get('engine_step_ms', float('nan')):.2f} ms, server CPU "
+              f"{m.get('server_cpu_us_per_token', float('nan')):.1f} us/token, errors "
               f"{s['errors']}; TTFT phases (mean ms): "
               + ", ".join(f"{ph} {m.get(f'ttft_{ph}_mean_ms', float('nan')):.1f}" for ph in PHASES), flush=True)
     finally:

@@ -296,6 +296,28 @@ def sse(obj: Any) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
+class TextChunks:
+    """The chunks of one stream that carry only text (no logprobs, no tool calls), written by concatenation: byte for
+    byte what `sse` writes for the same pydantic chunk (pydantic escapes strings as json.dumps does with
+    ensure_ascii=False, for every code point: tested), at a fifth of the cost. The HTTP process writes one per token
+    per stream, ~20k a second at 32 streams on an H100, and every microsecond there delays the next burst's admission.
+    `key`/`close` wrap the text: '"text":' for completions, '"delta":{"content":' and '}' for chat."""
+
+    def __init__(self, obj: str, id: str, model: str, key: str, close: str = ""):
+        self.created = int(time.time())
+        self.head = (f'data: {{"id":{_js(id)},"object":"{obj}","created":{self.created},"model":{_js(model)},'
+                     f'"choices":[{{"index":')
+        self.key, self.close = key, close
+
+    def __call__(self, index: int, text: str, reason: str | None = None) -> str:
+        tail = "" if reason is None else f',"finish_reason":{_js(reason)}'
+        return f"{self.head}{index},{self.key}{_js(text)}{self.close}{tail}}}]}}\n\n"
+
+
+def _js(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 async def _stream_guard(gen: AsyncIterator[str], handler: _Handler) -> AsyncIterator[str]:
     """Errors after the headers went out can't change the status: send them as an SSE error event."""
     try:
@@ -482,8 +504,12 @@ class ChatHandler(_Handler):
         filters = [toolcalls.StreamingContentFilter(fmt) for _ in range(n)]
         call_ids = [toolcalls.new_call_id() for _ in range(n)]
 
+        fast = TextChunks("chat.completion.chunk", self.id, b.model, '"delta":{"content":', "}")
+
         def chunk(i: int, delta: P.Delta, reason: str | None = None, logprobs=None) -> str:
-            return sse(P.ChatCompletionChunk(id=self.id, model=b.model, choices=[
+            if logprobs is None and delta.content is not None and delta.role is None and delta.tool_calls is None:
+                return fast(i, delta.content, reason)
+            return sse(P.ChatCompletionChunk(id=self.id, model=b.model, created=fast.created, choices=[
                 P.ChunkChoice(index=i, delta=delta, finish_reason=reason, logprobs=logprobs)]))
 
         def call_delta(i: int, name: str | None, args: str) -> P.Delta:
@@ -519,7 +545,7 @@ class ChatHandler(_Handler):
                         rest = filters[i].flush()
                         if calls:
                             for k, call in enumerate(calls):
-                                yield sse(P.ChatCompletionChunk(id=self.id, model=b.model, choices=[P.ChunkChoice(
+                                yield sse(P.ChatCompletionChunk(id=self.id, model=b.model, created=fast.created, choices=[P.ChunkChoice(
                                     index=i, delta=P.Delta(tool_calls=[P.DeltaToolCall(
                                         index=k, id=toolcalls.new_call_id(), type="function",
                                         function=P.DeltaFunctionCall(**call))]))]))
@@ -534,7 +560,8 @@ class ChatHandler(_Handler):
             handle.close()
         self.record(choices)
         if b.stream_options and b.stream_options.include_usage:
-            yield sse(P.ChatCompletionChunk(id=self.id, model=b.model, choices=[], usage=self.usage(choices)))
+            yield sse(P.ChatCompletionChunk(id=self.id, model=b.model, created=fast.created, choices=[],
+                                            usage=self.usage(choices)))
         yield SSE_DONE
 
 
@@ -666,8 +693,12 @@ class CompletionHandler(_Handler):
             finally:
                 await queue.put((k, None))
 
+        fast = TextChunks("text_completion", self.id, b.model, '"text":')
+
         def chunk(index: int, text: str, reason: str | None = None, logprobs=None) -> str:
-            return sse(P.Completion(id=self.id, model=b.model, choices=[
+            if logprobs is None:
+                return fast(index, text, reason)
+            return sse(P.Completion(id=self.id, model=b.model, created=fast.created, choices=[
                 P.CompletionChoice(index=index, text=text, finish_reason=reason, logprobs=logprobs)]))
 
         async def merged() -> AsyncIterator[tuple[int, Any]]:
@@ -716,5 +747,5 @@ class CompletionHandler(_Handler):
         flat = [c for cs in states for c in cs]
         self.record(flat)
         if b.stream_options and b.stream_options.include_usage:
-            yield sse(P.Completion(id=self.id, model=b.model, choices=[], usage=self.usage(flat)))
+            yield sse(P.Completion(id=self.id, model=b.model, created=fast.created, choices=[], usage=self.usage(flat)))
         yield SSE_DONE
