@@ -109,22 +109,27 @@ class _Handler:
 
     def check_text(self) -> None:
         """400 for a lone surrogate ("\\ud800" is valid JSON but not text): it cannot be tokenized or echoed."""
-        def walk(x: Any, path: str) -> None:
+        nested = (str, dict, list, tuple)
+
+        def walk(x: Any, path: tuple) -> None:  # the path is joined only for the error: a prompt of ids costs ~nothing
             if isinstance(x, str):
                 try:
                     x.encode("utf-8")
                 except UnicodeEncodeError as e:
-                    raise bad_request(f"{path or 'the request'} contains a lone surrogate (\\u{ord(x[e.start]):04x}), "
-                                      "which is not valid Unicode text", path or None) from None
+                    where = ".".join(map(str, path))
+                    raise bad_request(f"{where or 'the request'} contains a lone surrogate (\\u{ord(x[e.start]):04x}), "
+                                      "which is not valid Unicode text", where or None) from None
             elif isinstance(x, dict):
                 for k, v in x.items():
                     walk(k, path)
-                    walk(v, f"{path}.{k}" if path else str(k))
+                    if isinstance(v, nested):
+                        walk(v, path + (k,))
             elif isinstance(x, (list, tuple)):
                 for i, v in enumerate(x):
-                    walk(v, f"{path}.{i}" if path else str(i))
+                    if isinstance(v, nested):
+                        walk(v, path + (i,))
 
-        walk(self.body.model_dump(exclude_none=True, by_alias=True), "")
+        walk(self.body.model_dump(exclude_none=True, by_alias=True), ())
 
     def check_model(self) -> None:
         if self.body.model not in self.s.aliases:
