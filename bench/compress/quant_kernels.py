@@ -49,7 +49,7 @@ def bench_us(fn, iters: int = 50) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ms", default="1,16,64,256")
+    ap.add_argument("--ms", default="1,16,64,128,256")
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -85,6 +85,7 @@ def main() -> int:
             if M > 16:  # the large-M path: one-launch Triton dequantize + cuBLAS
                 cands["int8_dequant"] = lambda: F.linear(x, q8.fast_dequantize(x))
                 cands["int4_dequant"] = lambda: F.linear(x, q4.fast_dequantize(x))
+                cands["int4_torch"] = lambda: q4.reference_forward(x)  # PyTorch-ops dequantize + cuBLAS (the dispatch)
             if f8 is not None:
                 cands["fp8_scaled_mm"] = lambda: f8.fast_matmul(x)
             row: dict[str, float] = {}

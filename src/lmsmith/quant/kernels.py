@@ -108,18 +108,22 @@ if triton is not None:
         """The 16-bit weight [N, K] from its quantized form: the large-M path runs cuBLAS on it."""
         rn = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
         nmask = rn < N
-        if INT4:
+        if INT4:  # BLOCK_K is a multiple of GROUP: one scale and offset per group, broadcast, one contiguous store
+            HB: tl.constexpr = BLOCK_K // 2
+            NG: tl.constexpr = BLOCK_K // GROUP
             G = K // GROUP
-            rh = tl.program_id(1) * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
-            kmask = 2 * rh < K
-            mask = nmask[:, None] & kmask[None, :]
-            p = tl.load(w_ptr + rn[:, None] * (K // 2) + rh[None, :], mask=mask, other=0)
-            g = (2 * rh) // GROUP
-            s = tl.load(s_ptr + rn[:, None] * G + g[None, :], mask=mask, other=0.0)
-            m = tl.load(m_ptr + rn[:, None] * G + g[None, :], mask=mask, other=0.0)
-            base = out_ptr + rn[:, None] * K + 2 * rh[None, :]
-            tl.store(base, ((p & 0xF).to(tl.float32) * s + m).to(out_ptr.dtype.element_ty), mask=mask)
-            tl.store(base + 1, ((p >> 4).to(tl.float32) * s + m).to(out_ptr.dtype.element_ty), mask=mask)
+            rb = tl.program_id(1) * HB + tl.arange(0, HB)  # byte j holds elements 2j (low nibble) and 2j + 1
+            p = tl.load(w_ptr + rn[:, None] * (K // 2) + rb[None, :], mask=nmask[:, None] & (rb < K // 2)[None, :],
+                        other=0).to(tl.int32)
+            q = tl.interleave(p & 15, p >> 4).to(tl.float32)  # [BLOCK_N, BLOCK_K] in column order
+            gk = tl.program_id(1) * NG + tl.arange(0, NG)
+            gmask = nmask[:, None] & (gk < G)[None, :]
+            s = tl.load(s_ptr + rn[:, None] * G + gk[None, :], mask=gmask, other=0.0)
+            m = tl.load(m_ptr + rn[:, None] * G + gk[None, :], mask=gmask, other=0.0)
+            w = tl.reshape(tl.reshape(q, (BLOCK_N, NG, GROUP)) * s[:, :, None] + m[:, :, None], (BLOCK_N, BLOCK_K))
+            rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+            tl.store(out_ptr + rn[:, None] * K + rk[None, :], w.to(out_ptr.dtype.element_ty),
+                     mask=nmask[:, None] & (rk < K)[None, :])
         else:
             rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
             mask = nmask[:, None] & (rk < K)[None, :]
@@ -193,7 +197,7 @@ def dequantize(weight: torch.Tensor, scales: torch.Tensor, offsets: torch.Tensor
         weight = weight.view(torch.uint8)
     n = weight.shape[0]
     out = torch.empty(n, k, dtype=dtype, device=weight.device)
-    bn, bk = 32, 256
+    bn, bk = 32, max(256, group_size) if kind == "int4" else 256  # int4: whole groups per tile (group sizes: 2^i)
     _dequant_kernel[(triton.cdiv(n, bn), triton.cdiv(k, bk))](
         weight, scales, offsets if offsets is not None else scales, out, n, k, INT4=kind == "int4", FP8=kind == "fp8",
         GROUP=group_size if kind == "int4" else 1, BLOCK_N=bn, BLOCK_K=bk, num_warps=4)
