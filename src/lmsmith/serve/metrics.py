@@ -13,7 +13,8 @@ versions can be compared side by side. Token counters per model and version feed
 
 from __future__ import annotations
 
-from typing import Callable
+import bisect
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -163,9 +164,8 @@ class ServerMetrics:
         if tpot is not None:
             self.tpot.observe(tpot)
             self.v_tpot.labels(*labels).observe(tpot)
-            itl = self.v_itl.labels(*labels)
-            for _ in range(max(1, min(generation_tokens - len(finish_reasons), 4096))):
-                itl.observe(tpot)  # one observation per gap, as vLLM counts them (sum/count = mean ITL)
+            # one observation per gap, as vLLM counts them (sum/count = mean ITL)
+            observe_many(self.v_itl.labels(*labels), tpot, max(1, generation_tokens - len(finish_reasons)))
         self.e2e.observe(e2e)
         self.v_e2e.labels(*labels).observe(e2e)
         self.prompt_tokens.inc(prompt_tokens)
@@ -189,6 +189,21 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def observe_many(hist: Any, value: float, n: int) -> None:
+    """What `n` calls of `hist.observe(value)` leave (the sum, and one bucket's count: buckets are made cumulative
+    only when exposed), in O(1). prometheus_client has no count argument, and a loop cost 166 us for a 256-token
+    request, run for a whole burst of finishing streams on the event loop that admits the next burst. Falls back to
+    the loop where the client library's histogram internals differ."""
+    try:
+        bounds, buckets, total = hist._upper_bounds, hist._buckets, hist._sum
+    except AttributeError:
+        for _ in range(n):
+            hist.observe(value)
+        return
+    total.inc(value * n)
+    buckets[bisect.bisect_left(bounds, value)].inc(n)
 
 
 class BoundMetrics:
