@@ -549,7 +549,8 @@ def unpack_outputs(run: list, tracked: Tracked) -> Any:
         acc[1] += delta
     times = acc[3]
     metrics = None if times is None else RequestMetrics(times[0], times[1], times[2], times[3])
-    return RequestOutput(request_id=rid, index=index, new_token_ids=new, text_delta=delta, token_ids=list(acc[0]),
+    # token_ids is the sample's growing list, as the in-process engine hands out its sequence's (no copy per token)
+    return RequestOutput(request_id=rid, index=index, new_token_ids=new, text_delta=delta, token_ids=acc[0],
                          text=acc[1], finished=finished, finish_reason=reason, stop_reason=stop, logprobs=logprobs,
                          prompt_token_ids=tracked.prompt, num_cached_tokens=acc[2], metrics=metrics)
 

@@ -269,7 +269,7 @@ class _Handler:
             async for out in handle:
                 self.note_output(out)
                 c = choices[getattr(out, "index", 0) or 0]
-                c.text, c.token_ids = out.text, list(out.token_ids)
+                c.text, c.token_ids = out.text, out.token_ids  # read at the end only: no copy per token
                 if out.logprobs:
                     c.logprobs.extend(out.logprobs)
                 if out.finished:
@@ -531,7 +531,7 @@ class ChatHandler(_Handler):
                 self.note_output(out)
                 i = getattr(out, "index", 0) or 0
                 c = choices[i]
-                c.text, c.token_ids = out.text, list(out.token_ids)
+                c.text, c.token_ids = out.text, out.token_ids  # read at the end only: no copy per token
                 delta_text = out.text_delta or ""
                 lp = self.chat_logprobs(out.logprobs) if b.logprobs and out.logprobs else None
                 if plan.forced:
@@ -734,7 +734,7 @@ class CompletionHandler(_Handler):
                 self.note_output(out)
                 j = getattr(out, "index", 0) or 0
                 c = states[k][j]
-                c.text, c.token_ids = out.text, list(out.token_ids)
+                c.text, c.token_ids = out.text, out.token_ids  # read at the end only: no copy per token
                 lp = None
                 if b.logprobs is not None and out.logprobs:
                     off = offsets.get((k, j), 0)
