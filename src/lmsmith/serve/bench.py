@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
 
@@ -197,6 +198,21 @@ async def calibrate_words(http: HTTP, base: str, headers: dict, model: str, prom
     return max(1, round(prompt_len / per_word))
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """The load generator's garbage collector off for the run (as timeit does): its heap grows with every result
+    and run, and a full collection mid-run (~200 ms on a 2-core machine after a few runs in one process) landed in
+    the measured TTFT as a p99 that belonged to the client, not the server."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 async def run_load(url: str, model: str | None, requests: int, concurrency: int, rate: float | None,
                    prompt_len: int, output_len: int, api_key: str | None, seed: int = 0,
                    on_done=None, dataset: str = "fixed", token_ids: bool = False,
@@ -288,7 +304,8 @@ def _worker(kw: dict, barrier, out) -> None:
         barrier.wait(timeout=120)
         clock["start"] = time.time()
     try:
-        results, duration = asyncio.run(run_load(**kw, ready=ready))
+        with no_gc():
+            results, duration = asyncio.run(run_load(**kw, ready=ready))
         out.put((kw["share"][0], results, clock["start"], clock["start"] + duration))
     except BaseException as e:  # noqa: BLE001 - reported by the parent as one clear error
         barrier.abort()
@@ -365,14 +382,15 @@ def bench_serve(url: str, requests: int = 64, concurrency: int = 8, rate: float 
         else:
             results, duration = _run_workers(workers, kw)
     elif progress:
-        with task(f"{requests} requests, concurrency {concurrency}", total=requests) as bar:
+        with task(f"{requests} requests, concurrency {concurrency}", total=requests) as bar, no_gc():
             results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
                                                      api_key, seed, on_done=lambda: bar(1), dataset=dataset,
                                                      token_ids=token_ids, token_id_max=token_id_max))
     else:
-        results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
-                                                 api_key, seed, dataset=dataset, token_ids=token_ids,
-                                                 token_id_max=token_id_max))
+        with no_gc():
+            results, duration = asyncio.run(run_load(url, model, requests, concurrency, rate, prompt_len, output_len,
+                                                     api_key, seed, dataset=dataset, token_ids=token_ids,
+                                                     token_id_max=token_id_max))
     summary = summarize(results, duration)
     summary["config"] = dict(url=url, requests=requests, concurrency=concurrency, rate=rate, prompt_len=prompt_len,
                              output_len=output_len, dataset=dataset, seed=seed, token_ids=token_ids,

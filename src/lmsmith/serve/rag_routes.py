@@ -25,7 +25,7 @@ from lmsmith.rag.embed import get_embedder
 from lmsmith.rag.index import Index
 from lmsmith.serve import protocol as P
 from lmsmith.serve.api_errors import APIError, bad_request
-from lmsmith.serve.handlers import ChatHandler, ServerState
+from lmsmith.serve.handlers import ChatHandler, ServerState, SSEResponse
 
 DEFAULT_EMBEDDERS = ["all-minilm-l6-v2"]
 MAX_INPUTS = 2048
@@ -141,7 +141,7 @@ async def rag_chat(state: ServerState, body: P.ChatCompletionRequest, request: R
     body = body.model_copy(update={"messages": msgs})
     resp = await ChatHandler(state, body).respond(request)
     if isinstance(resp, StreamingResponse):
-        return StreamingResponse(_with_sources(resp.body_iterator, sources(hits)), media_type="text/event-stream",
+        return SSEResponse(_with_sources(resp.body_iterator, sources(hits)), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     payload = json.loads(resp.body)
     text = (payload["choices"][0]["message"].get("content") or "") if payload.get("choices") else ""
