@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +25,7 @@ from lmsmith.quant import (
     quantize_model_,
     unpack_int4,
 )
+from triton_interpreter import needs_triton, run_check
 
 
 def weights(n: int = 96, k: int = 256, seed: int = 0) -> torch.Tensor:
@@ -266,11 +263,8 @@ def test_bound_cpu_kernel_matches_forward_with_bias(make):
     assert q.cpu_kernel(torch.float32) is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
+@needs_triton
 def test_triton_dequantize_in_the_interpreter():
     """The large-M path's one-launch dequantize (whole int4 groups per tile, partial tiles) against the layer's own."""
-    check = Path(__file__).with_name("dequant_check.py")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert sum(ln.startswith("int4 ") for ln in out.stdout.splitlines()) == 16
+    out = run_check(Path(__file__).with_name("dequant_check.py"), timeout=600)
+    assert sum(ln.startswith("int4 ") for ln in out.splitlines()) == 16

@@ -5,30 +5,20 @@ runs it compiled, and the GPU engine tests run it inside the decode graphs."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from triton_interpreter import needs_triton, run_check
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
+@needs_triton
 def test_one_launch_decode_attention_in_the_interpreter():
-    check = Path(__file__).with_name("decode_attn_check.py")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert out.stdout.count("ok ") == 6, out.stdout
+    out = run_check(Path(__file__).with_name("decode_attn_check.py"))
+    assert out.count("ok ") == 6, out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
+@needs_triton
 def test_prefix_hit_chunks_as_decode_rows_in_the_interpreter():
     """Chunks after cached tokens attend as paged-decode rows: same greedy tokens and log-probabilities as the
     per-chunk SDPA path (the engine end to end, both prefix hits taking the new path)."""
-    check = Path(__file__).with_name("chunk_rows_check.py")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert out.stdout.count("ok chunk-rows") == 2, out.stdout
+    out = run_check(Path(__file__).with_name("chunk_rows_check.py"))
+    assert out.count("ok chunk-rows") == 2, out

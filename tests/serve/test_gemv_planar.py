@@ -6,10 +6,6 @@ CI; tests/gpu/test_bs1_quant_gpu.py runs it compiled inside the engine's batch-1
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,7 @@ from lmsmith.quant.planar import (
     pack_int8_planar,
     plane_width,
 )
+from triton_interpreter import needs_triton, run_check
 
 
 def test_plane_width_tiles_the_row():
@@ -67,24 +64,18 @@ def test_int8_planar_layout_keeps_the_weight():
     assert pack_int8_planar(torch.zeros(4, 100, dtype=torch.int8)) is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
+@needs_triton
 def test_planar_gemv_kernel_in_the_interpreter():
-    check = Path(__file__).with_name("planar_gemv_check.py")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, str(check), "512", "96"], env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ok ")]
+    out = run_check(Path(__file__).with_name("planar_gemv_check.py"), "512", "96", timeout=600)
+    lines = [ln for ln in out.splitlines() if ln.startswith("ok ")]
     assert len(lines) >= 56 and any("rope" in ln for ln in lines) and any("norm-P4" in ln for ln in lines)
     assert any("dense-fp16-k1000" in ln for ln in lines) and any("int8-stored-k1000" in ln for ln in lines)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only torch)")
+@needs_triton
 def test_bs1_step_on_planar_tiles_in_the_interpreter():
     """forward_bs1 with every projection on planar tiles == the model's own kernels (int4 + int8 head, int8), and
     the residual-stream plan (norm prologues, add epilogues, one-launch attention) on a 16-bit and an int8 model."""
-    check = Path(__file__).with_name("planar_step_check.py")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    out = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ok ")]
-    assert len(lines) == 16 and sum("norm-in" in ln for ln in lines) == 4, out.stdout
+    out = run_check(Path(__file__).with_name("planar_step_check.py"))
+    lines = [ln for ln in out.splitlines() if ln.startswith("ok ")]
+    assert len(lines) == 16 and sum("norm-in" in ln for ln in lines) == 4, out

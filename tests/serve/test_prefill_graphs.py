@@ -30,6 +30,18 @@ def with_pieces(engine: Engine, capture: bool = False) -> PrefillGraphs:
     return r.prefill_graphs
 
 
+def greedy(engine: Engine, prompts: list[list[int]]) -> dict:
+    """Six greedy tokens per prompt, all in flight together (prefill, mixed and decode steps)."""
+    for i, p in enumerate(prompts):
+        engine.add_request(f"r{i}", p, SamplingParams(max_tokens=6, temperature=0))
+    done = {}
+    while engine.has_unfinished():
+        for o in engine.step():
+            if o.finished:
+                done[o.request_id] = o.token_ids
+    return done
+
+
 def test_buckets_pad_up_to_the_token_budget(tiny):
     pg = with_pieces(Engine(str(tiny), **KW))
     assert pg.sizes == [16, 32, 64]
@@ -72,14 +84,7 @@ def test_generation_through_the_pieces_equals_the_plain_engine(tiny, capture):
     for pieces in (False, True):
         engine = Engine(str(tiny), **KW)
         pg = with_pieces(engine, capture) if pieces else None
-        for i, p in enumerate(prompts):
-            engine.add_request(f"r{i}", p, SamplingParams(max_tokens=6, temperature=0))
-        done = {}
-        while engine.has_unfinished():
-            for o in engine.step():
-                if o.finished:
-                    done[o.request_id] = o.token_ids
-        outs.append(done)
+        outs.append(greedy(engine, prompts))
         if pg is not None:
             assert pg.steps >= 6  # prefills, mixed and decode steps all went through the padded pieces
     assert outs[0] == outs[1]
@@ -131,14 +136,7 @@ def test_quantized_models_run_through_the_pieces(tmp_path, method, group):
         pg = with_pieces(engine, capture=True) if pieces else None
         if pg is not None:
             assert not pg.rejected and sorted(pg.buckets) == [16, 32, 64]
-        for i, p in enumerate(prompts):
-            engine.add_request(f"r{i}", p, SamplingParams(max_tokens=6, temperature=0))
-        done = {}
-        while engine.has_unfinished():
-            for o in engine.step():
-                if o.finished:
-                    done[o.request_id] = o.token_ids
-        outs.append(done)
+        outs.append(greedy(engine, prompts))
         if pg is not None:
             assert pg.steps >= 2
     assert outs[0] == outs[1]
