@@ -493,7 +493,7 @@ class ChatHandler(_Handler):
             if guard is not None:
                 gen = guard.filter_stream(request, gen, system_prompt_of(self.body.messages))
             return SSEResponse(_stream_guard(gen, self), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
             choices = await self.run_to_end(request, self.collect(handle, self.body.n))
         finally:
@@ -586,10 +586,11 @@ class ChatHandler(_Handler):
                         rest = filters[i].flush()
                         if calls:
                             for k, call in enumerate(calls):
-                                yield sse(P.ChatCompletionChunk(id=self.id, model=b.model, created=fast.created, choices=[P.ChunkChoice(
-                                    index=i, delta=P.Delta(tool_calls=[P.DeltaToolCall(
-                                        index=k, id=toolcalls.new_call_id(), type="function",
-                                        function=P.DeltaFunctionCall(**call))]))]))
+                                yield sse(P.ChatCompletionChunk(
+                                    id=self.id, model=b.model, created=fast.created, choices=[P.ChunkChoice(
+                                        index=i, delta=P.Delta(tool_calls=[P.DeltaToolCall(
+                                            index=k, id=toolcalls.new_call_id(), type="function",
+                                            function=P.DeltaFunctionCall(**call))]))]))
                         else:
                             rest = c.text[filters[i].emitted:]
                         if rest:
@@ -697,7 +698,7 @@ class CompletionHandler(_Handler):
             if guard is not None:
                 gen = guard.filter_stream(request, gen)
             return SSEResponse(_stream_guard(gen, self), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+                               headers={"Cache-Control": "no-cache"})
         try:
             results = await self.run_to_end(request, asyncio.gather(*(self.collect(h, self.body.n) for h in handles)))
         finally:

@@ -142,7 +142,7 @@ async def rag_chat(state: ServerState, body: P.ChatCompletionRequest, request: R
     resp = await ChatHandler(state, body).respond(request)
     if isinstance(resp, StreamingResponse):
         return SSEResponse(_with_sources(resp.body_iterator, sources(hits)), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     payload = json.loads(resp.body)
     text = (payload["choices"][0]["message"].get("content") or "") if payload.get("choices") else ""
     payload["sources"] = sources(hits, citations(text, len(hits)))
