@@ -5,12 +5,16 @@ between steps (count, total) and the largest idle gaps on the GPU between operat
 `decode_bs1_tok_s` counts the whole request, so what the step's replay time does not explain (per token: prefill
 share, input copy, token read-back, the host) is the gap between ~76% of copy bandwidth by replay and ~74% measured.
 
-    python -m bench.serve.profile_bs1_gaps [--shape llama-3.2-1b] [--gemv]    # ~40 s on an H100
+    python -m bench.serve.profile_bs1_gaps [--shape llama-3.2-1b] [--gemv] [--ab N]    # ~40 s on an H100
+
+`--ab N` first times N requests each with the device-side input advance on, off (a copy in and out every step)
+and on with the garbage collector off, alternated in one process on the same captured graphs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import tempfile
 import time
@@ -34,6 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="llama-3.2-1b")
     ap.add_argument("--gemv", action="store_true", help="tune the batch-1 GEMV plans (slower start; default: cuBLAS)")
+    ap.add_argument("--ab", type=int, default=0, metavar="N",
+                    help="first time N requests each with the device-side input advance on and off, alternated")
     args = ap.parse_args()
     if not args.gemv:
         os.environ["LMSMITH_DECODE_GEMV"] = "0"
@@ -46,6 +52,25 @@ def main() -> None:
         sp = SamplingParams(max_tokens=256, temperature=0.0, ignore_eos=True)
         ps = prompts(3, 128, SHAPES[args.shape]["vocab_size"])
         llm.generate([ps[0]], sp, use_tqdm=False)
+        graphs = llm.engine.runner.graphs
+        step = graphs.step
+        if args.ab and step is not None:
+            times = {"advance": [], "copy": [], "advance-gc-off": []}
+            for i in range(3 * args.ab):
+                mode = list(times)[i % 3]
+                graphs.step, graphs.last = (step if mode != "copy" else None), None
+                if mode.endswith("gc-off"):
+                    gc.disable()
+                t = time.perf_counter()
+                llm.generate([ps[1]], sp, use_tqdm=False)
+                times[mode].append(1000 * (time.perf_counter() - t) / 256)
+                gc.enable()
+            graphs.step, graphs.last = step, None
+            med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+            print("A/B ms a token (median of %d): " % args.ab + ", ".join(f"{k} {v:.4f}" for k, v in med.items())
+                  + f"; all: {times}", flush=True)
+        print(f"plan {graphs.bs1_choice}; input advance {'on' if step is not None else 'off'}; "
+              f"copies skipped so far {graphs.copies_skipped}", flush=True)
         t = time.perf_counter()
         llm.generate([ps[1]], sp, use_tqdm=False)
         wall = time.perf_counter() - t
@@ -73,6 +98,11 @@ def main() -> None:
           + ", ".join(f"{k} x{sum(1 for _, n in copies if k in n)}" for k in ("HtoD", "DtoH", "DtoD")))
     big = sorted(gaps, reverse=True)[:12]
     print("largest idle gaps (us, the operation after): " + "; ".join(f"{g:.1f} {n[:40]}" for g, n in big))
+    after: dict[str, list[float]] = {}
+    for g, n in gaps:
+        after.setdefault(n[:40], []).append(g)
+    top = sorted(after.items(), key=lambda kv: -sum(kv[1]))[:8]
+    print("idle before (us total / count): " + "; ".join(f"{n} {sum(v):.0f}/{len(v)}" for n, v in top))
     hist = {k: sum(1 for g, _ in gaps if lo <= g < hi) for k, (lo, hi) in
             {"<2us": (0, 2), "2-5": (2, 5), "5-10": (5, 10), "10-50": (10, 50), "50+": (50, 1e12)}.items()}
     print(f"gap sizes: {hist}")

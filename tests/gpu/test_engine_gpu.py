@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from engine_runs import run_all
 from lmsmith.serve import LLM, SamplingParams
 from lmsmith.serve.engine import Engine
 
@@ -33,17 +34,6 @@ def hf_greedy(model_dir, ids_list, max_new, dtype):
                                device="cuda"), max_new_tokens=max_new, do_sample=False, pad_token_id=2)
         outs.append(o[0, len(ids):].tolist())
     return outs
-
-
-def run_all(engine, prompts, params):
-    for i, p in enumerate(prompts):
-        engine.add_request(f"r{i}", p, params)
-    done = {}
-    while engine.has_unfinished():
-        for o in engine.step():
-            if o.finished:
-                done[(o.request_id, o.index)] = o.token_ids
-    return done
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
@@ -133,12 +123,15 @@ def test_bs1_gemv_step_matches_cublas_step_and_overlap_matches_sync(tiny):
     graphs = engine.runner.graphs
     assert set(graphs.bs1_timings) >= {"cublas", "gemv-tuned", "head"} and all(
         not isinstance(v, str) for v in graphs.bs1_timings.values()), graphs.bs1_timings
+    graphs.step.on.zero_()  # direct calls below: the inputs must stay put
     with torch.inference_mode():
         for plan in graphs.bs1_plans.values():
             for _ in range(3):  # the epilogue's ticket must reset between launches
                 ref = graphs._forward(1, None).clone()
                 got = graphs._forward(1, plan)
                 assert ((got - ref).norm() / ref.norm()).item() < 1e-2
+    graphs.step.on.fill_(1)
+    graphs.last = None
     params = [SamplingParams(max_tokens=40, temperature=0, ignore_eos=True),
               SamplingParams(max_tokens=40, temperature=0.9, top_p=0.95, seed=11, ignore_eos=True)]
     for sp in params:
@@ -150,3 +143,28 @@ def test_bs1_gemv_step_matches_cublas_step_and_overlap_matches_sync(tiny):
     engine.async_scheduling = True
     both = run_all(engine, PROMPTS[:3], params[0])  # batches 3 -> bucket 4, eager prefill, graph decode
     assert all(len(v) == 40 for v in both.values())
+
+
+def test_decode_inputs_advance_on_the_device(tiny):
+    """While a batch only moves forward the step's last kernel sets up the next step's inputs and writes its tokens
+    to pinned memory: no copies, same outputs as copying every step (bf16 plans and fp32 cuBLAS graphs, greedy
+    and seeded, one and three sequences, block size 4: a new block, hence a copy, every 4 tokens)."""
+    params = [SamplingParams(max_tokens=30, temperature=0, ignore_eos=True),
+              SamplingParams(max_tokens=30, temperature=0.9, top_p=0.95, seed=3, ignore_eos=True)]
+    for dtype in ("bfloat16", "float32"):
+        engine = Engine(str(tiny["llama"]), dtype=dtype, device="cuda", block_size=4, max_num_seqs=4)
+        graphs = engine.runner.graphs
+        step = graphs.step
+        assert step is not None and int(step.on.item()) == 1
+        for sp in params:
+            for prompts in (PROMPTS[:1], PROMPTS[:3]):
+                graphs.step = None  # copy in and out every step (the graphs' own advance is overwritten)
+                ref = run_all(engine, prompts, sp)
+                graphs.step, graphs.last = step, None
+                skipped = graphs.copies_skipped
+                got = run_all(engine, prompts, sp)
+                assert got == ref, (dtype, sp, len(prompts))
+                if len(prompts) == 1:  # 29 decode steps; at most 8 start a block
+                    assert graphs.copies_skipped - skipped >= 18, graphs.copies_skipped - skipped
+        run_all(engine, PROMPTS[:1], params[0])
+        assert engine.runner.greedy_on_host is not None and engine.runner.greedy_on_host.is_pinned()

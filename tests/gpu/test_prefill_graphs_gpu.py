@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine_runs import run_all
 from lmsmith.serve.engine import Engine
 from lmsmith.serve.sampling_params import SamplingParams
 
@@ -19,14 +20,7 @@ def tiny(tmp_path_factory):
 
 
 def run(engine: Engine) -> dict:
-    for i, p in enumerate(PROMPTS):
-        engine.add_request(f"r{i}", p, SamplingParams(max_tokens=16, temperature=0))
-    done = {}
-    while engine.has_unfinished():
-        for o in engine.step():
-            if o.finished:
-                done[o.request_id] = o.token_ids
-    return done
+    return run_all(engine, PROMPTS, SamplingParams(max_tokens=16, temperature=0))
 
 
 def test_prefill_graphs_capture_and_match_the_eager_engine(tiny, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine_runs import run_all
 from lmsmith.serve.engine import Engine
 from lmsmith.serve.prefill_graphs import PrefillGraphs
 from lmsmith.serve.sampling_params import SamplingParams
@@ -32,14 +33,7 @@ def with_pieces(engine: Engine, capture: bool = False) -> PrefillGraphs:
 
 def greedy(engine: Engine, prompts: list[list[int]]) -> dict:
     """Six greedy tokens per prompt, all in flight together (prefill, mixed and decode steps)."""
-    for i, p in enumerate(prompts):
-        engine.add_request(f"r{i}", p, SamplingParams(max_tokens=6, temperature=0))
-    done = {}
-    while engine.has_unfinished():
-        for o in engine.step():
-            if o.finished:
-                done[o.request_id] = o.token_ids
-    return done
+    return run_all(engine, prompts, SamplingParams(max_tokens=6, temperature=0))
 
 
 def test_buckets_pad_up_to_the_token_budget(tiny):

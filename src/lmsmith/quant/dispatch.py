@@ -65,14 +65,16 @@ def fp8_cpu_error() -> LmsmithError:
 #   dequantize + cuBLAS ("triton"), since aten._weight_int8pack_mm is a slow generic kernel on CUDA
 #   (65 us at M=1 for qkv, 1.2 ms for the lm_head).
 # - int4: tinygemm up to TINYGEMM_MAX_M rows (M=1: 3.4-11 us per projection, 3-4x faster than our Triton int4
-#   GEMV, which only runs where tinygemm cannot); beyond, PyTorch dequantize + cuBLAS ("torch": tinygemm at
-#   M=256 is 5-18x slower than bf16, and our Triton int4 dequantize kernel measured slower than PyTorch's ops).
+#   GEMV, which only runs where tinygemm cannot); beyond, our Triton dequantize (whole groups per tile, ~2.5 TB/s)
+#   + cuBLAS ("triton"): tinygemm's time grows with M (gate_up: 40 us at M=16, 152 at 64, 586 at 256) while
+#   dequantize + cuBLAS stays ~61-66 us (PyTorch's dequantize ops, "torch": 379-386 us). Interpolated between the
+#   measured M=16 and M=64, the two cross at 19-27 rows depending on the projection (summed over a layer: ~24).
 # - fp8: Triton GEMV (fp8 weights, 16-bit activations) up to 16 rows; beyond, per-token e4m3 activations and
 #   `_scaled_mm` (w8a8 on the fp8 tensor cores: 10-25 us even at M=256, faster than bf16 there).
 #   FP8_SMALL_M = "scaled_mm" keeps w8a8 at every M.
-CUDA_LARGE_M: dict[str, str] = {"int8": "triton", "int4": "torch"}
+CUDA_LARGE_M: dict[str, str] = {"int8": "triton", "int4": "triton"}
 TRITON_MAX_M: dict[str, int] = {"int8": 64, "int4": 16, "fp8": 16}
-TINYGEMM_MAX_M = 128
+TINYGEMM_MAX_M = 24
 FP8_SMALL_M = "triton"
 
 

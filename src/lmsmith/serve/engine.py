@@ -316,10 +316,14 @@ class Engine:
         n = len(seqs)
         event = None
         if self._host_bufs is not None:
-            host = self._host_bufs[self._flip][:n]  # alternate: the previous step's tokens are still unread
             event = self._events[self._flip]
+            ring = getattr(self.runner, "greedy_on_host", None) if tokens is greedy else None
+            if ring is not None:
+                host = ring  # the step wrote its tokens to pinned memory itself: no copy on the stream
+            else:
+                host = self._host_bufs[self._flip][:n]  # alternate: the previous step's tokens are still unread
+                host.copy_(tokens, non_blocking=True)
             self._flip ^= 1
-            host.copy_(tokens, non_blocking=True)
             event.record()
         else:
             host = tokens

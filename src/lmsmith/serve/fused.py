@@ -13,6 +13,9 @@ The fp32 path keeps the eager ops, so fp32 greedy parity with transformers stays
 
 from __future__ import annotations
 
+import os
+from typing import NamedTuple
+
 import torch
 
 from lmsmith.serve import pdl
@@ -105,7 +108,9 @@ if triton is not None:
         tl.store(idx_ptr + row * NCH + c, (c * BLOCK + i).to(tl.int64))
 
     @triton.jit
-    def _argmax_final_kernel(val_ptr, idx_ptr, out_ptr, NCH, NCH_P: tl.constexpr, PDL: tl.constexpr = False):
+    def _argmax_final_kernel(val_ptr, idx_ptr, out_ptr, NCH, buf_ptr, stride_buf, ring_ptr, stride_ring, on_ptr,
+                             block_size, max_blocks, NCH_P: tl.constexpr, STEP: tl.constexpr = False,
+                             TABLE: tl.constexpr = 6, PDL: tl.constexpr = False):
         if PDL:  # wait for the previous kernel's writes, then let the next one launch
             gdc_wait()
             gdc_launch_dependents()
@@ -113,16 +118,49 @@ if triton is not None:
         j = tl.arange(0, NCH_P)
         v = tl.load(val_ptr + row * NCH + j, mask=j < NCH, other=float("-inf"))
         _, best = tl.max(v, 0, return_indices=True, return_indices_tie_break_left=True)
-        tl.store(out_ptr + row, tl.load(idx_ptr + row * NCH + best))
+        tok = tl.load(idx_ptr + row * NCH + best)
+        tl.store(out_ptr + row, tok)
+        if STEP:  # a decode graph's last kernel: hand the token to the host, set up the row's next step (StepInputs)
+            b = buf_ptr + row * stride_buf
+            if tl.load(on_ptr) != 0:
+                par = tl.load(b + 5)
+                tl.store(ring_ptr + par * stride_ring + row, tok)
+                tl.store(b + 5, 1 - par)
+                if tl.load(b + 4) != -2:  # padding rows keep writing to the scratch block
+                    pos = tl.load(b + 1) + 1
+                    blk = tl.minimum(pos // block_size, max_blocks - 1)  # a block not allocated yet: the host copies
+                    tl.store(b + 1, pos)
+                    tl.store(b + 2, tl.load(b + TABLE + blk) * block_size + pos % block_size)
+                    tl.store(b + 3, pos + 1)
+                    tl.store(b + 4, row)
 
 
 ARGMAX_BLOCK = 4096
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter runs argmax_rows' kernels on CPU
 
 
-def argmax_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+class StepInputs(NamedTuple):
+    """A decode graph's input rows, advanced on the device by the step's last kernel so that the next step needs
+    no host-to-device copy while its batch only moves forward (serve.model_runner.DecodeGraphs).
+
+    `buf` [B, TABLE + blocks] long: token, position, slot, context length, source row (-2: padding), ring parity,
+    block table. While `on[0]` != 0 each row's greedy token also goes to `ring[parity, row]` (pinned host memory the
+    kernel writes directly: no device-to-host copy on the stream), the parity flips, and a live row moves to the
+    next position: slot from its block table, context + 1, its input token from this step's output row."""
+
+    buf: torch.Tensor
+    ring: torch.Tensor  # [2, B] long, pinned
+    on: torch.Tensor  # [1] int32 on the device
+    block_size: int
+    table_col: int
+
+
+def argmax_rows(x: torch.Tensor, out: torch.Tensor | None = None, step: StepInputs | None = None) -> torch.Tensor:
     """x [B, V] -> [B] long (into `out` if given), the first index of each row's maximum (as torch.argmax).
-    No host sync."""
-    if triton is None or x.device.type != "cuda" or x.shape[0] == 0 or x.stride(-1) != 1:
+    No host sync. `step` (CUDA): also advance a decode graph's inputs (StepInputs)."""
+    if triton is None or (x.device.type != "cuda" and not INTERPRET) or x.shape[0] == 0 or x.stride(-1) != 1:
+        if step is not None:
+            raise ValueError("StepInputs needs the Triton kernel (CUDA)")
         if out is None:
             return x.argmax(-1)
         return out.copy_(x.argmax(-1))
@@ -133,7 +171,15 @@ def argmax_rows(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
     if out is None:
         out = torch.empty(b, dtype=torch.long, device=x.device)
     _argmax_chunks_kernel[(b, nch)](x, vals, idx, n, x.stride(0), nch, BLOCK=ARGMAX_BLOCK, num_warps=8, **pdl.launch())
-    _argmax_final_kernel[(b,)](vals, idx, out, nch, NCH_P=max(16, triton.next_power_of_2(nch)), num_warps=1, **pdl.launch())
+    nch_p = max(16, triton.next_power_of_2(nch))
+    if step is None:
+        _argmax_final_kernel[(b,)](vals, idx, out, nch, out, 0, out, 0, out, 1, 1, NCH_P=nch_p, num_warps=1,
+                                   **pdl.launch())
+    else:
+        buf = step.buf
+        _argmax_final_kernel[(b,)](vals, idx, out, nch, buf, buf.stride(0), step.ring, step.ring.stride(0), step.on,
+                                   step.block_size, buf.shape[1] - step.table_col, NCH_P=nch_p, STEP=True,
+                                   TABLE=step.table_col, num_warps=1, **pdl.launch())
     return out
 
 

@@ -19,7 +19,7 @@ from lmsmith.quant.format import swap_in_quantized
 from lmsmith.quant.passes import prepare_for_inference
 from lmsmith.serve import paged_decode, pdl, tp_layers
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk
-from lmsmith.serve.fused import argmax_rows
+from lmsmith.serve.fused import StepInputs, argmax_rows
 from lmsmith.serve.gemv import (
     DENSE_FALLBACK,
     bs1_eligible,
@@ -36,7 +36,11 @@ from lmsmith.serve.scheduler import ScheduledSeq
 from lmsmith.serve.weights import ModelHandle
 
 CPU_KV_BUDGET_BYTES = 2 * 1024**3
-TABLE_COL = 5  # DecodeGraphs' input columns: token, position, slot, context length, source row, block table...
+TABLE_COL = 6  # DecodeGraphs' input columns: token, position, slot, context length, source row, ring parity, table...
+# the device-side advance is checked for buckets up to this many rows: in larger batches some row crosses into a
+# new block (or the batch changes) nearly every step, so the check would only cost host time
+ADVANCE_MAX_BS = 8
+PAD_SRC = -2  # the source row of a padding row (never advanced; see fused.StepInputs)
 # batch-1 GEMV step variants tried against cuBLAS when the graphs are captured (tiles: rows x columns per program)
 BS1_PLANS: dict[str, dict] = {}  # filled at capture from the tiles measured fastest per projection
 # prompt chunks after cached tokens of up to this many tokens attend as paged-decode rows: each row re-reads its
@@ -100,6 +104,7 @@ class NativeRunner:
         self.graphs: DecodeGraphs | None = None
         self.prefill_graphs: PrefillGraphs | None = None
         self.use_cuda_graphs = device.type == "cuda"
+        self.greedy_on_host: torch.Tensor | None = None  # see decode_step
         rows_on = paged_decode.available(device) and os.environ.get("LMSMITH_CHUNK_ROWS", "1") != "0"
         self.chunk_rows = CHUNK_ROWS if rows_on else 0  # see CHUNK_ROWS (CUDA only)
         self.model.fused = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
@@ -198,9 +203,13 @@ class NativeRunner:
                     src_rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """A decode-only step launched without waiting for the previous one: sequence i's input token is
         `prev_tokens[src_rows[i]]` (still on the device) when `src_rows[i] >= 0`, else its last host token.
-        Returns (logits [B, V] float32, greedy tokens [B] long), both left on the device, nothing synchronized."""
+        Returns (logits [B, V] float32, greedy tokens [B] long), both left on the device, nothing synchronized.
+        `greedy_on_host` is then pinned host memory the step itself writes the greedy tokens to, or None."""
+        self.greedy_on_host = None
         if self.graphs is not None and len(batch) <= self.graphs.max_bs:
-            return self.graphs.run(batch, prev_tokens, src_rows)
+            out = self.graphs.run(batch, prev_tokens, src_rows)
+            self.greedy_on_host = self.graphs.host_tokens(len(batch))
+            return out
         logits = self.execute(batch, prev_tokens, src_rows)
         return logits, argmax_rows(logits)
 
@@ -282,11 +291,17 @@ class NativeRunner:
 class DecodeGraphs:
     """CUDA graphs of a whole decode step, one per batch-size bucket; a batch is padded up to its bucket.
 
-    All inputs live in one device buffer `[max_bs, 5 + max_blocks]` (token, position, slot, context length,
-    source row, block table) filled from one pinned host buffer with a single copy, so a step is: fill, copy,
-    replay. A row whose source row is >= 0 takes its token from `tokens[source row]`: the greedy tokens the
-    previous replay wrote there (argmax runs inside the graph), so a step can be launched before the host has
-    seen the previous step's tokens. Padded rows write their K/V into a scratch block and attend to it alone.
+    All inputs live in one device buffer `[max_bs, TABLE_COL + max_blocks]` (token, position, slot, context
+    length, source row, ring parity, block table) filled from one pinned host buffer with a single copy, so a
+    step is: fill, copy, replay. A row whose source row is >= 0 takes its token from `tokens[source row]`: the
+    greedy tokens the previous replay wrote there (argmax runs inside the graph), so a step can be launched before
+    the host has seen the previous step's tokens. Padded rows write their K/V into a scratch block and attend to
+    it alone.
+
+    The step's last kernel also sets up the next step (fused.StepInputs): each live row moves one position on,
+    and the greedy tokens land in pinned host memory. While a batch only moves forward (same rows, same block
+    tables: 15 of 16 decode steps) a step is just the replay: no copy to the device, none back
+    (LMSMITH_DECODE_ADVANCE=0: copy every step, as before).
     """
 
     def __init__(self, runner: NativeRunner, max_num_seqs: int, scratch_block: int):
@@ -299,7 +314,8 @@ class DecodeGraphs:
         width = TABLE_COL + self.max_blocks
         # two pinned staging buffers, alternated: with overlapped steps the host fills step n+1's inputs while
         # step n's copy may still be queued behind the running graph
-        self.hosts = [torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=True) for _ in range(2)]
+        self.cuda = runner.device.type == "cuda"  # else a CPU emulation of the graphs (tests/serve/decode_graphs_check.py)
+        self.hosts = [torch.zeros(self.max_bs, width, dtype=torch.long, pin_memory=self.cuda) for _ in range(2)]
         self.hosts_np = [h.numpy() for h in self.hosts]
         self.flip = 0
         self.host, self.host_np = self.hosts[0], self.hosts_np[0]
@@ -309,6 +325,10 @@ class DecodeGraphs:
         self.logits: dict[int, torch.Tensor] = {}
         self.pool = None
         self.counter = torch.zeros(1, dtype=torch.int32, device=runner.device)  # GEMV epilogue ticket
+        self.step = self._step_inputs()
+        self.replays = 0  # while the advance is on: the ring parity of the next replay is replays % 2
+        self.last: tuple | None = None  # (bucket, [(position, block table)] of each row) of the last replay
+        self.copies_skipped = 0
         self.rows = torch.arange(self.max_bs, device=runner.device)
         self.bs1_plans = dict(BS1_PLANS)
         self.bs1_choice = "cublas"
@@ -318,6 +338,30 @@ class DecodeGraphs:
         self._pad(0)
         self.buf.copy_(self.host)
         self.capture_all()
+        if self.step is not None:
+            self.step.on.fill_(1)
+
+    def _step_inputs(self) -> StepInputs | None:
+        """The device-side advance, if wanted and if this Triton can write pinned host memory from a kernel."""
+        if os.environ.get("LMSMITH_DECODE_ADVANCE", "1") == "0":
+            return None
+        ring = torch.zeros(2, self.max_bs, dtype=torch.long, pin_memory=self.cuda)
+        step = StepInputs(self.buf, ring, torch.ones(1, dtype=torch.int32, device=self.buf.device),
+                          self.runner.block_size, TABLE_COL)
+        try:  # one probe row: token 7 must reach the ring, position 3 become 4
+            probe = torch.zeros(1, TABLE_COL + 1, dtype=torch.long, device=self.buf.device)
+            probe[0, 1] = 3
+            logits = torch.zeros(1, 16, device=self.buf.device)
+            logits[0, 7] = 1
+            argmax_rows(logits, out=self.tokens[:1], step=step._replace(buf=probe))
+            if self.cuda:
+                torch.cuda.synchronize(self.buf.device)
+            ok = ring[0, 0].item() == 7 and probe[0, 1].item() == 4
+        except Exception as e:  # noqa: BLE001 - a Triton/driver that refuses host pointers: copy as before
+            log.info("decode step advance off (%s: %s)", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            ok = False
+        step.on.zero_()  # off while capturing and tuning: their replays must not move the inputs
+        return step if ok else None
 
     def _pad(self, start: int) -> None:
         h = self.host_np
@@ -325,7 +369,7 @@ class DecodeGraphs:
         h[start:, 1] = 0
         h[start:, 2] = self.scratch * self.runner.block_size
         h[start:, 3] = 1
-        h[start:, 4] = -1
+        h[start:, 4] = PAD_SRC
         h[start:, TABLE_COL] = self.scratch
 
     def _forward(self, n: int, plan: dict | None = None) -> torch.Tensor:
@@ -344,7 +388,7 @@ class DecodeGraphs:
             logits = r.model(ids, cos, sin, r.kv_cache, meta, None)
         else:
             logits = forward_bs1(r.model, buf, self.tokens, cos, sin, r.kv_cache, meta, self.counter, plan)
-        argmax_rows(logits, out=self.tokens[:n])
+        argmax_rows(logits, out=self.tokens[:n], step=self.step and self.step._replace(buf=buf))
         return logits
 
     def _capture(self, n: int, plan: dict | None = None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
@@ -369,7 +413,8 @@ class DecodeGraphs:
         # quantized models too (int4/int8 weights read as stored): bs1_eligible turns away what the GEMV cannot read
         if 1 in self.graphs and bs1_eligible(self.runner.model) and os.environ.get("LMSMITH_DECODE_GEMV", "1") != "0":
             self._pick_bs1()
-        torch.cuda.synchronize(self.runner.device)
+        if self.cuda:
+            torch.cuda.synchronize(self.runner.device)
 
     def _pick_bs1(self) -> None:
         """Capture the batch-1 step with the GEMV kernels too (tile shapes tuned per projection, a few mixes
@@ -460,28 +505,50 @@ class DecodeGraphs:
         n = len(batch)
         padded = next(b for b in self.buckets if b >= n)
         bs = self.runner.block_size
-        self.flip ^= 1
-        self.host, self.host_np = self.hosts[self.flip], self.hosts_np[self.flip]
-        h = self.host_np
         if src_rows is None:
             src_rows = [-1] * n
         elif prev_tokens is not None and prev_tokens.data_ptr() != self.tokens.data_ptr():
             self.tokens[:prev_tokens.shape[0]].copy_(prev_tokens)  # sampled (not greedy) tokens
-        for i, s in enumerate(batch):
-            seq, p = s.seq, s.start
-            table = seq.block_table
-            row = h[i]
-            src = src_rows[i]
-            row[0] = seq.tokens[p] if src < 0 else 0
-            row[1] = p
-            row[2] = table[p // bs] * bs + p % bs
-            row[3] = p + 1
-            row[4] = src
-            row[TABLE_COL:TABLE_COL + len(table)] = table
-        self._pad(n)
-        self.buf[:padded].copy_(self.host[:padded], non_blocking=True)
+        rows = [(s.start, s.seq.block_table) for s in batch]
+        track = self.step is not None and padded <= ADVANCE_MAX_BS
+        if track and self._advanced_to(padded, rows, src_rows):
+            self.copies_skipped += 1  # the last replay already set these inputs up on the device
+        else:
+            self.flip ^= 1
+            self.host, self.host_np = self.hosts[self.flip], self.hosts_np[self.flip]
+            h = self.host_np
+            for i, (p, table) in enumerate(rows):
+                row = h[i]
+                src = src_rows[i]
+                row[0] = batch[i].seq.tokens[p] if src < 0 else 0
+                row[1] = p
+                row[2] = table[p // bs] * bs + p % bs
+                row[3] = p + 1
+                row[4] = src
+                row[TABLE_COL:TABLE_COL + len(table)] = table
+            self._pad(n)
+            h[:padded, 5] = self.replays & 1
+            self.buf[:padded].copy_(self.host[:padded], non_blocking=True)
         self.graphs[padded].replay()
+        if self.step is not None:
+            self.last = (padded, [(p, list(table)) for p, table in rows]) if track else None
+            self.replays += 1
         return self.logits[padded][:n], self.tokens[:n]
+
+    def _advanced_to(self, padded: int, rows: list[tuple[int, list[int]]], src_rows: list[int]) -> bool:
+        """Does the device hold these inputs already: same bucket and rows, each one position on, its input token
+        the last replay's output in its own row, its block table unchanged?"""
+        last = self.last
+        if last is None or last[0] != padded or len(last[1]) != len(rows):
+            return False
+        return all(src == i and p == lp + 1 and table == lt
+                   for i, (src, (p, table), (lp, lt)) in enumerate(zip(src_rows, rows, last[1])))
+
+    def host_tokens(self, n: int) -> torch.Tensor | None:
+        """Pinned host memory that holds the last replay's greedy tokens once it has run (None: advance off)."""
+        if self.step is None:
+            return None
+        return self.step.ring[(self.replays - 1) & 1, :n]
 
 
 class HFRunner:
