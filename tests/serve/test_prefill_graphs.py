@@ -84,6 +84,26 @@ def test_generation_through_the_pieces_equals_the_plain_engine(tiny, capture):
     assert outs[0] == outs[1]
 
 
+def test_a_lone_fresh_prompt_is_one_whole_step_graph(tiny, monkeypatch):
+    """One fresh prompt (padded: 11 tokens in the 16 bucket, 30 in the 32 one) replays the whole-step graph (causal
+    attention over the padded rows inside it) and generates what the plain engine does; with a second prompt in the
+    step, or LMSMITH_PREFILL_WHOLE=0, the pieces run with eager attention."""
+    prompts = [list(range(5, 16)), list(range(40, 70))]
+    sp = SamplingParams(max_tokens=5, temperature=0)
+    want = [run_all(Engine(str(tiny), **KW), [p], sp)[("r0", 0)] for p in prompts]
+    engine = Engine(str(tiny), **KW)
+    pg = with_pieces(engine, capture=True)
+    assert all(b.whole is not None for b in pg.buckets.values()) and not pg.whole_rejected
+    assert [run_all(engine, [p], sp)[("r0", 0)] for p in prompts] == want and pg.whole_steps == 2
+    steps = pg.steps
+    together = run_all(engine, prompts, sp)  # both prompts in one step (41 of 64 tokens)
+    assert together == {("r0", 0): want[0], ("r1", 0): want[1]}
+    assert pg.whole_steps == 2 and pg.steps > steps
+    monkeypatch.setenv("LMSMITH_PREFILL_WHOLE", "0")
+    off = with_pieces(Engine(str(tiny), **KW), capture=True)
+    assert all(b.whole is None for b in off.buckets.values())
+
+
 def test_every_bucket_shares_one_set_of_stream_buffers(tiny):
     """What crosses between pieces lives once, sized for the largest bucket: memory does not grow with the number of
     buckets or pieces (keeping each captured piece's outputs cost ~1.5 GB for the 1B shape)."""

@@ -18,6 +18,12 @@ hidden state) lives in one set of static buffers shared by every bucket (`Stream
 pieces write into them, so a graph leaves nothing alive in the capture pool, whose memory every capture reuses.
 Keeping each piece's outputs instead cost ~1.5 GB for the 1B shape's buckets (~6 GB for the 8B shape's).
 
+A step that is one fresh prompt (or a long prompt's first chunk: it attends only to itself) needs no eager
+attention at all: with the real rows first, causal attention over the whole padded bucket gives the real rows
+exactly what attention over them alone does, so each bucket also has a whole-step graph (`Bucket.whole`: every
+piece plus flash attention per layer), and such a step is one copy and one replay (the batch-1 TTFT of a
+128-token prompt was dominated by the host launching 16 eager attention calls). LMSMITH_PREFILL_WHOLE=0: off.
+
 Token counts are bucketed (`PREFILL_BUCKETS`, up to the step's token budget); padded rows read token 0 at
 position 0 and write their K/V into the scratch block. Each bucket is checked against the eager step when it is
 captured (same inputs, logits within bf16 rounding) and dropped if it differs or fails. `capture=False` runs the
@@ -35,6 +41,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lmsmith.serve import fused as F2
 from lmsmith.serve.attention import AttentionMetadata, PrefillChunk, paged_attention
@@ -136,6 +143,7 @@ class Bucket:
         self.x, self.h, self.q, self.k, self.v, self.attn = (
             t[:n] for t in (stream.x, stream.h, stream.q, stream.k, stream.v, stream.attn))
         self.graphs: list[torch.cuda.CUDAGraph] = []
+        self.whole: Any = None  # the whole-step graph for one fresh prompt (see the module docstring)
         # the host buffer is rewritten only once the GPU has read it (a step without sampling does not sync)
         self.copied = torch.cuda.Event() if pin else None
 
@@ -152,7 +160,10 @@ class PrefillGraphs:
         self.buckets: dict[int, Bucket] = {}
         self.pool = None
         self.rejected: dict[int, str] = {}
+        self.whole_rejected: dict[int, str] = {}  # buckets that keep only their pieces
         self.steps = 0  # steps run through this path (for the metrics)
+        self.whole_steps = 0  # of which one fresh prompt, replayed as one graph
+        self.want_whole = os.environ.get("LMSMITH_PREFILL_WHOLE", "1") != "0"
         self.memory_bytes = self.stream.nbytes()  # + the capture pool's, once captured
         if capture:
             self.capture_all()
@@ -203,6 +214,31 @@ class PrefillGraphs:
         paged_attention(b.q, b.k, b.v, r.kv_cache[i, 0], r.kv_cache[i, 1], meta,
                         r.model.model.layers[i].self_attn.scale, write=False, out=b.attn)
 
+    def whole_step(self) -> Callable[[Bucket], None]:
+        """Every piece, with causal attention over the bucket's rows between them: one fresh prompt's step."""
+        r = self.runner
+        fns = self.pieces()
+        layers = r.model.model.layers
+        gqa = r.spec.num_heads != r.spec.num_kv_heads
+
+        def step(b: Bucket) -> None:
+            for i, layer in enumerate(layers):
+                fns[i](b)
+                q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (b.q, b.k, b.v))  # [1, heads, n, d]
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):  # as the eager path's fresh chunks
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=layer.self_attn.scale,
+                                                       enable_gqa=gqa)
+                b.attn.copy_(o.squeeze(0).transpose(0, 1))
+            fns[-1](b)
+        return step
+
+    def is_whole(self, t: int, meta: AttentionMetadata) -> bool:
+        """Is this step of `t` tokens one prompt that attends only to itself?"""
+        if meta.decode_rows is not None or len(meta.prefills) != 1:
+            return False
+        c, w = meta.prefills[0], self.runner.spec.sliding_window
+        return c.pos_start == 0 and c.token_start == 0 and c.num_tokens == t and (w is None or t <= w)
+
     # -------------------------------------------------------------------- running a step
     def bucket(self, num_tokens: int) -> int | None:
         for n in self.sizes:
@@ -225,7 +261,11 @@ class PrefillGraphs:
         b.inp.copy_(b.host, non_blocking=True)
         if b.copied is not None:
             b.copied.record()
-        self._forward(b, meta)
+        if b.whole is not None and self.is_whole(t, meta):
+            b.whole.replay()
+            self.whole_steps += 1
+        else:
+            self._forward(b, meta)
         self.steps += 1
         return self.runner.model.lm_head(b.h[logit_rows]).float()
 
@@ -260,41 +300,59 @@ class PrefillGraphs:
                 log.warning("prefill graph for %d tokens rejected: relative error %.3g", n, err)
                 continue
             self.buckets[n] = b
+            if b.whole is not None:
+                try:
+                    err = self._check(b, whole=True)
+                except Exception as e:  # noqa: BLE001 - the pieces stay
+                    err = float("nan")
+                    log.warning("whole-step prefill graph for %d tokens failed its check: %s", n, e)
+                if not err < 5e-2:
+                    self.whole_rejected[n] = f"relative error {err:.3g}"
+                    b.whole.reset()
+                    b.whole = None
         if r.device.type == "cuda":
             torch.cuda.synchronize(r.device)
             if self.pool is not None:
                 self.memory_bytes += pool_bytes(r.device, self.pool)
         self.capture_s = time.perf_counter() - t0
-        log.info("prefill graphs: %d of %d token-count buckets captured in %.1f s, %.0f MiB%s", len(self.buckets),
-                 len(self.sizes), self.capture_s, self.memory_bytes / 2**20,
-                 f" (rejected: {self.rejected})" if self.rejected else "")
+        log.info("prefill graphs: %d of %d token-count buckets captured (%d with a whole-step graph) in %.1f s, "
+                 "%.0f MiB%s", len(self.buckets), len(self.sizes), sum(b.whole is not None for b in self.buckets.values()),
+                 self.capture_s, self.memory_bytes / 2**20,
+                 f" (rejected: {self.rejected} {self.whole_rejected})" if self.rejected or self.whole_rejected else "")
 
     def _capture(self, n: int) -> Bucket:
         r = self.runner
         b = Bucket(n, r, self.stream, pin=r.device.type == "cuda")
         b.host_np[2, :] = self.scratch_slot
         b.inp.copy_(b.host)
-        for fn in self.pieces():
-            for _ in range(2):  # warm-up outside the capture: Triton compiles, cuBLAS picks its kernels
-                fn(b)
-            if r.device.type != "cuda":
-                b.graphs.append(EmulatedGraph(fn, b))
-                continue
-            torch.cuda.synchronize(r.device)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g, pool=self.pool):
-                fn(b)  # writes only into the static buffers: its temporaries go back to the pool
-            if self.pool is None:
-                self.pool = g.pool()
-            b.graphs.append(g)
+        b.graphs = [self._capture_fn(fn, b) for fn in self.pieces()]
+        if self.want_whole:
+            b.whole = self._capture_fn(self.whole_step(), b)
         return b
 
-    def _check(self, b: Bucket) -> float:
+    def _capture_fn(self, fn: Callable[[Bucket], None], b: Bucket) -> Any:
+        r = self.runner
+        for _ in range(2):  # warm-up outside the capture: Triton compiles, cuBLAS picks its kernels
+            fn(b)
+        if r.device.type != "cuda":
+            return EmulatedGraph(fn, b)
+        torch.cuda.synchronize(r.device)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, pool=self.pool):
+            fn(b)  # writes only into the static buffers: its temporaries go back to the pool
+        if self.pool is None:
+            self.pool = g.pool()
+        return g
+
+    def _check(self, b: Bucket, whole: bool = False) -> float:
         """Relative error of the graph step against the eager model on the same synthetic prompts (fresh chunks of
-        up to 64 tokens, K/V into the scratch block, one row short of the bucket so padding is exercised)."""
+        up to 64 tokens, K/V into the scratch block, one row short of the bucket so padding is exercised; `whole`:
+        one fresh prompt of that length, through the whole-step graph)."""
         r = self.runner
         t = max(1, b.n - 1)
-        c = min(64, t, r.max_model_len - 1)
+        if whole:
+            t = min(t, r.max_model_len - 1)
+        c = t if whole else min(64, t, r.max_model_len - 1)
         gen = torch.Generator().manual_seed(b.n)
         ids = torch.randint(0, r.vocab_size, (t,), generator=gen).tolist()
         positions = [p % c for p in range(t)]
@@ -313,17 +371,25 @@ class PrefillGraphs:
         pos = m.positions
         cos, sin = (r.cos, r.sin) if r.model.fused else (r.cos[pos], r.sin[pos])
         ref = r.model(torch.tensor(ids, device=dev), cos, sin, r.kv_cache, m, rows)
+        keep = self.buckets.get(b.n)
         self.buckets[b.n] = b
+        whole_graph = b.whole
+        if not whole:  # the pieces' own check, even where the whole-step graph would take these prompts
+            b.whole = None
         try:
             got = self.run(b.n, ids, positions, slots, meta(), rows)
+            if whole and not self.whole_steps:
+                raise RuntimeError("the check did not take the whole-step graph")
         finally:
-            del self.buckets[b.n]
-            self.steps = 0
+            b.whole = whole_graph
+            if keep is None:
+                del self.buckets[b.n]
+            self.steps = self.whole_steps = 0
         return ((got - ref).norm() / ref.norm().clamp(min=1e-6)).item()
 
     def release(self) -> None:
         for b in self.buckets.values():
-            for g in b.graphs:
+            for g in b.graphs + ([b.whole] if b.whole is not None else []):
                 g.reset()
         self.buckets.clear()
 
