@@ -300,16 +300,8 @@ class PrefillGraphs:
                 log.warning("prefill graph for %d tokens rejected: relative error %.3g", n, err)
                 continue
             self.buckets[n] = b
-            if b.whole is not None:
-                try:
-                    err = self._check(b, whole=True)
-                except Exception as e:  # noqa: BLE001 - the pieces stay
-                    err = float("nan")
-                    log.warning("whole-step prefill graph for %d tokens failed its check: %s", n, e)
-                if not err < 5e-2:
-                    self.whole_rejected[n] = f"relative error {err:.3g}"
-                    b.whole.reset()
-                    b.whole = None
+            if self.want_whole:
+                self._capture_whole(b)
         if r.device.type == "cuda":
             torch.cuda.synchronize(r.device)
             if self.pool is not None:
@@ -326,9 +318,24 @@ class PrefillGraphs:
         b.host_np[2, :] = self.scratch_slot
         b.inp.copy_(b.host)
         b.graphs = [self._capture_fn(fn, b) for fn in self.pieces()]
-        if self.want_whole:
-            b.whole = self._capture_fn(self.whole_step(), b)
         return b
+
+    def _capture_whole(self, b: Bucket) -> None:
+        """The bucket's whole-step graph, kept if it passes the same check; otherwise the bucket keeps its pieces."""
+        try:
+            b.whole = self._capture_fn(self.whole_step(), b)
+            err = self._check(b, whole=True)
+            why = None if err < 5e-2 else f"relative error {err:.3g}"
+        except Exception as e:  # noqa: BLE001 - a driver/kernel problem: the pieces stay
+            why = f"{type(e).__name__}: {e}"[:200]
+            if self.runner.device.type == "cuda":
+                torch.cuda.synchronize(self.runner.device)
+        if why is not None:
+            self.whole_rejected[b.n] = why
+            log.warning("whole-step prefill graph for %d tokens not kept: %s", b.n, why)
+            if b.whole is not None:
+                b.whole.reset()
+            b.whole = None
 
     def _capture_fn(self, fn: Callable[[Bucket], None], b: Bucket) -> Any:
         r = self.runner
