@@ -29,3 +29,18 @@ def test_generate_cli_json_schema_and_errors(tiny_ref, capsys, tmp_path):
     assert e.value.code == 2 and "argument --top-p: must be > 0" in capsys.readouterr().err
     assert main(["generate", tiny_ref, "--prompt", "x", "--json-schema", "{nope"]) == 1
     assert "--json-schema" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting", ["1", "0"])
+def test_generate_runs_with_the_heap_frozen_and_gives_it_back(tiny_ref, monkeypatch, setting):
+    import gc
+
+    monkeypatch.setenv("LMSMITH_GC_FREEZE", setting)
+    llm = LLM(tiny_ref, device="cpu")
+    seen = []
+    step = llm.engine.step
+    llm.engine.step = lambda: seen.append(gc.get_freeze_count()) or step()
+    gc.unfreeze()
+    out = llm.generate(["hello"], SamplingParams(max_tokens=3, temperature=0, ignore_eos=True), use_tqdm=False)
+    assert len(out[0].outputs[0].token_ids) == 3 and seen
+    assert (min(seen) > 0) == (setting == "1") and gc.get_freeze_count() == 0

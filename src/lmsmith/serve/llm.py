@@ -10,6 +10,7 @@ from typing import Sequence as Seq
 from lmsmith.data.chat import chat_ids
 from lmsmith.errors import LmsmithError
 from lmsmith.serve.engine import Engine
+from lmsmith.serve.process_tuning import frozen_while
 from lmsmith.serve.sampling_params import SamplingParams
 
 
@@ -70,7 +71,7 @@ class LLM:
         logprobs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         total = sum(p.n for p in plist)
         ctx = _progress(total) if use_tqdm else _null_progress()
-        with ctx as advance:
+        with ctx as advance, frozen_while():
             while self.engine.has_unfinished():
                 for out in self.engine.step():
                     if out.logprobs:
