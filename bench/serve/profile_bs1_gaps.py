@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("--gemv", action="store_true", help="tune the batch-1 GEMV plans (slower start; default: cuBLAS)")
     ap.add_argument("--ab", type=int, default=0, metavar="N",
                     help="first time N requests each with the device-side input advance on and off, alternated")
+    ap.add_argument("--out", help="result JSON (benchmark serve_bs1_gaps): the A/B medians, copies and idle time")
     args = ap.parse_args()
+    metrics: dict[str, float] = {}
     if not args.gemv:
         os.environ["LMSMITH_DECODE_GEMV"] = "0"
     from lmsmith.ops.planner import SHAPES
@@ -67,6 +69,7 @@ def main() -> None:
                 gc.enable()
             graphs.step, graphs.last = step, None
             med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+            metrics |= {f"ms_per_token_{k.replace('-', '_')}": round(v, 4) for k, v in med.items()}
             print("A/B ms a token (median of %d): " % args.ab + ", ".join(f"{k} {v:.4f}" for k, v in med.items())
                   + f"; all: {times}", flush=True)
         print(f"plan {graphs.bs1_choice}; input advance {'on' if step is not None else 'off'}; "
@@ -75,6 +78,7 @@ def main() -> None:
         llm.generate([ps[1]], sp, use_tqdm=False)
         wall = time.perf_counter() - t
         print(f"plain: {256 / wall:.1f} tok/s, {1000 * wall / 256:.4f} ms a token", flush=True)
+        metrics["plain_ms_per_token"] = round(1000 * wall / 256, 4)
         acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         with torch.profiler.profile(activities=acts) as prof:
             t = time.perf_counter()
@@ -106,6 +110,13 @@ def main() -> None:
     hist = {k: sum(1 for g, _ in gaps if lo <= g < hi) for k, (lo, hi) in
             {"<2us": (0, 2), "2-5": (2, 5), "5-10": (5, 10), "10-50": (10, 50), "50+": (50, 1e12)}.items()}
     print(f"gap sizes: {hist}")
+    metrics |= {"profiled_idle_us_per_token": round(sum(g for g, _ in gaps) / 256, 2), "copies": len(copies),
+                "gaps_over_50us": hist["50+"]}
+    if args.out:
+        from bench._result import make_result, write_result
+
+        write_result(args.out, make_result("serve_bs1_gaps", metrics, torch.device("cuda", 0),
+                                           plan=graphs.bs1_choice, advance=step is not None))
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50))
 
 
