@@ -23,6 +23,7 @@ for cfg in "${@}"; do
     full-cudnn)    run full-cudnn --modes full --sdpa-backend cudnn ;;
     full-nocomp)   run full-nocomp --modes full --no-compile ;;
     full-chunk1k)  run full-chunk1k --modes full --loss-chunk 1024 ;;
+    full-autotune) LMSMITH_COMPILE_MODE=max-autotune-no-cudagraphs run full-autotune --modes full --per-run-timeout 400 ;;
     lora)          run lora --modes lora --profile ;;
     lora-cudnn)    run lora-cudnn --modes lora --sdpa-backend cudnn ;;
     lora-sel)      run lora-sel --modes lora --ac selective ;;

@@ -88,6 +88,21 @@ def test_blocks_found_under_lora_and_compile_in_place(tiny_dir):
     assert [k for k, _ in peft.named_parameters()] == names
 
 
+def test_compile_mode_from_the_environment(tiny_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    monkeypatch.setenv("LMSMITH_COMPILE_MODE", "max-autotune-no-cudagraphs")
+    n = D.compile_blocks(model, backend="eager")
+    assert n == len(seen) and seen[0] == {"backend": "eager", "mode": "max-autotune-no-cudagraphs"}
+    seen.clear()
+    monkeypatch.delenv("LMSMITH_COMPILE_MODE")
+    D.compile_blocks(model)
+    assert seen[0] == {}
+
+
 def test_unknown_ac_mode():
     with pytest.raises(LmsmithError, match="checkpointing mode"):
         D.apply_activation_checkpointing(torch.nn.Linear(2, 2), "some")  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ checkpoint written with one setting loads under any other.
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Literal
 
@@ -90,9 +91,15 @@ def apply_activation_checkpointing(model: nn.Module, mode: Literal["none", "sele
     return len(targets)
 
 
+COMPILE_MODE_ENV = "LMSMITH_COMPILE_MODE"  # a torch.compile mode for the blocks, for speed experiments (bench/train)
+
+
 def compile_blocks(model: nn.Module, **compile_kwargs: Any) -> int:
     """torch.compile each decoder block in place: the blocks are identical, so one graph is compiled and
-    reused, and compile time stays small compared to compiling the whole model."""
+    reused, and compile time stays small compared to compiling the whole model. $LMSMITH_COMPILE_MODE (e.g.
+    max-autotune-no-cudagraphs: Triton GEMM templates with fused epilogues tried against cuBLAS) sets the mode."""
+    if os.environ.get(COMPILE_MODE_ENV) and "mode" not in compile_kwargs:
+        compile_kwargs["mode"] = os.environ[COMPILE_MODE_ENV]
     blocks = decoder_blocks(model)
     for b in blocks:
         b.compile(**compile_kwargs)
