@@ -20,6 +20,7 @@ cp "$AB"/train_profile-*.json "$OUT"/ 2>/dev/null || true
 for cfg in "${@}"; do
   case $cfg in
     full)          run full --modes full --profile ;;
+    full-nomaster) LMSMITH_MASTER_WEIGHTS=0 run full-nomaster --modes full ;;
     full-cudnn)    run full-cudnn --modes full --sdpa-backend cudnn ;;
     full-nocomp)   run full-nocomp --modes full --no-compile ;;
     full-chunk1k)  run full-chunk1k --modes full --loss-chunk 1024 ;;

@@ -49,6 +49,7 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
     """Exactly what `lmsmith train` runs: the loop's prepare_model (fused head, activation checkpointing,
     per-block compile), its optimizer, autocast + SDPA kernel choice, and its step function."""
     from lmsmith.train import distributed as D
+    from lmsmith.train import master_weights
     from lmsmith.train.attention import resolve_sdpa_backend, sdpa_context, use_causal_attention
     from lmsmith.train.config import PretrainConfig
     from lmsmith.train.fused_loss import FusedCausalLMLoss
@@ -75,7 +76,10 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
         head.chunk_size = args.loss_chunk
     model.train()
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    opt, sched = build_optimizer(model, cfg, args.steps + args.warmup, device)
+    master = master_weights.applies(cfg.master_weights, device=device,
+                                    compute_dtype=torch.bfloat16 if args.dtype == "bf16" else None,
+                                    full=mode != "lora", world=1, grad_accum=1, qat=False, lm_task=True)
+    opt, sched = build_optimizer(model, cfg, args.steps + args.warmup, device, master=master)
     sdpa = sdpa_context(resolve_sdpa_backend(args.sdpa_backend, device))
 
     @contextmanager
@@ -98,7 +102,7 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
         apply_update(opt, sched)
 
     result = timed(step, args, device)
-    result.update(compile=float(use_compile), fused_loss=float(use_fused))
+    result.update(compile=float(use_compile), fused_loss=float(use_fused), master_weights=float(master))
     if device.type == "cuda":  # what `lmsmith plan train` predicts for these options
         from lmsmith.ops.planner import Shape, plan_train
 

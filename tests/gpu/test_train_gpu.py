@@ -24,6 +24,26 @@ def chat_file(tmp_path: Path) -> Path:
     return p
 
 
+def test_master_weights_default_on_cuda_tracks_fp32_weights(tiny_ref, tmp_path, monkeypatch):
+    """The CUDA default for full fine-tuning (bf16 weights, fp32 masters, the Triton update) against fp32 weights
+    under autocast: it is taken, it learns, and it ends within bf16 noise of the fp32-weight run."""
+    from lmsmith.train.master_weights import MasterAdamW
+
+    taken = []
+    step = MasterAdamW.step
+    monkeypatch.setattr(MasterAdamW, "step", lambda self, *a: taken.append(1) or step(self, *a))
+    curves = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("LMSMITH_MASTER_WEIGHTS", flag)
+        res = train(PretrainConfig(model=tiny_ref, data=[str(PROSE)], steps=30, seq_len=64, batch_size=8, lr=5e-3,
+                                   mlflow=False, run_dir=str(tmp_path / flag), eval_fraction=0))
+        curves[flag] = [r["loss"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "split" not in r]
+        if flag == "1":
+            assert len(taken) == 30
+    assert curves["1"][-1] < 0.8 * curves["1"][0], curves["1"]
+    assert abs(curves["1"][-1] - curves["0"][-1]) < 0.1 * curves["0"][-1], (curves["1"][-1], curves["0"][-1])
+
+
 def test_pretrain_bf16_on_cuda(tiny_ref, tmp_path):
     res = train(PretrainConfig(model=tiny_ref, data=[str(PROSE)], steps=30, seq_len=64, batch_size=8, lr=5e-3,
                                mlflow=False, run_dir=str(tmp_path / "run"), eval_fraction=0.1))
@@ -91,7 +111,8 @@ def test_packed_pretraining_without_cross_doc_attention_on_cuda(tiny_ref, tmp_pa
     assert recs[-1]["loss"] < recs[0]["loss"] and "eval_loss" in res.metrics
 
 
-def test_training_step_never_waits_for_the_gpu(tiny_ref):
+@pytest.mark.parametrize("master", [False, True])
+def test_training_step_never_waits_for_the_gpu(tiny_ref, master):
     """forward_backward + optimizer step with the CUDA defaults (compile, fused loss) make no host-device
     sync: torch raises on any synchronizing call under sync_debug_mode 'error'.
 
@@ -107,7 +128,7 @@ def test_training_step_never_waits_for_the_gpu(tiny_ref):
     built = build_model(cfg)
     assert built.model.config._attn_implementation == "lmsmith_causal"
     model, head = D.prepare_model(built.model, D.DistEnv(device=built.device), compile=True, fused_loss=True)
-    opt, sched = build_optimizer(model, cfg, 10, built.device)
+    opt, sched = build_optimizer(model, cfg, 10, built.device, master=master)
     objective = FusedCausalLMLoss(head)
     amp = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
     ids = torch.randint(0, 200, (4, 64)).pin_memory()

@@ -64,10 +64,12 @@ def pretrain_args(tiny_dir: Path, prose: Path, run_dir: Path) -> list[str]:
             "--workers", "1", "--run-dir", str(run_dir), "--eval-fraction", "0"]
 
 
-def test_sigkill_and_resume_gives_identical_losses(tiny_dir, prose, tmp_path):
-    full = run_cli(pretrain_args(tiny_dir, prose, tmp_path / "full"))
+@pytest.mark.parametrize("extra", [[], ["--precision", "bf16", "--master-weights"]], ids=["fp32", "master"])
+def test_sigkill_and_resume_gives_identical_losses(tiny_dir, prose, tmp_path, extra):
+    """Master weights: the fp32 masters travel in the optimizer state, so the resumed run is bitwise the same."""
+    full = run_cli(pretrain_args(tiny_dir, prose, tmp_path / "full") + extra)
     assert full.returncode == 0, full.stderr
-    killed = run_cli(pretrain_args(tiny_dir, prose, tmp_path / "killed"), {FAULT_ENV: "kill-after-step:7"})
+    killed = run_cli(pretrain_args(tiny_dir, prose, tmp_path / "killed") + extra, {FAULT_ENV: "kill-after-step:7"})
     assert killed.returncode == -9
     assert [s for s, _ in losses(tmp_path / "killed")] == list(range(1, 8))  # steps 4..7 will be redone
     resumed = run_cli(["train", "resume", str(tmp_path / "killed")])

@@ -93,6 +93,9 @@ class TrainConfig(Config):
         "auto", description="preferred scaled-dot-product attention kernel (auto: torch's choice, which is cuDNN "
                            "on H100 with torch 2.11)")
     prefetch: int = Field(2, ge=0, description="batches prepared ahead in a background thread (0 = off)")
+    master_weights: bool | None = Field(None, description="bf16 weights with fp32 master copies in the optimizer "
+                                                          "(default: on for bf16 full fine-tuning on one GPU with "
+                                                          "--grad-accum 1; no per-step weight casts)")
 
     @field_validator("data", "eval_data", mode="before")
     @classmethod

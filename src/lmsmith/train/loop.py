@@ -20,6 +20,7 @@ from lmsmith.train import distributed as D
 from lmsmith.train.config import TrainConfig
 from lmsmith.train.data import Prefetcher
 from lmsmith.train.finish import finish, merge_adapter
+from lmsmith.train.fused_loss import remove_fused_head
 from lmsmith.train.hooks import Hooks, NonFiniteLoss, flops_per_token, resume
 from lmsmith.train.objectives import Objective
 from lmsmith.train.run import FAULT_ENV, Run, TrainResult
@@ -134,7 +135,11 @@ def complete(run: Run, hooks: Hooks) -> TrainResult:
         sd = D.full_state_dict(run.model, env, trainable_only=cfg.use_lora)
         return D.on_main(env, lambda: finish(cfg, run.built, run.data, run.run_dir, run.run_id, metrics, run.command,
                                              hooks.tracker, sd))
-    return finish(cfg, run.built, run.data, run.run_dir, run.run_id, metrics, run.command, hooks.tracker)
+    sd, masters = None, getattr(run.optimizer, "master_state_dict", None)
+    if masters is not None:  # bf16 weights: save their fp32 masters
+        remove_fused_head(D.unwrap(run.model))
+        sd = masters(D.unwrap(run.model))
+    return finish(cfg, run.built, run.data, run.run_dir, run.run_id, metrics, run.command, hooks.tracker, sd)
 
 
 def close(run: Run, tracker: Tracker | D.NullTracker, status: str) -> None:

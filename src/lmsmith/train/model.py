@@ -238,10 +238,18 @@ def lr_lambda(kind: str, warmup: int, total: int, min_ratio: float):
     return f
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
+def build_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device,
+                    master: bool = False):
+    """AdamW (fused on CUDA) and the schedule. `master`: bf16 weights with fp32 masters in the optimizer
+    (master_weights.py; this moves the model's trainable weights to bf16)."""
     params = param_groups(model, cfg.weight_decay)
-    fused = device.type == "cuda"
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
+    if master:
+        from lmsmith.train.master_weights import MasterAdamW
+
+        opt: torch.optim.Optimizer = MasterAdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                                fused=device.type == "cuda")
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * total_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.schedule, warmup, total_steps, cfg.min_lr_ratio))
     return opt, sched

@@ -165,7 +165,7 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, optimizer: Any =
     saves a read and a write of every gradient (the foreach scale pass of clip_grad_norm_)."""
     grads = [p.grad for p in params if p.grad is not None]
     if max_norm > 0 and _fused_adam(optimizer) and grads and not _is_dtensor(grads[0]):
-        norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        norm = total_norm(grads)
         optimizer.grad_scale = ((norm.float() + 1e-6) / max_norm).clamp(min=1.0)
         return norm
     if optimizer is not None and getattr(optimizer, "grad_scale", None) is not None:
@@ -175,7 +175,17 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, optimizer: Any =
     return full() if callable(full) else norm
 
 
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm in fp32 (per-tensor norms of bf16 gradients would otherwise be rounded to bf16)."""
+    if all(g.dtype == torch.float32 for g in grads):
+        return torch.nn.utils.get_total_norm(grads, foreach=True)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)))
+
+
 def _fused_adam(optimizer: Any) -> bool:
+    """An optimizer whose step divides each gradient by `optimizer.grad_scale` as it reads it."""
+    if getattr(optimizer, "takes_grad_scale", False):
+        return True
     return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)) and bool(optimizer.defaults.get("fused"))
 
 

@@ -20,6 +20,7 @@ from lmsmith.errors import LmsmithError
 from lmsmith.home import lmsmith_home
 from lmsmith.models import ResolvedModel
 from lmsmith.train import distributed as D
+from lmsmith.train import master_weights
 from lmsmith.train.attention import (
     DocumentMasks,
     collate_docs,
@@ -122,12 +123,31 @@ def precheck(cfg: TrainConfig) -> ResolvedModel | None:
         raise LmsmithError("--qat trains the quantized weights themselves, not a LoRA adapter", "add --full")
     if cfg.qat and (cfg.nproc or 1) > 1:
         raise LmsmithError("--qat runs on one process for now", "drop --nproc")
+    if cfg.master_weights:
+        check_master_weights(cfg)
     if cfg.output_name:
         from lmsmith.registry.registry import NAME_RE
 
         if not NAME_RE.match(cfg.output_name):
             raise LmsmithError(f"invalid --output-name '{cfg.output_name}'", "use letters, digits, '.', '_' or '-'")
     return source
+
+
+def check_master_weights(cfg: TrainConfig) -> None:
+    """--master-weights keeps bf16 weights and gradients: it needs bf16 compute, one micro-batch a step (bf16
+    gradients would be summed in bf16) and full fine-tuning on one process."""
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and cfg.device == "cpu"):
+        raise LmsmithError("--master-weights keeps the weights in bf16, but this run computes in fp32",
+                           "add --precision bf16, or drop --master-weights")
+    if cfg.grad_accum > 1:
+        raise LmsmithError("--master-weights needs --grad-accum 1: bf16 gradients would be summed in bf16",
+                           "raise --batch-size instead of --grad-accum, or drop --master-weights")
+    if cfg.use_lora:
+        raise LmsmithError("--master-weights applies to full fine-tuning (LoRA already keeps its base in bf16)",
+                           "drop --master-weights")
+    if (cfg.nproc or 1) > 1 or cfg.fsdp or cfg.ddp:
+        raise LmsmithError("--master-weights runs on one process (FSDP keeps its own bf16 copies)",
+                           "drop --master-weights")
 
 
 # ----------------------------------------------------------------------------- the run directory
@@ -209,8 +229,11 @@ def setup(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obje
         objective = FusedCausalLMLoss(head) if head is not None else make_objective(cfg, device, tokenizer)
     loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
-    optimizer, scheduler = build_optimizer(model, cfg, steps, device)
     amp_dtype, amp = amp_context(cfg, device)
+    master = master_weights.applies(cfg.master_weights, device=device, compute_dtype=amp_dtype,
+                                    full=not cfg.use_lora, world=env.world if env.enabled else 1,
+                                    grad_accum=cfg.grad_accum, qat=bool(cfg.qat), lm_task=cfg.task in LM_TASKS)
+    optimizer, scheduler = build_optimizer(model, cfg, steps, device, master=master)
     hook = getattr(objective, "setup", None)
     if hook is not None:  # before any checkpoint is loaded: the model is still the starting point here
         hook(SetupContext(model, data, cfg, device, amp, built.tokenizer, built.base_ref))
