@@ -91,7 +91,8 @@ def test_training_saves_fp32_masters_and_refuses_what_it_cannot_serve(tiny_ref, 
     base = dict(model=tiny_ref, data=[str(prose)], steps=2, master_weights=True, **fast(seq_len=32))
     for cfg, msg in [(PretrainConfig(**base, precision="fp32"), "computes in fp32"),
                      (PretrainConfig(**base, precision="bf16", grad_accum=2), "needs --grad-accum 1"),
-                     (SFTConfig(**base, precision="bf16"), "full fine-tuning")]:
+                     (SFTConfig(**base, precision="bf16"), "full fine-tuning"),
+                     (PretrainConfig(**base, precision="bf16", qat="int8"), "--qat")]:
         with pytest.raises(LmsmithError, match=msg):
             train(cfg)
 

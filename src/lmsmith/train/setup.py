@@ -148,6 +148,9 @@ def check_master_weights(cfg: TrainConfig) -> None:
     if (cfg.nproc or 1) > 1 or cfg.fsdp or cfg.ddp:
         raise LmsmithError("--master-weights runs on one process (FSDP keeps its own bf16 copies)",
                            "drop --master-weights")
+    if cfg.qat:
+        raise LmsmithError("--master-weights and --qat do not combine yet (QAT fake-quantizes fp32 weights)",
+                           "drop --master-weights")
 
 
 # ----------------------------------------------------------------------------- the run directory
