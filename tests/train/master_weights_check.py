@@ -32,3 +32,40 @@ for scale in (None, torch.tensor(3.5)) * 3:  # repeated calls: an aliased argume
     # the bf16 weight is the master rounded (the interpreter truncates where the GPU rounds to nearest even)
     assert torch.all((w.float() - master).abs() <= master.abs() * 2 ** -7)
     print("ok", "scale" if scale is not None else "plain")
+
+# One launch per group (LMSMITH_MASTER_ONE_LAUNCH=1): address tables instead of a launch per weight. The same
+# updates as the per-weight launches, bitwise, over two groups of ragged sizes, before and after a state reload.
+def make(seed):
+    torch.manual_seed(seed)
+    ps = [torch.nn.Parameter(torch.randn(*shape)) for shape in [(37, 50), (3 * mw.BLOCK + 5,), (mw.BLOCK,), (7,)]]
+    return ps, mw.MasterAdamW([{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:], "weight_decay": 0.0}],
+                              lr=1e-2, betas=(0.9, 0.95))
+
+
+def run(one_launch, steps=3, opt_state=None):
+    mw.ONE_LAUNCH = one_launch
+    ps, opt = make(0)
+    if opt_state is not None:  # a step first, so the tables exist and must be dropped by the reload
+        for p in ps:
+            p.grad = torch.ones(p.shape, dtype=torch.bfloat16)
+        opt.step()
+        opt.load_state_dict(opt_state)
+    for i in range(steps):
+        torch.manual_seed(100 + i)
+        for p in ps:
+            p.grad = torch.randn(p.shape).to(torch.bfloat16)
+        opt.grad_scale = torch.tensor(2.0) if i % 2 else None
+        opt.step()
+    return ps, opt
+
+
+(pa, oa), (pb, ob) = run(True), run(False)
+assert oa._tables and not ob._tables  # the tables path ran in the first, not in the second
+for a, b in zip(pa, pb):
+    assert torch.equal(a, b) and torch.equal(oa.state[a]["master"], ob.state[b]["master"])
+    assert torch.equal(oa.state[a]["exp_avg_sq"], ob.state[b]["exp_avg_sq"]) and float(oa.state[a]["step"]) == 3
+print("ok one-launch")
+(pa, oa), (pb, ob) = run(True, 2, oa.state_dict()), run(False, 2, ob.state_dict())
+for a, b in zip(pa, pb):
+    assert torch.equal(oa.state[a]["master"], ob.state[b]["master"]) and float(oa.state[a]["step"]) == 5
+print("ok one-launch-reloaded")
