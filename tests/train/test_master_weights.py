@@ -5,6 +5,7 @@ the option refuses the runs it cannot serve. The Triton kernel runs in the inter
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,7 @@ def test_training_saves_fp32_masters_and_refuses_what_it_cannot_serve(tiny_ref, 
     assert res.metrics["train_loss"] == res.metrics["train_loss"]  # finite, not NaN
     weights = load_file(str(next(Path(res.output_dir).glob("*.safetensors"))))
     assert all(t.dtype == torch.float32 for t in weights.values())
+    assert json.loads((Path(res.output_dir) / "config.json").read_text())["dtype"] == "float32"  # what was saved
     assert any(t.float().ne(t.to(torch.bfloat16).float()).any() for t in weights.values())  # unrounded masters
     base = dict(model=tiny_ref, data=[str(prose)], steps=2, master_weights=True, **fast(seq_len=32))
     for cfg, msg in [(PretrainConfig(**base, precision="fp32"), "computes in fp32"),

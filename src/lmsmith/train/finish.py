@@ -54,6 +54,8 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
     else:
         qat = bake_qat(model) if cfg.qat else None  # weights snapped onto the grid they trained on
         model.save_pretrained(out, **extra)
+        if state_dict is not None:
+            match_config_dtype(out, state_dict)
         if qat is not None:
             write_config_section(out, QAT_KEY, qat)
     if cfg.task == "rm":
@@ -76,7 +78,15 @@ def finish(cfg: TrainConfig, built: Built, data: DataSpec, run_dir: Path, run_id
     return result
 
 
-def write_config_section(model_dir: Path, key: str, value: dict[str, Any]) -> None:
+def match_config_dtype(model_dir: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    """transformers records the dtype of the model's own weights; saved from another state dict (fp32 masters of
+    bf16 weights) the config must name the dtype actually saved, or loaders with dtype="auto" would cast them."""
+    dtypes = {t.dtype for t in state_dict.values() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        write_config_section(model_dir, "dtype", str(dtypes.pop()).removeprefix("torch."))
+
+
+def write_config_section(model_dir: Path, key: str, value: Any) -> None:
     cfg_path = model_dir / "config.json"
     config = json.loads(cfg_path.read_text())
     config[key] = value
