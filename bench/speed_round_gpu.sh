@@ -7,7 +7,7 @@
 # autotune train_ab full-autotune (LMSMITH_COMPILE_MODE=max-autotune-no-cudagraphs; up to ~7 min)
 # http-ab  serve_http_ab_gpu.sh: TTFT at 32 streams against an older server (~4 min; needs .base/src)
 set -u
-OUT=${OUT:-/tmp/round}
+export OUT=${OUT:-/tmp/round}
 mkdir -p "$OUT"
 if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null; fi
 export PYTHONPATH=/tmp/site:$PWD/src:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -18,9 +18,9 @@ for stage in "$@"; do
     tests) step timeout 280 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_prefill_graphs_gpu.py \
              tests/gpu/test_train_gpu.py tests/gpu/test_engine_gpu.py -k "capture_and_match or advance or bs1_gemv or master or never_waits" 2>&1 | tail -8 ;;
     bs1) step timeout 330 python3 -m bench.serve.serve_gpu --skip-hf --skip-offline --int4 --out "$OUT/serve_bs1.json" 2>&1 | grep -v Warn | tail -12 ;;
-    train) OUT=$OUT step bash bench/train/train_ab.sh full full-onelaunch 2>&1 | grep -v Warn | tail -6 ;;
-    autotune) OUT=$OUT step bash bench/train/train_ab.sh full-autotune 2>&1 | grep -v Warn | tail -6 ;;
-    http-ab) OUT=$OUT step bash bench/serve/serve_http_ab_gpu.sh ;;
+    train) step bash bench/train/train_ab.sh full full-onelaunch 2>&1 | grep -v Warn | tail -6 ;;
+    autotune) step bash bench/train/train_ab.sh full-autotune 2>&1 | grep -v Warn | tail -6 ;;
+    http-ab) step bash bench/serve/serve_http_ab_gpu.sh ;;
     *) echo "unknown stage $stage (tests, bs1, train, autotune, http-ab)"; exit 2 ;;
   esac
 done
