@@ -1,7 +1,7 @@
 """Run by test_engine_step_advance.py in a subprocess with TRITON_INTERPRET=1: the engine with its decode graphs
 emulated on the CPU (each "graph" recomputes the captured step into its captured outputs, as a replay writes them;
 the greedy-argmax kernel and its step epilogue run in Triton's interpreter), with the device-side input advance
-on and off, overlapped and synchronous, greedy and seeded, one and three sequences at block size 4 (a new block,
+on and off, overlapped (decodes, or prefills too) and synchronous, greedy and seeded, one and three sequences at block size 4 (a new block,
 hence a copy, every 4 tokens). Both must give the plain engine's tokens. Prints "ok ..." lines or raises."""
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def main() -> int:
     for name, sp in params.items():
         for batch in (prompts[:1], prompts):
             ref = run_all(plain, batch, sp)
-            for overlap in (True, False):
-                engine.async_scheduling = overlap
+            for overlap in (True, "prefill", False):  # "prefill": prefill steps overlapped too
+                engine.async_scheduling, engine.overlap_prefill = bool(overlap), overlap == "prefill"
                 for advance in (True, False):
                     graphs.step, graphs.last = (step if advance else None), None
                     skipped, replays = graphs.copies_skipped, graphs.replays
@@ -86,7 +86,7 @@ def main() -> int:
                     r.decode_step = counted
                     got = run_all(engine, batch, sp)
                     del r.decode_step
-                    assert (rings[0] > 0) == (advance and overlap), rings  # the step's ring: greedy, overlapped
+                    assert (rings[0] > 0) == (advance and bool(overlap)), rings  # the step's ring: greedy, overlapped
                     if got != ref:
                         raise AssertionError(f"{name} x{len(batch)} overlap={overlap} advance={advance}: {got} vs {ref}")
                     print(f"ok {name} x{len(batch)} overlap={overlap} advance={advance} "
