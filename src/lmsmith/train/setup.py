@@ -233,6 +233,9 @@ def setup(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obje
     loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
     amp_dtype, amp = amp_context(cfg, device)
+    if cfg.master_weights and env.enabled and env.world > 1:  # launched by torchrun directly, without --nproc
+        raise LmsmithError("--master-weights runs on one process (FSDP keeps its own bf16 copies)",
+                           "drop --master-weights")
     master = master_weights.applies(cfg.master_weights, device=device, compute_dtype=amp_dtype,
                                     full=not cfg.use_lora, world=env.world if env.enabled else 1,
                                     grad_accum=cfg.grad_accum, qat=bool(cfg.qat), lm_task=cfg.task in LM_TASKS)
