@@ -108,7 +108,8 @@ def lmsmith_run(args, mode: str, device: torch.device) -> dict[str, float]:
 
         plan = plan_train(Shape.from_config(PRESETS[args.preset]),
                           seq_len=args.seq_len, micro_batch=args.batch_size, strategy="single", lora=mode == "lora",
-                          lora_r=args.lora_r, ac=args.ac, chunked_loss=use_fused, compile=use_compile)
+                          lora_r=args.lora_r, ac=args.ac, chunked_loss=use_fused, compile=use_compile,
+                          master_weights=master)
         result["planned_gib"] = plan.total_gib
     fpt = flops_per_token(D.unwrap(model), n_trainable, args.seq_len)
     out = finish(result, args, device, fpt, n_trainable)

@@ -300,10 +300,14 @@ def cmd_plan_train(args: argparse.Namespace) -> int:
 
     _default_gpu_mem(args)
     name, shape = load_shape(args.model)
+    strategy = "ddp" if args.ddp else ("fsdp" if args.gpus > 1 or args.fsdp else "single")
+    master = args.master_weights
+    if master is None:
+        master = strategy == "single" and not (args.lora or args.qlora)
     plan = plan_train(shape, name=name, gpus=args.gpus, gpu_mem_gib=args.gpu_mem, seq_len=args.seq_len,
-                      micro_batch=args.micro_batch, strategy="ddp" if args.ddp else ("fsdp" if args.gpus > 1 or args.fsdp else "single"),
+                      micro_batch=args.micro_batch, strategy=strategy,
                       lora=args.lora, lora_r=args.lora_r, qlora=args.qlora, ac=args.ac, chunked_loss=args.chunked_loss,
-                      mfu=args.mfu, gpu=args.gpu, compile=args.compile)
+                      mfu=args.mfu, gpu=args.gpu, compile=args.compile, master_weights=master)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -429,6 +433,9 @@ def register_plan(sub: argparse._SubParsersAction) -> None:
                            help="cross-entropy in chunks, no full fp32 logits (default on, as `lmsmith train` on CUDA)")
             s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                            help="per-block torch.compile (default on, as `lmsmith train` on CUDA)")
+            s.add_argument("--master-weights", action=argparse.BooleanOptionalAction, default=None,
+                           help="bf16 weights with fp32 masters (default: on for full fine-tuning on one GPU, as "
+                                "`lmsmith train` with --grad-accum 1)")
             s.add_argument("--mfu", type=number(float, 0, 1, lo_open=True), default=0.50,
                            help="model FLOPs utilization to expect (the loop's CUDA defaults measured 51%% on an H100 for "
                                 "the Llama-3.2-1B shape: bench/results/train_throughput-h100.json)")

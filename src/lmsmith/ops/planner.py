@@ -132,15 +132,19 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
                micro_batch: int = 1, strategy: Literal["fsdp", "ddp", "single"] = "fsdp", lora: bool = False,
                lora_r: int = 16, qlora: bool = False, ac: Literal["none", "selective", "full"] = "none",
                chunked_loss: bool = False, mfu: float = 0.40, gpu: str = "h100",
-               reshard_after_forward: bool = True, compile: bool = False) -> TrainPlan:
+               reshard_after_forward: bool = True, compile: bool = False, master_weights: bool = False) -> TrainPlan:
     """Predict per-GPU peak memory (as torch.cuda.max_memory_allocated sees it) and tokens/s.
 
     Assumes mixed precision as the training loop runs it: fp32 master weights, bf16 compute,
     AdamW (two fp32 moments), SDPA/flash attention (no S x S matrix kept). `compile` (the loop's CUDA
     default) keeps fewer activations: inductor recomputes norms and SiLU products in backward, and the
-    compiled loss chunk holds bf16 logits and gradient only."""
+    compiled loss chunk holds bf16 logits and gradient only. `master_weights` (full fine-tuning on one GPU): bf16
+    weights and gradients with fp32 masters in the optimizer, a bf16 residual stream, no autocast copies."""
     if gpus < 1 or micro_batch < 1 or seq_len < 1:
         raise LmsmithError("--gpus, --micro-batch and --seq-len must be positive")
+    if master_weights and (lora or qlora or strategy != "single" or gpus > 1):
+        raise LmsmithError("--master-weights plans full fine-tuning on one GPU",
+                           "drop --master-weights (or --lora/--qlora/--fsdp/--ddp)")
     n = shape.params()
     shard = gpus if strategy == "fsdp" and gpus > 1 else 1
     parts: dict[str, float] = {}
@@ -154,6 +158,12 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
         trainable = shape.lora_params(lora_r)
         parts["frozen base weights"] = n * base_bytes / shard
         parts["adapter weights+grads+adam"] = trainable * 16 / shard
+    elif master_weights:
+        trainable = n
+        parts["weights (bf16)"] = n * 2
+        parts["weights (fp32 master)"] = n * 4
+        parts["gradients (bf16)"] = n * 2
+        parts["adam moments (fp32)"] = n * 8
     else:
         trainable = n
         parts["weights (fp32 master)"] = n * 4 / shard
@@ -172,13 +182,14 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
     h, kv, i = shape.hidden, shape.kv_heads * shape.head_dim, shape.intermediate
     q = shape.heads * shape.head_dim
     # bytes kept per token per layer for backward (bf16 tensors, fp32 norm inputs)
-    per_token_layer = 2 * (h + q + 2 * kv + q + kv + q + q) + 4 * 2 * h + 2 * h + 2 * 4 * i
+    norm_in = 2 if master_weights else 4  # the norms' inputs: the residual stream's dtype
+    per_token_layer = 2 * (h + q + 2 * kv + q + kv + q + q) + norm_in * 2 * h + 2 * h + 2 * 4 * i
     if (lora or qlora) and not compile:
         # adapters keep about two more layer inputs per token for backward (calibrated: plan_check-h100.json)
         per_token_layer += 2 * (q + i)
     # the residual stream is fp32 under autocast over fp32 weights, bf16 under FSDP's policy or a bf16 (LoRA) base
-    res = 2 if (fsdp or lora or qlora) else 4
-    block_input = 2 * h if fsdp else 4 * h
+    res = 2 if (fsdp or lora or qlora or master_weights) else 4
+    block_input = 2 * h if (fsdp or master_weights) else 4 * h
     mlp_kept = 2 * 3 * i  # gate, up and their product (the down projection's input)
     if compile:
         # q, k, v and the attention output; two residual inputs and two normed inputs; the MLP's three
@@ -198,7 +209,7 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
         parts["activations"] = tokens * shape.layers * per_token_layer
     if chunked_loss and compile:
         # one 4096-token chunk of bf16 logits and their bf16 gradient, plus the head's fp32 weight gradient
-        head_grad = 0 if (lora or qlora) else shape.vocab * shape.hidden * 4
+        head_grad = 0 if (lora or qlora) else shape.vocab * shape.hidden * (2 if master_weights else 4)
         parts["logits and loss"] = min(tokens, 4096) * shape.vocab * (2 + 2) + head_grad
     elif chunked_loss:
         # one chunk of logits in flight, plus the head's fp32 weight gradient accumulated during forward
@@ -210,7 +221,7 @@ def plan_train(shape: Shape, *, name: str = "model", gpus: int = 1, gpu_mem_gib:
     # Two peaks: the end of forward (activations and logits alive, gradients not yet) and the optimizer
     # step (all gradients alive, activations and autocast copies freed). Measured on an H100 within ~10%
     # (bench/results/plan_check-h100.json).
-    grads = parts.get("gradients (fp32)", 0.0)
+    grads = parts.get("gradients (fp32)", parts.get("gradients (bf16)", 0.0))
     transient = parts["activations"] + parts["logits and loss"] + parts.get("bf16 weight copies (autocast)", 0.0)
     total = sum(parts.values()) - grads - transient + max(transient, grads)
     parts_gib = {k: round(v / GiB, 2) for k, v in parts.items()}
