@@ -103,3 +103,33 @@ def test_training_saves_fp32_masters_and_refuses_what_it_cannot_serve(tiny_ref, 
 def test_kernel_equals_the_torch_update_in_the_interpreter():
     out = run_check(Path(__file__).with_name("master_weights_check.py"))
     assert out.count("ok ") == 8, out
+
+
+def test_a_run_resumes_with_the_weight_layout_it_started_with(tiny_ref, prose, tmp_path, monkeypatch):
+    """Checkpoints of fp32-weight runs (written before master weights became the default, or with it off) resume
+    with fp32 weights even where the default would now pick master weights: same losses as never stopping."""
+    import lmsmith.train.master_weights as mw
+    from lmsmith.train.loop import FAULT_ENV
+    from lmsmith.train.setup import resumes_with_master_weights
+    from lmsmith.train.tracking import read_metrics
+
+    kw = dict(model=tiny_ref, data=[str(prose)], steps=6, save_every=3, eval_fraction=0, precision="bf16",
+              **fast(seq_len=32))
+    whole = train(PretrainConfig(run_dir=str(tmp_path / "whole"), **kw))  # CPU: the default keeps fp32 weights
+    monkeypatch.setenv(FAULT_ENV, "interrupt-after-step:3")
+    assert train(PretrainConfig(run_dir=str(tmp_path / "cut"), **kw)).interrupted
+    monkeypatch.delenv(FAULT_ENV)
+    assert not resumes_with_master_weights(tmp_path / "cut")
+    auto = mw.applies
+    monkeypatch.setattr(mw, "applies", lambda explicit, **k: True if explicit is None else auto(explicit, **k))
+    train(PretrainConfig(run_dir=str(tmp_path / "cut"), resume=True, **kw))  # the default would now say yes
+
+    def losses(d):
+        return [(r["step"], r["loss"]) for r in read_metrics(d / "metrics.jsonl") if "split" not in r]
+    assert losses(tmp_path / "cut") == losses(whole.run_dir)
+    # a checkpoint without the key (before this option existed) reads as fp32 weights; none yet: the default
+    ckpt = tmp_path / "old" / "checkpoints" / "step-00000002"
+    ckpt.mkdir(parents=True)
+    (ckpt / "train_state.json").write_text(json.dumps({"step": 2}))
+    assert not resumes_with_master_weights(tmp_path / "old")
+    assert resumes_with_master_weights(tmp_path / "fresh")

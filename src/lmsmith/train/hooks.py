@@ -197,7 +197,8 @@ class Hooks:
         self.flush()
         run, f = self.run, self.fault
         f = f[0] if f and f[1] == step and f[0] in ("kill-during-save", "disk-full") else None
-        state = {"data": run.batches.state(), "tokens": run.tokens, "run_id": run.run_id}
+        state = {"data": run.batches.state(), "tokens": run.tokens, "run_id": run.run_id,
+                 "master_weights": hasattr(run.optimizer, "master_state_dict")}  # the weights' layout, for resume
         if run.env.enabled:
             return D.save_dcp(run.ckpt_root, step, run.model, run.optimizer, run.scheduler, state, run.env,
                               keep=run.cfg.keep_checkpoints)

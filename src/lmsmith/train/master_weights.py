@@ -34,7 +34,7 @@ ONE_LAUNCH = os.environ.get("LMSMITH_MASTER_ONE_LAUNCH") == "1"
 def applies(explicit: bool | None, *, device: torch.device, compute_dtype: torch.dtype | None, full: bool,
             world: int, grad_accum: int, qat: bool, lm_task: bool) -> bool:
     """`--master-weights` resolved: auto (None) = on for bf16 full fine-tuning of a language model on one CUDA
-    process with one micro-batch a step; an explicit yes needs bf16 and one micro-batch (checked in config)."""
+    process with one micro-batch a step; an explicit yes is checked by setup.check_master_weights."""
     if explicit is not None:
         return explicit
     return (device.type == "cuda" and compute_dtype == torch.bfloat16 and full and world == 1 and grad_accum == 1

@@ -153,6 +153,17 @@ def check_master_weights(cfg: TrainConfig) -> None:
                            "drop --master-weights")
 
 
+def resumes_with_master_weights(run_dir: Path) -> bool:
+    """A resumed run keeps the weight layout it started with: checkpoints written before master weights became the
+    default (no `master_weights` in their train state) hold fp32 weights and a plain AdamW state."""
+    for ckpt in sorted((run_dir / "checkpoints").glob("step-*"), reverse=True):
+        try:
+            return bool(json.loads((ckpt / "train_state.json").read_text()).get("master_weights", False))
+        except (OSError, ValueError):
+            continue
+    return True  # no checkpoint yet: the run starts over, with the default
+
+
 # ----------------------------------------------------------------------------- the run directory
 def prepare_run_dir(cfg: TrainConfig, refs: list | None = None) -> tuple[Path, str]:
     """Create the run directory (or reuse it on resume) and record the config and data hashes in it."""
@@ -239,6 +250,8 @@ def setup(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obje
     master = master_weights.applies(cfg.master_weights, device=device, compute_dtype=amp_dtype,
                                     full=not cfg.use_lora, world=env.world if env.enabled else 1,
                                     grad_accum=cfg.grad_accum, qat=bool(cfg.qat), lm_task=cfg.task in LM_TASKS)
+    if cfg.resume and cfg.master_weights is None:
+        master = master and resumes_with_master_weights(run_dir)
     optimizer, scheduler = build_optimizer(model, cfg, steps, device, master=master)
     hook = getattr(objective, "setup", None)
     if hook is not None:  # before any checkpoint is loaded: the model is still the starting point here
