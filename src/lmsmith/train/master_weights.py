@@ -51,7 +51,7 @@ class MasterAdamW(torch.optim.Optimizer):
     takes_grad_scale = True
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, dtype: torch.dtype = torch.bfloat16):
+                 weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.grad_scale: torch.Tensor | None = None
         self._tables: dict[int, GroupTables] = {}
@@ -62,7 +62,7 @@ class MasterAdamW(torch.optim.Optimizer):
                 st["exp_avg"] = torch.zeros_like(st["master"])
                 st["exp_avg_sq"] = torch.zeros_like(st["master"])
                 st["step"] = torch.zeros((), dtype=torch.float32)
-                p.data = p.data.to(dtype)
+                p.data = p.data.to(torch.bfloat16)
 
     @torch.no_grad()
     def step(self, closure=None):

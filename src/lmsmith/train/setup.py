@@ -29,6 +29,7 @@ from lmsmith.train.attention import (
     sdpa_context,
     use_flex_attention,
 )
+from lmsmith.train.checkpoint import list_checkpoints
 from lmsmith.train.config import DistillConfig, DPOConfig, GRPOConfig, PretrainConfig, RMConfig, SFTConfig, TrainConfig
 from lmsmith.train.data import DataSpec, Loader, build_data
 from lmsmith.train.fused_loss import FusedCausalLMLoss
@@ -133,9 +134,10 @@ def precheck(cfg: TrainConfig) -> ResolvedModel | None:
     return source
 
 
-def check_master_weights(cfg: TrainConfig) -> None:
+def check_master_weights(cfg: TrainConfig, world: int = 1) -> None:
     """--master-weights keeps bf16 weights and gradients: it needs bf16 compute, one micro-batch a step (bf16
-    gradients would be summed in bf16) and full fine-tuning on one process."""
+    gradients would be summed in bf16) and full fine-tuning on one process (`world`: processes already running,
+    e.g. under an outside torchrun without --nproc)."""
     if cfg.precision == "fp32" or (cfg.precision == "auto" and cfg.device == "cpu"):
         raise LmsmithError("--master-weights keeps the weights in bf16, but this run computes in fp32",
                            "add --precision bf16, or drop --master-weights")
@@ -145,7 +147,7 @@ def check_master_weights(cfg: TrainConfig) -> None:
     if cfg.use_lora:
         raise LmsmithError("--master-weights applies to full fine-tuning (LoRA already keeps its base in bf16)",
                            "drop --master-weights")
-    if (cfg.nproc or 1) > 1 or cfg.fsdp or cfg.ddp:
+    if (cfg.nproc or 1) > 1 or world > 1 or cfg.fsdp or cfg.ddp:
         raise LmsmithError("--master-weights runs on one process (FSDP keeps its own bf16 copies)",
                            "drop --master-weights")
     if cfg.qat:
@@ -156,7 +158,7 @@ def check_master_weights(cfg: TrainConfig) -> None:
 def resumes_with_master_weights(run_dir: Path) -> bool:
     """A resumed run keeps the weight layout it started with: checkpoints written before master weights became the
     default (no `master_weights` in their train state) hold fp32 weights and a plain AdamW state."""
-    for ckpt in sorted((run_dir / "checkpoints").glob("step-*"), reverse=True):
+    for ckpt in reversed(list_checkpoints(run_dir / "checkpoints")):
         try:
             return bool(json.loads((ckpt / "train_state.json").read_text()).get("master_weights", False))
         except (OSError, ValueError):
@@ -244,9 +246,8 @@ def setup(cfg: TrainConfig, command: str | None, env: D.DistEnv, objective: Obje
     loader = D.make_loader(data.train, cfg.batch_size, data.collate, cfg.seed, env)
     steps = total_steps(cfg, loader)
     amp_dtype, amp = amp_context(cfg, device)
-    if cfg.master_weights and env.enabled and env.world > 1:  # launched by torchrun directly, without --nproc
-        raise LmsmithError("--master-weights runs on one process (FSDP keeps its own bf16 copies)",
-                           "drop --master-weights")
+    if cfg.master_weights and env.enabled:
+        check_master_weights(cfg, env.world)
     master = master_weights.applies(cfg.master_weights, device=device, compute_dtype=amp_dtype,
                                     full=not cfg.use_lora, world=env.world if env.enabled else 1,
                                     grad_accum=cfg.grad_accum, qat=bool(cfg.qat), lm_task=cfg.task in LM_TASKS)
