@@ -21,7 +21,6 @@ for cfg in "${@}"; do
   case $cfg in
     full)          run full --modes full --profile ;;
     full-nomaster) LMSMITH_MASTER_WEIGHTS=0 run full-nomaster --modes full ;;
-    full-onelaunch) LMSMITH_MASTER_ONE_LAUNCH=1 run full-onelaunch --modes full ;;
     full-cudnn)    run full-cudnn --modes full --sdpa-backend cudnn ;;
     full-nocomp)   run full-nocomp --modes full --no-compile ;;
     full-chunk1k)  run full-chunk1k --modes full --loss-chunk 1024 ;;

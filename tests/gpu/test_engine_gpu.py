@@ -168,19 +168,3 @@ def test_decode_inputs_advance_on_the_device(tiny):
                     assert graphs.copies_skipped - skipped >= 18, graphs.copies_skipped - skipped
         run_all(engine, PROMPTS[:1], params[0])
         assert engine.runner.greedy_on_host is not None and engine.runner.greedy_on_host.is_pinned()
-
-
-def test_overlapped_prefill_gives_the_same_tokens(tiny):
-    """LMSMITH_OVERLAP_PREFILL=1: prefill and mixed steps leave their tokens on the device and the next decode
-    launches from them (through the decode graphs' copy path); greedy and seeded, one and three sequences, the same
-    tokens as the default (prefill steps read back before the next launch)."""
-    params = [SamplingParams(max_tokens=30, temperature=0, ignore_eos=True),
-              SamplingParams(max_tokens=30, temperature=0.9, top_p=0.95, seed=3, ignore_eos=True)]
-    engine = Engine(str(tiny["llama"]), dtype="bfloat16", device="cuda", block_size=4, max_num_seqs=4)
-    assert engine.async_scheduling and not engine.overlap_prefill  # off by default
-    for sp in params:
-        for prompts in (PROMPTS[:1], PROMPTS[:3]):
-            engine.overlap_prefill = False
-            ref = run_all(engine, prompts, sp)
-            engine.overlap_prefill = True
-            assert run_all(engine, prompts, sp) == ref, (sp, len(prompts))

@@ -111,31 +111,8 @@ def test_packed_pretraining_without_cross_doc_attention_on_cuda(tiny_ref, tmp_pa
     assert recs[-1]["loss"] < recs[0]["loss"] and "eval_loss" in res.metrics
 
 
-def test_master_step_in_one_launch_equals_one_launch_per_weight(monkeypatch):
-    """LMSMITH_MASTER_ONE_LAUNCH=1: the group's weights found through address tables in one launch give bitwise the
-    updates of one launch per weight (ragged sizes, two groups, with and without the folded clip)."""
-    import lmsmith.train.master_weights as mw
-
-    def run(one: bool):
-        monkeypatch.setattr(mw, "ONE_LAUNCH", one)
-        torch.manual_seed(0)
-        ps = [torch.nn.Parameter(torch.randn(*s, device="cuda")) for s in [(37, 50), (3 * mw.BLOCK + 5,), (9,)]]
-        opt = mw.MasterAdamW([{"params": ps[:2], "weight_decay": 0.1}, {"params": ps[2:]}], lr=1e-2)
-        for i in range(3):
-            for p in ps:
-                p.grad = torch.randn(p.shape, device="cuda").to(torch.bfloat16)
-            opt.grad_scale = torch.tensor(2.0, device="cuda") if i % 2 else None
-            opt.step()
-        return ps, opt
-
-    (pa, oa), (pb, ob) = run(True), run(False)
-    assert oa._tables and not ob._tables
-    for a, b in zip(pa, pb):
-        assert torch.equal(a, b) and torch.equal(oa.state[a]["master"], ob.state[b]["master"])
-
-
-@pytest.mark.parametrize("master", [False, True, "one-launch"])
-def test_training_step_never_waits_for_the_gpu(tiny_ref, master, monkeypatch):
+@pytest.mark.parametrize("master", [False, True])
+def test_training_step_never_waits_for_the_gpu(tiny_ref, master):
     """forward_backward + optimizer step with the CUDA defaults (compile, fused loss) make no host-device
     sync: torch raises on any synchronizing call under sync_debug_mode 'error'.
 
@@ -151,10 +128,6 @@ def test_training_step_never_waits_for_the_gpu(tiny_ref, master, monkeypatch):
     built = build_model(cfg)
     assert built.model.config._attn_implementation == "lmsmith_causal"
     model, head = D.prepare_model(built.model, D.DistEnv(device=built.device), compile=True, fused_loss=True)
-    if master == "one-launch":
-        import lmsmith.train.master_weights as mw
-
-        monkeypatch.setattr(mw, "ONE_LAUNCH", True)
     opt, sched = build_optimizer(model, cfg, 10, built.device, master=bool(master))
     objective = FusedCausalLMLoss(head)
     amp = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731

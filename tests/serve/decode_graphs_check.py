@@ -71,8 +71,8 @@ def main() -> int:
     for name, sp in params.items():
         for batch in (prompts[:1], prompts):
             ref = run_all(plain, batch, sp)
-            for overlap in (True, "prefill", False):  # "prefill": prefill steps overlapped too
-                engine.async_scheduling, engine.overlap_prefill = bool(overlap), overlap == "prefill"
+            for overlap in (True, False):
+                engine.async_scheduling = overlap
                 for advance in (True, False):
                     graphs.step, graphs.last = (step if advance else None), None
                     skipped, replays = graphs.copies_skipped, graphs.replays

@@ -12,14 +12,6 @@ PROMPTS = ["The quick brown fox", "Praha je hlavní město České republiky. Wa
            "Zażółć gęślą jaźń. 0123456789", "user"]
 
 
-@pytest.fixture(autouse=True, params=["sync-prefill", "overlap-prefill"])
-def prefill_mode(request, monkeypatch) -> str:
-    """Every test twice: prefill and mixed steps synchronous (the default), and overlapped like decodes
-    (LMSMITH_OVERLAP_PREFILL=1: their tokens stay on the device, the next decode launches from them)."""
-    monkeypatch.setenv("LMSMITH_OVERLAP_PREFILL", "1" if request.param == "overlap-prefill" else "0")
-    return request.param
-
-
 def make(tiny_models, async_scheduling: bool, **kw) -> Engine:
     kw = {"block_size": 4, "max_num_batched_tokens": 64, **kw}
     return Engine(str(tiny_models["llama"]), async_scheduling=async_scheduling, **kw)
@@ -178,17 +170,3 @@ def test_requests_that_need_the_host_run_synchronously_alongside(tiny_models, sp
     ref, _ = run(make(tiny_models, False), PROMPTS[:2], [plain, other])
     got, _ = run(make(tiny_models, True), PROMPTS[:2], [plain, other])
     assert summary(got) == summary(ref)
-
-
-def test_overlapped_prefill_launches_the_first_decode_from_the_device_token(tiny_models, prefill_mode):
-    engine = make(tiny_models, True)
-    assert engine.overlap_prefill == (prefill_mode == "overlap-prefill")
-    rows = []
-    inner = engine.runner.decode_step
-    engine.runner.decode_step = lambda batch, prev, src: rows.append(list(src)) or inner(batch, prev, src)
-    engine.add_request("r0", PROMPTS[1], SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True))
-    first = engine.step()  # the prefill
-    if engine.overlap_prefill:  # its token is still on the device: nothing to report yet
-        assert first == [] and engine._inflight is not None and engine.scheduler.running[0].tokens[-1] == PENDING
-    engine.step()  # the first decode
-    assert rows[0] == ([0] if engine.overlap_prefill else [-1])  # its input: the prefill's device token, or the host's

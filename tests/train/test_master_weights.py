@@ -102,7 +102,7 @@ def test_training_saves_fp32_masters_and_refuses_what_it_cannot_serve(tiny_ref, 
 @needs_triton
 def test_kernel_equals_the_torch_update_in_the_interpreter():
     out = run_check(Path(__file__).with_name("master_weights_check.py"))
-    assert out.count("ok ") == 8, out
+    assert out.count("ok ") == 6, out
 
 
 def test_a_run_resumes_with_the_weight_layout_it_started_with(tiny_ref, prose, tmp_path, monkeypatch):

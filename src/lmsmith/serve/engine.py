@@ -16,14 +16,12 @@ next `step()` launches the following decode from those device tokens *before* re
 and processing them (detokenize, stop checks, outputs). The host work thus hides behind the GPU's, and
 outputs arrive one step behind. A sequence that stops on EOS or a stop string has had one extra token computed,
 which is dropped; max_tokens and the context limit are known ahead, so they cost nothing. Prefill steps,
-grammar-constrained requests, logprobs and penalties run synchronously (`LMSMITH_OVERLAP_PREFILL=1`: prefill and
-mixed steps overlap like decodes, their tokens left on the device for the next launch).
+grammar-constrained requests, logprobs and penalties run synchronously.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +31,6 @@ import torch
 from lmsmith.errors import LmsmithError
 from lmsmith.models import ResolvedModel, load_tokenizer, resolve_model
 from lmsmith.serve.block_manager import BlockManager
-from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.loader import load_runner
 from lmsmith.serve.model_runner import auto_num_blocks
 from lmsmith.serve.sampler import make_generator, overlappable, sample, sample_on_device
@@ -143,9 +140,6 @@ class Engine:
         if async_scheduling is None:  # a CPU runs the model in the calling thread: nothing to overlap with
             async_scheduling = self.device.type == "cuda"
         self.async_scheduling = bool(async_scheduling) and getattr(self.runner, "supports_overlap", False)
-        # prefill and mixed steps overlapped too: their sampled tokens stay on the device and the next decode is
-        # launched from them before the host reads them (an experiment until measured on a GPU)
-        self.overlap_prefill = self.async_scheduling and os.environ.get("LMSMITH_OVERLAP_PREFILL") == "1"
         self._inflight: InFlight | None = None
         # set by a loop writing a step log (serve.step_log): each step leaves (prefill tokens, prefill sequences,
         # decode rows, overlapped) in `step_info`
@@ -286,9 +280,6 @@ class Engine:
             if s.samples:
                 sampling.append(seq)
         if not sampling:
-            return outputs
-        if self.overlap_prefill and all(self._overlappable(seq) for seq in sampling):
-            self._inflight = self._in_flight(sampling, sample_on_device(logits, sampling, argmax_rows(logits)), None)
             return outputs
         masks = [self.grammar.mask(seq.matcher, logits.device) if seq.matcher is not None else None for seq in sampling]
         tokens, records = sample(logits, sampling, masks)

@@ -27,8 +27,6 @@ except ImportError:  # pragma: no cover - CPU-only installs
     triton = None
 
 BLOCK = 2048
-# one launch per parameter group instead of one per weight (an experiment until measured on a GPU)
-ONE_LAUNCH = os.environ.get("LMSMITH_MASTER_ONE_LAUNCH") == "1"
 
 
 def applies(explicit: bool | None, *, device: torch.device, compute_dtype: torch.dtype | None, full: bool,
@@ -54,7 +52,6 @@ class MasterAdamW(torch.optim.Optimizer):
                  weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.grad_scale: torch.Tensor | None = None
-        self._tables: dict[int, GroupTables] = {}
         for group in self.param_groups:
             for p in group["params"]:
                 st = self.state[p]
@@ -68,10 +65,8 @@ class MasterAdamW(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         scale = self.grad_scale
-        for gi, group in enumerate(self.param_groups):
+        for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            if ONE_LAUNCH and self._one_launch(gi, group, scale):
-                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -83,34 +78,6 @@ class MasterAdamW(torch.optim.Optimizer):
                        bc1=1 - beta1 ** n, bc2=1 - beta2 ** n)
         return loss
 
-    def _one_launch(self, gi: int, group: dict[str, Any], scale: torch.Tensor | None) -> bool:
-        """The whole group in one launch (`LMSMITH_MASTER_ONE_LAUNCH=1`): the kernel finds each block's tensors
-        through tables of addresses, as torch's multi-tensor apply does. False where it does not apply (a missing
-        or non-contiguous gradient, no Triton): the caller takes the per-tensor launches."""
-        params = group["params"]
-        if triton is None or not params or any(p.grad is None or not p.grad.is_contiguous() or p.dtype != torch.bfloat16
-                                               or p.grad.dtype != torch.bfloat16 for p in params):
-            return False
-        dev = params[0].device
-        if not (dev.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
-            return False
-        tables = self._tables.get(gi)
-        if tables is None:
-            tables = self._tables[gi] = GroupTables(params, [self.state[p] for p in params])
-        steps = [self.state[p]["step"] for p in params]
-        torch._foreach_add_(steps, 1)
-        n = float(steps[0])
-        beta1, beta2 = group["betas"]
-        lr, bc1, bc2 = float(group["lr"]), 1 - beta1 ** n, 1 - beta2 ** n
-        grads = torch.tensor([p.grad.data_ptr() for p in params], dtype=torch.int64)
-        if dev.type == "cuda":  # pinned + non_blocking: no wait for the GPU (the host allocator keeps it until copied)
-            grads = grads.pin_memory().to(dev, non_blocking=True)
-        _adamw_tables_kernel[(tables.programs,)](
-            tables.ptrs, grads, tables.numel, tables.tensor_of, tables.block_of, len(params),
-            scale if scale is not None else _no_scale(dev), beta1, beta2, group["eps"],
-            1 - lr * group["weight_decay"], lr / bc1, math.sqrt(bc2), HAS_SCALE=scale is not None, BLOCK=BLOCK)
-        return True
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch casts every floating-point state tensor to its parameter's dtype on load, which would round the
         fp32 master and moments to bf16: put the saved fp32 tensors back afterwards."""
@@ -118,7 +85,6 @@ class MasterAdamW(torch.optim.Optimizer):
         keep = {i: {k: v for k, v in state_dict["state"].get(i, {}).items() if torch.is_tensor(v) and k != "step"}
                 for i in saved_ids}
         super().load_state_dict(state_dict)
-        self._tables.clear()  # the state tensors are new: their addresses too
         params = [p for g in self.param_groups for p in g["params"]]
         for i, p in zip(saved_ids, params):
             for k, v in keep[i].items():
@@ -132,25 +98,6 @@ class MasterAdamW(torch.optim.Optimizer):
             if id(p) in masters and name in sd:
                 sd[name] = masters[id(p)]  # one tensor for tied names: saved once
         return sd
-
-
-class GroupTables:
-    """Device tables for one launch over a parameter group: the addresses of each tensor's weight, master and
-    moments (rows of `ptrs`), sizes, and for every program the tensor and block it updates. The tensors must not
-    move while the tables live (`MasterAdamW.load_state_dict` drops them)."""
-
-    def __init__(self, params: list[torch.Tensor], states: list[dict[str, torch.Tensor]]):
-        dev = params[0].device
-        sizes = [p.numel() for p in params]
-        blocks = torch.tensor([-(-n // BLOCK) for n in sizes])
-        self.programs = int(blocks.sum())
-        self.tensor_of = torch.repeat_interleave(torch.arange(len(params), dtype=torch.int32), blocks).to(dev)
-        self.block_of = torch.cat([torch.arange(int(b), dtype=torch.int32) for b in blocks]).to(dev)
-        self.numel = torch.tensor(sizes, dtype=torch.int64).to(dev)
-        rows = [[p.data_ptr() for p in params]] + [[st[k].data_ptr() for st in states]
-                                                    for k in ("master", "exp_avg", "exp_avg_sq")]
-        self.ptrs = torch.tensor(rows, dtype=torch.int64).to(dev)
-        self.keep = (params, states)  # what the addresses point into
 
 
 def update(w: torch.Tensor, g: torch.Tensor, master: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
@@ -193,20 +140,6 @@ if triton is not None:
                       bc2_sqrt, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr):
         _adamw_block(w_ptr, g_ptr, master_ptr, m_ptr, v_ptr, scale_ptr, n, tl.program_id(0).to(tl.int64), beta1,
                      beta2, eps, decay, step_size, bc2_sqrt, HAS_SCALE, BLOCK)
-
-    @triton.jit
-    def _adamw_tables_kernel(ptrs, grads, numel, tensor_of, block_of, T, scale_ptr, beta1, beta2, eps, decay,
-                             step_size, bc2_sqrt, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        t = tl.load(tensor_of + pid)
-        w_ptr = tl.load(ptrs + t).to(tl.pointer_type(tl.bfloat16))
-        master_ptr = tl.load(ptrs + T + t).to(tl.pointer_type(tl.float32))
-        m_ptr = tl.load(ptrs + 2 * T + t).to(tl.pointer_type(tl.float32))
-        v_ptr = tl.load(ptrs + 3 * T + t).to(tl.pointer_type(tl.float32))
-        g_ptr = tl.load(grads + t).to(tl.pointer_type(tl.bfloat16))
-        _adamw_block(w_ptr, g_ptr, master_ptr, m_ptr, v_ptr, scale_ptr, tl.load(numel + t),
-                     tl.load(block_of + pid).to(tl.int64), beta1, beta2, eps, decay, step_size, bc2_sqrt, HAS_SCALE,
-                     BLOCK)
 
     @triton.jit
     def _adamw_block(w_ptr, g_ptr, master_ptr, m_ptr, v_ptr, scale_ptr, n, block, beta1, beta2, eps, decay,
