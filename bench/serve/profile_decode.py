@@ -62,11 +62,45 @@ def profile_steps(engine, batch, out_len, path: Path, steps: int = 20) -> None:
         engine.step()
 
 
+def profile_prefill(engine, batch, path: Path, reps: int = 10) -> None:
+    """Batch-1 prefill (the step that produces the first token) profiled alone, `reps` prompts, the prefix cache
+    reset before each so every one computes its prompt: where the TTFT's GPU time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from lmsmith.serve import SamplingParams
+
+    sp = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+
+    def one(i: int) -> float:
+        engine.blocks.reset_prefix_cache()
+        engine.add_request(f"pf{i}", batch[i % len(batch)], sp)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        while engine.has_unfinished():
+            engine.step()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t) * 1000
+
+    for i in range(3):
+        one(i)
+    walls = [one(i) for i in range(reps)]
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(reps):
+            one(i)
+    text = f"batch-1 prefill of {len(batch[0])} tokens + first token: wall ms {sorted(walls)}\n\n"
+    text += prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+    text += "\n\n" + prof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
+    path.write_text(text)
+    print(path.name, "\n", text[:4000], flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
     ap.add_argument("--out-dir", default=".")
     ap.add_argument("--bs1-only", action="store_true", help="only the batch-1 step profile (small engine, quick)")
+    ap.add_argument("--int4", action="store_true", help="an int4 copy (group 128, int4 lm_head), as serve_gpu --int4")
+    ap.add_argument("--prefill", action="store_true", help="with --bs1-only: also profile the batch-1 prefill")
     args = ap.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,9 +110,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
         batch = prompts(256, 128, SHAPES[args.shape]["vocab_size"])
+        tag = ""
+        if args.int4:
+            from lmsmith.compress.quantize import quantize_to_dir
+
+            quantize_to_dir(d, Path(tmp) / "int4", "int4", 128, include_lm_head=True, lm_head_method="int4")
+            for f in d.iterdir():
+                if f.name.startswith(("tokenizer", "special_tokens", "generation_config")) \
+                        and not (Path(tmp) / "int4" / f.name).exists():
+                    (Path(tmp) / "int4" / f.name).write_bytes(f.read_bytes())
+            d, tag = Path(tmp) / "int4", "_int4"
         if args.bs1_only:
             engine = Engine(str(d), dtype="bfloat16", max_num_seqs=4)
-            profile_steps(engine, batch[:1], 64, out / "prof_bs1.txt")
+            profile_steps(engine, batch[:1], 64, out / f"prof_bs1{tag}.txt")
+            if args.prefill:
+                profile_prefill(engine, batch[:12], out / f"prof_prefill{tag}.txt")
             return
         engine = Engine(str(d), dtype="bfloat16", max_num_seqs=256, max_num_batched_tokens=8192)
         profile_steps(engine, batch[:1], 64, out / "prof_bs1.txt")

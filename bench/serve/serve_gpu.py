@@ -93,6 +93,19 @@ def bandwidth_8b(args, bw: float) -> None:
     print("8b", json.dumps(res["metrics"]), flush=True)
 
 
+def bs1_metrics(metrics: dict, extra: dict, args, r1: dict, bw: float) -> None:
+    """The bf16 batch-1 run's metrics: tok/s, TTFT, and the bandwidth fraction of the shape."""
+    metrics["decode_bs1_tok_s"] = r1["tok_s"]
+    metrics["decode_bs1_ttft_p50_ms"] = r1["ttft_p50_ms"]
+    if args.compare_sync:
+        metrics["decode_bs1_sync_tok_s"] = r1["sync_tok_s"]
+    print("ours bs1", r1, flush=True)
+    bpt = decode_bytes_per_token(SHAPES[args.shape], args.prompt_len + args.output_len // 2)
+    metrics["bytes_per_token_bs1_gb"] = bpt / 1e9
+    metrics["bw_fraction_decode_bs1"] = bpt * r1["tok_s"] / bw
+    extra["bs1_graph"] = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"], "tiles_ms": r1["bs1_tiles_ms"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="llama-3.2-1b", choices=sorted(SHAPES))
@@ -104,6 +117,7 @@ def main() -> None:
     ap.add_argument("--compare-sync", action="store_true", help="also time ours with the overlapped decode loop off")
     ap.add_argument("--gpt-fast", metavar="DIR", help="a gpt-fast checkout (model.py, generate.py, quantize.py)")
     ap.add_argument("--int4", action="store_true", help="also time our engine on an int4 copy (group 128)")
+    ap.add_argument("--int4-only", action="store_true", help="with --int4: skip the bf16 batch-1 run (int4 A/B runs)")
     ap.add_argument("--bandwidth-8b", metavar="OUT", help="also time batch-1 decode of the Llama-3.1-8B shape; "
                     "writes the serve_bandwidth result there")
     ap.add_argument("--out", default=None)
@@ -124,16 +138,10 @@ def main() -> None:
         d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
         vocab = SHAPES[args.shape]["vocab_size"]
         batch = prompts(args.requests, args.prompt_len, vocab)
-        r1 = ours(d, [[p] for p in batch[:5]], args.output_len, compare_sync=args.compare_sync)
-        metrics["decode_bs1_tok_s"] = r1["tok_s"]
-        metrics["decode_bs1_ttft_p50_ms"] = r1["ttft_p50_ms"]
-        if args.compare_sync:
-            metrics["decode_bs1_sync_tok_s"] = r1["sync_tok_s"]
-        print("ours bs1", r1, flush=True)
-        bpt = decode_bytes_per_token(SHAPES[args.shape], args.prompt_len + args.output_len // 2)
-        metrics["bytes_per_token_bs1_gb"] = bpt / 1e9
-        metrics["bw_fraction_decode_bs1"] = bpt * r1["tok_s"] / bw
-        extra["bs1_graph"] = {"choice": r1["bs1_graph"], "replay_ms": r1["bs1_graph_ms"], "tiles_ms": r1["bs1_tiles_ms"]}
+        r1 = None if args.int4_only and args.int4 else ours(d, [[p] for p in batch[:5]], args.output_len,
+                                                             compare_sync=args.compare_sync)
+        if r1 is not None:
+            bs1_metrics(metrics, extra, args, r1, bw)
         save()
         if not args.skip_offline:
             r = ours(d, [batch], args.output_len, compare_sync=args.compare_sync, max_num_seqs=256,
@@ -155,6 +163,11 @@ def main() -> None:
                     (Path(tmp) / "int4" / f.name).write_bytes(f.read_bytes())
             r4 = ours(Path(tmp) / "int4", [[p] for p in batch[:5]], args.output_len)
             metrics["int4_lmhead_int4_decode_bs1_tok_s"] = r4["tok_s"]
+            metrics["int4_decode_bs1_ttft_p50_ms"] = r4["ttft_p50_ms"]
+            if r1 is not None:
+                metrics["int4_decode_bs1_vs_bf16"] = r4["tok_s"] / r1["tok_s"]
+            extra["int4_bs1_graph"] = {"choice": r4["bs1_graph"], "replay_ms": r4["bs1_graph_ms"],
+                                       "tiles_ms": r4["bs1_tiles_ms"]}
             print("ours int4 bs1", r4, flush=True)
             save()
             torch.cuda.empty_cache()
