@@ -78,7 +78,7 @@ def train_run(tmp_path: Path, name: str, model_ref: str, **kw) -> str:
     data = tmp_path / "corpus.txt"
     if not data.exists():
         data.write_text((ASSETS / "en_calibration.txt").read_text())
-    common = dict(model=model_ref, data=[str(data)], seq_len=128, batch_size=4, steps=10, lr=2e-5, warmup_steps=0,
+    common = dict(model=model_ref, data=[str(data)], seq_len=128, batch_size=4, steps=6, lr=2e-5, warmup_steps=0,
                   schedule="constant", eval_fraction=0.0, full=True, mlflow=False, plot=False, device="cpu",
                   run_dir=str(tmp_path / name))
     cls = DistillConfig if "teacher" in kw else PretrainConfig
