@@ -307,23 +307,17 @@ class Engine:
         seqs = [s.seq for s in batch]
         src_rows = [prev.rows.get(id(seq), -1) if prev is not None else -1 for seq in seqs]
         logits, greedy = self.runner.decode_step(batch, prev.tokens if prev is not None else None, src_rows)
-        for seq in seqs:
-            seq.num_computed += 1
         tokens = sample_on_device(logits, seqs, greedy)
-        ring = getattr(self.runner, "greedy_on_host", None) if tokens is greedy else None
-        return self._in_flight(seqs, tokens, ring)
-
-    def _in_flight(self, seqs: list[Sequence], tokens: torch.Tensor, ring: torch.Tensor | None) -> InFlight:
-        """Sampled tokens left on the device: a placeholder in each sequence, the host copy queued (or `ring`:
-        pinned memory the step wrote its tokens to itself)."""
         index = []
         for seq in seqs:
+            seq.num_computed += 1
             index.append(len(seq.tokens))
             seq.tokens.append(PENDING)
         n = len(seqs)
         event = None
         if self._host_bufs is not None:
             event = self._events[self._flip]
+            ring = getattr(self.runner, "greedy_on_host", None) if tokens is greedy else None
             if ring is not None:
                 host = ring  # the step wrote its tokens to pinned memory itself: no copy on the stream
             else:

@@ -138,12 +138,7 @@ if triton is not None:
     @triton.jit
     def _adamw_kernel(w_ptr, g_ptr, master_ptr, m_ptr, v_ptr, scale_ptr, n, beta1, beta2, eps, decay, step_size,
                       bc2_sqrt, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr):
-        _adamw_block(w_ptr, g_ptr, master_ptr, m_ptr, v_ptr, scale_ptr, n, tl.program_id(0).to(tl.int64), beta1,
-                     beta2, eps, decay, step_size, bc2_sqrt, HAS_SCALE, BLOCK)
-
-    @triton.jit
-    def _adamw_block(w_ptr, g_ptr, master_ptr, m_ptr, v_ptr, scale_ptr, n, block, beta1, beta2, eps, decay,
-                     step_size, bc2_sqrt, HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr):
+        block = tl.program_id(0).to(tl.int64)
         offs = block * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
