@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--int4", action="store_true", help="an int4 copy (group 128, int4 lm_head), as serve_gpu --int4")
     ap.add_argument("--prefill", action="store_true", help="with --bs1-only: also profile the batch-1 prefill")
     args = ap.parse_args()
+    if args.prefill and not args.bs1_only:
+        ap.error("--prefill profiles the batch-1 prefill: add --bs1-only")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from lmsmith.serve import LLM, SamplingParams

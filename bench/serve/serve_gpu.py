@@ -122,6 +122,8 @@ def main() -> None:
                     "writes the serve_bandwidth result there")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.int4_only and not args.int4:
+        ap.error("--int4-only skips the bf16 run of --int4: add --int4")
     assert torch.cuda.is_available(), "needs CUDA"
 
     metrics: dict[str, float] = {}
@@ -138,8 +140,8 @@ def main() -> None:
         d = build_model_dir(args.shape, Path(tmp) / "model", torch.bfloat16)
         vocab = SHAPES[args.shape]["vocab_size"]
         batch = prompts(args.requests, args.prompt_len, vocab)
-        r1 = None if args.int4_only and args.int4 else ours(d, [[p] for p in batch[:5]], args.output_len,
-                                                             compare_sync=args.compare_sync)
+        r1 = None if args.int4_only else ours(d, [[p] for p in batch[:5]], args.output_len,
+                                              compare_sync=args.compare_sync)
         if r1 is not None:
             bs1_metrics(metrics, extra, args, r1, bw)
         save()
