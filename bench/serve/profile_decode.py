@@ -62,6 +62,24 @@ def profile_steps(engine, batch, out_len, path: Path, steps: int = 20) -> None:
         engine.step()
 
 
+def whole_replay_ms(engine, tokens: int, reps: int = 20) -> float:
+    """The GPU time of the prefill bucket's whole-step graph alone, back to back (nan without one): the TTFT
+    less the host's share and the lm_head row and sampling that follow the graph."""
+    pg = getattr(engine.runner, "prefill_graphs", None)
+    n = pg.bucket(tokens) if pg is not None else None
+    if n is None or pg.buckets[n].whole is None:
+        return float("nan")
+    g = pg.buckets[n].whole
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    g.replay()
+    start.record()
+    for _ in range(reps):
+        g.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / reps
+
+
 def profile_prefill(engine, batch, path: Path, reps: int = 10) -> None:
     """Batch-1 prefill (the step that produces the first token) profiled alone, `reps` prompts, the prefix cache
     reset before each so every one computes its prompt: where the TTFT's GPU time goes."""
@@ -87,7 +105,8 @@ def profile_prefill(engine, batch, path: Path, reps: int = 10) -> None:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for i in range(reps):
             one(i)
-    text = f"batch-1 prefill of {len(batch[0])} tokens + first token: wall ms {sorted(walls)}\n\n"
+    text = f"batch-1 prefill of {len(batch[0])} tokens + first token: wall ms {sorted(walls)}; " \
+           f"whole-step graph replay alone {whole_replay_ms(engine, len(batch[0])):.3f} ms\n\n"
     text += prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
     text += "\n\n" + prof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
     path.write_text(text)

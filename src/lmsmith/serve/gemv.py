@@ -62,6 +62,13 @@ if triton is not None:
         return ((src & (15 << (11 + 4 * (I % 3)))) | ONE).to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _ab_pair(p):
+        """The affine pair (A, B) of one plane of planar int4 rows: float32 bit patterns packed in the int64s at
+        `p` (A low, B high), w = A * f + B for the plane's field read as f = 1 + q * 2**(pos - 23)."""
+        ab = tl.load(p)
+        return ab.to(tl.int32).to(tl.float32, bitcast=True), (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+
+    @triton.jit
     def _prefetch_l2(ptrs):
         """Ask L2 for the lines at `ptrs` (no registers wait on them): a planar program's first weight tiles and
         A/B pairs, requested before it waits for the previous kernel (weights are never written)."""
@@ -157,18 +164,10 @@ if triton is not None:
                 for t in range(t0, t0 + TPS):
                     w = tl.load(wp + t * KW)
                     xb = x_ptr + t * (PL * KW) + woff
-                    for i in tl.static_range(8):  # the shifts and positions of planar.INT4_FIELDS
-                        if i < 3:
-                            src = w << 3
-                        elif i < 6:
-                            src = w >> 9
-                        else:
-                            src = w << 11
-                        f = ((src & (15 << (11 + 4 * (i % 3)))) | ONE).to(tl.float32, bitcast=True)
+                    for i in tl.static_range(8):
+                        f = _plane4(w, i, ONE)
                         xi = tl.load(xb + i * KW).to(tl.float32)  # [C, VEC]
-                        ab = tl.load(abrow + t * 8 + i)
-                        a = ab.to(tl.int32).to(tl.float32, bitcast=True)
-                        b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                        a, b = _ab_pair(abrow + t * 8 + i)
                         acc += tl.sum(f * xi[None, :, :], 2) * a[:, None] + b[:, None] * tl.sum(xi, 1)[None, :]
                 y = tl.sum(acc, 1)
             elif WQ == 7:  # [ROWS, KW / 4, 4] tiles split into 4 in-thread columns: explicit FMA chains per thread
@@ -193,9 +192,7 @@ if triton is not None:
                         part += _plane4(w1, i, ONE) * x1[None, :]
                         part += _plane4(w2, i, ONE) * x2[None, :]
                         part += _plane4(w3, i, ONE) * x3[None, :]
-                        ab = tl.load(abrow + t * 8 + i)
-                        a = ab.to(tl.int32).to(tl.float32, bitcast=True)
-                        b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                        a, b = _ab_pair(abrow + t * 8 + i)
                         # two FMAs into the accumulator (written as a + b * c Triton emits FMUL, FFMA and FADD)
                         acc = tl.fma(part, a[:, None], acc)
                         acc = tl.fma(b[:, None], ((x0 + x1) + (x2 + x3))[None, :], acc)
@@ -209,17 +206,9 @@ if triton is not None:
                         w = tl.load(wp + t * KW)
                         xb = x_ptr + t * (PL * KW) + cols
                         for i in tl.static_range(8):
-                            if i < 3:
-                                src = w << 3
-                            elif i < 6:
-                                src = w >> 9
-                            else:
-                                src = w << 11
-                            f = ((src & (15 << (11 + 4 * (i % 3)))) | ONE).to(tl.float32, bitcast=True)
+                            f = _plane4(w, i, ONE)
                             xi = tl.load(xb + i * KW).to(tl.float32)
-                            ab = tl.load(abrow + t * 8 + i)
-                            a = ab.to(tl.int32).to(tl.float32, bitcast=True)
-                            b = (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+                            a, b = _ab_pair(abrow + t * 8 + i)
                             acc += (f * a[:, None] + b[:, None]) * xi[None, :]
                     y = tl.sum(acc, 1)
                 else:  # int8: per-row scale, so the planes' sums stay apart until the end
