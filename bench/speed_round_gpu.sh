@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Issue 26's open checks on one warm GPU, in stages, so a device session spends its minutes on measuring:
-#   OUT=/tmp/r bash bench/speed_round_gpu.sh tests bs1 prefetch   # carry .whl (and .base for http-ab)
+#   OUT=/tmp/r bash bench/speed_round_gpu.sh tests profile bs1   # carry .whl (and .base for http-ab)
 # tests    the GPU tests of this round's defaults (~4 min: prefill graphs, decode advance, master weights)
 # bs1      serve_gpu batch-1 bf16 + int4 (1B bandwidth fraction, int4 ratio, TTFT; ~2.5 min)
-# prefetch serve_gpu int4 batch-1 with LMSMITH_GEMV_PREFETCH=1 against =0 (planar GEMVs ask L2 for their first
-#          tiles before the PDL wait; ~2 min)
 # profile  profile_decode --bs1-only --prefill, bf16 and int4: the batch-1 step's and prefill's kernels (~2 min)
 # train    train_ab full: the training defaults and their profile (~1.5 min)
 # autotune train_ab full-autotune (LMSMITH_COMPILE_MODE=max-autotune-no-cudagraphs; up to ~7 min)
@@ -21,13 +19,11 @@ for stage in "$@"; do
     tests) step timeout 280 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_prefill_graphs_gpu.py \
              tests/gpu/test_train_gpu.py tests/gpu/test_engine_gpu.py tests/gpu/test_bs1_quant_gpu.py -k "capture_and_match or advance or bs1_gemv or master or never_waits" 2>&1 | tail -8 ;;
     bs1) step timeout 330 python3 -m bench.serve.serve_gpu --skip-hf --skip-offline --int4 --out "$OUT/serve_bs1.json" 2>&1 | grep -v Warn | tail -12 ;;
-    prefetch) for pf in 1 0; do step timeout 150 env LMSMITH_GEMV_PREFETCH=$pf python3 -m bench.serve.serve_gpu --skip-hf \
-               --skip-offline --int4 --int4-only --out "$OUT/serve_bs1-int4-prefetch$pf.json" 2>&1 | grep -v Warn | tail -4; done ;;
     profile) for q in "" --int4; do step timeout 150 python3 -m bench.serve.profile_decode --bs1-only --prefill $q \
                --out-dir "$OUT" 2>&1 | grep -E "prefill of|wall" | cut -c1-300; done ;;
     train) step bash bench/train/train_ab.sh full 2>&1 | grep -v Warn | tail -6 ;;
     autotune) step bash bench/train/train_ab.sh full-autotune 2>&1 | grep -v Warn | tail -6 ;;
     http-ab) step bash bench/serve/serve_http_ab_gpu.sh ;;
-    *) echo "unknown stage $stage (tests, bs1, prefetch, profile, train, autotune, http-ab)"; exit 2 ;;
+    *) echo "unknown stage $stage (tests, bs1, profile, train, autotune, http-ab)"; exit 2 ;;
   esac
 done

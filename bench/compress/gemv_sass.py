@@ -56,7 +56,7 @@ def compile_variant(wq: int, rows: int, warps: int, split: int, block_k: int, su
         ptrs["w_ptr"] = "*u8"
     const = dict(WQ=wq, GROUP=128, SUB=sub, KW=128, VEC=4, SPLIT=split, GLU=False, NORM=False, NORM_BLOCK=16,
                  ROPE=False, H=1, KV=1, D=2, HALF=1, HALF_P=1, HP=2, VP=1, BLOCK_N=rows, BLOCK_K=block_k,
-                 PDL=False, NORM_IN=False, ADD=False, PREFETCH=False)
+                 PDL=False, NORM_IN=False, ADD=False)
     sig = {n: "constexpr" if n in const else ptrs.get(n, "fp32" if n == "eps" else "i32") for n in names}
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if n in ptrs or n in ("K", "stride_w")}
     src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in const.items()},

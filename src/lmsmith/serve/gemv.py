@@ -69,13 +69,6 @@ if triton is not None:
         return ab.to(tl.int32).to(tl.float32, bitcast=True), (ab >> 32).to(tl.int32).to(tl.float32, bitcast=True)
 
     @triton.jit
-    def _prefetch_l2(ptrs):
-        """Ask L2 for the lines at `ptrs` (no registers wait on them): a planar program's first weight tiles and
-        A/B pairs, requested before it waits for the previous kernel (weights are never written)."""
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                                  is_pure=False, pack=1)
-
-    @triton.jit
     def _x_tile(x_ptr, nw_ptr, cols, cmask, rstd, NORM_IN: tl.constexpr):
         """A tile of the GEMV's input as float32; NORM_IN: RMSNorm(x) * nw with the 16-bit roundings of
         fused._add_rmsnorm_kernel (x * rstd rounded, then the product with the weight rounded)."""
@@ -95,7 +88,7 @@ if triton is not None:
                      ROPE: tl.constexpr, H: tl.constexpr, KV: tl.constexpr, D: tl.constexpr, HALF: tl.constexpr,
                      HALF_P: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False,
-                     NORM_IN: tl.constexpr = False, ADD: tl.constexpr = False, PREFETCH: tl.constexpr = False):
+                     NORM_IN: tl.constexpr = False, ADD: tl.constexpr = False):
         """WQ selects how the weight is stored: 0 a 16-bit [N, K] matrix; 8 int8 [N, K] (read as uint8) times
         s[N]; 4 packed int4 [N, K/2] (element 2j in the low nibble of byte j) with w = q * s + m per group of
         GROUP inputs (s, m float32 [N, K/GROUP]). int4 tiles are [BLOCK_N, BLOCK_K / SUB, SUB] with SUB =
@@ -113,14 +106,10 @@ if triton is not None:
         N + r side by side (interleaved in its tile), so the SwiGLU costs no launch and no re-computation.
         NORM_IN (16-bit / int8 stored layouts): x is the residual stream; every program computes its RMS itself and
         reads x as RMSNorm(x) * nw, rounded as the separate kernel rounds. ADD: res_out = y + res, each program its
-        own rows. Together they replace the add+RMSNorm ticket, whose last program is a serial tail on every step.
-        PREFETCH (planar, under PDL): before waiting, the program asks L2 for its first two tiles' weight words and
-        A/B pairs, so their DRAM latency overlaps the previous kernel's tail (an int4 program streams only 2 tiles
-        of the 1B shape's K = 2048 rows)."""
+        own rows. Together they replace the add+RMSNorm ticket, whose last program is a serial tail on every step."""
         EARLY_W: tl.constexpr = WQ == 0 or WQ == 8  # the 16-bit / int8 path loads its first weight tile early
-        PLANAR: tl.constexpr = WQ == 5 or WQ == 6 or WQ == 7 or WQ == 9
-        if PDL and not EARLY_W and not (PLANAR and PREFETCH):  # wait for the previous kernel's writes, then let
-            gdc_wait()                                         # the next one launch
+        if PDL and not EARLY_W:  # wait for the previous kernel's writes, then let the next one launch
+            gdc_wait()
             gdc_launch_dependents()
         pid = tl.program_id(0)
         if GLU:
@@ -143,16 +132,6 @@ if triton is not None:
             wrow = w_ptr + srows * stride_w
             abrow = s_ptr + srows * (K // KW)
             t0 = tl.program_id(1) * TPS
-            if PDL and PREFETCH:
-                last = (t0 + TPS) * KW - 1  # the program's last word: clamped lines repeat, never leave its range
-                NLW: tl.constexpr = max(2 * KW // 32, 1)  # 128-byte lines of two tiles of one row
-                wl = tl.minimum(t0 * KW + tl.arange(0, NLW) * 32, last)
-                _prefetch_l2(wrow[:, None] + wl[None, :])
-                if WQ != 9:  # int4: the A/B pairs of the same two tiles (8 int64 a tile and row)
-                    al = tl.minimum(t0 * 8 + tl.arange(0, 2) * 8, (t0 + TPS) * 8 - 1)
-                    _prefetch_l2(abrow[:, None] + al[None, :])
-                gdc_wait()
-                gdc_launch_dependents()
             # the bits of 1.0f, loaded rather than a literal: the AND-OR's second constant then stays in a register
             # (as two literals, ptxas re-materializes one with a MOV before every AND-OR: +0.6 instructions a weight)
             ONE = tl.load(one_ptr)
@@ -443,12 +422,6 @@ def planar_enabled() -> bool:
     return os.environ.get("LMSMITH_GEMV_PLANAR", "1") != "0"
 
 
-def prefetch_enabled() -> bool:
-    """LMSMITH_GEMV_PREFETCH=1: planar GEMVs under PDL ask L2 for their first tiles before waiting on the previous
-    kernel (see `_gemv_kernel`; off until measured on a GPU)."""
-    return os.environ.get("LMSMITH_GEMV_PREFETCH", "0") == "1"
-
-
 def weight_kind(w) -> str | None:
     """How the GEMV kernel reads a projection (a weight tensor or a linear module): "dense" (16-bit), "int8",
     "int4" (as stored, dequantized in registers), or None where it cannot (fp8, fp32, a bias)."""
@@ -597,7 +570,6 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
         assert n == (heads + 2 * kvh) * d and kc.is_contiguous() and vc.is_contiguous()
         q = torch.empty(1, heads, d, dtype=x.dtype, device=x.device)
         stride_cos = cos.stride(0)
-    launch = pdl.launch()
     _gemv_kernel[(blocks, split)](
         x, wt, scales, offsets, y, n, k, wt.stride(0), res, nw, h, res_out, cnt, eps,
         cos, sin, pos, slot, q, kc, vc, stride_cos, ws, rb, one,
@@ -607,7 +579,7 @@ def gemv(x: torch.Tensor, w, block_n: int = 4, block_k: int | str = 1024,
         ROPE=rope is not None, H=heads, KV=kvh, D=d, HALF=d // 2, HALF_P=triton.next_power_of_2(max(d // 2, 1)),
         HP=triton.next_power_of_2(heads + kvh), VP=triton.next_power_of_2(kvh * d),
         BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=4, NORM_IN=norm_in is not None,
-        ADD=add is not None, PREFETCH=planar and bool(launch) and prefetch_enabled(), **launch)
+        ADD=add is not None, **pdl.launch())
     if rope is not None:
         return q, y
     if add is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from lmsmith.serve.fused import argmax_rows
 from lmsmith.serve.sequence import Sequence
 
 
@@ -61,8 +62,8 @@ def sample(logits: torch.Tensor, seqs: list[Sequence], masks: list[torch.Tensor 
     needs_row_work = [s.params.repetition_penalty != 1.0 or s.params.frequency_penalty or s.params.presence_penalty
                       or m is not None for s, m in zip(seqs, masks)]
     greedy_plain = all(s.params.greedy and not w and not s.params.wants_logprobs for s, w in zip(seqs, needs_row_work))
-    if greedy_plain:
-        return logits.argmax(-1).tolist(), [None] * len(seqs)
+    if greedy_plain:  # fused.argmax_rows: torch's argmax of one 128k-vocab row on an H100 is a 28 us reduction
+        return argmax_rows(logits).tolist(), [None] * len(seqs)
     for i, seq in enumerate(seqs):
         p = seq.params
         row = logits[i].clone()
