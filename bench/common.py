@@ -81,6 +81,20 @@ def write_wordlevel_tokenizer(dest: Path, vocab: int) -> None:
                             unk_token="t0").save_pretrained(dest)
 
 
+def quantized_copy(src: Path, dest: Path, method: str, group_size: int | None, lm_head: str | None = None) -> Path:
+    """`src` quantized into `dest` (lm_head too when `lm_head` names its method), with the tokenizer files beside
+    the weights, so the copy loads as a model of its own."""
+    from lmsmith.compress.quantize import quantize_to_dir
+
+    quantize_to_dir(Path(src), Path(dest), method, group_size, include_lm_head=lm_head is not None,
+                    lm_head_method=lm_head)
+    for f in Path(src).iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")) \
+                and not (Path(dest) / f.name).exists():
+            (Path(dest) / f.name).write_bytes(f.read_bytes())
+    return Path(dest)
+
+
 def prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
     """`n` random prompts of `length` token ids (ids below 10 are left to special tokens)."""
     g = torch.Generator().manual_seed(seed)

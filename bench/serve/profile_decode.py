@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import build_model_dir, prompts
+from bench.common import build_model_dir, prompts, quantized_copy
 from lmsmith.ops.planner import SHAPES  # noqa: E402
 
 
@@ -133,14 +133,7 @@ def main() -> None:
         batch = prompts(256, 128, SHAPES[args.shape]["vocab_size"])
         tag = ""
         if args.int4:
-            from lmsmith.compress.quantize import quantize_to_dir
-
-            quantize_to_dir(d, Path(tmp) / "int4", "int4", 128, include_lm_head=True, lm_head_method="int4")
-            for f in d.iterdir():
-                if f.name.startswith(("tokenizer", "special_tokens", "generation_config")) \
-                        and not (Path(tmp) / "int4" / f.name).exists():
-                    (Path(tmp) / "int4" / f.name).write_bytes(f.read_bytes())
-            d, tag = Path(tmp) / "int4", "_int4"
+            d, tag = quantized_copy(d, Path(tmp) / "int4", "int4", 128, lm_head="int4"), "_int4"
         if args.bs1_only:
             engine = Engine(str(d), dtype="bfloat16", max_num_seqs=4)
             profile_steps(engine, batch[:1], 64, out / f"prof_bs1{tag}.txt")

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from bench._result import make_result, write_result
-from bench.common import RESULTS
+from bench.common import RESULTS, quantized_copy
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 SIDES = ("ours", "ours_bf16", "int8", "int4", "int4_torch", "hf", "hf_bf16", "llamacpp")
@@ -222,16 +222,8 @@ def main() -> int:
     quant = {"int8": ("int8", None), "int4": ("int4", args.group_size), "int4_torch": ("int4", args.group_size)}
     for side, (method, gs) in quant.items():
         if side in args.sides:
-            from lmsmith.compress.quantize import quantize_to_dir
-
-            out = Path(tmp.name) / side
             head = None if args.lm_head == "none" else args.lm_head
-            quantize_to_dir(Path(model_dir), out, method, gs, include_lm_head=head is not None, lm_head_method=head)
-            for f in Path(model_dir).iterdir():  # the tokenizer files travel with the weights
-                if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")) \
-                        and not (out / f.name).exists():
-                    (out / f.name).write_bytes(f.read_bytes())
-            dirs[side] = str(out)
+            dirs[side] = str(quantized_copy(Path(model_dir), Path(tmp.name) / side, method, gs, lm_head=head))
 
     def once(side: str) -> tuple[float, list[int]]:
         if side in ("ours", "ours_bf16", "int8", "int4", "int4_torch"):

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from bench._result import make_result, write_result
-from bench.common import build_model_dir, ours, prompts
+from bench.common import build_model_dir, ours, prompts, quantized_copy
 from bench.serve._gptfast import copy_bandwidth, decode_bytes_per_token, gptfast_decode
 from lmsmith.ops.planner import SHAPES
 
@@ -156,14 +156,9 @@ def main() -> None:
             save()
         torch.cuda.empty_cache()
         if args.int4:
-            from lmsmith.compress.quantize import quantize_to_dir
-
-            quantize_to_dir(d, Path(tmp) / "int4", "int4", 128, include_lm_head=True, lm_head_method="int4")
+            q4 = quantized_copy(d, Path(tmp) / "int4", "int4", 128, lm_head="int4")
             gc.collect()
-            for f in d.iterdir():
-                if f.name.startswith(("tokenizer", "special_tokens", "generation_config")) and not (Path(tmp) / "int4" / f.name).exists():
-                    (Path(tmp) / "int4" / f.name).write_bytes(f.read_bytes())
-            r4 = ours(Path(tmp) / "int4", [[p] for p in batch[:5]], args.output_len)
+            r4 = ours(q4, [[p] for p in batch[:5]], args.output_len)
             metrics["int4_lmhead_int4_decode_bs1_tok_s"] = r4["tok_s"]
             metrics["int4_decode_bs1_ttft_p50_ms"] = r4["ttft_p50_ms"]
             if r1 is not None:
